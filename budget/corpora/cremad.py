@@ -1,0 +1,74 @@
+"""CREMA-D to a manifest.
+
+``AudioWAV/1001_DFA_ANG_XX.wav``: actor (1001-1091), sentence code, emotion
+(ANG, DIS, FEA, HAP, NEU, SAD), intensity level (LO, MD, HI, XX unspecified).
+``group`` is the actor.  The root is the folder holding ``AudioWAV/`` or that
+folder itself.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from budget.corpora.manifest import make_manifest
+from budget.errors import BudgetError
+
+EMOTION_CODES = {
+    "ANG": "angry",
+    "DIS": "disgust",
+    "FEA": "fearful",
+    "HAP": "happy",
+    "NEU": "neutral",
+    "SAD": "sad",
+}
+SENTENCES = {
+    "IEO": "It's eleven o'clock.",
+    "TIE": "That is exactly what happened.",
+    "IOM": "I'm on my way to the meeting.",
+    "IWW": "I wonder what this is about.",
+    "TAI": "The airplane is almost full.",
+    "MTI": "Maybe tomorrow it will be cold.",
+    "IWL": "I would like a new alarm clock.",
+    "ITH": "I think I have a doctor's appointment.",
+    "DFA": "Don't forget a jacket.",
+    "ITS": "I think I've seen this before.",
+    "TSI": "The surface is slick.",
+    "WSI": "We'll stop in a couple of minutes.",
+}
+LEVELS = {"LO": "low", "MD": "medium", "HI": "high", "XX": "unspecified"}
+
+_FILE_NAME = re.compile(r"^(?P<actor>\d{4})_(?P<sentence>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<level>[A-Z]{2})\.wav$")
+
+
+def read_cremad(root: Path) -> pd.DataFrame:
+    """Read CREMA-D from its file names."""
+    wav_dir = root / "AudioWAV" if (root / "AudioWAV").is_dir() else root
+    rows = []
+    unparsed = []
+    for path in sorted(wav_dir.glob("*.wav")):
+        match = _FILE_NAME.match(path.name)
+        if not match or match["emotion"] not in EMOTION_CODES:
+            unparsed.append(path.name)
+            continue
+        rows.append(
+            {
+                "utt_id": path.stem,
+                "path": str(path),
+                "label": EMOTION_CODES[match["emotion"]],
+                "speaker": match["actor"],
+                "group": match["actor"],
+                "text": SENTENCES.get(match["sentence"], ""),
+                "source_label": match["emotion"],
+                "sentence": match["sentence"],
+                "level": LEVELS.get(match["level"], match["level"]),
+            }
+        )
+    if unparsed:
+        raise BudgetError(
+            f"crema-d: {len(unparsed)} file name(s) in {wav_dir} do not follow the CREMA-D scheme "
+            f"(e.g. 1001_DFA_ANG_XX.wav), first: {unparsed[0]}"
+        )
+    return make_manifest(rows, "crema-d")
