@@ -1,0 +1,70 @@
+"""Speaker-independent cross-validation folds over a manifest's ``group``.
+
+With at most :data:`MAX_LEAVE_ONE_OUT_GROUPS` groups every group is its own
+test fold (IEMOCAP's 5 sessions, EmoDB's 10 speakers); with more, groups are
+dealt into ``n_folds`` folds, stratified by label where the label counts allow
+(scikit-learn's ``StratifiedGroupKFold``).  Folds are deterministic for a
+given seed, and a group never straddles two folds.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+from budget.errors import BudgetError
+from budget.labels import class_order
+
+MAX_LEAVE_ONE_OUT_GROUPS = 10
+N_FOLDS = 5
+
+
+def assign_folds(manifest: pd.DataFrame, n_folds: int = N_FOLDS, seed: int = 0) -> pd.Series:
+    """The test fold (0, 1, ...) of every utterance, aligned with ``manifest``'s index."""
+    groups = manifest["group"].astype(str)
+    names = sorted(groups.unique())
+    if len(names) < 2:
+        raise BudgetError(f"cross-validation needs at least 2 groups (speakers or sessions); found {len(names)}")
+    if len(names) <= MAX_LEAVE_ONE_OUT_GROUPS:
+        return groups.map({name: i for i, name in enumerate(names)}).rename("fold").astype(int)
+    if n_folds < 2 or n_folds > len(names):
+        raise BudgetError(f"n_folds must be between 2 and the number of groups ({len(names)}); got {n_folds}")
+    # Groups sorted by name first, so the folds do not depend on the manifest's row order.
+    order = np.lexsort((manifest["utt_id"].to_numpy(), groups.to_numpy()))
+    labels = manifest["label"].to_numpy()[order]
+    group_array = groups.to_numpy()[order]
+    groups_per_label = manifest.groupby("label")["group"].nunique()
+    if groups_per_label.min() >= n_folds:
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    else:
+        splitter = GroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    fold = np.empty(len(manifest), dtype=int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class" notes; stratification is best effort
+        for i, (_, test) in enumerate(splitter.split(np.zeros(len(order)), labels, group_array)):
+            fold[order[test]] = i
+    return pd.Series(fold, index=manifest.index, name="fold")
+
+
+def fold_names(manifest: pd.DataFrame, folds: pd.Series) -> dict[int, str]:
+    """A readable name per fold: its group when it holds one, else ``fold<i>``."""
+    names = {}
+    for fold, groups in manifest["group"].groupby(folds):
+        unique = groups.unique()
+        names[int(fold)] = str(unique[0]) if len(unique) == 1 else f"fold{fold}"
+    return names
+
+
+def training_counts(manifest: pd.DataFrame, folds: pd.Series) -> pd.DataFrame:
+    """Utterances per class available for training when each fold is the test fold.
+
+    Rows are folds, columns classes.  Its minimum is the largest class-balanced
+    training size per class that every fold can supply: the ceiling of a
+    budget curve on this corpus.
+    """
+    totals = manifest.groupby("label").size().reindex(class_order(manifest["label"]))
+    held_out = pd.crosstab(folds, manifest["label"]).reindex(columns=totals.index, fill_value=0)
+    return (totals - held_out).rename_axis(index="fold", columns="label")

@@ -1,0 +1,72 @@
+"""Speaker-independent folds and the balanced-training ceiling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from budget.errors import BudgetError
+from budget.folds import assign_folds, fold_names, training_counts
+
+
+def synthetic_manifest(n_groups: int, per_group: int = 12, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    labels = np.array(["neutral", "happy", "sad", "angry"])
+    rows = [
+        {"utt_id": f"g{g:03d}_{i:02d}", "group": f"g{g:03d}", "label": labels[rng.integers(0, 4)]}
+        for g in range(n_groups)
+        for i in range(per_group)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_few_groups_give_leave_one_group_out():
+    manifest = synthetic_manifest(5)
+    folds = assign_folds(manifest)
+    assert folds.nunique() == 5
+    assert (manifest.groupby(folds)["group"].nunique() == 1).all()
+    assert fold_names(manifest, folds) == {i: f"g{i:03d}" for i in range(5)}
+
+
+def test_many_groups_give_k_grouped_folds_without_straddling():
+    manifest = synthetic_manifest(40)
+    folds = assign_folds(manifest, n_folds=5, seed=3)
+    assert sorted(folds.unique()) == [0, 1, 2, 3, 4]
+    assert (manifest.groupby("group").apply(lambda g: folds[g.index].nunique()) == 1).all()
+    sizes = folds.value_counts()
+    assert sizes.max() - sizes.min() <= 2 * 12
+
+
+def test_folds_are_deterministic_and_independent_of_row_order():
+    manifest = synthetic_manifest(30)
+    first = assign_folds(manifest, seed=1)
+    shuffled = manifest.sample(frac=1.0, random_state=7)
+    again = assign_folds(shuffled, seed=1)
+    assert (first == again.reindex(first.index)).all()
+
+
+def test_stratification_balances_labels_across_folds():
+    manifest = synthetic_manifest(50, per_group=20)
+    folds = assign_folds(manifest, n_folds=5)
+    shares = pd.crosstab(folds, manifest["label"], normalize="index")
+    assert (shares.max() - shares.min()).max() < 0.08
+
+
+def test_training_counts_and_ceiling():
+    manifest = pd.DataFrame(
+        {
+            "utt_id": [f"u{i}" for i in range(9)],
+            "group": ["a", "a", "a", "b", "b", "b", "c", "c", "c"],
+            "label": ["sad", "sad", "happy", "sad", "happy", "happy", "sad", "happy", "happy"],
+        }
+    )
+    counts = training_counts(manifest, assign_folds(manifest))
+    assert counts.loc[0].to_dict() == {"happy": 4, "sad": 2}  # a held out
+    assert counts.loc[1].to_dict() == {"happy": 3, "sad": 3}
+    assert counts.to_numpy().min() == 2
+
+
+def test_one_group_is_an_error():
+    with pytest.raises(BudgetError, match="at least 2 groups"):
+        assign_folds(synthetic_manifest(1))
