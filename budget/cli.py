@@ -1,0 +1,163 @@
+"""The ``budget`` command line: a thin layer over the package's functions.
+
+Errors from bad input print one line (``error: ...``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from budget.audio import MIN_SECONDS, scan_audio
+from budget.corpora import CORPORA, data_dir, find_root, get_adapter, load_corpus
+from budget.errors import BudgetError
+from budget.folds import N_FOLDS, assign_folds, fold_names, training_counts
+
+app = typer.Typer(
+    help="How many labelled examples does a speech emotion recognition model need?",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+corpus_app = typer.Typer(help="Inspect and fetch corpora.", no_args_is_help=True)
+app.add_typer(corpus_app, name="corpus")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+CorpusOption = Annotated[
+    str, typer.Option("--corpus", "-c", help=f"Corpus adapter: {', '.join(CORPORA)}.", show_default=True)
+]
+RootOption = Annotated[
+    Path | None,
+    typer.Option("--root", help="The corpus folder (or CSV file); default: <data dir>/<corpus>, see BUDGET_DATA_DIR."),
+]
+ClassesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--classes",
+        help="Classes to keep, e.g. neutral,happy,sad,angry; merge with +, e.g. happy+excited; "
+        "presets iemocap4, basic4; 'all'. Default: the corpus's own (IEMOCAP: iemocap4).",
+    ),
+]
+
+
+def user_errors(command):
+    """Print a :class:`BudgetError` as one line and exit 2, instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except BudgetError as error:
+            err.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _load(corpus: str, root: Path | None, classes: str | None) -> pd.DataFrame:
+    """Load a corpus, fetching the default-fetchable one when it is not in the data folder."""
+    adapter = get_adapter(corpus)
+    if root is None and adapter.url is not None and not (data_dir() / adapter.name).exists():
+        from budget.corpora.fetch import fetch_corpus
+
+        err.print(f"{adapter.name} is not in {data_dir()}; fetching it from {adapter.url}")
+        fetch_corpus(adapter.name)
+    return load_corpus(adapter.name, root, classes)
+
+
+@corpus_app.command("list")
+@user_errors
+def corpus_list() -> None:
+    """List the corpus adapters and where each one is looked for."""
+    table = Table("corpus", "default classes", "fetchable", "looked for at", "description")
+    for adapter in CORPORA.values():
+        table.add_row(
+            adapter.name,
+            adapter.default_classes,
+            "yes" if adapter.url else "no",
+            str(data_dir() / adapter.name),
+            adapter.description,
+        )
+    out.print(table)
+
+
+@corpus_app.command("info")
+@user_errors
+def corpus_info(
+    corpus: CorpusOption = "emodb",
+    root: RootOption = None,
+    classes: ClassesOption = None,
+    n_folds: Annotated[int, typer.Option("--folds", help="Folds when there are more than 10 groups.")] = N_FOLDS,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail on any bad audio file instead of skipping it.")] = False,
+    save_manifest: Annotated[
+        Path | None, typer.Option("--save-manifest", help="Also write the manifest (usable files) to this CSV.")
+    ] = None,
+) -> None:
+    """Counts per class and group, duration, bad files, and the largest balanced training size."""
+    manifest = _load(corpus, root, classes)
+    scan = scan_audio(manifest, MIN_SECONDS)
+    if strict:
+        scan.raise_if_problems()
+    usable = scan.usable
+    if usable.empty:
+        raise BudgetError(f"{corpus}: none of the {len(manifest)} audio files is usable")
+    folds = assign_folds(usable, n_folds)
+    names = fold_names(usable, folds)
+    counts = training_counts(usable, folds)
+    classes_present = list(counts.columns)
+
+    n_groups = usable["group"].nunique()
+    scheme = "leave-one-group-out" if folds.nunique() == n_groups else f"{folds.nunique()} speaker-grouped folds"
+    hours = usable["duration"].sum() / 3600
+    out.print(f"[bold]{get_adapter(corpus).name}[/] at {find_root(corpus, root)}")
+    out.print(
+        f"{len(usable)} utterances, {len(classes_present)} classes, {usable['speaker'].nunique()} speakers, "
+        f"{n_groups} groups ({scheme}), {hours:.2f} h of audio "
+        f"(mean {usable['duration'].mean():.2f} s, max {usable['duration'].max():.2f} s)"
+    )
+
+    by_group = pd.crosstab(usable["group"], usable["label"]).reindex(columns=classes_present, fill_value=0)
+    table = Table("group", *classes_present, "total", title="utterances per group and class")
+    for group, row in by_group.iterrows():
+        table.add_row(str(group), *(str(v) for v in row), str(row.sum()))
+    totals = by_group.sum()
+    table.add_row("[bold]all[/]", *(f"[bold]{v}[/]" for v in totals), f"[bold]{totals.sum()}[/]")
+    out.print(table)
+
+    ceiling = int(counts.to_numpy().min())
+    fold, label = counts.stack().idxmin()
+    out.print(
+        f"largest class-balanced training size every fold can supply: [bold]{ceiling} per class[/] "
+        f"({ceiling * len(classes_present)} in total); limited by class {label!r} when {names[int(fold)]!r} is held out"
+    )
+    if not scan.problems.empty:
+        err.print(f"[bold yellow]{len(scan.problems)} bad audio file(s), left out:[/]")
+        for row in scan.problems.itertuples():
+            err.print(f"  {row.path}: {row.reason}", soft_wrap=True)
+    if save_manifest is not None:
+        usable.assign(fold=folds).to_csv(save_manifest, index=False)
+        out.print(f"manifest written to {save_manifest}")
+
+
+@corpus_app.command("fetch")
+@user_errors
+def corpus_fetch(
+    name: Annotated[str, typer.Argument(help="Corpus to download (only emodb is free to redistribute).")],
+    dest: Annotated[Path | None, typer.Option("--dest", help="Data folder to unpack into.")] = None,
+    url: Annotated[str | None, typer.Option("--url", help="A mirror instead of the official address.")] = None,
+    sha256: Annotated[str | None, typer.Option("--sha256", help="Expected sha256 of the archive.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Download again even if a copy is there.")] = False,
+) -> None:
+    """Download a corpus from its authors' address, check it, and unpack it into the data folder."""
+    from budget.corpora.fetch import fetch_corpus
+
+    target = fetch_corpus(name, dest=dest, url=url, sha256=sha256, force=force)
+    out.print(f"{get_adapter(name).name} is at {target}")

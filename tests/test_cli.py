@@ -1,0 +1,99 @@
+"""The ``budget corpus`` commands, end to end through Typer."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pandas as pd
+import pytest
+from corpus_builders import build_emodb, build_iemocap, emodb_names
+from typer.testing import CliRunner
+
+from budget import corpora
+from budget.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_info_on_real_emodb(shared_emodb):
+    result = invoke("corpus", "info", "--corpus", "emodb", "--root", str(shared_emodb))
+    assert result.exit_code == 0, result.output
+    assert "535 utterances, 7 classes, 10 speakers, 10 groups (leave-one-group-out)" in result.output
+    last_row = [line for line in result.output.splitlines() if re.search(r"\ball\b", line)][-1]
+    assert [int(n) for n in re.findall(r"\d+", last_row)] == [79, 71, 62, 127, 69, 46, 81, 535]
+    assert "35 per class" in result.output
+
+
+def test_info_with_four_classes_on_real_emodb(shared_emodb):
+    result = invoke("corpus", "info", "--root", str(shared_emodb), "--classes", "neutral,happy,sad,angry")
+    assert result.exit_code == 0, result.output
+    assert "339 utterances, 4 classes" in result.output
+
+
+def test_info_reads_root_from_data_dir_and_saves_manifest(tmp_path, isolated_data_dir):
+    build_iemocap(isolated_data_dir / "iemocap")
+    out = tmp_path / "manifest.csv"
+    result = invoke("corpus", "info", "--corpus", "iemocap", "--save-manifest", str(out))
+    assert result.exit_code == 0, result.output
+    assert "40 utterances, 4 classes, 10 speakers, 5 groups" in result.output
+    saved = pd.read_csv(out)
+    assert {"fold", "duration", "text"} <= set(saved.columns)
+    assert saved.groupby("group")["fold"].nunique().max() == 1
+
+
+def test_bad_files_are_reported_and_left_out_or_fatal_with_strict(tmp_path):
+    build_emodb(tmp_path, emodb_names(40))
+    (tmp_path / "wav" / "03a01Wa.wav").write_bytes(b"")
+    (tmp_path / "wav" / "03a01La.wav").write_bytes(b"not audio at all" * 10)
+    result = invoke("corpus", "info", "--root", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "38 utterances" in result.output
+    assert "2 bad audio file(s), left out" in result.output
+    assert "03a01Wa.wav" in result.output and "empty file" in result.output
+    strict = invoke("corpus", "info", "--root", str(tmp_path), "--strict")
+    assert strict.exit_code == 2
+    assert "2 bad audio file(s)" in strict.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("corpus", "info", "--corpus", "timit"), "unknown corpus 'timit'"),
+        (("corpus", "info", "--corpus", "iemocap"), "iemocap: not found at"),
+        (("corpus", "info", "--root", "/nonexistent/emodb"), "does not exist"),
+        (("corpus", "fetch", "ravdess"), "not free to redistribute"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(args, message):
+    result = invoke(*args)
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_default_corpus_is_fetched_when_missing(tmp_path, monkeypatch, isolated_data_dir):
+    """With no EmoDB in the data folder, the default command fetches it (here from a local archive)."""
+    import shutil
+
+    source = build_emodb(tmp_path / "src", emodb_names(535))
+    archive = shutil.make_archive(str(tmp_path / "emodb"), "zip", source)
+    adapter = dataclasses.replace(corpora.CORPORA["emodb"], url=f"file://{archive}")
+    monkeypatch.setitem(corpora.CORPORA, "emodb", adapter)
+    result = invoke("corpus", "info")
+    assert result.exit_code == 0, result.output
+    assert "fetching it" in result.output
+    assert "535 utterances" in result.output
+    assert (isolated_data_dir / "emodb" / "wav").is_dir()
+
+
+def test_corpus_list_names_every_adapter():
+    result = invoke("corpus", "list")
+    assert result.exit_code == 0
+    for name in corpora.CORPORA:
+        assert name in result.output
