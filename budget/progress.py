@@ -1,8 +1,12 @@
-"""Progress bars for long loops, drawn on stderr so stdout stays for results."""
+"""Progress bars for long work, drawn on stderr so stdout stays for results.
+
+Bars are drawn only on a terminal; in logs and CI they stay silent.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from rich.console import Console
@@ -11,32 +15,54 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 T = TypeVar("T")
 
 _console = Console(stderr=True)
 
 
-def progress(items: Iterable[T], total: int, description: str) -> Iterator[T]:
-    """Yield ``items`` while drawing a bar with count, elapsed time and ETA.
+class _RateColumn(ProgressColumn):
+    """Items per second."""
 
-    The bar is drawn only on a terminal; in logs and CI it stays silent.
-    """
+    def __init__(self, unit: str):
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:.1f} {self.unit}/s" if task.speed else "", style="progress.data.speed")
+
+
+@contextmanager
+def progress_bar(total: int, description: str, unit: str = "it") -> Iterator[Callable[[int], None]]:
+    """A bar with count, rate, elapsed time and ETA; yields ``advance(n)``."""
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        _RateColumn(unit),
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=_console, transient=True, disable=not _console.is_terminal) as bar:
-        yield from bar.track(items, total=total, description=description)
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
+
+
+def progress(items: Iterable[T], total: int, description: str, unit: str = "it") -> Iterator[T]:
+    """Yield ``items`` while drawing a bar."""
+    with progress_bar(total, description, unit) as advance:
+        for item in items:
+            yield item
+            advance(1)
 
 
 def byte_progress() -> Progress:

@@ -1,0 +1,73 @@
+"""Feature extractors and the on-disk feature store.
+
+Specs name extractors on the command line and in the Python API:
+
+``lld``
+    34 pyAudioAnalysis low-level descriptors per 50 ms frame;
+``hf:<hub id or folder>[:layer|all]``
+    a transformers speech encoder (wav2vec 2.0, HuBERT, WavLM,
+    data2vec-audio, Whisper's encoder);
+``wav2vec1:<checkpoint.pt>``
+    a fairseq wav2vec 1.0 checkpoint's context features;
+``text:<hub id or folder>[:layer]``
+    BERT-family word-piece embeddings of the transcript (second-to-last layer).
+
+A path may itself contain ``:`` only when no layer follows it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from budget.errors import BudgetError
+from budget.features.base import FeatureExtractor
+from budget.features.store import ExtractionReport, FeatureSet, FeatureStore
+
+__all__ = ["ExtractionReport", "FeatureExtractor", "FeatureSet", "FeatureStore", "parse_feature_spec", "parse_feature_specs"]
+
+KINDS = ("lld", "hf", "wav2vec1", "text")
+
+
+def _split_layer(target: str) -> tuple[str, str | None]:
+    """``path:8`` -> (path, "8"); a trailing part is a layer only if it looks like one."""
+    head, sep, tail = target.rpartition(":")
+    if sep and (tail == "all" or tail.lstrip("-").isdigit()) and not Path(target).exists():
+        return head, tail
+    return target, None
+
+
+def parse_feature_spec(spec: str) -> FeatureExtractor:
+    """The extractor a spec names (see the module doc)."""
+    text = spec.strip()
+    kind, _, target = text.partition(":")
+    kind = kind.lower()
+    if kind == "lld" and not target:
+        from budget.features.lld import LLDExtractor
+
+        return LLDExtractor(text)
+    if kind not in KINDS or not target:
+        raise BudgetError(
+            f"bad feature spec {spec!r}; use lld, hf:<model>[:layer|all], wav2vec1:<checkpoint.pt> or text:<model>[:layer]"
+        )
+    if kind == "wav2vec1":
+        from budget.features.wav2vec1 import Wav2Vec1Extractor
+
+        return Wav2Vec1Extractor(text, target)
+    model, layer = _split_layer(target)
+    if kind == "hf":
+        from budget.features.hf import HFSpeechExtractor
+
+        return HFSpeechExtractor(text, model, layer)
+    from budget.features.text import TextExtractor
+
+    if layer == "all":
+        raise BudgetError(f"{spec}: text features take one layer, not 'all'")
+    return TextExtractor(text, model, layer)
+
+
+def parse_feature_specs(specs: str) -> list[FeatureExtractor]:
+    """A comma-separated list of specs."""
+    names = [s for s in (part.strip() for part in specs.split(",")) if s]
+    if not names:
+        raise BudgetError("no feature spec given")
+    return [parse_feature_spec(name) for name in names]

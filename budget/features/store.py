@@ -1,0 +1,505 @@
+"""The feature store: extract once, reuse everywhere.
+
+Layout of a store folder::
+
+    <store>/<slug>-<key>/entry.json                  what the entry holds: spec, identity, dims
+    <store>/<slug>-<key>/shards/<id>.frames.npy      frames of one batch, concatenated in time
+    <store>/<slug>-<key>/shards/<id>.mean.npy        per-utterance mean over time (float32)
+    <store>/<slug>-<key>/shards/<id>.max.npy         per-utterance max over time (float32)
+    <store>/<slug>-<key>/shards/<id>.index.parquet   key, utt_id, offset, n_frames, ok, reason
+
+**Keys.**  An entry's key hashes the extractor's full identity (model name,
+checksum of its weight files, layer, precision, extractor version) and the
+audio settings (sample rate, crop, frame dtype); an utterance's key hashes its
+audio file's resolved path, size and modification time (or, with
+``utterance_identity="content"``, the file's bytes), or for text features
+the transcript itself.  Changing any of these never serves stale features:
+a changed setting is a new entry, a changed file a new key.
+
+**Atomicity.**  Each batch becomes one shard.  Its arrays are written under
+temporary names and renamed into place, and its index is renamed last: a shard
+without an index does not exist for readers, and is swept away by the next
+writer.  An interrupted extraction (Ctrl-C, kill -9) therefore loses only the
+batch in flight, and running it again continues where it stopped.  One writer
+at a time holds the entry's lock file.
+
+**Frames in float16.**  Frames are stored as float16 by default (pooled
+statistics stay float32, computed before rounding).  Rounding to nearest gives
+``|x16 - x| <= max(|x| * 2**-11, 2**-25)``: a relative error of at most
+4.9e-4 for ``|x| >= 2**-14``; values beyond +-65504 do not fit, and the store
+refuses them (use ``frame_dtype="float32"``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from budget.audio import MAX_SECONDS, MIN_SECONDS, SAMPLE_RATE, load_audio
+from budget.errors import AudioError, BudgetError
+from budget.features.base import FeatureExtractor, length_batches
+from budget.progress import progress_bar
+
+STORE_ENV = "BUDGET_STORE_DIR"
+FRAME_DTYPES = ("float16", "float32")
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+_INDEX_COLUMNS = ["key", "utt_id", "offset", "n_frames", "ok", "reason"]
+
+
+def default_store_dir() -> Path:
+    """``$BUDGET_STORE_DIR``, else ``$XDG_CACHE_HOME/budget/features`` (``~/.cache/budget/features``)."""
+    if os.environ.get(STORE_ENV):
+        return Path(os.environ[STORE_ENV]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "budget" / "features"
+
+
+@dataclass(frozen=True)
+class ExtractionReport:
+    """What one extraction run did."""
+
+    spec: str
+    entry: Path
+    requested: int
+    cached: int
+    extracted: int
+    failures: pd.DataFrame  # utt_id, reason: this run's and earlier runs' failures among the requested
+    seconds: float
+    audio_seconds: float
+
+    @property
+    def utterances_per_second(self) -> float:
+        return self.extracted / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def real_time_factor(self) -> float:
+        """Processing time over audio duration (lower is faster)."""
+        return self.seconds / self.audio_seconds if self.audio_seconds > 0 else float("nan")
+
+
+@dataclass
+class FeatureSet:
+    """Features of a manifest's utterances, in manifest order, ready for training.
+
+    ``frames[offsets[i] : offsets[i] + lengths[i]]`` is utterance ``i``;
+    ``mean`` and ``max`` are its pooled statistics.  Utterances with no
+    features (failed or never extracted) are left out and named in ``missing``.
+    """
+
+    spec: str
+    utt_ids: np.ndarray
+    lengths: np.ndarray
+    offsets: np.ndarray
+    frames: np.ndarray
+    mean: np.ndarray
+    max: np.ndarray
+    layer_names: list[str] | None = None
+    missing: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.utt_ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.frames.shape[-1])
+
+    def sequence(self, i: int) -> np.ndarray:
+        """The frames of utterance ``i``."""
+        return self.frames[self.offsets[i] : self.offsets[i] + self.lengths[i]]
+
+
+class _Entry:
+    """One extractor configuration's folder in the store."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.shards = folder / "shards"
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        self.shards.mkdir(parents=True, exist_ok=True)
+        with (self.folder / ".lock").open("w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise BudgetError(f"another extraction is writing {self.folder}; wait for it to finish") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def meta(self) -> dict:
+        return json.loads((self.folder / "entry.json").read_text())
+
+    def committed(self) -> list[str]:
+        return sorted(p.name.removesuffix(".index.parquet") for p in self.shards.glob("*.index.parquet"))
+
+    def sweep(self) -> None:
+        """Remove what a killed writer left: temporary files and shards without an index."""
+        committed = set(self.committed())
+        for path in self.shards.iterdir():
+            shard = path.name.split(".")[0]
+            if path.name.endswith(".tmp") or shard not in committed:
+                path.unlink()
+
+    def index(self) -> pd.DataFrame:
+        """Every committed utterance (the latest shard wins for a repeated key), with its shard."""
+        tables = []
+        for shard in self.committed():
+            table = pd.read_parquet(self.shards / f"{shard}.index.parquet")
+            tables.append(table.assign(shard=shard, row=np.arange(len(table))))
+        if not tables:
+            return pd.DataFrame(columns=[*_INDEX_COLUMNS, "shard", "row"])
+        return pd.concat(tables, ignore_index=True).drop_duplicates("key", keep="last").set_index("key")
+
+    def write_shard(self, keys, utt_ids, outputs: list[np.ndarray | None], reasons: list[str], dtype: str) -> None:
+        """Commit one batch: arrays first, index last, each by atomic rename."""
+        shard = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+        good = [o for o in outputs if o is not None]
+        lengths = [0 if o is None else len(o) for o in outputs]
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        # Shape of one frame; a batch where everything failed stores empty placeholders.
+        frame_shape = good[0].shape[1:] if good else (0,)
+        frames = np.concatenate(good) if good else np.zeros((0, *frame_shape), np.float32)
+        if dtype == "float16" and frames.size and np.abs(frames).max() > FLOAT16_MAX:
+            raise BudgetError(
+                f"feature values exceed the float16 range (+-{FLOAT16_MAX:g}); "
+                f"store them as float32 (--frame-dtype float32)"
+            )
+        pooled_mean = np.stack([_pool(o, frame_shape, np.mean) for o in outputs]).astype(np.float32)
+        pooled_max = np.stack([_pool(o, frame_shape, np.max) for o in outputs]).astype(np.float32)
+        for suffix, array in (("frames", frames.astype(dtype)), ("mean", pooled_mean), ("max", pooled_max)):
+            _atomic_save(self.shards / f"{shard}.{suffix}.npy", array)
+        index = pd.DataFrame(
+            {
+                "key": keys,
+                "utt_id": utt_ids,
+                "offset": offsets,
+                "n_frames": np.asarray(lengths, dtype=np.int64),
+                "ok": [o is not None for o in outputs],
+                "reason": reasons,
+            }
+        )
+        tmp = self.shards / f"{shard}.index.parquet.tmp"
+        index.to_parquet(tmp, index=False)
+        os.replace(tmp, self.shards / f"{shard}.index.parquet")
+
+
+def _pool(frames: np.ndarray | None, frame_shape: tuple[int, ...], reduce) -> np.ndarray:
+    """Mean or max over time; zeros for an utterance with no frames (empty text) or no features."""
+    if frames is None or len(frames) == 0:
+        return np.zeros(frame_shape, np.float32)
+    return reduce(frames.astype(np.float32), axis=0)
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as handle:
+        np.save(handle, array)
+    os.replace(tmp, path)
+
+
+def _slug(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", Path(spec).name if "/" in spec else spec).strip("-")[:40] or "features"
+
+
+class FeatureStore:
+    """An on-disk store of frame-level features, keyed by extractor and utterance identity."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root).expanduser() if root is not None else default_store_dir()
+
+    # -- identities --------------------------------------------------------------------------
+
+    @staticmethod
+    def entry_identity(
+        extractor: FeatureExtractor, max_seconds: float | None, frame_dtype: str, utterance_identity: str
+    ) -> dict:
+        """Everything an entry's features depend on."""
+        identity = {"extractor": extractor.identity(), "frame_dtype": frame_dtype}
+        if extractor.modality == "audio":
+            identity["audio"] = {
+                "sample_rate": SAMPLE_RATE,
+                "max_seconds": max_seconds,
+                "min_seconds": MIN_SECONDS,
+                "utterance_identity": utterance_identity,
+            }
+        return identity
+
+    def entry_folder(self, extractor: FeatureExtractor, identity: dict) -> Path:
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return self.root / f"{_slug(extractor.spec)}-{digest}"
+
+    @staticmethod
+    def utterance_keys(extractor: FeatureExtractor, manifest: pd.DataFrame, utterance_identity: str) -> list[str]:
+        """One key per manifest row: audio file identity, or the transcript for text features."""
+        keys = []
+        for path, text in zip(manifest["path"], manifest["text"], strict=True):
+            if extractor.modality == "text":
+                blob = b"text\0" + str(text).encode()
+            elif utterance_identity == "content":
+                blob = b"content\0" + (Path(path).read_bytes() if Path(path).is_file() else str(path).encode())
+            else:
+                resolved = Path(path).resolve()
+                try:
+                    stat = resolved.stat()
+                    blob = f"stat\0{resolved}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()
+                except FileNotFoundError:
+                    blob = f"missing\0{resolved}".encode()
+            keys.append(hashlib.sha1(blob).hexdigest())
+        return keys
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def extract(
+        self,
+        extractor: FeatureExtractor,
+        manifest: pd.DataFrame,
+        *,
+        max_seconds: float | None = MAX_SECONDS,
+        batch_size: int = 16,
+        batch_seconds: float = 160.0,
+        frame_dtype: str = "float16",
+        utterance_identity: str = "stat",
+    ) -> ExtractionReport:
+        """Extract what the store lacks for ``manifest``; return what was done.
+
+        Batches hold utterances of similar length (at most ``batch_size``
+        utterances and ``batch_seconds`` of padded audio).  Utterances that
+        fail (bad audio, too short for the model) are recorded and skipped.
+        """
+        if frame_dtype not in FRAME_DTYPES:
+            raise BudgetError(f"frame dtype must be one of {', '.join(FRAME_DTYPES)}; got {frame_dtype!r}")
+        if utterance_identity not in ("stat", "content"):
+            raise BudgetError(f"utterance identity must be 'stat' or 'content'; got {utterance_identity!r}")
+        started = time.perf_counter()
+        identity = self.entry_identity(extractor, max_seconds, frame_dtype, utterance_identity)
+        entry = _Entry(self.entry_folder(extractor, identity))
+        keys = self.utterance_keys(extractor, manifest, utterance_identity)
+        with entry.lock():
+            entry.sweep()
+            known = entry.index()
+            todo = [i for i, key in enumerate(keys) if key not in known.index]
+            audio_seconds = self._run(
+                entry, extractor, identity, manifest, keys, todo, max_seconds, batch_size, batch_seconds, frame_dtype
+            )
+            known = entry.index()
+        requested = known.reindex(keys)
+        failed = requested[requested["ok"] == False]  # noqa: E712 (pandas element-wise)
+        return ExtractionReport(
+            spec=extractor.spec,
+            entry=entry.folder,
+            requested=len(keys),
+            cached=len(keys) - len(todo),
+            extracted=len(todo),
+            failures=pd.DataFrame({"utt_id": failed["utt_id"].to_numpy(), "reason": failed["reason"].to_numpy()}),
+            seconds=time.perf_counter() - started,
+            audio_seconds=audio_seconds,
+        )
+
+    @staticmethod
+    def _describe(entry: _Entry, extractor: FeatureExtractor, identity: dict, frame_shape: tuple[int, ...]) -> None:
+        """Write entry.json once the first output shows the frame shape."""
+        meta = {
+            "spec": extractor.spec,
+            "identity": identity,
+            "frame_shape": list(frame_shape),
+            "layer_names": extractor.layer_names(),
+            "frame_rate": extractor.frame_rate,
+            "modality": extractor.modality,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        tmp = entry.folder / "entry.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=2, default=str))
+        os.replace(tmp, entry.folder / "entry.json")
+
+    @staticmethod
+    def _input(extractor: FeatureExtractor, row, max_seconds):
+        if extractor.modality == "text":
+            return str(row["text"])
+        return load_audio(row["path"], max_seconds=max_seconds)
+
+    def _run(
+        self, entry, extractor, identity, manifest, keys, todo, max_seconds, batch_size, batch_seconds, frame_dtype
+    ) -> float:
+        """Extract the ``todo`` rows batch by batch, one committed shard per batch; return audio seconds."""
+        if not todo:
+            return 0.0
+        rows = manifest.iloc[todo]
+        lengths = self._lengths(extractor, rows, max_seconds)
+        max_total = int(batch_seconds * SAMPLE_RATE) if extractor.modality == "audio" else 1 << 62
+        batches = length_batches(lengths, batch_size, max_total, exact=not extractor.pads_exactly)
+        audio_seconds = 0.0
+        with progress_bar(len(todo), f"extracting {extractor.spec}", unit="utt") as advance:
+            for batch in batches:
+                positions = [todo[i] for i in batch]
+                inputs, reasons = [], []
+                for p in positions:
+                    try:
+                        inputs.append(self._input(extractor, manifest.iloc[p], max_seconds))
+                        reasons.append("")
+                    except AudioError as error:
+                        inputs.append(None)
+                        reasons.append(error.reason)
+                outputs = self._extract_batch(extractor, inputs, reasons)
+                shapes = [o.shape[1:] for o in outputs if o is not None]
+                if shapes and not (entry.folder / "entry.json").is_file():
+                    self._describe(entry, extractor, identity, shapes[0])
+                if extractor.modality == "audio":
+                    audio_seconds += sum(len(x) for x in inputs if x is not None) / SAMPLE_RATE
+                entry.write_shard(
+                    [keys[p] for p in positions],
+                    [manifest["utt_id"].iloc[p] for p in positions],
+                    outputs,
+                    reasons,
+                    frame_dtype,
+                )
+                advance(len(batch))
+        return audio_seconds
+
+    @staticmethod
+    def _extract_batch(extractor, inputs, reasons) -> list[np.ndarray | None]:
+        """Run the extractor on the loadable inputs; when the batch fails, retry one by one to isolate it."""
+        ready = [i for i, x in enumerate(inputs) if x is not None]
+        outputs: list[np.ndarray | None] = [None] * len(inputs)
+        if not ready:
+            return outputs
+        try:
+            results = extractor.extract([inputs[i] for i in ready])
+        except (BudgetError, RuntimeError) as error:  # RuntimeError: torch refusing an input
+            if len(ready) == 1:
+                reasons[ready[0]] = f"extractor failed: {error}"
+                return outputs
+            results = []
+            for i in ready:
+                own_reason = [""]
+                results.append(FeatureStore._extract_batch(extractor, [inputs[i]], own_reason)[0])
+                reasons[i] = own_reason[0]
+        for i, result in zip(ready, results, strict=True):
+            outputs[i] = result
+        return outputs
+
+    @staticmethod
+    def _lengths(extractor, rows: pd.DataFrame, max_seconds) -> list[int]:
+        """Input lengths for batching: cropped samples at 16 kHz from headers, or characters."""
+        if extractor.modality == "text":
+            return [len(str(t)) for t in rows["text"]]
+        limit = float("inf") if max_seconds is None else max_seconds
+        lengths = []
+        for path in rows["path"]:
+            try:
+                info = sf.info(str(path))
+                seconds = min(info.frames / info.samplerate, limit)
+            except (sf.LibsndfileError, RuntimeError, OSError):
+                seconds = 0.0  # fails again, with its reason, when loaded
+            lengths.append(int(round(seconds * SAMPLE_RATE)))
+        return lengths
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def load(
+        self,
+        extractor: FeatureExtractor,
+        manifest: pd.DataFrame,
+        *,
+        layer: int | None = None,
+        max_seconds: float | None = MAX_SECONDS,
+        frame_dtype: str = "float16",
+        utterance_identity: str = "stat",
+    ) -> FeatureSet:
+        """The stored features of ``manifest``'s utterances, in its order.
+
+        ``layer`` picks one hidden state from an entry that stored them all.
+        Raises when nothing was extracted for this configuration.
+        """
+        identity = self.entry_identity(extractor, max_seconds, frame_dtype, utterance_identity)
+        entry = _Entry(self.entry_folder(extractor, identity))
+        if not (entry.folder / "entry.json").is_file():
+            raise BudgetError(f"no stored features for {extractor.spec} with these settings; run `budget extract` first")
+        meta = entry.meta()
+        layer_names = meta["layer_names"]
+        if layer is not None and layer_names is None:
+            raise BudgetError(f"{extractor.spec} stored one layer; a layer can only be picked from an 'all' entry")
+        if layer is not None and not 0 <= layer < len(layer_names):
+            raise BudgetError(f"{extractor.spec}: layer {layer} out of range 0..{len(layer_names) - 1}")
+        index = entry.index()
+        keys = self.utterance_keys(extractor, manifest, utterance_identity)
+        found = index.reindex(keys)
+        usable = (found["ok"] == True).to_numpy()  # noqa: E712 (pandas element-wise)
+        rows = found[usable].astype({"offset": np.int64, "n_frames": np.int64, "row": np.int64})
+        opened: dict[str, tuple[np.ndarray, ...]] = {}
+        sequences, means, maxes = [], [], []
+        for shard, offset, n, row in zip(rows["shard"], rows["offset"], rows["n_frames"], rows["row"], strict=True):
+            if shard not in opened:
+                opened[shard] = tuple(
+                    np.load(entry.shards / f"{shard}.{part}.npy", mmap_mode="r") for part in ("frames", "mean", "max")
+                )
+            shard_frames, shard_mean, shard_max = opened[shard]
+            sequences.append(shard_frames[offset : offset + n])
+            means.append(shard_mean[row])
+            maxes.append(shard_max[row])
+        shape = tuple(meta["frame_shape"])
+        lengths = np.array([len(x) for x in sequences], dtype=np.int64)
+        frames = np.concatenate(sequences) if sequences else np.zeros((0, *shape), np.float16)
+        mean = np.stack(means) if means else np.zeros((0, *shape), np.float32)
+        maximum = np.stack(maxes) if maxes else np.zeros((0, *shape), np.float32)
+        if layer is not None:
+            frames, mean, maximum = frames[:, layer], mean[:, layer], maximum[:, layer]
+        return FeatureSet(
+            spec=extractor.spec,
+            utt_ids=manifest["utt_id"].to_numpy()[usable],
+            lengths=lengths,
+            offsets=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
+            frames=np.ascontiguousarray(frames),
+            mean=np.asarray(mean, dtype=np.float32),
+            max=np.asarray(maximum, dtype=np.float32),
+            layer_names=None if layer is not None else layer_names,
+            missing=list(manifest["utt_id"].to_numpy()[~usable]),
+        )
+
+    def summary(self) -> pd.DataFrame:
+        """One row per stored entry: spec, frame shape, utterances, failures, frames, size on disk."""
+        rows = []
+        for folder in sorted(p for p in self.root.glob("*") if (p / "entry.json").is_file()):
+            entry = _Entry(folder)
+            meta = entry.meta()
+            index = entry.index()
+            ok = index["ok"] == True  # noqa: E712 (pandas element-wise)
+            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            audio = meta["identity"].get("audio") or {}
+            rows.append(
+                {
+                    "spec": meta["spec"],
+                    "entry": folder.name,
+                    "frame_shape": "x".join(str(d) for d in meta["frame_shape"]),
+                    "layers": len(meta["layer_names"]) if meta["layer_names"] else 1,
+                    "max_seconds": audio.get("max_seconds"),
+                    "utterances": int(ok.sum()),
+                    "failures": int((~ok).sum()),
+                    "frames": int(index.loc[ok, "n_frames"].sum()),
+                    "size_mb": size / 2**20,
+                }
+            )
+        return pd.DataFrame(
+            rows,
+            columns=["spec", "entry", "frame_shape", "layers", "max_seconds", "utterances", "failures", "frames", "size_mb"],
+        )
+
+    def failures(self, entry_name: str) -> pd.DataFrame:
+        """The failed utterances of one entry (by folder name), with reasons."""
+        index = _Entry(self.root / entry_name).index()
+        failed = index[index["ok"] == False]  # noqa: E712 (pandas element-wise)
+        return failed[["utt_id", "reason"]].reset_index(drop=True)

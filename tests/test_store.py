@@ -1,0 +1,183 @@
+"""The feature store: cache hits, resume after interruption, invalidation, atomicity, float16 bounds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import write_wav
+from feature_helpers import CountingExtractor
+
+from budget.audio import load_audio
+from budget.errors import BudgetError
+from budget.features import FeatureStore
+from budget.features.base import length_batches
+
+
+def make_corpus(folder: Path, n: int = 20) -> pd.DataFrame:
+    rows = []
+    for i in range(n):
+        path = write_wav(folder / f"u{i:02d}.wav", seconds=0.2 + 0.05 * (i % 7), seed=i)
+        rows.append({"utt_id": f"u{i:02d}", "path": str(path), "label": "happy", "speaker": "s", "group": "g", "text": ""})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def corpus(tmp_path) -> pd.DataFrame:
+    return make_corpus(tmp_path / "audio")
+
+
+def test_extract_then_load_returns_the_extractor_output_in_manifest_order(tmp_path, corpus):
+    store = FeatureStore(tmp_path / "store")
+    extractor = CountingExtractor()
+    report = store.extract(extractor, corpus, batch_size=4)
+    assert (report.extracted, report.cached, len(report.failures)) == (20, 0, 0)
+    shuffled = corpus.sample(frac=1.0, random_state=1)
+    features = store.load(extractor, shuffled)
+    assert list(features.utt_ids) == list(shuffled["utt_id"])
+    for i, path in enumerate(shuffled["path"]):
+        expected = extractor.frames(load_audio(path))
+        np.testing.assert_allclose(features.sequence(i), expected, rtol=2**-11, atol=2**-25)
+        np.testing.assert_allclose(features.mean[i], expected.mean(0), rtol=1e-6)
+        np.testing.assert_allclose(features.max[i], expected.max(0), rtol=1e-6)
+    assert features.frames.dtype == np.float16
+
+
+def test_second_run_is_a_cache_hit_with_no_extractor_work(tmp_path, corpus):
+    store = FeatureStore(tmp_path / "store")
+    store.extract(CountingExtractor(), corpus)
+    again = CountingExtractor()
+    report = store.extract(again, corpus)
+    assert (report.extracted, report.cached, again.calls) == (0, 20, 0)
+
+
+def test_interrupted_extraction_resumes_where_it_stopped(tmp_path, corpus):
+    store = FeatureStore(tmp_path / "store")
+    with pytest.raises(KeyboardInterrupt):
+        store.extract(CountingExtractor(fail_on_call=3), corpus, batch_size=4)
+    # two batches of 4 were committed before the interrupt
+    resumed = CountingExtractor()
+    report = store.extract(resumed, corpus, batch_size=4)
+    assert (report.cached, report.extracted, resumed.utterances) == (8, 12, 12)
+    assert len(store.load(resumed, corpus)) == 20
+
+
+def test_killed_extraction_leaves_only_whole_shards_and_resumes(tmp_path, corpus):
+    corpus.to_csv(tmp_path / "corpus.csv", index=False)
+    script = textwrap.dedent(
+        f"""
+        import sys, pandas as pd
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from feature_helpers import CountingExtractor
+        from budget.features import FeatureStore
+        FeatureStore({str(tmp_path / "store")!r}).extract(
+            CountingExtractor(sleep=0.4), pd.read_csv({str(tmp_path / "corpus.csv")!r}, keep_default_na=False), batch_size=2
+        )
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script])
+    shards = tmp_path / "store"
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(shards.rglob("*.index.parquet"))) < 2:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    committed = len(list(shards.rglob("*.index.parquet")))
+    assert 2 <= committed < 10, "the kill should land mid-extraction"
+    store = FeatureStore(shards)
+    partial = store.load(CountingExtractor(), corpus)
+    assert len(partial) == 2 * committed and len(partial.missing) == 20 - 2 * committed
+    resumed = CountingExtractor()
+    report = store.extract(resumed, corpus, batch_size=2)
+    assert report.extracted == 20 - 2 * committed and resumed.utterances == report.extracted
+    assert not [p for p in shards.rglob("*") if p.name.endswith(".tmp")]
+    assert len(store.load(resumed, corpus)) == 20
+
+
+def test_changed_setting_is_a_new_entry(tmp_path, corpus):
+    store = FeatureStore(tmp_path / "store")
+    store.extract(CountingExtractor(), corpus)
+    for kwargs, extractor in (
+        ({"max_seconds": 0.25}, CountingExtractor()),
+        ({}, CountingExtractor(scale=2.0)),
+        ({"frame_dtype": "float32"}, CountingExtractor()),
+    ):
+        report = store.extract(extractor, corpus, **kwargs)
+        assert report.extracted == 20, kwargs
+    cropped = store.load(CountingExtractor(), corpus, max_seconds=0.25)
+    assert cropped.lengths.max() == 25  # 0.25 s at 160 samples a frame
+    assert len(store.summary()) == 4
+
+
+def test_changed_audio_file_invalidates_exactly_that_file(tmp_path, corpus):
+    store = FeatureStore(tmp_path / "store")
+    store.extract(CountingExtractor(), corpus)
+    changed = Path(corpus["path"].iloc[5])
+    time.sleep(0.01)
+    write_wav(changed, seconds=0.6, seed=99)
+    again = CountingExtractor()
+    report = store.extract(again, corpus)
+    assert (report.extracted, again.utterances) == (1, 1)
+    features = store.load(again, corpus)
+    assert features.lengths[5] == 60  # the new 0.6 s file, not the stale one
+
+
+def test_content_identity_survives_a_copy(tmp_path, corpus):
+    store = FeatureStore(tmp_path / "store")
+    store.extract(CountingExtractor(), corpus, utterance_identity="content")
+    moved = corpus.copy()
+    moved["path"] = [str(Path(p).rename(Path(p).with_name("moved_" + Path(p).name))) for p in corpus["path"]]
+    report = store.extract(CountingExtractor(), moved, utterance_identity="content")
+    assert report.cached == 20
+
+
+def test_bad_audio_is_recorded_and_skipped(tmp_path, corpus):
+    Path(corpus["path"].iloc[3]).write_bytes(b"garbage" * 50)
+    Path(corpus["path"].iloc[7]).unlink()
+    store = FeatureStore(tmp_path / "store")
+    report = store.extract(CountingExtractor(), corpus)
+    assert sorted(report.failures["utt_id"]) == ["u03", "u07"]
+    features = store.load(CountingExtractor(), corpus)
+    assert len(features) == 18 and sorted(features.missing) == ["u03", "u07"]
+    assert set(store.failures(report.entry.name)["utt_id"]) == {"u03", "u07"}
+
+
+def test_load_before_extract_is_a_clear_error(tmp_path, corpus):
+    with pytest.raises(BudgetError, match="run `budget extract` first"):
+        FeatureStore(tmp_path / "store").load(CountingExtractor(), corpus)
+
+
+def test_float16_error_bound():
+    rng = np.random.default_rng(0)
+    values = np.concatenate(
+        [rng.standard_normal(10_000) * scale for scale in (1e-7, 1e-5, 1e-3, 1.0, 1e2, 6e4 / 4)]
+    ).astype(np.float32)
+    rounded = values.astype(np.float16).astype(np.float32)
+    bound = np.maximum(np.abs(values) * 2.0**-11, 2.0**-25)
+    assert (np.abs(rounded - values) <= bound).all()
+
+
+def test_values_beyond_float16_are_refused(tmp_path, corpus):
+    with pytest.raises(BudgetError, match="float16 range"):
+        FeatureStore(tmp_path / "store").extract(CountingExtractor(scale=1e6), corpus)
+    report = FeatureStore(tmp_path / "store").extract(CountingExtractor(scale=1e6), corpus, frame_dtype="float32")
+    assert report.extracted == 20
+
+
+def test_length_batches():
+    lengths = [5, 9, 9, 3, 9, 5, 1]
+    batches = length_batches(lengths, max_items=2, max_total=100, exact=False)
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    assert all(len(b) <= 2 for b in batches)
+    assert batches[0] == [1, 2]  # longest first
+    exact = length_batches(lengths, max_items=8, max_total=100, exact=True)
+    assert all(len({lengths[i] for i in b}) == 1 for b in exact)
+    assert length_batches([10, 10, 10], max_items=8, max_total=25, exact=False) == [[0, 1], [2]]
