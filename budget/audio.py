@@ -96,7 +96,7 @@ def scan_audio(manifest: pd.DataFrame, min_seconds: float = MIN_SECONDS) -> Audi
     durations, rates, channels, problems = [], [], [], []
     keep = np.zeros(len(manifest), dtype=bool)
     rows = zip(manifest["utt_id"], manifest["path"], strict=True)
-    for i, (utt_id, path) in enumerate(progress(rows, len(manifest), "checking audio")):
+    for i, (utt_id, path) in enumerate(progress(rows, len(manifest), "checking audio", unit="file")):
         try:
             info = _open_info(Path(path))
             _check_length(Path(path), info.frames, info.samplerate, min_seconds)

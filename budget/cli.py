@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from budget.audio import MIN_SECONDS, scan_audio
+from budget.audio import MAX_SECONDS, MIN_SECONDS, scan_audio
 from budget.corpora import CORPORA, data_dir, find_root, get_adapter, load_corpus
 from budget.errors import BudgetError
 from budget.folds import N_FOLDS, assign_folds, fold_names, training_counts
@@ -62,6 +62,15 @@ def user_errors(command):
     return wrapper
 
 
+StoreOption = Annotated[
+    Path | None, typer.Option("--store", help="Feature store folder; default: $BUDGET_STORE_DIR or ~/.cache/budget/features.")
+]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda[:N].")]
+MaxSecondsOption = Annotated[
+    float, typer.Option("--max-seconds", help="Crop each utterance to its first seconds (0: no crop).")
+]
+
+
 def _load(corpus: str, root: Path | None, classes: str | None) -> pd.DataFrame:
     """Load a corpus, fetching the default-fetchable one when it is not in the data folder."""
     adapter = get_adapter(corpus)
@@ -102,13 +111,7 @@ def corpus_info(
     ] = None,
 ) -> None:
     """Counts per class and group, duration, bad files, and the largest balanced training size."""
-    manifest = _load(corpus, root, classes)
-    scan = scan_audio(manifest, MIN_SECONDS)
-    if strict:
-        scan.raise_if_problems()
-    usable = scan.usable
-    if usable.empty:
-        raise BudgetError(f"{corpus}: none of the {len(manifest)} audio files is usable")
+    usable = _scan(_load(corpus, root, classes), strict)
     folds = assign_folds(usable, n_folds)
     names = fold_names(usable, folds)
     counts = training_counts(usable, folds)
@@ -138,10 +141,6 @@ def corpus_info(
         f"largest class-balanced training size every fold can supply: [bold]{ceiling} per class[/] "
         f"({ceiling * len(classes_present)} in total); limited by class {label!r} when {names[int(fold)]!r} is held out"
     )
-    if not scan.problems.empty:
-        err.print(f"[bold yellow]{len(scan.problems)} bad audio file(s), left out:[/]")
-        for row in scan.problems.itertuples():
-            err.print(f"  {row.path}: {row.reason}", soft_wrap=True)
     if save_manifest is not None:
         usable.assign(fold=folds).to_csv(save_manifest, index=False)
         out.print(f"manifest written to {save_manifest}")
@@ -161,3 +160,87 @@ def corpus_fetch(
 
     target = fetch_corpus(name, dest=dest, url=url, sha256=sha256, force=force)
     out.print(f"{get_adapter(name).name} is at {target}")
+
+
+def _scan(manifest: pd.DataFrame, strict: bool) -> pd.DataFrame:
+    """The usable part of a manifest; bad files are listed on stderr (or fatal with ``strict``)."""
+    scan = scan_audio(manifest, MIN_SECONDS)
+    if strict:
+        scan.raise_if_problems()
+    if not scan.problems.empty:
+        err.print(f"[bold yellow]{len(scan.problems)} bad audio file(s), left out:[/]")
+        for row in scan.problems.itertuples():
+            err.print(f"  {row.path}: {row.reason}", soft_wrap=True)
+    if scan.usable.empty:
+        raise BudgetError(f"none of the {len(manifest)} audio files is usable")
+    return scan.usable
+
+
+@app.command("extract")
+@user_errors
+def extract(
+    features: Annotated[
+        str,
+        typer.Option(
+            "--features", "-f", help="Comma-separated specs: lld, hf:<model>[:layer|all], wav2vec1:<ckpt.pt>, text:<model>."
+        ),
+    ],
+    corpus: CorpusOption = "emodb",
+    root: RootOption = None,
+    classes: ClassesOption = None,
+    store: StoreOption = None,
+    device: DeviceOption = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="Model precision: fp32, bf16 or fp16.")] = "fp32",
+    max_seconds: MaxSecondsOption = MAX_SECONDS,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Utterances per batch.")] = 16,
+    frame_dtype: Annotated[str, typer.Option("--frame-dtype", help="Stored frames: float16 or float32.")] = "float16",
+    strict: Annotated[bool, typer.Option("--strict", help="Fail on any bad audio file instead of skipping it.")] = False,
+) -> None:
+    """Extract features for a corpus into the feature store (only what it does not hold yet)."""
+    from budget.features import FeatureStore, parse_feature_specs
+
+    extractors = [e.configure(device, precision) for e in parse_feature_specs(features)]
+    manifest = _scan(_load(corpus, root, classes), strict)
+    feature_store = FeatureStore(store)
+    for extractor in extractors:
+        report = feature_store.extract(
+            extractor, manifest, max_seconds=max_seconds or None, batch_size=batch_size, frame_dtype=frame_dtype
+        )
+        speed = (
+            f" in {report.seconds:.1f} s: {report.utterances_per_second:.1f} utt/s, real-time factor {report.real_time_factor:.4f}"
+            if report.extracted
+            else ""
+        )
+        out.print(
+            f"[bold]{extractor.spec}[/] ({extractor.device}, {extractor.precision}): {report.requested} utterances, "
+            f"{report.cached} already stored, {report.extracted} extracted{speed}; {len(report.failures)} failed",
+            soft_wrap=True,
+        )
+        for row in report.failures.itertuples():
+            err.print(f"  {row.utt_id}: {row.reason}", soft_wrap=True)
+    out.print(f"features stored in {feature_store.root}")
+
+
+@app.command("features")
+@user_errors
+def features_list(store: StoreOption = None) -> None:
+    """List what the feature store holds: extractor, dimensions, frames, size on disk, failures."""
+    from budget.features import FeatureStore
+
+    feature_store = FeatureStore(store)
+    summary = feature_store.summary()
+    if summary.empty:
+        out.print(f"the feature store at {feature_store.root} is empty; fill it with `budget extract`")
+        return
+    table = Table("features", "frame", "layers", "crop s", "utterances", "frames", "MB", "failed",
+                  title=f"feature store {feature_store.root}")  # fmt: skip
+    for row in summary.itertuples():
+        table.add_row(
+            row.spec, row.frame_shape, str(row.layers), str(row.max_seconds or "none"),
+            str(row.utterances), str(row.frames), f"{row.size_mb:.1f}", str(row.failures),
+        )  # fmt: skip
+    out.print(table)
+    for row in summary[summary["failures"] > 0].itertuples():
+        err.print(f"[bold yellow]{row.spec}: {row.failures} failed utterance(s):[/]")
+        for failure in feature_store.failures(row.entry).itertuples():
+            err.print(f"  {failure.utt_id}: {failure.reason}", soft_wrap=True)
