@@ -7,6 +7,7 @@ import re
 
 import pandas as pd
 import pytest
+import torch
 from corpus_builders import build_emodb, build_iemocap, emodb_names
 from typer.testing import CliRunner
 
@@ -97,3 +98,32 @@ def test_corpus_list_names_every_adapter():
     assert result.exit_code == 0
     for name in corpora.CORPORA:
         assert name in result.output
+
+
+def test_extract_then_features_then_cache_hit(tmp_path):
+    build_emodb(tmp_path / "emodb", emodb_names(24))
+    (tmp_path / "emodb" / "wav" / "03a01Wa.wav").write_bytes(b"")
+    store = str(tmp_path / "store")
+    args = ("extract", "--root", str(tmp_path / "emodb"), "--features", "lld", "--store", store)
+    first = invoke(*args)
+    assert first.exit_code == 0, first.output
+    assert "lld (cpu, fp32): 23 utterances, 0 already stored, 23 extracted" in first.output
+    assert "1 bad audio file(s), left out" in first.output
+    second = invoke(*args)
+    assert "23 already stored, 0 extracted" in second.output
+    listing = invoke("features", "--store", store)
+    assert listing.exit_code == 0
+    row = next(line for line in listing.output.splitlines() if "lld" in line)
+    assert [int(n) for n in re.findall(r"\b\d+\b", row)][:4] == [34, 1, 5, 23]
+
+
+def test_extract_errors_are_one_line(tmp_path):
+    result = invoke("extract", "--features", "mfcc", "--root", str(tmp_path))
+    assert result.exit_code == 2 and result.output.startswith("error: bad feature spec 'mfcc'")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    result = invoke("extract", "--features", "lld", "--device", "cuda", "--root", str(tmp_path))
+    assert result.exit_code == 2
+    assert "torch sees no CUDA device" in result.output

@@ -222,3 +222,19 @@ def test_text_entries_key_on_the_transcript(minilm_dir, tmp_path):
     features = store.load(extractor, manifest)
     assert list(features.lengths) == [3, 0, 3]
     np.testing.assert_array_equal(features.mean[1], np.zeros(384))
+
+
+def test_real_emodb_subset_through_the_store(whisper_dir, shared_emodb, tmp_path):
+    from budget.corpora import load_corpus
+
+    manifest = load_corpus("emodb", shared_emodb).iloc[::90]  # 6 utterances across speakers
+    store = FeatureStore(tmp_path / "store")
+    for spec, dim, rate in (("lld", 34, 40), (f"hf:{whisper_dir}", 384, 50)):
+        extractor = parse_feature_spec(spec).configure("cpu")
+        report = store.extract(extractor, manifest)
+        assert (report.extracted, len(report.failures)) == (6, 0)
+        features = store.load(extractor, manifest)
+        seconds = [min(len(load_audio(p)) / 16_000, 5.0) for p in manifest["path"]]
+        assert features.dim == dim
+        assert np.allclose(features.lengths, np.array(seconds) * rate, atol=2)
+        assert store.extract(extractor, manifest).extracted == 0
