@@ -270,7 +270,7 @@ class FeatureStore:
         manifest: pd.DataFrame,
         *,
         max_seconds: float | None = MAX_SECONDS,
-        batch_size: int = 16,
+        batch_size: int | None = None,
         batch_seconds: float = 160.0,
         frame_dtype: str = "float16",
         utterance_identity: str = "stat",
@@ -278,14 +278,18 @@ class FeatureStore:
         """Extract what the store lacks for ``manifest``; return what was done.
 
         Batches hold utterances of similar length (at most ``batch_size``
-        utterances and ``batch_seconds`` of padded audio).  Utterances that
-        fail (bad audio, too short for the model) are recorded and skipped.
+        utterances and ``batch_seconds`` of padded audio).  The default batch
+        is 16 on CUDA and 8 on a CPU, where larger batches do not run faster
+        (Whisper tiny.en on 2 cores: 3.9 utt/s one at a time, 3.3 in 16s).
+        Utterances that fail (bad audio, too short for the model) are recorded
+        and skipped.
         """
         if frame_dtype not in FRAME_DTYPES:
             raise BudgetError(f"frame dtype must be one of {', '.join(FRAME_DTYPES)}; got {frame_dtype!r}")
         if utterance_identity not in ("stat", "content"):
             raise BudgetError(f"utterance identity must be 'stat' or 'content'; got {utterance_identity!r}")
         started = time.perf_counter()
+        batch_size = batch_size or (16 if extractor.device.startswith("cuda") else 8)
         identity = self.entry_identity(extractor, max_seconds, frame_dtype, utterance_identity)
         entry = _Entry(self.entry_folder(extractor, identity))
         keys = self.utterance_keys(extractor, manifest, utterance_identity)
