@@ -192,7 +192,9 @@ def extract(
     device: DeviceOption = "auto",
     precision: Annotated[str, typer.Option("--precision", help="Model precision: fp32, bf16 or fp16.")] = "fp32",
     max_seconds: MaxSecondsOption = MAX_SECONDS,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Utterances per batch.")] = 16,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Utterances per batch (default 16 on CUDA, 8 on CPU).")
+    ] = None,
     frame_dtype: Annotated[str, typer.Option("--frame-dtype", help="Stored frames: float16 or float32.")] = "float16",
     strict: Annotated[bool, typer.Option("--strict", help="Fail on any bad audio file instead of skipping it.")] = False,
 ) -> None:
@@ -244,3 +246,139 @@ def features_list(store: StoreOption = None) -> None:
         err.print(f"[bold yellow]{row.spec}: {row.failures} failed utterance(s):[/]")
         for failure in feature_store.failures(row.entry).itertuples():
             err.print(f"  {failure.utt_id}: {failure.reason}", soft_wrap=True)
+
+
+def _study_config(
+    config: Path | None, corpus, root, classes, features, heads, per_class, n, seeds, epochs, lr, batch_size,
+    dropout, device, store, max_seconds, layer,
+):  # fmt: skip
+    """Defaults, then the TOML file, then the command line."""
+    from budget.features.base import resolve_device
+    from budget.study import StudyConfig
+
+    base = StudyConfig.from_toml(config) if config else StudyConfig()
+    return base.with_overrides(
+        corpus=corpus, root=str(root) if root else None, classes=classes, features=features, heads=heads,
+        per_class=per_class, n=n, seeds=seeds, epochs=epochs, lr=lr, batch_size=batch_size, dropout=dropout,
+        device=resolve_device(device), store=str(store) if store else None,
+        max_seconds=max_seconds, layer=layer,
+    )  # fmt: skip
+
+
+def _run_study(command: str, study_config, run_dir: Path | None):
+    from budget.study import Study, default_run_dir
+
+    folder = run_dir or default_run_dir(command, study_config)
+    results = Study(study_config, folder).run(log=lambda line: err.print(line, soft_wrap=True))
+    return results, folder
+
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="A study TOML (see experiments/); options override it.")]
+RunDirOption = Annotated[
+    Path | None, typer.Option("--run-dir", help="Where results go; default runs/<command>-<corpus>-<settings hash>.")
+]
+FeaturesOption = Annotated[
+    str | None, typer.Option("--features", "-f", help="Comma-separated feature specs (default: lld and hf:microsoft/wavlm-base-plus).")
+]
+SeedsOption = Annotated[int | None, typer.Option("--seeds", help="Seeds per size and fold (default 3).")]
+EpochsOption = Annotated[int | None, typer.Option("--epochs", help="Training epochs, no early stopping (default 60).")]
+LrOption = Annotated[float | None, typer.Option("--lr", help="Adam learning rate (default 1e-4).")]
+BatchOption = Annotated[int | None, typer.Option("--batch-size", help="Training batch size (default 16).")]
+DropoutOption = Annotated[float | None, typer.Option("--dropout", help="Dropout after each layer (default 0.2).")]
+LayerOption = Annotated[int | None, typer.Option("--layer", help="Pick one layer of features stored with :all.")]
+StudyMaxSeconds = Annotated[float | None, typer.Option("--max-seconds", help="Crop utterances (default 5 s; 0: none).")]
+
+
+@app.command("curve")
+@user_errors
+def curve(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Head: mean_pool, meanmax_pool, attn_pool, mlp_pool, logreg.")] = None,
+    features: FeaturesOption = None,
+    corpus: Annotated[str | None, typer.Option("--corpus", "-c", help="Corpus adapter (default emodb).")] = None,
+    root: RootOption = None,
+    classes: ClassesOption = None,
+    per_class: Annotated[str | None, typer.Option("--per-class", help="Sizes per class, e.g. 5,10,20,40,full.")] = None,
+    n: Annotated[str | None, typer.Option("--n", help="Sizes in total, e.g. 500,1000 (divided by the classes).")] = None,
+    seeds: SeedsOption = None,
+    epochs: EpochsOption = None,
+    lr: LrOption = None,
+    batch_size: BatchOption = None,
+    dropout: DropoutOption = None,
+    device: DeviceOption = "auto",
+    store: StoreOption = None,
+    max_seconds: StudyMaxSeconds = None,
+    layer: LayerOption = None,
+    config: ConfigOption = None,
+    run_dir: RunDirOption = None,
+) -> None:
+    """UA against training-set size: a budget curve for one head on each feature set."""
+    from budget.study import summarise
+
+    study_config = _study_config(
+        config, corpus, root, classes, features, model, per_class, n, seeds, epochs, lr, batch_size, dropout,
+        device, store, max_seconds, layer,
+    )  # fmt: skip
+    results, folder = _run_study("curve", study_config, run_dir)
+    summary = summarise(results)
+    table = Table("features", "head", "per class", "training examples", "UA mean ± std", "runs", title="budget curve")
+    for row in summary.itertuples():
+        table.add_row(
+            row.features, row.head, row.size, f"{row.n_train:.0f}", f"{row.ua_mean:.3f} ± {row.ua_std:.3f}", str(row.runs)
+        )
+    out.print(table)
+    out.print(f"results: {folder / 'results.parquet'}", soft_wrap=True)
+
+
+@app.command("compare")
+@user_errors
+def compare(
+    n: Annotated[str | None, typer.Option("--n", help="Training examples in total (divided by the classes).")] = None,
+    per_class: Annotated[str | None, typer.Option("--per-class", help="Or the size per class.")] = None,
+    models: Annotated[
+        str | None, typer.Option("--models", help="Heads (default mean_pool,meanmax_pool,attn_pool,mlp_pool,logreg).")
+    ] = None,
+    features: FeaturesOption = None,
+    corpus: Annotated[str | None, typer.Option("--corpus", "-c", help="Corpus adapter (default emodb).")] = None,
+    root: RootOption = None,
+    classes: ClassesOption = None,
+    seeds: SeedsOption = None,
+    epochs: EpochsOption = None,
+    lr: LrOption = None,
+    batch_size: BatchOption = None,
+    dropout: DropoutOption = None,
+    device: DeviceOption = "auto",
+    store: StoreOption = None,
+    max_seconds: StudyMaxSeconds = None,
+    layer: LayerOption = None,
+    config: ConfigOption = None,
+    run_dir: RunDirOption = None,
+) -> None:
+    """The paper's Table 1 at one training size: UA per head and feature set, and each set's gain over the first."""
+    from budget.heads import ALL_HEADS
+    from budget.study import summarise
+
+    study_config = _study_config(
+        config, corpus, root, classes, features, models, per_class, n, seeds, epochs, lr, batch_size, dropout,
+        device, store, max_seconds, layer,
+    )  # fmt: skip
+    if models is None and config is None:
+        study_config = study_config.with_overrides(heads=ALL_HEADS)
+    sizes = study_config.n or study_config.per_class
+    if sizes is None or len(sizes) != 1:
+        raise BudgetError("compare runs one size: give --n (total) or --per-class with one value")
+    results, folder = _run_study("compare", study_config, run_dir)
+    summary = summarise(results)
+    feature_sets = list(dict.fromkeys(summary["features"]))
+    header = [f"{f}\nUA mean ± std" for f in feature_sets] + [f"{f}\nvs {feature_sets[0]}" for f in feature_sets[1:]]
+    size = summary["size"].iloc[0]
+    out.print(f"UA at {size} per class ({summary['n_train'].iloc[0]:.0f} training examples)", soft_wrap=True)
+    table = Table("head", *header)
+    for head, rows in summary.groupby("head", sort=False):
+        ua = rows.set_index("features")["ua_mean"]
+        std = rows.set_index("features")["ua_std"]
+        cells = [f"{ua[f]:.3f} ± {std[f]:.3f}" if f in ua else "-" for f in feature_sets]
+        gains = [f"{100 * (ua[f] - ua[feature_sets[0]]):+.1f} pts" if f in ua and feature_sets[0] in ua else "-"
+                 for f in feature_sets[1:]]  # fmt: skip
+        table.add_row(head, *cells, *gains)
+    out.print(table)
+    out.print(f"results: {folder / 'results.parquet'}", soft_wrap=True)

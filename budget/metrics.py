@@ -1,0 +1,26 @@
+"""Per-run test metrics, computed by scikit-learn."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, recall_score
+
+
+def run_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, object]:
+    """UA (balanced accuracy, the mean per-class recall), WA, macro-F1, per-class recall, confusion.
+
+    The confusion matrix is a JSON list of rows (true class) by columns
+    (predicted class), in ``classes`` order.
+    """
+    labels = list(range(len(classes)))
+    recalls = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    return {
+        "ua": float(balanced_accuracy_score(y_true, y_pred)),
+        "wa": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        **{f"recall_{name}": float(r) for name, r in zip(classes, recalls, strict=True)},
+        "confusion": json.dumps(confusion_matrix(y_true, y_pred, labels=labels).tolist()),
+        "n_test": int(len(y_true)),
+    }

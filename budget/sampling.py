@@ -1,0 +1,122 @@
+"""Class-balanced training subsets, drawn from the training folds only.
+
+A budget curve trains on ``k`` examples per class for growing ``k``.  For
+each (fold, seed), every class's training utterances are shuffled once and the
+subset of size ``k`` takes the first ``k`` of each class, so subsets are
+nested (the 250 set contains the 125 set) and a curve is not jagged from
+resampling.  ``full`` is every training utterance, unbalanced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from budget.errors import BudgetError
+from budget.folds import training_counts
+
+FULL = "full"
+#: The paper's schedule: 125 per class, doubling.
+PAPER_START = 125
+
+
+@dataclass(frozen=True)
+class SizePlan:
+    """The per-class sizes a study runs, and those it had to skip (with why)."""
+
+    sizes: list[int | str]  # ints per class, and possibly "full"
+    skipped: list[str]
+    note: str = ""
+
+
+def parse_sizes(per_class, n_total, n_classes: int) -> list[int | str] | None:
+    """Per-class sizes from ``per_class`` (``"5,10,full"`` or a list) or from totals ``n_total``.
+
+    A total is divided by the number of classes (``--n 500`` is 125 per class
+    for 4 classes) and must divide evenly.
+    """
+    if per_class and n_total:
+        raise BudgetError("give sizes per class (--per-class) or in total (--n), not both")
+    given = per_class or n_total
+    if not given:
+        return None
+    parts = given.split(",") if isinstance(given, str) else list(given)
+    sizes: list[int | str] = []
+    for part in (str(p).strip().lower() for p in parts):
+        if not part:
+            continue
+        if part == FULL:
+            sizes.append(FULL)
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise BudgetError(f"bad size {part!r}: use whole numbers or 'full'") from None
+        if value <= 0:
+            raise BudgetError(f"sizes must be positive; got {value}")
+        if n_total:
+            if value % n_classes:
+                raise BudgetError(
+                    f"--n {value} does not divide into {n_classes} equal classes; use a multiple of {n_classes} "
+                    f"or --per-class"
+                )
+            value //= n_classes
+        sizes.append(value)
+    if not sizes:
+        raise BudgetError("no sizes given")
+    return list(dict.fromkeys(sizes))
+
+
+def plan_sizes(requested: list[int | str] | None, manifest: pd.DataFrame, folds: pd.Series) -> SizePlan:
+    """Check requested sizes against what every fold can supply; default to the paper's schedule.
+
+    A requested size that some fold cannot supply is skipped and reported,
+    never shrunk.  Without a request, sizes double from 125 per class up to
+    what every fold can supply, plus ``full``; a corpus too small for 125 per
+    class gets four doubling sizes ending at its ceiling instead.
+    """
+    counts = training_counts(manifest, folds)
+    ceiling = int(counts.to_numpy().min())
+    if requested is None:
+        if ceiling >= PAPER_START:
+            sizes: list[int | str] = [PAPER_START * 2**i for i in range(int(np.log2(ceiling / PAPER_START)) + 1)]
+            note = f"sizes double from {PAPER_START} per class up to {sizes[-1]} (every fold supplies {ceiling})"
+        else:
+            sizes = sorted({max(1, round(ceiling / 2**i)) for i in range(3, -1, -1)})
+            note = f"this corpus supplies at most {ceiling} per class in every fold, below the paper's {PAPER_START}; sizes {sizes}"
+        return SizePlan([*sizes, FULL], [], note)
+    sizes, skipped = [], []
+    for size in requested:
+        if size == FULL or size <= ceiling:
+            sizes.append(size)
+            continue
+        fold, label = counts.stack().idxmin()
+        skipped.append(
+            f"{size} per class: when fold {fold} is held out, class {label!r} has only {counts.loc[fold, label]} "
+            f"training examples (largest size every fold supplies: {ceiling})"
+        )
+    return SizePlan(sizes, skipped)
+
+
+def class_orders(train_labels: np.ndarray, seed: int) -> dict[object, np.ndarray]:
+    """Per class, the positions (into ``train_labels``) in the seed's shuffled order."""
+    rng = np.random.default_rng(seed)
+    return {label: rng.permutation(np.flatnonzero(train_labels == label)) for label in np.unique(train_labels)}
+
+
+def balanced_subset(train_labels: np.ndarray, size: int | str, seed: int) -> np.ndarray:
+    """Positions of a class-balanced subset of ``size`` per class (or all, for ``full``), sorted.
+
+    Subsets of one seed are nested across sizes.  Raises when a class has
+    fewer than ``size`` examples: a size is never silently shrunk.
+    """
+    if size == FULL:
+        return np.arange(len(train_labels))
+    orders = class_orders(train_labels, seed)
+    short = {label: len(order) for label, order in orders.items() if len(order) < size}
+    if short:
+        detail = ", ".join(f"'{label}' has {n}" for label, n in short.items())
+        raise BudgetError(f"cannot draw {size} per class: {detail}")
+    return np.sort(np.concatenate([order[:size] for order in orders.values()]))
