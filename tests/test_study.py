@@ -1,0 +1,160 @@
+"""Studies: the grid, the speaker-independent protocol, resume, configs, and the curve/compare commands."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from corpus_builders import build_iemocap
+from typer.testing import CliRunner
+
+from budget import study as study_module
+from budget.cli import app
+from budget.errors import BudgetError
+from budget.study import Study, StudyConfig, summarise
+from budget.training import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def iemocap(tmp_path_factory) -> Path:
+    return build_iemocap(tmp_path_factory.mktemp("iemocap"))
+
+
+def config_for(root: Path, tmp_path: Path, **overrides) -> StudyConfig:
+    settings = dict(
+        corpus="iemocap", root=str(root), features=("lld",), heads=("mean_pool",), per_class=(1, 2),
+        seeds=2, store=str(tmp_path / "store"), train=TrainConfig(epochs=2, lr=1e-2, batch_size=4),
+    )  # fmt: skip
+    settings.update(overrides)
+    return StudyConfig(**settings)
+
+
+def test_grid_and_speaker_independence(iemocap, tmp_path, monkeypatch):
+    seen = []
+    real = study_module.train_runs
+
+    def spy(head, features, labels, runs, n_classes, config):
+        seen.append((features, runs))
+        return real(head, features, labels, runs, n_classes, config)
+
+    monkeypatch.setattr(study_module, "train_runs", spy)
+    results = Study(config_for(iemocap, tmp_path, heads=("mean_pool", "logreg")), tmp_path / "run").run(log=lambda _: None)
+    # 2 heads x 2 sizes x 5 folds x 2 seeds
+    assert len(results) == 40
+    assert set(results["size"]) == {"1", "2"} and set(results["head"]) == {"mean_pool", "logreg"}
+    assert results.groupby(["head", "size"]).size().eq(10).all()
+    for features, runs in seen:
+        for run in runs:
+            sessions_train = {u[:5] for u in features.utt_ids[run.train]}
+            sessions_test = {u[:5] for u in features.utt_ids[run.test]}
+            assert len(sessions_test) == 1 and not sessions_train & sessions_test
+            assert len(run.train) == 4 * int(run.size)
+    assert {"ua", "wa", "macro_f1", "recall_neutral", "confusion", "fold_name"} <= set(results.columns)
+    assert (tmp_path / "run" / "results.csv").is_file() and (tmp_path / "run" / "provenance.json").is_file()
+    provenance = (tmp_path / "run" / "provenance.json").read_text()
+    assert '"manifest_sha256"' in provenance and '"torch"' in provenance
+
+
+def test_interrupted_study_resumes_and_matches_an_uninterrupted_one(iemocap, tmp_path, monkeypatch):
+    config = config_for(iemocap, tmp_path, heads=("mean_pool", "attn_pool"))
+    reference = Study(config, tmp_path / "reference").run(log=lambda _: None)
+
+    calls = []
+    real = study_module.train_runs
+
+    def crash_on_third(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(study_module, "train_runs", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        Study(config, tmp_path / "resumed").run(log=lambda _: None)
+    assert len(Study(config, tmp_path / "resumed").finished()) == 20  # two groups of 10 runs survived
+
+    calls.clear()
+    monkeypatch.setattr(study_module, "train_runs", lambda *a, **k: (calls.append(a[0]), real(*a, **k))[1])
+    resumed = Study(config, tmp_path / "resumed").run(log=lambda _: None)
+    assert len(calls) == 2  # only the two unfinished groups
+    key = ["features", "head", "size", "fold", "seed"]
+    pd.testing.assert_frame_equal(
+        resumed.sort_values(key).drop(columns="train_seconds").reset_index(drop=True),
+        reference.sort_values(key).drop(columns="train_seconds").reset_index(drop=True),
+    )
+
+
+def test_a_run_folder_holds_one_configuration(iemocap, tmp_path):
+    Study(config_for(iemocap, tmp_path, per_class=(1,)), tmp_path / "run").run(log=lambda _: None)
+    with pytest.raises(BudgetError, match="holds a study with other settings"):
+        Study(config_for(iemocap, tmp_path, per_class=(2,)), tmp_path / "run").run(log=lambda _: None)
+
+
+def test_sizes_no_fold_can_supply_are_an_error(iemocap, tmp_path):
+    with pytest.raises(BudgetError, match="no requested size can be supplied by every fold: 50 per class"):
+        Study(config_for(iemocap, tmp_path, per_class=(50,)), tmp_path / "run").run(log=lambda _: None)
+
+
+def test_summary_orders_sizes_numerically():
+    results = pd.DataFrame(
+        {"features": "f", "head": "h", "size": ["full", "10", "2", "10"], "ua": [0.9, 0.6, 0.4, 0.8], "n_train": [99, 40, 8, 40]}
+    )
+    summary = summarise(results)
+    assert list(summary["size"]) == ["2", "10", "full"]
+    assert summary.loc[1, "ua_mean"] == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "experiments").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_configs_parse(path):
+    config = StudyConfig.from_toml(path)
+    assert config.features and config.heads
+    assert (config.per_class is None) != (config.n is None) or (config.per_class is None and config.n is None)
+
+
+def test_config_errors():
+    with pytest.raises(BudgetError, match="unknown study setting"):
+        StudyConfig().with_overrides(epoch=3)
+    with pytest.raises(BudgetError, match="unknown model 'svm'"):
+        StudyConfig().with_overrides(heads="svm")
+    assert StudyConfig().with_overrides(per_class="5,10,full").per_class == (5, 10, "full")
+    assert StudyConfig().with_overrides(epochs=7).train.epochs == 7
+
+
+runner = CliRunner()
+
+
+def test_curve_and_compare_commands(iemocap, tmp_path):
+    common = ["--corpus", "iemocap", "--root", str(iemocap), "--features", "lld", "--store", str(tmp_path / "store"),
+              "--seeds", "1", "--epochs", "2", "--lr", "0.01", "--device", "cpu"]  # fmt: skip
+    result = runner.invoke(app, ["curve", "--model", "mlp_pool", "--per-class", "1,2,full", *common,
+                                 "--run-dir", str(tmp_path / "curve")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if "mlp_pool" in line]
+    assert [re.search(r"│\s*mlp_pool\s*│\s*(\S+)", r).group(1) for r in rows] == ["1", "2", "full"]
+    assert "results: " in result.output
+
+    result = runner.invoke(app, ["compare", "--n", "8", "--models", "mean_pool,logreg", *common,
+                                 "--run-dir", str(tmp_path / "compare")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "UA at 2 per class (8 training examples)" in result.output
+    results = pd.read_parquet(tmp_path / "compare" / "results.parquet")
+    assert len(results) == 2 * 5 and set(results["size"]) == {"2"}
+
+
+def test_default_encoder_without_internet_is_one_clear_line(iemocap, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = runner.invoke(app, ["curve", "--corpus", "iemocap", "--root", str(iemocap), "--device", "cpu",
+                                 "--run-dir", str(tmp_path / "run")])  # fmt: skip
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip() and not line.startswith("study folder")]
+    assert len(lines) == 1 and "microsoft/wavlm-base-plus" in lines[0] and "hf:/path/to/model" in lines[0]
+
+
+def test_compare_needs_one_size(iemocap, tmp_path):
+    result = runner.invoke(app, ["compare", "--n", "8,16", "--corpus", "iemocap", "--root", str(iemocap), "--features", "lld"])
+    assert result.exit_code == 2 and "compare runs one size" in result.output
