@@ -18,8 +18,6 @@ and times loading them all back, the cost a study pays before training.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -28,32 +26,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from machine import describe_machine
+
 from budget.audio import load_audio
 from budget.corpora import load_corpus
 from budget.features import FeatureExtractor, FeatureStore, parse_feature_spec
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {gpu}, "
-        f"Python {platform.python_version()}"
-    )
-
-
-def naive_loop(spec: str, paths: list[str]) -> float:
-    """Seconds to extract every file one at a time, fp32, no batching, no store."""
-    extractor = parse_feature_spec(spec).configure("cpu", "fp32")
-    extractor.extract([load_audio(paths[0])])  # load the model outside the timing, as the store run does
-    started = time.perf_counter()
-    for path in paths:
-        extractor.extract([load_audio(path)])
-    return time.perf_counter() - started
 
 
 class RandomFrames(FeatureExtractor):
@@ -105,7 +82,7 @@ def main() -> None:
     parser.add_argument("--bf16-subset", type=int, default=48, help="utterances for the bf16 comparison")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    print(f"machine: {machine()}")
+    print(f"machine: {describe_machine()}")
     if args.synthetic:
         synthetic_load(args.synthetic, args.dim)
         return
