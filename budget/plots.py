@@ -1,0 +1,173 @@
+"""Figures for reports: budget curves, the compare table, per-class recall, confusion matrices.
+
+Made to be read at report size and printed in greyscale: every series has its
+own line style and marker as well as its colour (the Okabe-Ito palette, safe
+for colour-blind readers), bars carry hatching, axes are labelled with units,
+and legends sit outside the data.  Each figure is saved as PNG and SVG.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import cycle
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
+
+from budget.analysis import CurveFit, aggregate, confusion_at, size_order, solve_n  # noqa: E402
+
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+LINESTYLES = ["-", "--", "-.", ":"]
+HATCHES = ["", "//", "..", "xx", "\\\\", "++"]
+
+plt.rcParams.update(
+    {
+        "figure.dpi": 110,
+        "savefig.dpi": 110,
+        "font.size": 9,
+        "axes.titlesize": 10,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "svg.fonttype": "none",
+    }
+)
+
+
+def _save(figure, folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    figure.savefig(folder / f"{name}.svg", bbox_inches="tight")
+    figure.savefig(folder / f"{name}.png", bbox_inches="tight")
+    plt.close(figure)
+    return folder / f"{name}.png"
+
+
+def _label(features: str, head: str) -> str:
+    name = features.split("/")[-1] if "/" in features else features
+    return f"{name} · {head}"
+
+
+def _log_axis(axis, values) -> None:
+    axis.set_xscale("log")
+    axis.xaxis.set_major_locator(LogLocator(base=2))
+    axis.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    low, high = min(values), max(values)
+    axis.set_xlim(low / 1.3, high * 1.3)
+
+
+def curve_plot(
+    results: pd.DataFrame, fits: list[CurveFit], folder: Path, target: float | None = None, extrapolate_to: float | None = None
+) -> Path:
+    """UA against examples per class (log axis): mean and 95% band per curve, fitted law, target crossing."""
+    table = aggregate(results)
+    balanced = table[table["size"] != "full"]
+    figure, axis = plt.subplots(figsize=(6.4, 4.0))
+    styles = zip(cycle(PALETTE), cycle(MARKERS), strict=False)
+    fit_by_key = {(f.features, f.head): f for f in fits}
+    xs = list(balanced["n_per_class"])
+    extrapolation_label = "fitted law; dashed: extrapolation"
+    for ((features, head), rows), (colour, marker) in zip(balanced.groupby(["features", "head"], sort=False), styles):
+        axis.plot(rows["n_per_class"], rows["mean"], color=colour, marker=marker, linewidth=1.8, label=_label(features, head))
+        axis.fill_between(rows["n_per_class"], rows["ci_low"], rows["ci_high"], color=colour, alpha=0.15, linewidth=0)
+        fit = fit_by_key.get((features, head))
+        if fit is None or fit.chosen is None:
+            continue
+        top = max(extrapolate_to or 0, 4 * rows["n_per_class"].max())
+        if target is not None:
+            crossing = solve_n(fit.chosen, fit.chosen_fit.params, target)
+            if math.isfinite(crossing) and crossing < 64 * rows["n_per_class"].max():
+                top = max(top, crossing * 1.2)
+                axis.plot([crossing], [target], marker="x", color=colour, markersize=9, markeredgewidth=2, linestyle="none")
+                axis.annotate(f"{math.ceil(crossing)}/class", (crossing, target), textcoords="offset points",
+                              xytext=(4, -12), color=colour, fontsize=8)  # fmt: skip
+        grid = np.geomspace(rows["n_per_class"].min(), top, 80)
+        measured = grid <= rows["n_per_class"].max()
+        axis.plot(grid[measured], fit.predict(grid[measured]), color=colour, linewidth=0.8, alpha=0.7)
+        axis.plot(grid[~measured], fit.predict(grid[~measured]), color=colour, linewidth=1.2, linestyle=(0, (4, 3)),
+                  label=extrapolation_label)  # fmt: skip
+        extrapolation_label = None
+        xs.append(top)
+    if target is not None:
+        axis.axhline(target, color="#444444", linewidth=1, linestyle=":", label=f"target UA {target:.2f}")
+    _log_axis(axis, xs)
+    axis.set_xlabel("training examples per class (log scale)")
+    axis.set_ylabel("unweighted accuracy (UA)")
+    axis.set_title("Budget curve: UA against labels per class (mean, 95% CI over folds and seeds)")
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _save(figure, folder, "curve")
+
+
+def compare_plot(results: pd.DataFrame, folder: Path) -> Path:
+    """Grouped bars: UA per head (groups) and feature set (bars), with 95% intervals."""
+    table = aggregate(results)
+    size = sorted(table["size"].unique(), key=size_order)[-1]
+    table = table[table["size"] == size]
+    heads = list(dict.fromkeys(table["head"]))
+    feature_sets = list(dict.fromkeys(table["features"]))
+    width = 0.8 / len(feature_sets)
+    figure, axis = plt.subplots(figsize=(max(4.5, 1.3 * len(heads) + 2), 3.6))
+    x = np.arange(len(heads))
+    for i, features in enumerate(feature_sets):
+        rows = table[table["features"] == features].set_index("head").reindex(heads)
+        error = np.vstack([rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]])
+        axis.bar(x + (i - (len(feature_sets) - 1) / 2) * width, rows["mean"], width, yerr=error, capsize=3,
+                 color=PALETTE[i % len(PALETTE)], hatch=HATCHES[i % len(HATCHES)], edgecolor="black", linewidth=0.5,
+                 label=features.split("/")[-1])  # fmt: skip
+    axis.set_xticks(x, heads)
+    axis.set_ylabel("unweighted accuracy (UA)")
+    label = "all training data" if size == "full" else f"{size} examples per class"
+    axis.set_title(f"UA by head and features, {label} (mean, 95% CI)")
+    axis.set_ylim(0, min(1.0, float(table["ci_high"].max()) + 0.1))
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _save(figure, folder, "compare")
+
+
+def recall_plot(results: pd.DataFrame, features: str, head: str, folder: Path) -> Path:
+    """Per-class recall against examples per class for one curve."""
+    classes = [c.removeprefix("recall_") for c in results.columns if c.startswith("recall_")]
+    runs = results[(results["features"] == features) & (results["head"] == head) & (results["size"] != "full")]
+    means = runs.groupby(runs["size"].astype(float))[[f"recall_{c}" for c in classes]].mean().sort_index()
+    figure, axis = plt.subplots(figsize=(6.0, 3.6))
+    for i, name in enumerate(classes):
+        axis.plot(means.index, means[f"recall_{name}"], color=PALETTE[i % len(PALETTE)], marker=MARKERS[i % len(MARKERS)],
+                  linestyle=LINESTYLES[i % len(LINESTYLES)], label=name)  # fmt: skip
+    _log_axis(axis, list(means.index))
+    axis.set_ylim(0, 1)
+    axis.set_xlabel("training examples per class (log scale)")
+    axis.set_ylabel("recall (mean over folds and seeds)")
+    axis.set_title(f"Per-class recall: {_label(features, head)}")
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    slug = f"recall-{_slug(features)}-{head}"
+    return _save(figure, folder, slug)
+
+
+def confusion_plot(results: pd.DataFrame, features: str, head: str, size: str, folder: Path) -> Path:
+    """Row-normalised confusion matrix, summed over the runs of one size."""
+    classes = [c.removeprefix("recall_") for c in results.columns if c.startswith("recall_")]
+    matrix = confusion_at(results, features, head, size)
+    figure, axis = plt.subplots(figsize=(1.0 + 0.75 * len(classes), 0.6 + 0.75 * len(classes)))
+    axis.imshow(matrix, cmap="Greys", vmin=0, vmax=1)
+    axis.grid(False)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            axis.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                      color="white" if matrix[i, j] > 0.55 else "black")  # fmt: skip
+    axis.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
+    axis.set_yticks(range(len(classes)), classes)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    amount = "all training data" if size == "full" else f"{size} per class"
+    axis.set_title(f"{_label(features, head)}, {amount}\n(share of each true class)")
+    return _save(figure, folder, f"confusion-{_slug(features)}-{head}-{size}")
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text.split("/")[-1]).strip("-")

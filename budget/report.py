@@ -1,0 +1,257 @@
+"""Reports an annotation lead can read: ``report.md`` and a self-contained ``report.html``.
+
+A report states what was run, the UA table with intervals, the figures, the
+fitted laws, the plan for a target (when one is given) and the provenance.
+Both files are written from one list of blocks; the HTML embeds its figures,
+so it can be mailed as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from budget.analysis import CURVE_KEYS, Plan, aggregate, fit_curve, plan, size_order
+from budget.errors import BudgetError
+from budget.plots import compare_plot, confusion_plot, curve_plot, recall_plot
+
+
+@dataclass
+class RunFolder:
+    """A finished study's folder: results, resolved configuration, provenance."""
+
+    path: Path
+    results: pd.DataFrame
+    config: dict
+    provenance: dict
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunFolder:
+        folder = Path(path)
+        results_file = folder / "results.parquet"
+        if not results_file.is_file():
+            raise BudgetError(f"{folder} holds no results.parquet; run `budget curve` or `budget compare` first")
+        read = lambda name: json.loads((folder / name).read_text()) if (folder / name).is_file() else {}  # noqa: E731
+        results = pd.read_parquet(results_file)
+        if results.empty:
+            raise BudgetError(f"{folder}: the results table is empty")
+        return cls(folder, results, read("config.json"), read("provenance.json"))
+
+    def curves(self) -> list[tuple[str, str]]:
+        return list(self.results[CURVE_KEYS].drop_duplicates().itertuples(index=False, name=None))
+
+
+def latest_run(runs_dir: str | Path = "runs") -> Path:
+    """The most recently finished run folder under ``runs_dir``."""
+    candidates = sorted(Path(runs_dir).glob("*/results.parquet"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise BudgetError(f"no finished study under {runs_dir}/; name a run folder")
+    return candidates[-1].parent
+
+
+@dataclass
+class Costs:
+    """Annotation cost settings: seconds of annotator time per label, money per annotator hour."""
+
+    seconds_per_label: float | None = None
+    cost_per_hour: float | None = None
+
+    def describe(self, labels: float) -> str:
+        if self.seconds_per_label is None or math.isinf(labels):
+            return ""
+        hours = labels * self.seconds_per_label / 3600
+        money = f", {hours * self.cost_per_hour:,.0f} at {self.cost_per_hour:g} per hour" if self.cost_per_hour else ""
+        return f"{labels:,.0f} labels take {hours:,.1f} annotator hours{money}"
+
+
+def plan_lines(result: Plan, costs: Costs) -> list[str]:
+    """A plan in plain sentences."""
+    low, high = result.ua_next_step[1:]
+    lines = [
+        result.statement(),
+        f"measured up to {result.largest_measured:g} per class, UA {result.ua_at_largest:.3f}; at {result.next_step:g} "
+        f"per class the fitted law expects {result.ua_next_step[0]:.3f} (95% interval {low:.3f} to {high:.3f})",
+        f"at {result.largest_measured:g} per class, 100 more labels (spread over the classes) add about "
+        f"{100 * result.marginal_per_100:.2f} UA points",
+    ]
+    if not math.isinf(result.per_class):
+        total = math.ceil(result.per_class) * result.n_classes
+        extra = max(0, total - result.largest_measured * result.n_classes)
+        cost = costs.describe(extra)
+        if cost:
+            lines.append(f"beyond the {result.largest_measured * result.n_classes:g} measured, {cost}")
+    needs = result.class_needs.head(3)
+    ranked = ", ".join(f"{r['class']} (recall {r.recall:.2f}, {100 * r.gain_per_doubling:+.1f} pts per doubling)" for _, r in needs.iterrows())
+    lines.append(f"classes that most need labels: {ranked}")
+    lines += [f"note: {note}" for note in result.notes]
+    return lines
+
+
+# -- blocks, rendered to markdown and HTML -------------------------------------------------------
+
+
+def _md_table(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+class _Document:
+    def __init__(self, title: str):
+        self.title = title
+        self.blocks: list[tuple[str, object]] = []
+
+    def heading(self, text: str) -> None:
+        self.blocks.append(("h2", text))
+
+    def text(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def items(self, lines: list[str]) -> None:
+        self.blocks.append(("ul", lines))
+
+    def table(self, frame: pd.DataFrame) -> None:
+        self.blocks.append(("table", frame))
+
+    def figure(self, png: Path, caption: str) -> None:
+        self.blocks.append(("img", (png, caption)))
+
+    def markdown(self, folder: Path) -> str:
+        out = [f"# {self.title}"]
+        for kind, value in self.blocks:
+            if kind == "h2":
+                out.append(f"## {value}")
+            elif kind == "p":
+                out.append(str(value))
+            elif kind == "ul":
+                out.append("\n".join(f"- {line}" for line in value))
+            elif kind == "table":
+                out.append(_md_table(value))
+            else:
+                png, caption = value
+                out.append(f"![{caption}]({png.relative_to(folder).as_posix()})\n\n*{caption}*")
+        return "\n\n".join(out) + "\n"
+
+    def html(self) -> str:
+        style = (
+            "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"
+            "table{border-collapse:collapse;margin:0.5rem 0}td,th{border:1px solid #bbb;padding:0.2rem 0.5rem;"
+            "text-align:right}th{background:#eee}img{max-width:100%}figcaption{font-style:italic;color:#444}"
+        )
+        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+               f"<style>{style}</style></head><body><h1>{html.escape(self.title)}</h1>"]  # fmt: skip
+        for kind, value in self.blocks:
+            if kind == "h2":
+                out.append(f"<h2>{html.escape(value)}</h2>")
+            elif kind == "p":
+                out.append(f"<p>{html.escape(value)}</p>")
+            elif kind == "ul":
+                out.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in value) + "</ul>")
+            elif kind == "table":
+                out.append(value.to_html(index=False, border=0, escape=True))
+            else:
+                png, caption = value
+                data = base64.b64encode(png.read_bytes()).decode()
+                out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(caption)}'>"
+                           f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
+        out.append("</body></html>")
+        return "\n".join(out)
+
+
+def build_report(
+    run: str | Path, out_dir: str | Path | None = None, target: float | None = None, costs: Costs | None = None
+) -> Path:
+    """Write ``report.md``, ``report.html`` and figures for a run folder; return the HTML's path."""
+    folder = RunFolder.open(run)
+    results = folder.results
+    costs = costs or Costs()
+    out = Path(out_dir) if out_dir is not None else Path("reports") / folder.path.name
+    figures = out / "figures"
+    doc = _Document(f"Label budget report: {folder.path.name}")
+    config, provenance = folder.config, folder.provenance
+
+    doc.heading("What was run")
+    sizes = sorted(results["size"].unique(), key=size_order)
+    doc.items(
+        [
+            f"corpus: {provenance.get('corpus', config.get('corpus', '?'))}, {provenance.get('utterances', '?')} utterances, "
+            f"classes {', '.join(provenance.get('classes', []))}",
+            f"cross-validation: {results['fold'].nunique()} speaker-independent folds "
+            f"({', '.join(str(v) for v in provenance.get('folds', {}).values())})",
+            f"features: {', '.join(dict.fromkeys(results['features']))}",
+            f"heads: {', '.join(dict.fromkeys(results['head']))}",
+            f"training sizes per class: {', '.join(sizes)}; seeds: {results['seed'].nunique()}",
+            "training: " + ", ".join(f"{k} {v}" for k, v in config.get("train", {}).items() if k != "memory_mb"),
+            f"{len(results)} runs",
+        ]
+    )
+
+    doc.heading("Unweighted accuracy")
+    doc.text("UA is the mean per-class recall on the held-out fold. Intervals are 95%, from a bootstrap over "
+             "held-out folds and seeds (not utterances).")  # fmt: skip
+    table = aggregate(results)
+    shown = pd.DataFrame(
+        {
+            "features": table["features"].map(lambda f: f.split("/")[-1]),
+            "head": table["head"],
+            "per class": table["size"],
+            "training examples": table["n_train"].round().astype(int),
+            "UA": table["mean"].map("{:.3f}".format),
+            "± std": table["std"].map("{:.3f}".format),
+            "95% CI": [f"{lo:.3f} to {hi:.3f}" for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)],
+            "runs": table["runs"],
+        }
+    )
+    doc.table(shown)
+
+    fits = []
+    balanced_sizes = [s for s in sizes if s != "full"]
+    if len(balanced_sizes) >= 2:
+        fits = [fit_curve(results, f, h) for f, h in folder.curves()]
+        doc.figure(curve_plot(results, fits, figures, target), "UA against training examples per class")
+    if len(set(results["head"])) > 1 or len(set(results["features"])) > 1:
+        doc.figure(compare_plot(results, figures), "UA by head and feature set at the largest size")
+    if len(balanced_sizes) >= 2:
+        for features, head in folder.curves():
+            doc.figure(recall_plot(results, features, head, figures), f"Per-class recall: {features.split('/')[-1]}, {head}")
+    best = table.loc[table["mean"].idxmax()]
+    doc.figure(
+        confusion_plot(results, best["features"], best["head"], best["size"], figures),
+        f"Confusion matrix of the best cell ({best['features'].split('/')[-1]}, {best['head']}, {best['size']} per class)",
+    )
+
+    if fits:
+        doc.heading("Fitted learning curves")
+        doc.text("Both laws are fitted to mean UA per balanced size by weighted least squares (larger sizes weigh "
+                 "more); the one with the smaller error when predicting the largest size from the others is used.")  # fmt: skip
+        for fit in fits:
+            lines = [f"{law} law: {lf.describe()}" for law, lf in fit.fits.items()]
+            lines.append(f"chosen: {fit.chosen or 'none'}")
+            lines += [f"warning: {flag}" for flag in fit.flags]
+            doc.text(f"{fit.features.split('/')[-1]} · {fit.head}")
+            doc.items(lines)
+
+    if target is not None and fits:
+        doc.heading(f"Plan for UA {target:.2f}")
+        for fit in fits:
+            if fit.chosen is None:
+                doc.items([f"{fit.features} + {fit.head}: " + "; ".join(fit.flags)])
+                continue
+            doc.items(plan_lines(plan(results, target, fit.features, fit.head, fit), costs))
+
+    doc.heading("Provenance")
+    flat = {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in provenance.items()}
+    doc.table(pd.DataFrame({"item": list(flat), "value": [str(v) for v in flat.values()]}))
+    doc.text(f"results: {folder.path / 'results.parquet'}")
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(doc.markdown(out))
+    (out / "report.html").write_text(doc.html())
+    return out / "report.html"

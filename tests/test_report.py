@@ -1,0 +1,73 @@
+"""Reports, plots and the plan command, built from small synthetic results tables."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from analysis_helpers import synthetic_results
+from typer.testing import CliRunner
+
+from budget.cli import app
+from budget.errors import BudgetError
+from budget.report import Costs, RunFolder, build_report
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def run_folder(tmp_path):
+    folder = tmp_path / "runs" / "curve-emodb-test"
+    folder.mkdir(parents=True)
+    results = pd.concat(
+        [
+            synthetic_results(sizes=(10, 20, 40, 80), folds=4, seeds=2),
+            synthetic_results(sizes=(10, 20, 40, 80), folds=4, seeds=2, features="hf:/m/whisper", law=lambda n: 0.8 - 0.6 * n**-0.5),
+        ],
+        ignore_index=True,
+    )
+    results.to_parquet(folder / "results.parquet")
+    (folder / "config.json").write_text(json.dumps({"corpus": "emodb", "train": {"epochs": 60, "lr": 1e-4}}))
+    (folder / "provenance.json").write_text(
+        json.dumps({"corpus": "emodb", "utterances": 339, "classes": ["neutral", "happy", "sad", "angry"],
+                    "folds": {"0": "03", "1": "08"}, "versions": {"torch": "2.13.0"}})
+    )  # fmt: skip
+    return folder
+
+
+def test_report_has_every_section_and_embedded_figures(run_folder, tmp_path):
+    path = build_report(run_folder, tmp_path / "report", target=0.65, costs=Costs(20, 30))
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    for section in ("## What was run", "## Unweighted accuracy", "## Fitted learning curves", "## Plan for UA 0.65", "## Provenance"):
+        assert section in markdown
+    assert "labels per class" in markdown and "annotator hours" in markdown
+    figures = sorted(p.name for p in (tmp_path / "report" / "figures").glob("*.png"))
+    assert "curve.png" in figures and "compare.png" in figures
+    assert any(name.startswith("recall-") for name in figures) and any(name.startswith("confusion-") for name in figures)
+    assert all((tmp_path / "report" / "figures" / name).stat().st_size > 5_000 for name in figures)
+    page = path.read_text()
+    assert page.count("data:image/png;base64,") == markdown.count("![")
+    assert "figures/" not in page  # self-contained
+
+
+def test_missing_results_is_a_clear_error(tmp_path):
+    with pytest.raises(BudgetError, match="no results.parquet"):
+        RunFolder.open(tmp_path)
+
+
+def test_plan_command(run_folder):
+    result = runner.invoke(app, ["plan", "--target", "0.65", str(run_folder), "--features", "lld",
+                                 "--seconds-per-label", "30", "--cost-per-hour", "25"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "lld + mlp_pool:" in result.output and "labels per class" in result.output
+    assert "annotator hours" in result.output and "classes that most need labels" in result.output
+    unreachable = runner.invoke(app, ["plan", "--target", "0.9", str(run_folder), "--features", "lld"])
+    assert "fitted ceiling" in unreachable.output and "below the target 0.900" in unreachable.output
+
+
+def test_report_command_defaults_to_the_latest_run(run_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["report"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "reports" / "curve-emodb-test" / "report.html").is_file()
