@@ -273,6 +273,18 @@ def _run_study(command: str, study_config, run_dir: Path | None):
     return results, folder
 
 
+TargetOption = Annotated[float | None, typer.Option("--target", help="Target UA for the plan, e.g. 0.65.")]
+ReportOption = Annotated[bool, typer.Option("--report/--no-report", help="Write reports/<run>/report.md and .html.")]
+
+
+def _finish(folder: Path, report: bool, target: float | None) -> None:
+    out.print(f"results: {folder / 'results.parquet'}", soft_wrap=True)
+    if report:
+        from budget.report import build_report
+
+        out.print(f"report: {build_report(folder, target=target)}", soft_wrap=True)
+
+
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="A study TOML (see experiments/); options override it.")]
 RunDirOption = Annotated[
     Path | None, typer.Option("--run-dir", help="Where results go; default runs/<command>-<corpus>-<settings hash>.")
@@ -310,6 +322,8 @@ def curve(
     layer: LayerOption = None,
     config: ConfigOption = None,
     run_dir: RunDirOption = None,
+    target: TargetOption = None,
+    report: ReportOption = True,
 ) -> None:
     """UA against training-set size: a budget curve for one head on each feature set."""
     from budget.study import summarise
@@ -326,7 +340,7 @@ def curve(
             row.features, row.head, row.size, f"{row.n_train:.0f}", f"{row.ua_mean:.3f} ± {row.ua_std:.3f}", str(row.runs)
         )
     out.print(table)
-    out.print(f"results: {folder / 'results.parquet'}", soft_wrap=True)
+    _finish(folder, report, target)
 
 
 @app.command("compare")
@@ -352,6 +366,7 @@ def compare(
     layer: LayerOption = None,
     config: ConfigOption = None,
     run_dir: RunDirOption = None,
+    report: ReportOption = True,
 ) -> None:
     """The paper's Table 1 at one training size: UA per head and feature set, and each set's gain over the first."""
     from budget.heads import ALL_HEADS
@@ -381,4 +396,54 @@ def compare(
                  for f in feature_sets[1:]]  # fmt: skip
         table.add_row(head, *cells, *gains)
     out.print(table)
-    out.print(f"results: {folder / 'results.parquet'}", soft_wrap=True)
+    _finish(folder, report, None)
+
+
+RunArgument = Annotated[
+    Path | None, typer.Argument(help="A study's run folder (default: the latest under runs/).", show_default=False)
+]
+
+
+@app.command("report")
+@user_errors
+def report_command(
+    run: RunArgument = None,
+    target: TargetOption = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder (default reports/<run name>).")] = None,
+    seconds_per_label: Annotated[float | None, typer.Option("--seconds-per-label", help="Annotator seconds per label.")] = None,
+    cost_per_hour: Annotated[float | None, typer.Option("--cost-per-hour", help="Cost of an annotator hour.")] = None,
+) -> None:
+    """Write a report (Markdown and self-contained HTML) for a finished study."""
+    from budget.report import Costs, build_report, latest_run
+
+    path = build_report(run or latest_run(), out_dir, target, Costs(seconds_per_label, cost_per_hour))
+    out.print(f"report: {path}", soft_wrap=True)
+    out.print(f"        {path.with_suffix('.md')}", soft_wrap=True)
+
+
+@app.command("plan")
+@user_errors
+def plan_command(
+    target: Annotated[float, typer.Option("--target", help="Target UA, e.g. 0.65.")],
+    run: RunArgument = None,
+    features: Annotated[str | None, typer.Option("--features", "-f", help="Only this feature set.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Only this head.")] = None,
+    seconds_per_label: Annotated[float | None, typer.Option("--seconds-per-label", help="Annotator seconds per label.")] = None,
+    cost_per_hour: Annotated[float | None, typer.Option("--cost-per-hour", help="Cost of an annotator hour.")] = None,
+) -> None:
+    """How many labels, per class and in total, reach a target UA; which classes need them most."""
+    from budget.analysis import fit_curve, plan
+    from budget.report import Costs, RunFolder, latest_run, plan_lines
+
+    folder = RunFolder.open(run or latest_run())
+    curves = [(f, h) for f, h in folder.curves() if (features is None or f == features) and (model is None or h == model)]
+    if not curves:
+        raise BudgetError(f"{folder.path} has no curve for those features and model; it has: {folder.curves()}")
+    costs = Costs(seconds_per_label, cost_per_hour)
+    for features_spec, head in curves:
+        curve = fit_curve(folder.results, features_spec, head)
+        if curve.chosen is None:
+            err.print(f"{features_spec} + {head}: " + "; ".join(curve.flags), soft_wrap=True)
+            continue
+        for i, line in enumerate(plan_lines(plan(folder.results, target, features_spec, head, curve), costs)):
+            out.print(("" if i == 0 else "  ") + line, soft_wrap=True)

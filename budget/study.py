@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from budget.analysis import size_order, sort_cells
 from budget.audio import MAX_SECONDS, MIN_SECONDS, scan_audio
 from budget.corpora import get_adapter, load_corpus
 from budget.errors import BudgetError
@@ -213,9 +214,17 @@ class Study:
                     self._write_part(spec, head, size, todo, predictions, labels_all[keep], data, seconds)
         self._write_provenance(data, entries)
         results = self.finished()
+        results = results.sort_values(RESULT_KEY, key=self._sort_key).reset_index(drop=True)
         results.to_parquet(self.run_dir / "results.parquet", index=False)
         results.to_csv(self.run_dir / "results.csv", index=False)
         return results
+
+    def _sort_key(self, column: pd.Series) -> pd.Series:
+        """Features and heads in the configured order, sizes ascending with ``full`` last."""
+        order = {"features": self.config.features, "head": self.config.heads}.get(column.name)
+        if order is not None:
+            return column.map({name: i for i, name in enumerate(order)})
+        return column.map(size_order) if column.name == "size" else column
 
     def _groups(self, data: StudyData, keep: np.ndarray) -> list[tuple[object, list[Run]]]:
         """Runs grouped so a group shares its training-set size: balanced sizes across folds, full per fold."""
@@ -313,13 +322,11 @@ def git_revision() -> str | None:
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
-    """UA mean and std over folds and seeds per (features, head, size), sizes in curve order."""
+    """UA mean and std over folds and seeds per (features, head, size), in the results' order."""
     table = results.groupby(["features", "head", "size"], sort=False).agg(
         ua_mean=("ua", "mean"), ua_std=("ua", "std"), n_train=("n_train", "mean"), runs=("ua", "size")
     )
-    table = table.reset_index()
-    table["order"] = [float("inf") if s == FULL else float(s) for s in table["size"]]
-    return table.sort_values(["features", "head", "order"]).drop(columns="order").reset_index(drop=True)
+    return sort_cells(table.reset_index())
 
 
 __all__ = ["ALL_HEADS", "Study", "StudyConfig", "default_run_dir", "prepare", "summarise"]

@@ -128,7 +128,8 @@ def test_config_errors():
 runner = CliRunner()
 
 
-def test_curve_and_compare_commands(iemocap, tmp_path):
+def test_curve_and_compare_commands(iemocap, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # reports/ goes here
     common = ["--corpus", "iemocap", "--root", str(iemocap), "--features", "lld", "--store", str(tmp_path / "store"),
               "--seeds", "1", "--epochs", "2", "--lr", "0.01", "--device", "cpu"]  # fmt: skip
     result = runner.invoke(app, ["curve", "--model", "mlp_pool", "--per-class", "1,2,full", *common,
@@ -137,6 +138,7 @@ def test_curve_and_compare_commands(iemocap, tmp_path):
     rows = [line for line in result.output.splitlines() if "mlp_pool" in line]
     assert [re.search(r"│\s*mlp_pool\s*│\s*(\S+)", r).group(1) for r in rows] == ["1", "2", "full"]
     assert "results: " in result.output
+    assert (tmp_path / "reports" / "curve" / "report.html").is_file()
 
     result = runner.invoke(app, ["compare", "--n", "8", "--models", "mean_pool,logreg", *common,
                                  "--run-dir", str(tmp_path / "compare")])  # fmt: skip
