@@ -42,6 +42,7 @@ def train_grid(args, one_at_a_time: bool) -> dict:
     config = TrainConfig(epochs=args.epochs)
     store = FeatureStore(args.store)
     ua = {}
+    per_head: dict[str, float] = {}
     n_runs = 0
     started = time.perf_counter()
     for spec in ("lld", f"hf:{args.whisper}"):
@@ -54,13 +55,15 @@ def train_grid(args, one_at_a_time: bool) -> dict:
                 runs.append(Run(int(fold), seed, args.per_class, train[balanced_subset(labels[train], args.per_class, seed)], test))
         for head in ALL_HEADS:
             groups = [[run] for run in runs] if one_at_a_time else [runs]
+            head_started = time.perf_counter()
             for group in groups:
                 for run, predicted in zip(group, train_runs(head, features, labels, group, 4, config), strict=True):
                     ua[f"{spec}|{head}|{run.fold}|{run.seed}"] = run_metrics(labels[run.test], predicted, classes)["ua"]
+            per_head[f"{head} on {spec.split('/')[-1]}"] = time.perf_counter() - head_started
             n_runs += len(runs)
     seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"runs": n_runs, "seconds": seconds, "peak_mb": peak_mb, "ua": ua}
+    return {"runs": n_runs, "seconds": seconds, "peak_mb": peak_mb, "ua": ua, "per_head": per_head}
 
 
 def main() -> None:
@@ -88,6 +91,9 @@ def main() -> None:
         results[mode] = json.loads(subprocess.run(child, check=True, capture_output=True, text=True).stdout)
         r = results[mode]
         print(f"{mode}: {r['runs']} runs in {r['seconds']:.1f} s ({r['runs'] / r['seconds']:.2f} runs/s), peak memory {r['peak_mb']:.0f} MB")
+    for group, seconds in results["batched"]["per_head"].items():
+        alone = results["sequential"]["per_head"][group]
+        print(f"  {group}: batched {seconds:.1f} s, one at a time {alone:.1f} s (x{alone / seconds:.2f})")
     batched, sequential = results["batched"]["ua"], results["sequential"]["ua"]
     differing = [k for k in batched if abs(batched[k] - sequential[k]) > 1e-12]
     print(f"speed-up x{results['sequential']['seconds'] / results['batched']['seconds']:.2f}; "
