@@ -24,13 +24,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-
 from machine import describe_machine
 
 from budget.audio import load_audio
 from budget.corpora import load_corpus
 from budget.features import FeatureExtractor, FeatureStore, parse_feature_spec
+
+
+def naive_loop(spec: str, paths: list[str]) -> float:
+    """Seconds to extract every file one at a time, fp32, no batching, no store."""
+    extractor = parse_feature_spec(spec).configure("cpu", "fp32")
+    extractor.extract([load_audio(paths[0])])  # load the model outside the timing, as the store run does
+    started = time.perf_counter()
+    for path in paths:
+        extractor.extract([load_audio(path)])
+    return time.perf_counter() - started
 
 
 class RandomFrames(FeatureExtractor):

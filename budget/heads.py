@@ -212,7 +212,7 @@ class MLPPool(EnsembleHead):
         default_depth, default_width = mlp_shape(in_dim)
         self.depth, self.width = depth or default_depth, width or default_width
         widths = [in_dim] + [self.width] * self.depth
-        self.layers = nn.ModuleList(EnsembleLinear(generators, a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.layers = nn.ModuleList(EnsembleLinear(generators, a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
         self.layer_dropout = nn.ModuleList(EnsembleDropout(generators, dropout) for _ in range(self.depth))
         self.classifier = EnsembleLinear(generators, self.width, n_classes)
 

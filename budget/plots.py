@@ -74,7 +74,8 @@ def curve_plot(
     fit_by_key = {(f.features, f.head): f for f in fits}
     xs = list(balanced["n_per_class"])
     extrapolation_label = "fitted law; dashed: extrapolation"
-    for ((features, head), rows), (colour, marker) in zip(balanced.groupby(["features", "head"], sort=False), styles):
+    curves = balanced.groupby(["features", "head"], sort=False)
+    for ((features, head), rows), (colour, marker) in zip(curves, styles, strict=False):  # styles cycle
         axis.plot(rows["n_per_class"], rows["mean"], color=colour, marker=marker, linewidth=1.8, label=_label(features, head))
         axis.fill_between(rows["n_per_class"], rows["ci_low"], rows["ci_high"], color=colour, alpha=0.15, linewidth=0)
         fit = fit_by_key.get((features, head))

@@ -14,7 +14,6 @@ from feature_helpers import tiny_encoder
 from budget.audio import load_audio
 from budget.errors import BudgetError
 from budget.features import FeatureStore, parse_feature_spec, parse_feature_specs
-from budget.features.hf import HFSpeechExtractor
 from budget.features.lld import LLDExtractor
 from budget.features.text import TextExtractor
 from budget.features.wav2vec1 import Wav2Vec1, Wav2Vec1Extractor
