@@ -73,13 +73,9 @@ MaxSecondsOption = Annotated[
 
 def _load(corpus: str, root: Path | None, classes: str | None) -> pd.DataFrame:
     """Load a corpus, fetching the default-fetchable one when it is not in the data folder."""
-    adapter = get_adapter(corpus)
-    if root is None and adapter.url is not None and not (data_dir() / adapter.name).exists():
-        from budget.corpora.fetch import fetch_corpus
+    from budget.corpora.fetch import ensure_corpus
 
-        err.print(f"{adapter.name} is not in {data_dir()}; fetching it from {adapter.url}")
-        fetch_corpus(adapter.name)
-    return load_corpus(adapter.name, root, classes)
+    return load_corpus(corpus, ensure_corpus(corpus, root, log=err.print), classes)
 
 
 @corpus_app.command("list")

@@ -34,6 +34,7 @@ import pandas as pd
 from budget.analysis import size_order, sort_cells
 from budget.audio import MAX_SECONDS, MIN_SECONDS, scan_audio
 from budget.corpora import get_adapter, load_corpus
+from budget.corpora.fetch import ensure_corpus
 from budget.errors import BudgetError
 from budget.features import FeatureStore, parse_feature_spec
 from budget.folds import N_FOLDS, assign_folds, fold_names
@@ -129,9 +130,9 @@ class StudyData:
     problems: pd.DataFrame
 
 
-def prepare(config: StudyConfig) -> StudyData:
-    """Load and scan the corpus, assign folds, and check the sizes against every fold."""
-    manifest = load_corpus(config.corpus, config.root, config.classes)
+def prepare(config: StudyConfig, log=print) -> StudyData:
+    """Load and scan the corpus (fetching EmoDB when missing), assign folds, check the sizes against every fold."""
+    manifest = load_corpus(config.corpus, ensure_corpus(config.corpus, config.root, log), config.classes)
     scan = scan_audio(manifest, MIN_SECONDS)
     usable = scan.usable
     if usable.empty:
@@ -180,7 +181,7 @@ class Study:
         """Run what is not finished yet; write and return the full results table."""
         config = self.config
         extractors = [parse_feature_spec(spec).configure(config.train.device, config.precision) for spec in config.features]
-        data = prepare(config)
+        data = prepare(config, log)
         for note in [data.plan.note, *(f"skipped {s}" for s in data.plan.skipped)]:
             if note:
                 log(note)

@@ -131,3 +131,18 @@ def test_leftovers_of_a_killed_run_are_cleared(server, tmp_path):
 def test_restricted_corpora_are_never_fetched(tmp_path):
     with pytest.raises(BudgetError, match="not free to redistribute"):
         fetch_corpus("iemocap", dest=tmp_path)
+
+
+def test_ensure_corpus_fetches_only_when_missing(server, isolated_data_dir, monkeypatch):
+    import dataclasses
+
+    from budget import corpora
+    from budget.corpora.fetch import ensure_corpus
+
+    adapter = dataclasses.replace(corpora.CORPORA["emodb"], url=f"{server}/download.zip")
+    monkeypatch.setitem(corpora.CORPORA, "emodb", adapter)
+    said = []
+    assert ensure_corpus("emodb", log=said.append) == (isolated_data_dir / "emodb").resolve()
+    assert len(said) == 1 and "fetching it" in said[0]
+    assert ensure_corpus("emodb", log=said.append) == (isolated_data_dir / "emodb").resolve()
+    assert len(said) == 1  # present now: no second download

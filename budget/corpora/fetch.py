@@ -25,7 +25,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from budget.audio import scan_audio
-from budget.corpora import data_dir, get_adapter
+from budget.corpora import data_dir, find_root, get_adapter
 from budget.errors import BudgetError
 from budget.progress import byte_progress
 
@@ -133,3 +133,12 @@ def _corpus_root(unpacked: Path) -> Path:
     if len(entries) == 1 and entries[0].is_dir() and entries[0].name != "wav":
         return entries[0]
     return unpacked
+
+
+def ensure_corpus(name: str, root: str | Path | None = None, log=print) -> Path:
+    """The corpus root; a freely downloadable corpus missing from the data folder is fetched first."""
+    adapter = get_adapter(name)
+    if root is None and adapter.url is not None and not (data_dir() / adapter.name).exists():
+        log(f"{adapter.name} is not in {data_dir()}; fetching it from {adapter.url}")
+        fetch_corpus(adapter.name)
+    return find_root(adapter.name, root)
