@@ -261,14 +261,15 @@ def _study_config(
     )  # fmt: skip
 
 
-def _run_study(command: str, study_config, run_dir: Path | None):
+def _run_study(command: str, study_config, run_dir: Path | None, strict: bool):
     from budget.study import Study, default_run_dir
 
     folder = run_dir or default_run_dir(command, study_config)
-    results = Study(study_config, folder).run(log=lambda line: err.print(line, soft_wrap=True))
+    results = Study(study_config, folder).run(log=lambda line: err.print(line, soft_wrap=True), strict=strict)
     return results, folder
 
 
+StrictOption = Annotated[bool, typer.Option("--strict", help="Stop on any bad audio file instead of leaving it out.")]
 TargetOption = Annotated[float | None, typer.Option("--target", help="Target UA for the plan, e.g. 0.65.")]
 ReportOption = Annotated[bool, typer.Option("--report/--no-report", help="Write reports/<run>/report.md and .html.")]
 
@@ -320,6 +321,7 @@ def curve(
     run_dir: RunDirOption = None,
     target: TargetOption = None,
     report: ReportOption = True,
+    strict: StrictOption = False,
 ) -> None:
     """UA against training-set size: a budget curve for one head on each feature set."""
     from budget.study import summarise
@@ -328,7 +330,7 @@ def curve(
         config, corpus, root, classes, features, model, per_class, n, seeds, epochs, lr, batch_size, dropout,
         device, store, max_seconds, layer,
     )  # fmt: skip
-    results, folder = _run_study("curve", study_config, run_dir)
+    results, folder = _run_study("curve", study_config, run_dir, strict)
     summary = summarise(results)
     table = Table("features", "head", "per class", "training examples", "UA mean ± std", "runs", title="budget curve")
     for row in summary.itertuples():
@@ -363,6 +365,7 @@ def compare(
     config: ConfigOption = None,
     run_dir: RunDirOption = None,
     report: ReportOption = True,
+    strict: StrictOption = False,
 ) -> None:
     """The paper's Table 1 at one training size: UA per head and feature set, and each set's gain over the first."""
     from budget.heads import ALL_HEADS
@@ -377,7 +380,7 @@ def compare(
     sizes = study_config.n or study_config.per_class
     if sizes is None or len(sizes) != 1:
         raise BudgetError("compare runs one size: give --n (total) or --per-class with one value")
-    results, folder = _run_study("compare", study_config, run_dir)
+    results, folder = _run_study("compare", study_config, run_dir, strict)
     summary = summarise(results)
     feature_sets = list(dict.fromkeys(summary["features"]))
     header = [f"{f}\nUA mean ± std" for f in feature_sets] + [f"{f}\nvs {feature_sets[0]}" for f in feature_sets[1:]]

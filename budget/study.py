@@ -130,10 +130,15 @@ class StudyData:
     problems: pd.DataFrame
 
 
-def prepare(config: StudyConfig, log=print) -> StudyData:
-    """Load and scan the corpus (fetching EmoDB when missing), assign folds, check the sizes against every fold."""
+def prepare(config: StudyConfig, log=print, strict: bool = False) -> StudyData:
+    """Load and scan the corpus (fetching EmoDB when missing), assign folds, check the sizes against every fold.
+
+    Bad audio files are left out, or with ``strict`` stop the study.
+    """
     manifest = load_corpus(config.corpus, ensure_corpus(config.corpus, config.root, log), config.classes)
     scan = scan_audio(manifest, MIN_SECONDS)
+    if strict:
+        scan.raise_if_problems()
     usable = scan.usable
     if usable.empty:
         raise BudgetError(f"{config.corpus}: no usable audio")
@@ -177,11 +182,11 @@ class Study:
             return pd.DataFrame(columns=RESULT_KEY)
         return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
-    def run(self, log=print) -> pd.DataFrame:
-        """Run what is not finished yet; write and return the full results table."""
+    def run(self, log=print, strict: bool = False) -> pd.DataFrame:
+        """Run what is not finished yet; write and return the full results table (``strict``: see :func:`prepare`)."""
         config = self.config
         extractors = [parse_feature_spec(spec).configure(config.train.device, config.precision) for spec in config.features]
-        data = prepare(config, log)
+        data = prepare(config, log, strict)
         for note in [data.plan.note, *(f"skipped {s}" for s in data.plan.skipped)]:
             if note:
                 log(note)

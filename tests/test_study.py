@@ -159,3 +159,11 @@ def test_default_encoder_without_internet_is_one_clear_line(iemocap, tmp_path, m
 def test_compare_needs_one_size(iemocap, tmp_path):
     result = runner.invoke(app, ["compare", "--n", "8,16", "--corpus", "iemocap", "--root", str(iemocap), "--features", "lld"])
     assert result.exit_code == 2 and "compare runs one size" in result.output
+
+
+def test_strict_stops_on_bad_audio(tmp_path):
+    root = build_iemocap(tmp_path / "iemocap", sessions=2)
+    next((root / "Session1" / "sentences" / "wav").rglob("*.wav")).write_bytes(b"")
+    config = config_for(root, tmp_path, per_class=(1,))
+    with pytest.raises(BudgetError, match="1 bad audio file"):
+        Study(config, tmp_path / "run").run(log=lambda _: None, strict=True)

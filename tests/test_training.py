@@ -152,3 +152,16 @@ def test_runs_of_different_sizes_cannot_share_an_ensemble():
     runs = runs_for(labels, size=8)[:1] + runs_for(labels, size=10)[:1]
     with pytest.raises(BudgetError, match="same number of training examples"):
         train_runs("mean_pool", features, labels, runs, 3, TrainConfig(epochs=1))
+
+
+def test_a_small_memory_budget_chunks_the_ensemble_without_changing_results():
+    from budget.training import _members_per_chunk
+
+    features, labels = synthetic_features()
+    runs = runs_for(labels, size=8)
+    roomy = TrainConfig(epochs=2, lr=3e-3, batch_size=5)
+    tight = TrainConfig(epochs=2, lr=3e-3, batch_size=5, memory_mb=1)
+    assert _members_per_chunk("mlp_pool", features, tight) == 1 < _members_per_chunk("mlp_pool", features, roomy)
+    for together, chunked in zip(train_runs("mlp_pool", features, labels, runs, 3, roomy),
+                                 train_runs("mlp_pool", features, labels, runs, 3, tight), strict=True):  # fmt: skip
+        np.testing.assert_array_equal(together, chunked)
