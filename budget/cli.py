@@ -301,7 +301,14 @@ StudyMaxSeconds = Annotated[float | None, typer.Option("--max-seconds", help="Cr
 @app.command("curve")
 @user_errors
 def curve(
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Head: mean_pool, meanmax_pool, attn_pool, mlp_pool, logreg.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m",
+            help="Heads: mean_pool, meanmax_pool, attn_pool, mlp_pool, logreg; align_lstm (with _audio, _text "
+            "ablations) on an audio and a text feature set.",
+        ),
+    ] = None,
     features: FeaturesOption = None,
     corpus: Annotated[str | None, typer.Option("--corpus", "-c", help="Corpus adapter (default emodb).")] = None,
     root: RootOption = None,
@@ -324,6 +331,7 @@ def curve(
     strict: StrictOption = False,
 ) -> None:
     """UA against training-set size: a budget curve for one head on each feature set."""
+    from budget.features import display_name
     from budget.study import summarise
 
     study_config = _study_config(
@@ -335,8 +343,9 @@ def curve(
     table = Table("features", "head", "per class", "training examples", "UA mean ± std", "runs", title="budget curve")
     for row in summary.itertuples():
         table.add_row(
-            row.features, row.head, row.size, f"{row.n_train:.0f}", f"{row.ua_mean:.3f} ± {row.ua_std:.3f}", str(row.runs)
-        )
+            display_name(row.features), row.head, row.size, f"{row.n_train:.0f}",
+            f"{row.ua_mean:.3f} ± {row.ua_std:.3f}", str(row.runs),
+        )  # fmt: skip
     out.print(table)
     _finish(folder, report, target)
 
@@ -368,7 +377,8 @@ def compare(
     strict: StrictOption = False,
 ) -> None:
     """The paper's Table 1 at one training size: UA per head and feature set, and each set's gain over the first."""
-    from budget.heads import ALL_HEADS
+    from budget.features import display_name
+    from budget.heads import ACOUSTIC_HEADS
     from budget.study import summarise
 
     study_config = _study_config(
@@ -376,14 +386,15 @@ def compare(
         device, store, max_seconds, layer,
     )  # fmt: skip
     if models is None and config is None:
-        study_config = study_config.with_overrides(heads=ALL_HEADS)
+        study_config = study_config.with_overrides(heads=ACOUSTIC_HEADS)
     sizes = study_config.n or study_config.per_class
     if sizes is None or len(sizes) != 1:
         raise BudgetError("compare runs one size: give --n (total) or --per-class with one value")
     results, folder = _run_study("compare", study_config, run_dir, strict)
     summary = summarise(results)
     feature_sets = list(dict.fromkeys(summary["features"]))
-    header = [f"{f}\nUA mean ± std" for f in feature_sets] + [f"{f}\nvs {feature_sets[0]}" for f in feature_sets[1:]]
+    names = [display_name(f) for f in feature_sets]
+    header = [f"{n}\nUA mean ± std" for n in names] + [f"{n}\nvs {names[0]}" for n in names[1:]]
     size = summary["size"].iloc[0]
     out.print(f"UA at {size} per class ({summary['n_train'].iloc[0]:.0f} training examples)", soft_wrap=True)
     table = Table("head", *header)

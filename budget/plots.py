@@ -21,6 +21,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 
 from budget.analysis import CurveFit, aggregate, confusion_at, size_order, solve_n  # noqa: E402
+from budget.features import display_name  # noqa: E402
 
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -51,8 +52,7 @@ def _save(figure, folder: Path, name: str) -> Path:
 
 
 def _label(features: str, head: str) -> str:
-    name = features.split("/")[-1] if "/" in features else features
-    return f"{name} · {head}"
+    return f"{display_name(features)} · {head}"
 
 
 def _log_axis(axis, values) -> None:
@@ -121,7 +121,7 @@ def compare_plot(results: pd.DataFrame, folder: Path) -> Path:
         error = np.vstack([rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]])
         axis.bar(x + (i - (len(feature_sets) - 1) / 2) * width, rows["mean"], width, yerr=error, capsize=3,
                  color=PALETTE[i % len(PALETTE)], hatch=HATCHES[i % len(HATCHES)], edgecolor="black", linewidth=0.5,
-                 label=features.split("/")[-1])  # fmt: skip
+                 label=display_name(features))  # fmt: skip
     axis.set_xticks(x, heads)
     axis.set_ylabel("unweighted accuracy (UA)")
     label = "all training data" if size == "full" else f"{size} examples per class"
@@ -171,4 +171,4 @@ def confusion_plot(results: pd.DataFrame, features: str, head: str, size: str, f
 
 
 def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() else "-" for ch in text.split("/")[-1]).strip("-")
+    return "".join(ch if ch.isalnum() else "-" for ch in display_name(text)).strip("-")

@@ -19,6 +19,7 @@ import pandas as pd
 
 from budget.analysis import CURVE_KEYS, Plan, aggregate, fit_curve, plan, size_order
 from budget.errors import BudgetError
+from budget.features import display_name
 from budget.plots import compare_plot, confusion_plot, curve_plot, recall_plot
 
 
@@ -199,7 +200,7 @@ def build_report(
     table = aggregate(results)
     shown = pd.DataFrame(
         {
-            "features": table["features"].map(lambda f: f.split("/")[-1]),
+            "features": table["features"].map(display_name),
             "head": table["head"],
             "per class": table["size"],
             "training examples": table["n_train"].round().astype(int),
@@ -220,11 +221,11 @@ def build_report(
         doc.figure(compare_plot(results, figures), "UA by head and feature set at the largest size")
     if len(balanced_sizes) >= 2:
         for features, head in folder.curves():
-            doc.figure(recall_plot(results, features, head, figures), f"Per-class recall: {features.split('/')[-1]}, {head}")
+            doc.figure(recall_plot(results, features, head, figures), f"Per-class recall: {display_name(features)}, {head}")
     best = table.loc[table["mean"].idxmax()]
     doc.figure(
         confusion_plot(results, best["features"], best["head"], best["size"], figures),
-        f"Confusion matrix of the best cell ({best['features'].split('/')[-1]}, {best['head']}, {best['size']} per class)",
+        f"Confusion matrix of the best cell ({display_name(best['features'])}, {best['head']}, {best['size']} per class)",
     )
 
     if fits:
@@ -235,7 +236,7 @@ def build_report(
             lines = [f"{law} law: {lf.describe()}" for law, lf in fit.fits.items()]
             lines.append(f"chosen: {fit.chosen or 'none'}")
             lines += [f"warning: {flag}" for flag in fit.flags]
-            doc.text(f"{fit.features.split('/')[-1]} · {fit.head}")
+            doc.text(f"{display_name(fit.features)} · {fit.head}")
             doc.items(lines)
 
     if target is not None and fits:

