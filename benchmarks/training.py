@@ -30,7 +30,7 @@ def train_grid(args, one_at_a_time: bool) -> dict:
     from budget.corpora import load_corpus
     from budget.features import FeatureStore, parse_feature_spec
     from budget.folds import assign_folds
-    from budget.heads import ALL_HEADS
+    from budget.heads import ACOUSTIC_HEADS
     from budget.metrics import run_metrics
     from budget.sampling import balanced_subset
     from budget.training import Run, TrainConfig, train_runs
@@ -53,7 +53,7 @@ def train_grid(args, one_at_a_time: bool) -> dict:
             train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
             for seed in range(args.seeds):
                 runs.append(Run(int(fold), seed, args.per_class, train[balanced_subset(labels[train], args.per_class, seed)], test))
-        for head in ALL_HEADS:
+        for head in ACOUSTIC_HEADS:
             groups = [[run] for run in runs] if one_at_a_time else [runs]
             head_started = time.perf_counter()
             for group in groups:

@@ -226,7 +226,11 @@ class MLPPool(EnsembleHead):
 HEADS: dict[str, type[EnsembleHead]] = {head.name: head for head in (MeanPool, MeanMaxPool, AttnPool, MLPPool)}
 #: The reference head, trained with scikit-learn rather than as an ensemble.
 LOGREG = "logreg"
-ALL_HEADS = (*HEADS, LOGREG)
+#: Heads for one feature set: Table 1 of the paper, plus the reference.
+ACOUSTIC_HEADS = (*HEADS, LOGREG)
+#: The bimodal alignment model and its single-modality ablations (budget.bimodal), on audio + text pairs.
+BIMODAL_HEADS = ("align_lstm", "align_lstm_audio", "align_lstm_text")
+ALL_HEADS = (*ACOUSTIC_HEADS, *BIMODAL_HEADS)
 
 
 def check_head(name: str) -> str:

@@ -33,12 +33,14 @@ import pandas as pd
 
 from budget.analysis import size_order, sort_cells
 from budget.audio import MAX_SECONDS, MIN_SECONDS, scan_audio
+from budget.bimodal import train_bimodal_runs
 from budget.corpora import get_adapter, load_corpus
 from budget.corpora.fetch import ensure_corpus
 from budget.errors import BudgetError
 from budget.features import FeatureStore, parse_feature_spec
+from budget.features.store import FeatureSet
 from budget.folds import N_FOLDS, assign_folds, fold_names
-from budget.heads import ALL_HEADS, check_head
+from budget.heads import BIMODAL_HEADS, check_head
 from budget.labels import class_order
 from budget.metrics import run_metrics
 from budget.sampling import FULL, SizePlan, balanced_subset, parse_sizes, plan_sizes
@@ -196,7 +198,7 @@ class Study:
         log(f"study folder: {self.run_dir} (running it again resumes)")
         done = {tuple(str(v) for v in row) for row in self.finished()[RESULT_KEY].itertuples(index=False)}
         store = FeatureStore(config.store)
-        entries = {}
+        entries, loaded = {}, {}
         labels_all = data.manifest["label"].map({c: i for i, c in enumerate(data.classes)}).to_numpy()
         for extractor in extractors:
             spec = extractor.spec
@@ -204,20 +206,27 @@ class Study:
             if report.extracted:
                 log(f"extracted {spec} for {report.extracted} utterances ({report.seconds:.0f} s)")
             entries[spec] = report.entry.name
-            features = store.load(extractor, data.manifest, layer=config.layer, max_seconds=config.max_seconds or None)
-            keep = data.manifest["utt_id"].isin(set(features.utt_ids)).to_numpy()
-            if features.missing:
-                log(f"{spec}: {len(features.missing)} utterance(s) have no features and are left out")
-            groups = self._groups(data, keep)
-            for head in config.heads:
-                for size, runs in groups:
-                    todo = [r for r in runs if (spec, head, str(size), str(r.fold), str(r.seed)) not in done]
+            loaded[spec] = (extractor.modality, store.load(extractor, data.manifest, layer=config.layer, max_seconds=config.max_seconds or None))
+            if loaded[spec][1].missing:
+                log(f"{spec}: {len(loaded[spec][1].missing)} utterance(s) have no features and are left out")
+        for head in config.heads:
+            for name, inputs in self._inputs_for(head, loaded):
+                keep = data.manifest["utt_id"].isin(set.intersection(*(set(fs.utt_ids) for fs in inputs.values()))).to_numpy()
+                kept_ids = data.manifest["utt_id"].to_numpy()[keep]
+                inputs = {m: fs.select(kept_ids) for m, fs in inputs.items()}
+                for size, runs in self._groups(data, keep):
+                    todo = [r for r in runs if (name, head, str(size), str(r.fold), str(r.seed)) not in done]
                     if not todo:
                         continue
                     started = time.perf_counter()
-                    predictions = train_runs(head, features, labels_all[keep], todo, len(data.classes), config.train)
+                    if head in BIMODAL_HEADS:
+                        predictions = train_bimodal_runs(
+                            head, inputs.get("audio"), inputs.get("text"), labels_all[keep], todo, len(data.classes), config.train
+                        )
+                    else:
+                        predictions = train_runs(head, inputs["single"], labels_all[keep], todo, len(data.classes), config.train)
                     seconds = time.perf_counter() - started
-                    self._write_part(spec, head, size, todo, predictions, labels_all[keep], data, seconds)
+                    self._write_part(name, head, size, todo, predictions, labels_all[keep], data, seconds)
         self._write_provenance(data, entries)
         results = self.finished()
         results = results.sort_values(RESULT_KEY, key=self._sort_key).reset_index(drop=True)
@@ -225,9 +234,27 @@ class Study:
         results.to_csv(self.run_dir / "results.csv", index=False)
         return results
 
+    def _feature_names(self) -> list[str]:
+        """Feature-set names in results order: each spec, then audio+text pairs."""
+        specs = list(self.config.features)
+        text = [s for s in specs if s.lower().startswith("text:")]
+        audio = [s for s in specs if s not in text]
+        return specs + [f"{a}+{t}" for a in audio for t in text]
+
+    @staticmethod
+    def _inputs_for(head: str, loaded: dict) -> list[tuple[str, dict[str, FeatureSet]]]:
+        """What a head trains on: each feature set alone, or each (audio, text) pair for bimodal heads."""
+        if head not in BIMODAL_HEADS:
+            return [(spec, {"single": features}) for spec, (_, features) in loaded.items()]
+        audio = [spec for spec, (modality, _) in loaded.items() if modality == "audio"]
+        text = [spec for spec, (modality, _) in loaded.items() if modality == "text"]
+        if not audio or not text:
+            raise BudgetError(f"{head} needs an audio and a text feature set, e.g. --features hf:MODEL,text:MODEL")
+        return [(f"{a}+{t}", {"audio": loaded[a][1], "text": loaded[t][1]}) for a in audio for t in text]
+
     def _sort_key(self, column: pd.Series) -> pd.Series:
         """Features and heads in the configured order, sizes ascending with ``full`` last."""
-        order = {"features": self.config.features, "head": self.config.heads}.get(column.name)
+        order = {"features": self._feature_names(), "head": self.config.heads}.get(column.name)
         if order is not None:
             return column.map({name: i for i, name in enumerate(order)})
         return column.map(size_order) if column.name == "size" else column
@@ -335,4 +362,4 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     return sort_cells(table.reset_index())
 
 
-__all__ = ["ALL_HEADS", "Study", "StudyConfig", "default_run_dir", "prepare", "summarise"]
+__all__ = ["Study", "StudyConfig", "default_run_dir", "prepare", "summarise"]

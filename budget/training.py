@@ -60,7 +60,7 @@ class Run:
         return np.random.SeedSequence([self.seed, self.fold, size + 1])
 
 
-class _Inputs:
+class FrameInputs:
     """A feature set as tensors: pooled statistics, or float16 frames with offsets."""
 
     def __init__(self, features: FeatureSet, pools_first: bool, pooled_kind: str):
@@ -133,7 +133,7 @@ def train_runs(
         raise BudgetError("runs trained together must have the same number of training examples")
     if head == LOGREG:
         return [_train_logreg(features, labels, run) for run in runs]
-    inputs = _Inputs(features, HEADS[head].pools_first, "mean" if head == "mean_pool" else "meanmax")
+    inputs = FrameInputs(features, HEADS[head].pools_first, "mean" if head == "mean_pool" else "meanmax")
     chunk = _members_per_chunk(head, features, config)
     predictions: list[np.ndarray] = []
     for start in range(0, len(runs), chunk):
@@ -141,7 +141,7 @@ def train_runs(
     return predictions
 
 
-def _train_ensemble(head_name, inputs: _Inputs, dim, labels, runs, n_classes, config) -> list[np.ndarray]:
+def _train_ensemble(head_name, inputs: FrameInputs, dim, labels, runs, n_classes, config) -> list[np.ndarray]:
     head_class = HEADS[head_name]
     seeds = [run.seed_sequence() for run in runs]
     generators = [torch.Generator().manual_seed(int(s.generate_state(1)[0])) for s in seeds]
@@ -175,7 +175,7 @@ def _train_ensemble(head_name, inputs: _Inputs, dim, labels, runs, n_classes, co
 
 
 @torch.inference_mode()
-def _predict(head: EnsembleHead, inputs: _Inputs, runs: list[Run], device: str) -> list[np.ndarray]:
+def _predict(head: EnsembleHead, inputs: FrameInputs, runs: list[Run], device: str) -> list[np.ndarray]:
     head.eval()
     outputs: list[list[np.ndarray]] = [[] for _ in runs]
     longest = max(len(run.test) for run in runs)

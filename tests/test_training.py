@@ -14,7 +14,7 @@ from budget.folds import assign_folds
 from budget.heads import HEADS, PackedBatch, mlp_shape
 from budget.metrics import run_metrics
 from budget.sampling import FULL, balanced_subset, parse_sizes, plan_sizes
-from budget.training import Run, TrainConfig, _Inputs, train_runs
+from budget.training import Run, TrainConfig, FrameInputs, train_runs
 
 
 def synthetic_features(n_per_class=30, n_classes=3, dim=6, seed=0) -> tuple[FeatureSet, np.ndarray]:
@@ -123,7 +123,7 @@ def test_padding_never_changes_a_prediction(head):
     features, labels = synthetic_features()
     generators = [torch.Generator().manual_seed(e) for e in range(2)]
     model = HEADS[head](generators, features.dim, 3).eval()
-    inputs = _Inputs(features, pools_first=False, pooled_kind="mean")
+    inputs = FrameInputs(features, pools_first=False, pooled_kind="mean")
     short, long_ = np.array([3]), np.array([3, 10, 11, 12])
     alone = model(inputs.batch([short, short], 1, "cpu"))
     packed = model(inputs.batch([long_, short], 4, "cpu"))  # member 1 pads to member 0's length
@@ -133,7 +133,7 @@ def test_padding_never_changes_a_prediction(head):
 
 def test_pooled_heads_read_the_stored_statistics():
     features, _ = synthetic_features()
-    batch = _Inputs(features, pools_first=True, pooled_kind="meanmax").batch([np.array([0, 4])], 2, "cpu")
+    batch = FrameInputs(features, pools_first=True, pooled_kind="meanmax").batch([np.array([0, 4])], 2, "cpu")
     assert isinstance(batch, PackedBatch) and batch.pooled.shape == (1, 2, 2 * features.dim)
     np.testing.assert_allclose(batch.pooled[0, 1, : features.dim].numpy(), features.mean[4])
 

@@ -120,6 +120,23 @@ class FeatureSet:
         """The frames of utterance ``i``."""
         return self.frames[self.offsets[i] : self.offsets[i] + self.lengths[i]]
 
+    def select(self, utt_ids) -> FeatureSet:
+        """The features of ``utt_ids``, in that order (each must be present)."""
+        position = {u: i for i, u in enumerate(self.utt_ids)}
+        rows = np.array([position[u] for u in utt_ids], dtype=np.int64)
+        lengths = self.lengths[rows]
+        pieces = [self.frames[self.offsets[i] : self.offsets[i] + self.lengths[i]] for i in rows]
+        return FeatureSet(
+            spec=self.spec,
+            utt_ids=self.utt_ids[rows],
+            lengths=lengths,
+            offsets=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
+            frames=np.concatenate(pieces) if pieces else self.frames[:0],
+            mean=self.mean[rows],
+            max=self.max[rows],
+            layer_names=self.layer_names,
+        )
+
 
 class _Entry:
     """One extractor configuration's folder in the store."""
