@@ -188,6 +188,7 @@ class Study:
         """Run what is not finished yet; write and return the full results table (``strict``: see :func:`prepare`)."""
         config = self.config
         extractors = [parse_feature_spec(spec).configure(config.train.device, config.precision) for spec in config.features]
+        pairs = self._pairs(extractors)
         data = prepare(config, log, strict)
         for note in [data.plan.note, *(f"skipped {s}" for s in data.plan.skipped)]:
             if note:
@@ -197,36 +198,23 @@ class Study:
         self._claim_folder()
         log(f"study folder: {self.run_dir} (running it again resumes)")
         done = {tuple(str(v) for v in row) for row in self.finished()[RESULT_KEY].itertuples(index=False)}
-        store = FeatureStore(config.store)
-        entries, loaded = {}, {}
-        labels_all = data.manifest["label"].map({c: i for i, c in enumerate(data.classes)}).to_numpy()
-        for extractor in extractors:
-            spec = extractor.spec
-            report = store.extract(extractor, data.manifest, max_seconds=config.max_seconds or None)
-            if report.extracted:
-                log(f"extracted {spec} for {report.extracted} utterances ({report.seconds:.0f} s)")
-            entries[spec] = report.entry.name
-            loaded[spec] = (extractor.modality, store.load(extractor, data.manifest, layer=config.layer, max_seconds=config.max_seconds or None))
-            if loaded[spec][1].missing:
-                log(f"{spec}: {len(loaded[spec][1].missing)} utterance(s) have no features and are left out")
+        entries, loaded = self._load_features(extractors, data, log)
+        labels = data.manifest["label"].map({c: i for i, c in enumerate(data.classes)}).to_numpy()
         for head in config.heads:
-            for name, inputs in self._inputs_for(head, loaded):
-                keep = data.manifest["utt_id"].isin(set.intersection(*(set(fs.utt_ids) for fs in inputs.values()))).to_numpy()
-                kept_ids = data.manifest["utt_id"].to_numpy()[keep]
-                inputs = {m: fs.select(kept_ids) for m, fs in inputs.items()}
+            if head in BIMODAL_HEADS:
+                inputs_by_name = {f"{a}+{t}": {"audio": loaded[a], "text": loaded[t]} for a, t in pairs}
+            else:
+                inputs_by_name = {spec: {"single": features} for spec, features in loaded.items()}
+            for name, inputs in inputs_by_name.items():
+                keep = data.manifest["utt_id"].isin(set.intersection(*(set(f.utt_ids) for f in inputs.values()))).to_numpy()
+                inputs = {part: f.select(data.manifest["utt_id"].to_numpy()[keep]) for part, f in inputs.items()}
                 for size, runs in self._groups(data, keep):
                     todo = [r for r in runs if (name, head, str(size), str(r.fold), str(r.seed)) not in done]
-                    if not todo:
-                        continue
-                    started = time.perf_counter()
-                    if head in BIMODAL_HEADS:
-                        predictions = train_bimodal_runs(
-                            head, inputs.get("audio"), inputs.get("text"), labels_all[keep], todo, len(data.classes), config.train
-                        )
-                    else:
-                        predictions = train_runs(head, inputs["single"], labels_all[keep], todo, len(data.classes), config.train)
-                    seconds = time.perf_counter() - started
-                    self._write_part(name, head, size, todo, predictions, labels_all[keep], data, seconds)
+                    if todo:
+                        started = time.perf_counter()
+                        predictions = self._train(head, inputs, labels[keep], todo, len(data.classes))
+                        seconds = time.perf_counter() - started
+                        self._write_part(name, head, size, todo, predictions, labels[keep], data, seconds)
         self._write_provenance(data, entries)
         results = self.finished()
         results = results.sort_values(RESULT_KEY, key=self._sort_key).reset_index(drop=True)
@@ -234,27 +222,41 @@ class Study:
         results.to_csv(self.run_dir / "results.csv", index=False)
         return results
 
-    def _feature_names(self) -> list[str]:
-        """Feature-set names in results order: each spec, then audio+text pairs."""
-        specs = list(self.config.features)
-        text = [s for s in specs if s.lower().startswith("text:")]
-        audio = [s for s in specs if s not in text]
-        return specs + [f"{a}+{t}" for a in audio for t in text]
+    def _pairs(self, extractors) -> list[tuple[str, str]]:
+        """(audio, text) spec pairs for bimodal heads; an error, before any work, when a modality is missing."""
+        audio = [e.spec for e in extractors if e.modality == "audio"]
+        text = [e.spec for e in extractors if e.modality == "text"]
+        pairs = [(a, t) for a in audio for t in text]
+        bimodal = [h for h in self.config.heads if h in BIMODAL_HEADS]
+        if bimodal and not pairs:
+            raise BudgetError(f"{bimodal[0]} needs an audio and a text feature set, e.g. --features hf:MODEL,text:MODEL")
+        self._names = [e.spec for e in extractors] + [f"{a}+{t}" for a, t in pairs]
+        return pairs
 
-    @staticmethod
-    def _inputs_for(head: str, loaded: dict) -> list[tuple[str, dict[str, FeatureSet]]]:
-        """What a head trains on: each feature set alone, or each (audio, text) pair for bimodal heads."""
-        if head not in BIMODAL_HEADS:
-            return [(spec, {"single": features}) for spec, (_, features) in loaded.items()]
-        audio = [spec for spec, (modality, _) in loaded.items() if modality == "audio"]
-        text = [spec for spec, (modality, _) in loaded.items() if modality == "text"]
-        if not audio or not text:
-            raise BudgetError(f"{head} needs an audio and a text feature set, e.g. --features hf:MODEL,text:MODEL")
-        return [(f"{a}+{t}", {"audio": loaded[a][1], "text": loaded[t][1]}) for a in audio for t in text]
+    def _load_features(self, extractors, data: StudyData, log) -> tuple[dict[str, str], dict[str, FeatureSet]]:
+        """Extract what the store lacks, then load every feature set; return store entries and feature sets."""
+        store = FeatureStore(self.config.store)
+        max_seconds = self.config.max_seconds or None
+        entries, loaded = {}, {}
+        for extractor in extractors:
+            report = store.extract(extractor, data.manifest, max_seconds=max_seconds)
+            if report.extracted:
+                log(f"extracted {extractor.spec} for {report.extracted} utterances ({report.seconds:.0f} s)")
+            entries[extractor.spec] = report.entry.name
+            features = store.load(extractor, data.manifest, layer=self.config.layer, max_seconds=max_seconds)
+            if features.missing:
+                log(f"{extractor.spec}: {len(features.missing)} utterance(s) have no features and are left out")
+            loaded[extractor.spec] = features
+        return entries, loaded
+
+    def _train(self, head: str, inputs: dict[str, FeatureSet], labels, runs, n_classes) -> list[np.ndarray]:
+        if head in BIMODAL_HEADS:
+            return train_bimodal_runs(head, inputs.get("audio"), inputs.get("text"), labels, runs, n_classes, self.config.train)
+        return train_runs(head, inputs["single"], labels, runs, n_classes, self.config.train)
 
     def _sort_key(self, column: pd.Series) -> pd.Series:
         """Features and heads in the configured order, sizes ascending with ``full`` last."""
-        order = {"features": self._feature_names(), "head": self.config.heads}.get(column.name)
+        order = {"features": self._names, "head": self.config.heads}.get(column.name)
         if order is not None:
             return column.map({name: i for i, name in enumerate(order)})
         return column.map(size_order) if column.name == "size" else column
