@@ -292,16 +292,24 @@ class Plan:
     notes: list[str]
 
     def statement(self) -> str:
+        from budget.features import display_name
+
+        curve = f"{display_name(self.features)} + {self.head}"
         if math.isinf(self.per_class):
             if self.ceiling is not None:
                 return (
-                    f"{self.features} + {self.head}: the fitted ceiling is {self.ceiling:.3f} UA, below the "
+                    f"{curve}: the fitted ceiling is {self.ceiling:.3f} UA, below the "
                     f"target {self.target:.3f}; more labels of this kind are not expected to reach it"
                 )
-            return f"{self.features} + {self.head}: the fitted curve does not reach {self.target:.3f} UA"
+            return f"{curve}: the fitted curve does not reach {self.target:.3f} UA"
         low, high = self.per_class_interval
+        if self.per_class <= self.largest_measured:
+            return (
+                f"{curve}: the target {self.target:.3f} UA is reached within the measured sizes, at about "
+                f"{math.ceil(self.per_class)} labels per class (95% interval {_fmt(low)} to {_fmt(high)})"
+            )
         return (
-            f"{self.features} + {self.head}: {math.ceil(self.per_class)} labels per class "
+            f"{curve}: {math.ceil(self.per_class)} labels per class "
             f"({math.ceil(self.per_class) * self.n_classes} in total) reach {self.target:.3f} UA; 95% interval "
             f"{_fmt(low)} to {_fmt(high)} per class; {100 * self.reach_probability:.0f}% of bootstrap refits reach it"
         )

@@ -81,7 +81,7 @@ def plan_lines(result: Plan, costs: Costs) -> list[str]:
         f"at {result.largest_measured:g} per class, 100 more labels (spread over the classes) add about "
         f"{100 * result.marginal_per_100:.2f} UA points",
     ]
-    if not math.isinf(result.per_class):
+    if result.largest_measured < result.per_class < math.inf:
         total = math.ceil(result.per_class) * result.n_classes
         extra = max(0, total - result.largest_measured * result.n_classes)
         cost = costs.describe(extra)

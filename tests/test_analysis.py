@@ -100,3 +100,9 @@ def test_cells_keep_the_order_features_were_named_in():
     results = pd.concat([synthetic_results(features="lld"), synthetic_results(features="hf:/m/encoder")], ignore_index=True)
     table = aggregate(results)
     assert list(dict.fromkeys(table["features"])) == ["lld", "hf:/m/encoder"]
+
+
+def test_a_target_within_the_measured_sizes_says_so():
+    result = plan(synthetic_results(), 0.60, "lld", "mlp_pool")  # reached at n = 16, measured up to 320
+    assert result.per_class < result.largest_measured
+    assert "reached within the measured sizes" in result.statement()
