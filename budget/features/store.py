@@ -256,6 +256,11 @@ class FeatureStore:
             }
         return identity
 
+    def _entry(self, extractor, max_seconds, frame_dtype, utterance_identity) -> tuple[dict, _Entry]:
+        """An extractor configuration's identity and its folder in this store."""
+        identity = self.entry_identity(extractor, max_seconds, frame_dtype, utterance_identity)
+        return identity, _Entry(self.entry_folder(extractor, identity))
+
     def entry_folder(self, extractor: FeatureExtractor, identity: dict) -> Path:
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
         return self.root / f"{_slug(extractor.spec)}-{digest}"
@@ -307,8 +312,7 @@ class FeatureStore:
             raise BudgetError(f"utterance identity must be 'stat' or 'content'; got {utterance_identity!r}")
         started = time.perf_counter()
         batch_size = batch_size or (16 if extractor.device.startswith("cuda") else 8)
-        identity = self.entry_identity(extractor, max_seconds, frame_dtype, utterance_identity)
-        entry = _Entry(self.entry_folder(extractor, identity))
+        identity, entry = self._entry(extractor, max_seconds, frame_dtype, utterance_identity)
         keys = self.utterance_keys(extractor, manifest, utterance_identity)
         with entry.lock():
             entry.sweep()
@@ -446,8 +450,7 @@ class FeatureStore:
         ``layer`` picks one hidden state from an entry that stored them all.
         Raises when nothing was extracted for this configuration.
         """
-        identity = self.entry_identity(extractor, max_seconds, frame_dtype, utterance_identity)
-        entry = _Entry(self.entry_folder(extractor, identity))
+        _, entry = self._entry(extractor, max_seconds, frame_dtype, utterance_identity)
         if not (entry.folder / "entry.json").is_file():
             raise BudgetError(f"no stored features for {extractor.spec} with these settings; run `budget extract` first")
         meta = entry.meta()
