@@ -108,3 +108,13 @@ def test_text_alone_stays_near_chance_on_emodb(minilm, shared_emodb, tmp_path):
     predictions = train_bimodal_runs("align_lstm_text", None, text, labels, runs, 4, config, hidden=32)
     ua = [np.mean([np.mean(p[labels[r.test] == c] == c) for c in range(4)]) for r, p in zip(runs, predictions, strict=True)]
     assert np.mean(ua) < 0.40  # chance is 0.25; a model that read emotion from text would be far above
+
+
+def test_end_to_end_on_emodb_with_its_transcripts(minilm, shared_emodb, tmp_path):
+    config = StudyConfig(
+        corpus="emodb", root=str(shared_emodb), classes="basic4", features=("lld", minilm), heads=("align_lstm",),
+        per_class=(2,), seeds=1, store=str(tmp_path / "store"), train=TrainConfig(epochs=1, batch_size=8),
+    )  # fmt: skip
+    results = Study(config, tmp_path / "run").run(log=lambda _: None)
+    assert len(results) == 10 and set(results["features"]) == {f"lld+{minilm}"}  # one run per speaker
+    assert results["n_test"].sum() == 339 and results["ua"].between(0, 1).all()
