@@ -14,7 +14,7 @@ from budget.folds import assign_folds
 from budget.heads import HEADS, PackedBatch, mlp_shape
 from budget.metrics import run_metrics
 from budget.sampling import FULL, balanced_subset, parse_sizes, plan_sizes
-from budget.training import Run, TrainConfig, FrameInputs, train_runs
+from budget.training import FrameInputs, Run, TrainConfig, train_runs
 
 
 def synthetic_features(n_per_class=30, n_classes=3, dim=6, seed=0) -> tuple[FeatureSet, np.ndarray]:
