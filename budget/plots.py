@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 
-from budget.analysis import CurveFit, aggregate, confusion_at, size_order, solve_n  # noqa: E402
+from budget.analysis import CurveFit, confusion_at, size_order, solve_n  # noqa: E402
 from budget.features import display_name  # noqa: E402
 
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
@@ -64,10 +64,12 @@ def _log_axis(axis, values) -> None:
 
 
 def curve_plot(
-    results: pd.DataFrame, fits: list[CurveFit], folder: Path, target: float | None = None, extrapolate_to: float | None = None
+    table: pd.DataFrame, fits: list[CurveFit], folder: Path, target: float | None = None, extrapolate_to: float | None = None
 ) -> Path:
-    """UA against examples per class (log axis): mean and 95% band per curve, fitted law, target crossing."""
-    table = aggregate(results)
+    """UA against examples per class (log axis): mean and 95% band per curve, fitted law, target crossing.
+
+    ``table`` is :func:`budget.analysis.aggregate`'s summary of the results.
+    """
     balanced = table[table["size"] != "full"]
     figure, axis = plt.subplots(figsize=(6.4, 4.0))
     styles = zip(cycle(PALETTE), cycle(MARKERS), strict=False)
@@ -106,9 +108,8 @@ def curve_plot(
     return _save(figure, folder, "curve")
 
 
-def compare_plot(results: pd.DataFrame, folder: Path) -> Path:
-    """Grouped bars: UA per head (groups) and feature set (bars), with 95% intervals."""
-    table = aggregate(results)
+def compare_plot(table: pd.DataFrame, folder: Path) -> Path:
+    """Grouped bars: UA per head (groups) and feature set (bars), with 95% intervals, from ``aggregate``'s table."""
     size = sorted(table["size"].unique(), key=size_order)[-1]
     table = table[table["size"] == size]
     heads = list(dict.fromkeys(table["head"]))

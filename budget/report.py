@@ -216,9 +216,9 @@ def build_report(
     balanced_sizes = [s for s in sizes if s != "full"]
     if len(balanced_sizes) >= 2:
         fits = [fit_curve(results, f, h) for f, h in folder.curves()]
-        doc.figure(curve_plot(results, fits, figures, target), "UA against training examples per class")
+        doc.figure(curve_plot(table, fits, figures, target), "UA against training examples per class")
     if len(set(results["head"])) > 1 or len(set(results["features"])) > 1:
-        doc.figure(compare_plot(results, figures), "UA by head and feature set at the largest size")
+        doc.figure(compare_plot(table, figures), "UA by head and feature set at the largest size")
     if len(balanced_sizes) >= 2:
         for features, head in folder.curves():
             doc.figure(recall_plot(results, features, head, figures), f"Per-class recall: {display_name(features)}, {head}")
