@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from budget.corpora.manifest import make_manifest
-from budget.errors import BudgetError
+from budget.corpora.manifest import make_manifest, match_file_names
 
 EMOTION_CODES = {
     "ANG": "angry",
@@ -47,12 +46,9 @@ def read_cremad(root: Path) -> pd.DataFrame:
     """Read CREMA-D from its file names."""
     wav_dir = root / "AudioWAV" if (root / "AudioWAV").is_dir() else root
     rows = []
-    unparsed = []
-    for path in sorted(wav_dir.glob("*.wav")):
-        match = _FILE_NAME.match(path.name)
-        if not match or match["emotion"] not in EMOTION_CODES:
-            unparsed.append(path.name)
-            continue
+    for path, match in match_file_names(
+        wav_dir.glob("*.wav"), _FILE_NAME, EMOTION_CODES, "crema-d", "CREMA-D", "1001_DFA_ANG_XX.wav", wav_dir
+    ):
         rows.append(
             {
                 "utt_id": path.stem,
@@ -65,10 +61,5 @@ def read_cremad(root: Path) -> pd.DataFrame:
                 "sentence": match["sentence"],
                 "level": LEVELS.get(match["level"], match["level"]),
             }
-        )
-    if unparsed:
-        raise BudgetError(
-            f"crema-d: {len(unparsed)} file name(s) in {wav_dir} do not follow the CREMA-D scheme "
-            f"(e.g. 1001_DFA_ANG_XX.wav), first: {unparsed[0]}"
         )
     return make_manifest(rows, "crema-d")

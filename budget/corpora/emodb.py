@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from budget.corpora.manifest import make_manifest
-from budget.errors import BudgetError
+from budget.corpora.manifest import make_manifest, match_file_names
 
 #: The official download, as published by the corpus authors.
 EMODB_URL = "http://emodb.bilderbar.info/download/download.zip"
@@ -59,12 +58,9 @@ def read_emodb(root: Path) -> pd.DataFrame:
     """Read EmoDB from its file names."""
     wav_dir = emodb_wav_dir(root)
     rows = []
-    unparsed = []
-    for path in sorted(wav_dir.glob("*.wav")):
-        match = _FILE_NAME.match(path.name)
-        if not match or match["emotion"] not in EMOTION_LETTERS:
-            unparsed.append(path.name)
-            continue
+    for path, match in match_file_names(
+        wav_dir.glob("*.wav"), _FILE_NAME, EMOTION_LETTERS, "emodb", "EmoDB", "03a01Fa.wav", wav_dir
+    ):
         speaker = match["speaker"]
         rows.append(
             {
@@ -79,10 +75,5 @@ def read_emodb(root: Path) -> pd.DataFrame:
                 "version": match["version"],
                 "gender": SPEAKER_GENDER.get(speaker, ""),
             }
-        )
-    if unparsed:
-        raise BudgetError(
-            f"emodb: {len(unparsed)} file name(s) in {wav_dir} do not follow the EmoDB scheme "
-            f"(e.g. 03a01Fa.wav), first: {unparsed[0]}"
         )
     return make_manifest(rows, "emodb")

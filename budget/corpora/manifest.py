@@ -24,7 +24,9 @@ Adapters add extras where a corpus has them (``session``, ``gender``,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import pandas as pd
 
@@ -59,3 +61,33 @@ def validate_manifest(frame: pd.DataFrame, corpus: str = "manifest") -> None:
     duplicated = frame["utt_id"][frame["utt_id"].duplicated()]
     if not duplicated.empty:
         raise BudgetError(f"{corpus}: duplicate utt_id {duplicated.iloc[0]!r} ({len(duplicated)} duplicates)")
+
+
+def match_file_names(
+    paths: Iterable[Path],
+    pattern: re.Pattern,
+    emotions: Mapping[str, str],
+    corpus: str,
+    scheme: str,
+    example: str,
+    folder: Path | None = None,
+) -> list[tuple[Path, re.Match]]:
+    """Each path with its file-name match, for corpora whose labels live in file names.
+
+    A name that does not fit ``pattern``, or whose ``emotion`` group is not a
+    key of ``emotions``, is collected; all of them raise one error.
+    """
+    matched, unparsed = [], []
+    for path in sorted(paths):
+        match = pattern.match(path.name)
+        if match and match["emotion"] in emotions:
+            matched.append((path, match))
+        else:
+            unparsed.append(path.name)
+    if unparsed:
+        where = f" in {folder}" if folder is not None else ""
+        raise BudgetError(
+            f"{corpus}: {len(unparsed)} file name(s){where} do not follow the {scheme} scheme "
+            f"(e.g. {example}), first: {unparsed[0]}"
+        )
+    return matched

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from budget.corpora.manifest import make_manifest
-from budget.errors import BudgetError
+from budget.corpora.manifest import make_manifest, match_file_names
 
 EMOTION_CODES = {
     "01": "neutral",
@@ -40,12 +39,8 @@ _FILE_NAME = re.compile(
 def read_ravdess(root: Path) -> pd.DataFrame:
     """Read the speech files of a RAVDESS audio-only release."""
     rows = []
-    unparsed = []
-    for path in sorted(root.glob("Actor_*/*.wav")):
-        match = _FILE_NAME.match(path.name)
-        if not match or match["emotion"] not in EMOTION_CODES:
-            unparsed.append(path.name)
-            continue
+    speech = "Actor_01/03-01-05-01-01-01-01.wav"
+    for path, match in match_file_names(root.glob("Actor_*/*.wav"), _FILE_NAME, EMOTION_CODES, "ravdess", "RAVDESS", speech):
         if (match["modality"], match["channel"]) != ("03", "01"):
             continue
         actor = match["actor"]
@@ -62,10 +57,5 @@ def read_ravdess(root: Path) -> pd.DataFrame:
                 "repetition": int(match["repetition"]),
                 "gender": "M" if int(actor) % 2 else "F",
             }
-        )
-    if unparsed:
-        raise BudgetError(
-            f"ravdess: {len(unparsed)} file name(s) do not follow the RAVDESS scheme "
-            f"(e.g. Actor_01/03-01-05-01-01-01-01.wav), first: {unparsed[0]}"
         )
     return make_manifest(rows, "ravdess")
