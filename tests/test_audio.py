@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 from conftest import write_wav
+from tolerances import assert_float_close
 
 from budget.audio import load_audio, scan_audio
 from budget.errors import AudioError, BudgetError
@@ -18,7 +19,8 @@ def test_stereo_48k_becomes_mono_16k(tmp_path):
     assert wave.dtype == np.float32 and wave.ndim == 1
     assert len(wave) == 16_000
     stereo, _ = sf.read(path, dtype="float32")
-    # the mean of the channels, resampled: same RMS within resampling error
+    # the mean of the channels, resampled: the same RMS within the resampler's passband ripple and the tone's
+    # edges (1%, a property of the filter, not of the CPU)
     assert np.sqrt(np.mean(wave**2)) == pytest.approx(np.sqrt(np.mean(stereo.mean(axis=1) ** 2)), rel=0.01)
 
 
@@ -27,7 +29,9 @@ def test_crop_keeps_the_first_seconds(tmp_path):
     assert len(load_audio(path, max_seconds=5.0)) == 80_000
     assert len(load_audio(path, max_seconds=None)) == 112_000
     full = load_audio(path, max_seconds=None)
-    np.testing.assert_allclose(load_audio(path, max_seconds=5.0)[:70_000], full[:70_000], atol=2e-3)
+    # soxr resamples the cropped and the whole file alike away from the crop's edge: the same samples up to
+    # the resampler's float32 filter arithmetic (a few hundred taps, one reduction)
+    assert_float_close(load_audio(path, max_seconds=5.0)[:70_000], full[:70_000], depth=1)
 
 
 def test_16k_input_is_not_touched(tmp_path):
