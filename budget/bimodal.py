@@ -19,12 +19,11 @@ transcript is one zero token.
 
 Runs train one model at a time: ``nn.LSTM`` has no ensemble axis, and vmapping
 many cuDNN LSTMs is not supported, so this path does not use the ensemble
-trainer of :mod:`budget.training`.  Each run is seeded by itself, as there.
+trainer of :mod:`budget.training`.  Each run is seeded by itself, as there, and
+takes the same step budget and data order.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -35,7 +34,7 @@ from budget.errors import BudgetError
 from budget.features.store import FeatureSet
 from budget.heads import DEFAULT_DROPOUT
 from budget.progress import progress_bar
-from budget.training import EVAL_BATCH, FrameInputs, Run, TrainConfig
+from budget.training import EVAL_SLOTS, Run, TrainConfig, data_order, member_seeds, training_device
 
 #: head name -> the modalities it reads
 MODALITIES: dict[str, tuple[str, ...]] = {
@@ -113,7 +112,19 @@ class _Padded:
     def __init__(self, features: FeatureSet):
         self.features = features
         self.frames = torch.from_numpy(features.frames)
-        self.stats = FrameInputs(features, pools_first=False, pooled_kind="mean")
+        owner = np.repeat(np.arange(len(features)), features.lengths)
+        frames64 = features.frames.astype(np.float64)
+        self.utt_sum = np.zeros((len(features), features.dim))
+        self.utt_sumsq = np.zeros((len(features), features.dim))
+        np.add.at(self.utt_sum, owner, frames64)
+        np.add.at(self.utt_sumsq, owner, frames64**2)
+
+    def standardisation(self, train: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of all frames of one run's training utterances."""
+        count = max(int(self.features.lengths[train].sum()), 1)
+        mean = self.utt_sum[train].sum(0) / count
+        var = np.maximum(self.utt_sumsq[train].sum(0) / count - mean**2, 0)
+        return torch.from_numpy(mean).float(), torch.from_numpy(np.sqrt(var)).float()
 
     def batch(self, idx: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device: str):
         lengths = self.features.lengths[idx]
@@ -149,7 +160,7 @@ def train_bimodal_runs(
     padded = {m: _Padded(sources[m]) for m in modalities}
     dims = {f"{m}_dim": sources[m].dim for m in modalities}
     predictions = []
-    total_steps = len(runs) * config.epochs * math.ceil(len(runs[0].train) / config.batch_size)
+    total_steps = sum(config.steps_for(len(run.train)) for run in runs)
     with progress_bar(total_steps, f"training {head} x{len(runs)} (one at a time)", unit="step") as advance:
         for run in runs:
             predictions.append(_train_one(head, modalities, padded, dims, labels, run, n_classes, config, hidden, advance))
@@ -165,28 +176,40 @@ def _inputs(modalities, padded, stats, idx, device) -> dict[str, torch.Tensor]:
 
 
 def _train_one(head, modalities, padded, dims, labels, run: Run, n_classes, config, hidden, advance) -> np.ndarray:
-    seed = run.seed_sequence()
-    torch.manual_seed(int(seed.generate_state(1)[0]))
-    order = np.random.default_rng(seed.spawn(1)[0])
-    model = AlignLSTM(modalities, n_classes, hidden=hidden, dropout=config.dropout, **dims).to(config.device)
-    stats = {m: padded[m].stats.standardisation(run.train) for m in modalities}
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    device = training_device(config)
+    # The run's own generator for initialisation and dropout (nn.LSTM and nn.Dropout draw from the global one):
+    # seeded inside a fork, so the caller's global state is restored afterwards.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(member_seeds(run)[0])
+        return _fit_one(modalities, padded, dims, labels, run, n_classes, config, hidden, advance)
+
+
+def _fit_one(modalities, padded, dims, labels, run: Run, n_classes, config, hidden, advance) -> np.ndarray:
+    device = training_device(config)
+    model = AlignLSTM(modalities, n_classes, hidden=hidden, dropout=config.dropout, **dims).to(device)
+    stats = {m: padded[m].standardisation(run.train) for m in modalities}
+    steps = config.steps_for(len(run.train))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
+        if config.schedule == "steps"
+        else torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
+    )
     targets = torch.from_numpy(labels.astype(np.int64))
     model.train()
-    for _ in range(config.epochs):
-        permutation = run.train[order.permutation(len(run.train))]
-        for start in range(0, len(permutation), config.batch_size):
-            idx = permutation[start : start + config.batch_size]
-            logits = model(**_inputs(modalities, padded, stats, idx, config.device))
-            loss = nn.functional.cross_entropy(logits, targets[idx].to(config.device))
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            advance(1)
+    for idx in data_order(run, steps, config.batch_size):
+        idx = idx[idx >= 0]
+        logits = model(**_inputs(modalities, padded, stats, idx, device))
+        loss = nn.functional.cross_entropy(logits, targets[idx].to(device))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        advance(1)
     model.eval()
     with torch.inference_mode():
         parts = [
-            model(**_inputs(modalities, padded, stats, run.test[start : start + EVAL_BATCH], config.device)).argmax(-1).cpu()
-            for start in range(0, len(run.test), EVAL_BATCH)
+            model(**_inputs(modalities, padded, stats, run.test[start : start + EVAL_SLOTS], device)).argmax(-1).cpu()
+            for start in range(0, len(run.test), EVAL_SLOTS)
         ]
     return torch.cat(parts).numpy() if parts else np.zeros(0, np.int64)

@@ -66,6 +66,9 @@ StoreOption = Annotated[
     Path | None, typer.Option("--store", help="Feature store folder; default: $BUDGET_STORE_DIR or ~/.cache/budget/features.")
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda[:N].")]
+StudyDeviceOption = Annotated[
+    str | None, typer.Option("--device", help="auto (CUDA when present), cpu or cuda[:N] (default: the config's, else auto).")
+]
 MaxSecondsOption = Annotated[
     float, typer.Option("--max-seconds", help="Crop each utterance to its first seconds (0: no crop).")
 ]
@@ -245,27 +248,34 @@ def features_list(store: StoreOption = None) -> None:
 
 
 def _study_config(
-    config: Path | None, corpus, root, classes, features, heads, per_class, n, seeds, epochs, lr, batch_size,
-    dropout, device, store, max_seconds, layer,
+    config: Path | None, corpus, root, classes, features, heads, per_class, n, seeds, schedule, steps, epochs, lr,
+    batch_size, dropout, device, store, max_seconds, layer,
 ):  # fmt: skip
-    """Defaults, then the TOML file, then the command line."""
-    from budget.features.base import resolve_device
+    """Defaults, then the TOML file, then the options typed on the command line (an option left out is None)."""
     from budget.study import StudyConfig
 
     base = StudyConfig.from_toml(config) if config else StudyConfig()
     return base.with_overrides(
         corpus=corpus, root=str(root) if root else None, classes=classes, features=features, heads=heads,
-        per_class=per_class, n=n, seeds=seeds, epochs=epochs, lr=lr, batch_size=batch_size, dropout=dropout,
-        device=resolve_device(device), store=str(store) if store else None,
+        per_class=per_class, n=n, seeds=seeds, schedule=schedule, steps=steps, epochs=epochs, lr=lr,
+        batch_size=batch_size, dropout=dropout, device=device, store=str(store) if store else None,
         max_seconds=max_seconds, layer=layer,
     )  # fmt: skip
 
 
-def _run_study(command: str, study_config, run_dir: Path | None, strict: bool):
+def _run_study(command: str, study_config, run_dir: Path | None, strict: bool, check_convergence: str = "none"):
     from budget.study import Study, default_run_dir
 
     folder = run_dir or default_run_dir(command, study_config)
-    results = Study(study_config, folder).run(log=lambda line: err.print(line, soft_wrap=True), strict=strict)
+    log = lambda line: err.print(line, soft_wrap=True)  # noqa: E731
+    results = Study(study_config, folder).run(log=log, strict=strict, check_convergence=check_convergence)
+    if check_convergence != "none":
+        from budget.report import RunFolder
+
+        table = RunFolder.open(folder).convergence
+        for row in table[table["flagged"]].itertuples():
+            err.print(f"[bold yellow]not converged:[/] {row.features} + {row.head} at {row.size} per class moves "
+                      f"{row.change_points:+.1f} UA points with twice the budget; raise --steps", soft_wrap=True)  # fmt: skip
     return results, folder
 
 
@@ -290,8 +300,14 @@ FeaturesOption = Annotated[
     str | None, typer.Option("--features", "-f", help="Comma-separated feature specs (default: lld and hf:microsoft/wavlm-base-plus).")
 ]
 SeedsOption = Annotated[int | None, typer.Option("--seeds", help="Seeds per size and fold (default 3).")]
-EpochsOption = Annotated[int | None, typer.Option("--epochs", help="Training epochs, no early stopping (default 60).")]
-LrOption = Annotated[float | None, typer.Option("--lr", help="Adam learning rate (default 1e-4).")]
+ScheduleOption = Annotated[
+    str | None,
+    typer.Option("--schedule", help="steps: the same optimiser steps for every size (default); "
+                 "epochs: the paper's fixed epochs at a constant rate (steps grow with the subset)."),
+]  # fmt: skip
+StepsOption = Annotated[int | None, typer.Option("--steps", help="Optimiser steps of every run (default 1500).")]
+EpochsOption = Annotated[int | None, typer.Option("--epochs", help="Epochs under --schedule epochs (default 60).")]
+LrOption = Annotated[float | None, typer.Option("--lr", help="Adam learning rate (default 1e-3; the paper's is 1e-4).")]
 BatchOption = Annotated[int | None, typer.Option("--batch-size", help="Training batch size (default 16).")]
 DropoutOption = Annotated[float | None, typer.Option("--dropout", help="Dropout after each layer (default 0.2).")]
 LayerOption = Annotated[int | None, typer.Option("--layer", help="Pick one layer of features stored with :all.")]
@@ -316,11 +332,13 @@ def curve(
     per_class: Annotated[str | None, typer.Option("--per-class", help="Sizes per class, e.g. 5,10,20,40,full.")] = None,
     n: Annotated[str | None, typer.Option("--n", help="Sizes in total, e.g. 500,1000 (divided by the classes).")] = None,
     seeds: SeedsOption = None,
+    schedule: ScheduleOption = None,
+    steps: StepsOption = None,
     epochs: EpochsOption = None,
     lr: LrOption = None,
     batch_size: BatchOption = None,
     dropout: DropoutOption = None,
-    device: DeviceOption = "auto",
+    device: StudyDeviceOption = None,
     store: StoreOption = None,
     max_seconds: StudyMaxSeconds = None,
     layer: LayerOption = None,
@@ -329,16 +347,21 @@ def curve(
     target: TargetOption = None,
     report: ReportOption = True,
     strict: StrictOption = False,
+    check_convergence: Annotated[
+        bool,
+        typer.Option("--check-convergence/--no-check-convergence",
+                     help="Retrain the smallest and largest size with twice the budget; flag cells that move."),
+    ] = True,
 ) -> None:
     """UA against training-set size: a budget curve for one head on each feature set."""
     from budget.features import display_name
     from budget.study import summarise
 
     study_config = _study_config(
-        config, corpus, root, classes, features, model, per_class, n, seeds, epochs, lr, batch_size, dropout,
-        device, store, max_seconds, layer,
+        config, corpus, root, classes, features, model, per_class, n, seeds, schedule, steps, epochs, lr, batch_size,
+        dropout, device, store, max_seconds, layer,
     )  # fmt: skip
-    results, folder = _run_study("curve", study_config, run_dir, strict)
+    results, folder = _run_study("curve", study_config, run_dir, strict, "ends" if check_convergence else "none")
     summary = summarise(results)
     table = Table("features", "head", "per class", "training examples", "UA mean ± std", "runs", title="budget curve")
     for row in summary.itertuples():
@@ -363,11 +386,13 @@ def compare(
     root: RootOption = None,
     classes: ClassesOption = None,
     seeds: SeedsOption = None,
+    schedule: ScheduleOption = None,
+    steps: StepsOption = None,
     epochs: EpochsOption = None,
     lr: LrOption = None,
     batch_size: BatchOption = None,
     dropout: DropoutOption = None,
-    device: DeviceOption = "auto",
+    device: StudyDeviceOption = None,
     store: StoreOption = None,
     max_seconds: StudyMaxSeconds = None,
     layer: LayerOption = None,
@@ -375,6 +400,11 @@ def compare(
     run_dir: RunDirOption = None,
     report: ReportOption = True,
     strict: StrictOption = False,
+    check_convergence: Annotated[
+        bool,
+        typer.Option("--check-convergence/--no-check-convergence",
+                     help="Retrain every cell with twice the budget; flag cells that move by more than 1 UA point."),
+    ] = False,
 ) -> None:
     """The paper's Table 1 at one training size: UA per head and feature set, and each set's gain over the first."""
     from budget.features import display_name
@@ -382,15 +412,15 @@ def compare(
     from budget.study import summarise
 
     study_config = _study_config(
-        config, corpus, root, classes, features, models, per_class, n, seeds, epochs, lr, batch_size, dropout,
-        device, store, max_seconds, layer,
+        config, corpus, root, classes, features, models, per_class, n, seeds, schedule, steps, epochs, lr, batch_size,
+        dropout, device, store, max_seconds, layer,
     )  # fmt: skip
     if models is None and config is None:
         study_config = study_config.with_overrides(heads=ACOUSTIC_HEADS)
     sizes = study_config.n or study_config.per_class
     if sizes is None or len(sizes) != 1:
         raise BudgetError("compare runs one size: give --n (total) or --per-class with one value")
-    results, folder = _run_study("compare", study_config, run_dir, strict)
+    results, folder = _run_study("compare", study_config, run_dir, strict, "all" if check_convergence else "none")
     summary = summarise(results)
     feature_sets = list(dict.fromkeys(summary["features"]))
     names = [display_name(f) for f in feature_sets]

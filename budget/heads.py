@@ -3,15 +3,15 @@
 A budget study is hundreds of small trainings.  Every head here holds its
 parameters with a leading member axis (``(E, in, out)`` weights) and runs all
 members with batched matrix products, so one optimiser step trains them all.
-Members never mix: each has its own initialisation, data, dropout masks
-(drawn from its own generator) and loss term, and Adam is element-wise, so a
-member trained inside an ensemble follows the same path as trained alone.
+Members never mix: each has its own initialisation, data, dropout masks and
+loss term, and Adam is element-wise, so a member trained inside an ensemble
+follows the path it would follow alone.
 
 Frame-level heads read *packed* batches: each member's utterances laid end to
-end, ``frames`` ``(E, N, D)`` with ``segments`` ``(E, N)`` naming the batch slot
-each frame belongs to (padding frames point at a spare slot ``B`` that is
-dropped).  Pooling over valid frames is then a segment sum, with no padding
-of every utterance to the longest.
+end, ``frames`` ``(E, W, D)``, with ``members`` ``(E, B, W)`` marking which
+frames belong to which of the member's B utterance slots.  Pooling is then a
+batched matrix product with that membership (deterministic on every device,
+unlike scatter-adds), and no utterance is padded to the longest.
 
 Heads (Boigne et al. 2020):
 
@@ -24,6 +24,13 @@ Heads (Boigne et al. 2020):
 
 ``mean_pool`` and ``meanmax_pool`` pool before any learned layer, so they
 train on the store's pooled statistics: the same function, far cheaper.
+
+**Dropout without per-member generators.**  A mask element is a hash of
+(member key, step, layer, position in the member's batch, unit): a
+counter-based generator, computed on the device in one pass for the whole
+ensemble, that no other member can shift.  Each 32-bit hash gives four 8-bit
+draws, so the keep probability is rounded to 1/256 (0.8 becomes 205/256) and
+the kept values are scaled by its inverse.
 
 Inputs are standardised per member with statistics of that member's own
 training subset (never the test fold), held as buffers.
@@ -46,16 +53,38 @@ MLP_PARAMETERS = 196_608
 MLP_WIDTH = 256
 MLP_MAX_DEPTH = 4
 
+_MASK32 = 0xFFFFFFFF
+_MIX = 0x045D9F3B  # a 32-bit integer hash's multiplier; products stay below 2**59, exact in int64
+
+
+def hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash of int64 values in [0, 2**32), elementwise."""
+    x = (((x >> 16) ^ x) * _MIX) & _MASK32
+    x = (((x >> 16) ^ x) * _MIX) & _MASK32
+    return (x >> 16) ^ x
+
 
 @dataclass
-class PackedBatch:
-    """One training or test batch for every member of an ensemble."""
+class DropoutKeys:
+    """What a training step's dropout masks are keyed by: each member's key and the step number."""
 
-    n_slots: int  # B utterance slots per member
-    pooled: torch.Tensor | None = None  # (E, B, F): pooled statistics, for heads that pool first
-    frames: torch.Tensor | None = None  # (E, N, D): frames of the batch's utterances, end to end
-    segments: torch.Tensor | None = None  # (E, N) long: slot of each frame; padding -> n_slots
-    frame_counts: list[int] | None = None  # valid frames per member (the rest of N is padding)
+    members: torch.Tensor  # (E,) int64 in [0, 2**32), on the device
+    step: int
+
+    def layer_keys(self, layer: int) -> torch.Tensor:
+        salt = int(hash32(torch.tensor(self.step * 64 + layer + 1)))
+        return hash32(self.members ^ salt)
+
+
+def keep_mask(keys: torch.Tensor, shape: tuple[int, int, int], p: float) -> tuple[torch.Tensor, float]:
+    """A boolean keep-mask ``(E, M, H)`` for per-member keys ``(E,)``, and the exact keep probability."""
+    n_members, rows, units = shape
+    quads = math.ceil(rows * units / 4)
+    counter = torch.arange(quads, device=keys.device, dtype=torch.int64)
+    draws = hash32(keys.view(-1, 1) ^ counter).to(torch.int32).view(torch.uint8)  # four bytes per hash
+    threshold = round(p * 256)
+    mask = draws[:, : rows * units].view(n_members, rows, units) >= threshold
+    return mask, 1 - threshold / 256
 
 
 def mlp_shape(in_dim: int) -> tuple[int, int]:
@@ -71,6 +100,18 @@ def mlp_shape(in_dim: int) -> tuple[int, int]:
     return max(1, min(MLP_MAX_DEPTH, depth)), MLP_WIDTH
 
 
+@dataclass
+class PackedBatch:
+    """One training or test batch for every member of an ensemble."""
+
+    n_slots: int  # B utterance slots per member
+    pooled: torch.Tensor | None = None  # (E, B, F): pooled statistics, for heads that pool first
+    frames: torch.Tensor | None = None  # (E, W, D): frames of the batch's utterances, end to end
+    members: torch.Tensor | None = None  # (E, B, W): 1 where frame w belongs to slot b
+    counts: torch.Tensor | None = None  # (E, B): frames per slot (0 for an empty slot)
+    keys: DropoutKeys | None = None  # None: no dropout (evaluation)
+
+
 class EnsembleLinear(nn.Module):
     """E independent linear layers; each member initialised as ``nn.Linear`` is, from its own generator."""
 
@@ -79,7 +120,7 @@ class EnsembleLinear(nn.Module):
         bound = 1 / math.sqrt(in_dim)
         weight = torch.empty(len(generators), in_dim, out_dim)
         bias = torch.empty(len(generators), out_dim)
-        for e, generator in enumerate(generators):
+        for e, generator in enumerate(generators):  # once per ensemble, not per step
             weight[e].uniform_(-bound, bound, generator=generator)
             bias[e].uniform_(-bound, bound, generator=generator)
         self.weight = nn.Parameter(weight)
@@ -87,26 +128,22 @@ class EnsembleLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(E, M, in)`` to ``(E, M, out)``."""
-        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight)
+        return torch.baddbmm(self.bias.unsqueeze(1).to(x.dtype), x, self.weight.to(x.dtype))
 
 
 class EnsembleDropout(nn.Module):
-    """Dropout whose mask for member e comes from member e's generator, over its valid rows only."""
+    """Dropout whose mask is a counter-based hash of (member, step, this layer, position, unit)."""
 
-    def __init__(self, generators: list[torch.Generator], p: float):
+    def __init__(self, p: float, layer: int):
         super().__init__()
-        self.generators = generators
         self.p = p
+        self.layer = layer
 
-    def forward(self, x: torch.Tensor, valid_rows: list[int] | None = None) -> torch.Tensor:
-        if not self.training or self.p == 0:
+    def forward(self, x: torch.Tensor, keys: DropoutKeys | None) -> torch.Tensor:
+        if not self.training or self.p == 0 or keys is None:
             return x
-        mask = torch.zeros_like(x)
-        for e, generator in enumerate(self.generators):
-            rows = x.shape[1] if valid_rows is None else valid_rows[e]
-            draw = torch.rand((rows, *x.shape[2:]), generator=generator, device="cpu").to(x.device)
-            mask[e, :rows] = (draw >= self.p).to(x.dtype)
-        return x * mask / (1 - self.p)
+        mask, keep = keep_mask(keys.layer_keys(self.layer), tuple(x.shape), self.p)
+        return x * mask / keep
 
 
 class EnsembleHead(nn.Module):
@@ -114,6 +151,7 @@ class EnsembleHead(nn.Module):
 
     name: ClassVar[str]
     pools_first: ClassVar[bool] = False
+    pooled_kind: ClassVar[str] = ""  # the stored statistics a head that pools first reads: mean, or meanmax
 
     def __init__(self, generators: list[torch.Generator], in_dim: int, n_classes: int, dropout: float):
         super().__init__()
@@ -121,12 +159,17 @@ class EnsembleHead(nn.Module):
         self.in_dim = in_dim
         self.register_buffer("shift", torch.zeros(self.n_members, 1, self.input_width(in_dim)))
         self.register_buffer("scale", torch.ones(self.n_members, 1, self.input_width(in_dim)))
-        self.dropout = EnsembleDropout(generators, dropout)
+        self.dropout = EnsembleDropout(dropout, layer=0)
 
     @classmethod
     def input_width(cls, in_dim: int) -> int:
         """Width of what the head reads: pooled statistics or frames."""
         return in_dim
+
+    @classmethod
+    def matmul_flops(cls, in_dim: int, n_classes: int) -> int:
+        """Multiply-adds per frame (or per pooled vector) of the forward pass: the cost model's unit."""
+        return cls.input_width(in_dim) * n_classes
 
     def set_standardisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Per-member ``(E, width)`` statistics of the member's training inputs."""
@@ -134,7 +177,7 @@ class EnsembleHead(nn.Module):
         self.scale.copy_(1 / std.clamp_min(1e-5).unsqueeze(1))
 
     def standardise(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.shift) * self.scale
+        return (x.float() - self.shift) * self.scale
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         """Logits ``(E, B, classes)``."""
@@ -144,42 +187,29 @@ class EnsembleHead(nn.Module):
 class MeanPool(EnsembleHead):
     name = "mean_pool"
     pools_first = True
+    pooled_kind = "mean"
 
     def __init__(self, generators, in_dim, n_classes, dropout=DEFAULT_DROPOUT):
         super().__init__(generators, in_dim, n_classes, dropout)
-        self.classifier = EnsembleLinear(generators, in_dim, n_classes)
+        self.classifier = EnsembleLinear(generators, self.input_width(in_dim), n_classes)
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
-        return self.classifier(self.dropout(self.standardise(batch.pooled)))
+        return self.classifier(self.dropout(self.standardise(batch.pooled), batch.keys))
 
 
-class MeanMaxPool(EnsembleHead):
+class MeanMaxPool(MeanPool):
     name = "meanmax_pool"
-    pools_first = True
-
-    def __init__(self, generators, in_dim, n_classes, dropout=DEFAULT_DROPOUT):
-        super().__init__(generators, in_dim, n_classes, dropout)
-        self.classifier = EnsembleLinear(generators, 2 * in_dim, n_classes)
+    pooled_kind = "meanmax"
 
     @classmethod
     def input_width(cls, in_dim: int) -> int:
         return 2 * in_dim
 
-    def forward(self, batch: PackedBatch) -> torch.Tensor:
-        return self.classifier(self.dropout(self.standardise(batch.pooled)))
 
-
-def segment_sum(values: torch.Tensor, segments: torch.Tensor, n_slots: int) -> torch.Tensor:
-    """Sum ``(E, N, H)`` rows into ``(E, n_slots, H)`` by segment; the spare padding slot is dropped."""
-    out = values.new_zeros(values.shape[0], n_slots + 1, values.shape[2])
-    out.scatter_add_(1, segments.unsqueeze(-1).expand_as(values), values)
-    return out[:, :n_slots]
-
-
-def segment_mean(values: torch.Tensor, segments: torch.Tensor, n_slots: int) -> torch.Tensor:
-    ones = values.new_ones(values.shape[0], values.shape[1], 1)
-    counts = segment_sum(ones, segments, n_slots).clamp_min(1)
-    return segment_sum(values, segments, n_slots) / counts
+def slot_mean(values: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
+    """Mean of each slot's frames: ``(E, W, H)`` to ``(E, B, H)`` by one batched product."""
+    weights = batch.members.to(values.dtype) / batch.counts.clamp_min(1).unsqueeze(-1).to(values.dtype)
+    return torch.bmm(weights, values)
 
 
 class AttnPool(EnsembleHead):
@@ -190,18 +220,18 @@ class AttnPool(EnsembleHead):
         self.score = EnsembleLinear(generators, in_dim, 1)
         self.classifier = EnsembleLinear(generators, in_dim, n_classes)
 
+    @classmethod
+    def matmul_flops(cls, in_dim: int, n_classes: int) -> int:
+        return in_dim * 2  # the score and the weighted sum; the classifier acts per utterance
+
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         x = self.standardise(batch.frames)
-        scores = self.score(x).squeeze(-1)  # (E, N)
-        n_members, n_frames = scores.shape
-        slots = batch.n_slots + 1
-        peak = scores.new_full((n_members, slots), float("-inf"))
-        peak = peak.scatter_reduce(1, batch.segments, scores.detach(), reduce="amax", include_self=True)
-        weights = torch.exp(scores - peak.gather(1, batch.segments))
-        totals = weights.new_zeros(n_members, slots).scatter_add(1, batch.segments, weights)
-        weights = weights / totals.gather(1, batch.segments)
-        pooled = segment_sum(x * weights.unsqueeze(-1), batch.segments, batch.n_slots)
-        return self.classifier(self.dropout(pooled))
+        scores = self.score(x).squeeze(-1)  # (E, W)
+        belongs = batch.members.bool()
+        masked = scores.unsqueeze(1).masked_fill(~belongs, float("-inf"))  # (E, B, W)
+        weights = torch.softmax(masked, dim=-1).nan_to_num(0.0)  # an empty slot has no frames: zero weights
+        pooled = torch.bmm(weights.to(x.dtype), x)
+        return self.classifier(self.dropout(pooled, batch.keys))
 
 
 class MLPPool(EnsembleHead):
@@ -213,14 +243,19 @@ class MLPPool(EnsembleHead):
         self.depth, self.width = depth or default_depth, width or default_width
         widths = [in_dim] + [self.width] * self.depth
         self.layers = nn.ModuleList(EnsembleLinear(generators, a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
-        self.layer_dropout = nn.ModuleList(EnsembleDropout(generators, dropout) for _ in range(self.depth))
+        self.layer_dropout = nn.ModuleList(EnsembleDropout(dropout, layer=1 + i) for i in range(self.depth))
         self.classifier = EnsembleLinear(generators, self.width, n_classes)
+
+    @classmethod
+    def matmul_flops(cls, in_dim: int, n_classes: int) -> int:
+        depth, width = mlp_shape(in_dim)
+        return in_dim * width + (depth - 1) * width * width + width  # the last term: pooling by product
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         x = self.standardise(batch.frames)
         for layer, dropout in zip(self.layers, self.layer_dropout, strict=True):
-            x = dropout(torch.relu(layer(x)), batch.frame_counts)
-        return self.classifier(segment_mean(x, batch.segments, batch.n_slots))
+            x = dropout(torch.relu(layer(x)), batch.keys)
+        return self.classifier(slot_mean(x, batch))
 
 
 HEADS: dict[str, type[EnsembleHead]] = {head.name: head for head in (MeanPool, MeanMaxPool, AttnPool, MLPPool)}

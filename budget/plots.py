@@ -75,18 +75,19 @@ def curve_plot(
     styles = zip(cycle(PALETTE), cycle(MARKERS), strict=False)
     fit_by_key = {(f.features, f.head): f for f in fits}
     xs = list(balanced["n_per_class"])
-    extrapolation_label = "fitted law; dashed: extrapolation"
+    extrapolation_label = "fitted law (chosen by backtest); dashed: extrapolation"
     curves = balanced.groupby(["features", "head"], sort=False)
     for ((features, head), rows), (colour, marker) in zip(curves, styles, strict=False):  # styles cycle
-        axis.plot(rows["n_per_class"], rows["mean"], color=colour, marker=marker, linewidth=1.8, label=_label(features, head))
-        axis.fill_between(rows["n_per_class"], rows["ci_low"], rows["ci_high"], color=colour, alpha=0.15, linewidth=0)
         fit = fit_by_key.get((features, head))
+        label = _label(features, head) + (f" ({fit.chosen})" if fit is not None and fit.chosen else "")
+        axis.plot(rows["n_per_class"], rows["mean"], color=colour, marker=marker, linewidth=1.8, label=label)
+        axis.fill_between(rows["n_per_class"], rows["ci_low"], rows["ci_high"], color=colour, alpha=0.15, linewidth=0)
         if fit is None or fit.chosen is None:
             continue
         top = max(extrapolate_to or 0, 4 * rows["n_per_class"].max())
         if target is not None:
             crossing = solve_n(fit.chosen, fit.chosen_fit.params, target)
-            if math.isfinite(crossing) and crossing < 64 * rows["n_per_class"].max():
+            if 0 < crossing < 64 * rows["n_per_class"].max():  # 0: reached before the first label, off a log axis
                 top = max(top, crossing * 1.2)
                 axis.plot([crossing], [target], marker="x", color=colour, markersize=9, markeredgewidth=2, linestyle="none")
                 axis.annotate(f"{math.ceil(crossing)}/class", (crossing, target), textcoords="offset points",

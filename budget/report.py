@@ -17,7 +17,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from budget.analysis import CURVE_KEYS, Plan, aggregate, fit_curve, plan, size_order
+from budget.analysis import (
+    CURVE_KEYS,
+    FAMILIES,
+    Plan,
+    aggregate,
+    backtest_depth,
+    convergence_table,
+    fit_curve,
+    plan,
+    size_order,
+)
 from budget.errors import BudgetError
 from budget.features import display_name
 from budget.plots import compare_plot, confusion_plot, curve_plot, recall_plot
@@ -31,6 +41,7 @@ class RunFolder:
     results: pd.DataFrame
     config: dict
     provenance: dict
+    doubled: pd.DataFrame  # the convergence check's runs at twice the budget (empty when not checked)
 
     @classmethod
     def open(cls, path: str | Path) -> RunFolder:
@@ -42,7 +53,13 @@ class RunFolder:
         results = pd.read_parquet(results_file)
         if results.empty:
             raise BudgetError(f"{folder}: the results table is empty")
-        return cls(folder, results, read("config.json"), read("provenance.json"))
+        doubled_file = folder / "convergence.parquet"
+        doubled = pd.read_parquet(doubled_file) if doubled_file.is_file() else pd.DataFrame()
+        return cls(folder, results, read("config.json"), read("provenance.json"), doubled)
+
+    @property
+    def convergence(self) -> pd.DataFrame:
+        return convergence_table(self.results, self.doubled)
 
     def curves(self) -> list[tuple[str, str]]:
         return list(self.results[CURVE_KEYS].drop_duplicates().itertuples(index=False, name=None))
@@ -67,8 +84,10 @@ class Costs:
         if self.seconds_per_label is None or math.isinf(labels):
             return ""
         hours = labels * self.seconds_per_label / 3600
-        money = f", {hours * self.cost_per_hour:,.0f} at {self.cost_per_hour:g} per hour" if self.cost_per_hour else ""
-        return f"{labels:,.0f} labels take {hours:,.1f} annotator hours{money}"
+        took = f"{labels:,.0f} labels take {hours:,.1f} annotator hours"
+        if not self.cost_per_hour:
+            return took
+        return f"{took} and cost {hours * self.cost_per_hour:,.0f} at {self.cost_per_hour:g} per hour"
 
 
 def plan_lines(result: Plan, costs: Costs) -> list[str]:
@@ -78,6 +97,7 @@ def plan_lines(result: Plan, costs: Costs) -> list[str]:
         result.statement(),
         f"measured up to {result.largest_measured:g} per class, UA {result.ua_at_largest:.3f}; at {result.next_step:g} "
         f"per class the fitted law expects {result.ua_next_step[0]:.3f} (95% interval {low:.3f} to {high:.3f})",
+        _backtest_line(result),
         f"at {result.largest_measured:g} per class, 100 more labels (spread over the classes) add about "
         f"{100 * result.marginal_per_100:.2f} UA points",
     ]
@@ -87,11 +107,23 @@ def plan_lines(result: Plan, costs: Costs) -> list[str]:
         cost = costs.describe(extra)
         if cost:
             lines.append(f"beyond the {result.largest_measured * result.n_classes:g} measured, {cost}")
+        if cost and result.beyond_limit:
+            next_round = (result.next_step - result.largest_measured) * result.n_classes
+            lines.append(f"the next round, up to {result.next_step:g} per class: {costs.describe(next_round)}")
     needs = result.class_needs.head(3)
     ranked = ", ".join(f"{r['class']} (recall {r.recall:.2f}, {100 * r.gain_per_doubling:+.1f} pts per doubling)" for _, r in needs.iterrows())
     lines.append(f"classes that most need labels: {ranked}")
     lines += [f"note: {note}" for note in result.notes]
     return lines
+
+
+def _backtest_line(result: Plan) -> str:
+    if math.isnan(result.backtest_error):
+        return f"the {result.law} law could not be backtested (too few sizes): the intervals are the bootstrap's alone"
+    return (
+        f"backtest error of the {result.law} law: {100 * result.backtest_error:.2f} UA points (its error "
+        "predicting the largest measured sizes from the smaller ones); the intervals here are widened by it"
+    )
 
 
 # -- blocks, rendered to markdown and HTML -------------------------------------------------------
@@ -230,11 +262,20 @@ def build_report(
 
     if fits:
         doc.heading("Fitted learning curves")
-        doc.text("Both laws are fitted to mean UA per balanced size by weighted least squares (larger sizes weigh "
-                 "more); the one with the smaller error when predicting the largest size from the others is used.")  # fmt: skip
+        doc.text(f"The laws {', '.join(FAMILIES)} are fitted to mean UA per balanced size by weighted least squares "
+                 "(larger sizes weigh more): the power laws with three and four parameters, Morgan-Mercer-Flodin and "
+                 "Weibull extrapolate best on the learning-curve database LCDB; the logarithmic law is the paper's. "
+                 "Each law is backtested: fitted without the largest size (or two), it predicts them; its backtest "
+                 "error is the mean absolute error of those predictions, in UA points. The law with the smallest "
+                 "backtest error is used, unless it has a parameter on a bound (a ceiling of exactly 1, say) and a law "
+                 "without one predicts as well. Sizes each law needs: "
+                 + ", ".join(f"{law} {family.min_sizes}" for law, family in FAMILIES.items()) + ".")  # fmt: skip
         for fit in fits:
-            lines = [f"{law} law: {lf.describe()}" for law, lf in fit.fits.items()]
-            lines.append(f"chosen: {fit.chosen or 'none'}")
+            lines = [lf.describe() for lf in fit.fits.values()]
+            two = backtest_depth(len(fit.n)) == 2
+            lines.append("backtest: each law predicts the largest size from the smaller ones"
+                         + (", and the two largest from the rest" if two else ""))  # fmt: skip
+            lines.append(f"chosen: {fit.chosen or 'none'}" + (f": {fit.reason}" if fit.reason else ""))
             lines += [f"warning: {flag}" for flag in fit.flags]
             doc.text(f"{display_name(fit.features)} · {fit.head}")
             doc.items(lines)

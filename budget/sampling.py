@@ -1,7 +1,8 @@
 """Class-balanced training subsets, drawn from the training folds only.
 
 A budget curve trains on ``k`` examples per class for growing ``k``.  For
-each (fold, seed), every class's training utterances are shuffled once and the
+each (fold, seed), every class's training utterances are shuffled once (from a
+seed sequence of both) and the
 subset of size ``k`` takes the first ``k`` of each class, so subsets are
 nested (the 250 set contains the 125 set) and a curve is not jagged from
 resampling.  ``full`` is every training utterance, unbalanced.
@@ -100,21 +101,26 @@ def plan_sizes(requested: list[int | str] | None, manifest: pd.DataFrame, folds:
     return SizePlan(sizes, skipped)
 
 
-def class_orders(train_labels: np.ndarray, seed: int) -> dict[object, np.ndarray]:
-    """Per class, the positions (into ``train_labels``) in the seed's shuffled order."""
-    rng = np.random.default_rng(seed)
+def class_orders(train_labels: np.ndarray, seed: int, fold: int) -> dict[object, np.ndarray]:
+    """Per class, the positions (into ``train_labels``) in the (fold, seed)'s shuffled order.
+
+    The shuffle is seeded by both: on a corpus whose folds share one label
+    sequence (every actor records the same script), folds still draw
+    independent subsets for the same seed.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([fold, seed]))
     return {label: rng.permutation(np.flatnonzero(train_labels == label)) for label in np.unique(train_labels)}
 
 
-def balanced_subset(train_labels: np.ndarray, size: int | str, seed: int) -> np.ndarray:
+def balanced_subset(train_labels: np.ndarray, size: int | str, seed: int, fold: int = 0) -> np.ndarray:
     """Positions of a class-balanced subset of ``size`` per class (or all, for ``full``), sorted.
 
-    Subsets of one seed are nested across sizes.  Raises when a class has
-    fewer than ``size`` examples: a size is never silently shrunk.
+    Subsets of one (fold, seed) are nested across sizes.  Raises when a class
+    has fewer than ``size`` examples: a size is never silently shrunk.
     """
     if size == FULL:
         return np.arange(len(train_labels))
-    orders = class_orders(train_labels, seed)
+    orders = class_orders(train_labels, seed, fold)
     short = {label: len(order) for label, order in orders.items() if len(order) < size}
     if short:
         detail = ", ".join(f"'{label}' has {n}" for label, n in short.items())

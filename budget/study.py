@@ -24,6 +24,7 @@ import platform
 import subprocess
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -40,11 +41,14 @@ from budget.errors import BudgetError
 from budget.features import FeatureStore, parse_feature_spec
 from budget.features.store import FeatureSet
 from budget.folds import N_FOLDS, assign_folds, fold_names
-from budget.heads import BIMODAL_HEADS, check_head
+from budget.heads import BIMODAL_HEADS, LOGREG, check_head
 from budget.labels import class_order
 from budget.metrics import run_metrics
+from budget.progress import progress_bar
 from budget.sampling import FULL, SizePlan, balanced_subset, parse_sizes, plan_sizes
-from budget.training import Run, TrainConfig, train_runs
+from budget.training import DeviceFeatures, Run, TrainConfig, chunk_size, measure_unit_seconds, train_runs, units
+
+Trainer = Callable[..., list[np.ndarray]]
 
 RESULT_KEY = ["features", "head", "size", "fold", "seed"]
 #: The default pretrained encoder: a self-supervised successor of the paper's wav2vec.
@@ -158,12 +162,19 @@ def default_run_dir(command: str, config: StudyConfig) -> Path:
 
 
 class Study:
-    """One study in its run folder."""
+    """One study in its run folder.
 
-    def __init__(self, config: StudyConfig, run_dir: str | Path):
-        self.config = config
+    ``trainer`` trains a list of runs of one head (:func:`budget.training.train_runs`'s
+    protocol); tests hand in their own.
+    """
+
+    def __init__(self, config: StudyConfig, run_dir: str | Path, trainer: Trainer = train_runs):
+        from budget.features.base import resolve_device
+
+        self.config = replace(config, train=replace(config.train, device=resolve_device(config.train.device)))
         self.run_dir = Path(run_dir)
         self.parts = self.run_dir / "parts"
+        self.trainer = trainer
 
     def _claim_folder(self) -> None:
         self.parts.mkdir(parents=True, exist_ok=True)
@@ -177,15 +188,22 @@ class Study:
         else:
             config_file.write_text(json.dumps({"digest": self.config.digest(), **self.config.to_dict()}, indent=2))
 
-    def finished(self) -> pd.DataFrame:
+    def finished(self, parts: Path | None = None) -> pd.DataFrame:
         """Every run finished so far (from the part files)."""
-        files = sorted(self.parts.glob("*.parquet")) if self.parts.is_dir() else []
+        parts = parts or self.parts
+        files = sorted(parts.glob("*.parquet")) if parts.is_dir() else []
         if not files:
             return pd.DataFrame(columns=RESULT_KEY)
         return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
-    def run(self, log=print, strict: bool = False) -> pd.DataFrame:
-        """Run what is not finished yet; write and return the full results table (``strict``: see :func:`prepare`)."""
+    def run(self, log=print, strict: bool = False, check_convergence: str = "none") -> pd.DataFrame:
+        """Run what is not finished yet; write and return the full results table.
+
+        ``strict``: see :func:`prepare`.  ``check_convergence``: ``none``,
+        ``ends`` (the smallest and largest balanced size of each curve) or
+        ``all``: retrain those cells with twice the budget into
+        ``convergence.parquet`` (see :func:`budget.analysis.convergence_table`).
+        """
         config = self.config
         extractors = [parse_feature_spec(spec).configure(config.train.device, config.precision) for spec in config.features]
         pairs = self._pairs(extractors)
@@ -197,10 +215,32 @@ class Study:
             log(f"{len(data.problems)} bad audio file(s) left out (see `budget corpus info`)")
         self._claim_folder()
         log(f"study folder: {self.run_dir} (running it again resumes)")
-        done = {tuple(str(v) for v in row) for row in self.finished()[RESULT_KEY].itertuples(index=False)}
         entries, loaded = self._load_features(extractors, data, log)
         labels = data.manifest["label"].map({c: i for i, c in enumerate(data.classes)}).to_numpy()
-        for head in config.heads:
+        jobs = self._jobs(data, loaded, pairs, labels)
+        log(f"training: {config.train.describe()}")
+        self._train(jobs, self.parts, config.train, data, log)
+        if check_convergence != "none":
+            doubled = [job.doubled(check_convergence) for job in jobs if job.head != LOGREG]
+            log(f"convergence check: the {check_convergence} sizes again with twice the budget")
+            self._train([job for job in doubled if job.runs], self.run_dir / "convergence" / "parts",
+                        config.train.doubled(), data, log)  # fmt: skip
+        self._write_provenance(data, entries)
+        results = self._table(self.finished(), "results")
+        if check_convergence != "none":
+            self._table(self.finished(self.run_dir / "convergence" / "parts"), "convergence")
+        return results
+
+    def _table(self, table: pd.DataFrame, name: str) -> pd.DataFrame:
+        table = table.sort_values(RESULT_KEY, key=self._sort_key).reset_index(drop=True)
+        table.to_parquet(self.run_dir / f"{name}.parquet", index=False)
+        table.to_csv(self.run_dir / f"{name}.csv", index=False)
+        return table
+
+    def _jobs(self, data: StudyData, loaded: dict[str, FeatureSet], pairs, labels: np.ndarray) -> list[Job]:
+        """One job per (features, head): every size, fold and seed of it."""
+        jobs = []
+        for head in self.config.heads:
             if head in BIMODAL_HEADS:
                 inputs_by_name = {f"{a}+{t}": {"audio": loaded[a], "text": loaded[t]} for a, t in pairs}
             else:
@@ -208,19 +248,56 @@ class Study:
             for name, inputs in inputs_by_name.items():
                 keep = data.manifest["utt_id"].isin(set.intersection(*(set(f.utt_ids) for f in inputs.values()))).to_numpy()
                 inputs = {part: f.select(data.manifest["utt_id"].to_numpy()[keep]) for part, f in inputs.items()}
-                for size, runs in self._groups(data, keep):
-                    todo = [r for r in runs if (name, head, str(size), str(r.fold), str(r.seed)) not in done]
-                    if todo:
+                jobs.append(Job(name, head, inputs, labels[keep], self._runs(data, keep)))
+        return jobs
+
+    def _train(self, jobs: list[Job], parts: Path, train: TrainConfig, data: StudyData, log) -> None:
+        """Train what ``parts`` lacks, one part file per chunk, with one progress bar and ETA for everything."""
+        parts.mkdir(parents=True, exist_ok=True)
+        done = {tuple(str(v) for v in row) for row in self.finished(parts)[RESULT_KEY].itertuples(index=False)}
+        todo = [job.without(done) for job in jobs]
+        todo = [job for job in todo if job.runs]
+        if not todo:
+            return
+        n_classes = len(data.classes)
+        uploaded: dict[str, DeviceFeatures] = {}
+        costs = [
+            0.0 if job.single is None  # bimodal runs draw their own bar
+            else measure_unit_seconds(job.head, job.single, job.labels, job.runs, n_classes, train,
+                                      self._uploaded(job, train, uploaded))
+            for job in todo
+        ]  # fmt: skip
+        total = sum(cost * sum(units(job.head, run, train) for run in job.runs) for cost, job in zip(costs, todo, strict=True))
+        log(f"estimated training time: {_duration(total)} for {sum(len(j.runs) for j in todo)} runs "
+            f"(cost model: a few timed steps of each head)")  # fmt: skip
+        with progress_bar(max(total, 1e-9), "training", unit="s") as advance:
+            for job, cost in zip(todo, costs, strict=True):
+                for step_count in sorted({units(job.head, run, train) for run in job.runs}):
+                    group = [run for run in job.runs if units(job.head, run, train) == step_count]
+                    size = chunk_size(job.head, job.single, train) if job.single is not None else 10
+                    for start in range(0, len(group), size):
+                        chunk = group[start : start + size]
+                        tick = lambda n, cost=cost: advance(n * cost)  # noqa: E731
                         started = time.perf_counter()
-                        predictions = self._train(head, inputs, labels[keep], todo, len(data.classes))
-                        seconds = time.perf_counter() - started
-                        self._write_part(name, head, size, todo, predictions, labels[keep], data, seconds)
-        self._write_provenance(data, entries)
-        results = self.finished()
-        results = results.sort_values(RESULT_KEY, key=self._sort_key).reset_index(drop=True)
-        results.to_parquet(self.run_dir / "results.parquet", index=False)
-        results.to_csv(self.run_dir / "results.csv", index=False)
-        return results
+                        predictions = self._fit(job, chunk, n_classes, train, tick, uploaded.get(job.name))
+                        self._write_part(parts, job, chunk, predictions, data, time.perf_counter() - started, train)
+
+    def _uploaded(self, job: Job, train: TrainConfig, uploaded: dict[str, DeviceFeatures]) -> DeviceFeatures | None:
+        """The job's features on the training device, uploaded once per feature set."""
+        if job.single is None or job.head == LOGREG:
+            return None
+        if job.name not in uploaded:
+            import torch
+
+            device = torch.device(train.device)
+            uploaded[job.name] = DeviceFeatures.upload(job.single, device, half=device.type == "cuda")
+        return uploaded[job.name]
+
+    def _fit(self, job: Job, runs: list[Run], n_classes: int, train: TrainConfig, advance, uploaded) -> list[np.ndarray]:
+        if job.head in BIMODAL_HEADS:
+            audio, text = job.inputs.get("audio"), job.inputs.get("text")
+            return train_bimodal_runs(job.head, audio, text, job.labels, runs, n_classes, train)
+        return self.trainer(job.head, job.single, job.labels, runs, n_classes, train, advance=advance, uploaded=uploaded)
 
     def _pairs(self, extractors) -> list[tuple[str, str]]:
         """(audio, text) spec pairs for bimodal heads; an error, before any work, when a modality is missing."""
@@ -249,11 +326,6 @@ class Study:
             loaded[extractor.spec] = features
         return entries, loaded
 
-    def _train(self, head: str, inputs: dict[str, FeatureSet], labels, runs, n_classes) -> list[np.ndarray]:
-        if head in BIMODAL_HEADS:
-            return train_bimodal_runs(head, inputs.get("audio"), inputs.get("text"), labels, runs, n_classes, self.config.train)
-        return train_runs(head, inputs["single"], labels, runs, n_classes, self.config.train)
-
     def _sort_key(self, column: pd.Series) -> pd.Series:
         """Features and heads in the configured order, sizes ascending with ``full`` last."""
         order = {"features": self._names, "head": self.config.heads}.get(column.name)
@@ -261,49 +333,44 @@ class Study:
             return column.map({name: i for i, name in enumerate(order)})
         return column.map(size_order) if column.name == "size" else column
 
-    def _groups(self, data: StudyData, keep: np.ndarray) -> list[tuple[object, list[Run]]]:
-        """Runs grouped so a group shares its training-set size: balanced sizes across folds, full per fold."""
+    def _runs(self, data: StudyData, keep: np.ndarray) -> list[Run]:
+        """Every (size, fold, seed) run: balanced subsets nested within a (fold, seed), the whole fold for ``full``."""
         folds = data.folds.to_numpy()[keep]
         labels = data.manifest["label"].to_numpy()[keep]
-        groups: list[tuple[object, list[Run]]] = []
+        runs = []
         for size in data.plan.sizes:
-            runs = []
             for fold in sorted(set(folds)):
                 train_positions = np.flatnonzero(folds != fold)
                 test_positions = np.flatnonzero(folds == fold)
                 for seed in range(self.config.seeds):
-                    subset = balanced_subset(labels[train_positions], size, seed)
+                    subset = balanced_subset(labels[train_positions], size, seed, int(fold))
                     runs.append(Run(int(fold), seed, size, train_positions[subset], test_positions))
-            if size == FULL:
-                by_length: dict[int, list[Run]] = {}
-                for run in runs:
-                    by_length.setdefault(len(run.train), []).append(run)
-                groups += [(size, group) for group in by_length.values()]
-            else:
-                groups.append((size, runs))
-        return groups
+        return runs
 
-    def _write_part(self, spec, head, size, runs, predictions, labels, data, seconds) -> None:
+    def _write_part(self, parts: Path, job: Job, runs, predictions, data, seconds, train: TrainConfig) -> None:
         rows = []
         for run, predicted in zip(runs, predictions, strict=True):
             rows.append(
                 {
-                    "features": spec,
-                    "head": head,
-                    "size": str(size),
-                    "per_class": np.nan if size == FULL else int(size),
+                    "features": job.name,
+                    "head": job.head,
+                    "size": str(run.size),
+                    "per_class": np.nan if run.size == FULL else int(run.size),
                     "n_train": len(run.train),
                     "fold": run.fold,
                     "fold_name": data.fold_names[run.fold],
                     "seed": run.seed,
-                    **run_metrics(labels[run.test], predicted, data.classes),
+                    **run_metrics(job.labels[run.test], predicted, data.classes),
+                    "schedule": "logreg" if job.head == LOGREG else train.schedule,
+                    "steps": 0 if job.head == LOGREG else train.steps_for(len(run.train)),
                     "train_seconds": seconds / len(runs),
                 }
             )
-        name = hashlib.sha1(json.dumps([spec, head, str(size), [(r.fold, r.seed) for r in runs]]).encode()).hexdigest()
-        tmp = self.parts / f"{name[:16]}.parquet.tmp"
+        key = [job.name, job.head, [(str(r.size), r.fold, r.seed) for r in runs]]
+        name = hashlib.sha1(json.dumps(key).encode()).hexdigest()
+        tmp = parts / f"{name[:16]}.parquet.tmp"
         pd.DataFrame(rows).to_parquet(tmp, index=False)
-        os.replace(tmp, self.parts / f"{name[:16]}.parquet")
+        os.replace(tmp, parts / f"{name[:16]}.parquet")
 
     def _write_provenance(self, data: StudyData, entries: dict[str, str]) -> None:
         manifest_csv = data.manifest[["utt_id", "label", "group"]].to_csv(index=False).encode()
@@ -328,6 +395,41 @@ class Study:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (self.run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2))
+
+
+@dataclass
+class Job:
+    """Every run of one head on one feature set (or audio + text pair)."""
+
+    name: str
+    head: str
+    inputs: dict[str, FeatureSet]
+    labels: np.ndarray
+    runs: list[Run]
+
+    @property
+    def single(self) -> FeatureSet | None:
+        return self.inputs.get("single")
+
+    def without(self, done: set[tuple[str, ...]]) -> Job:
+        keep = [r for r in self.runs if (self.name, self.head, str(r.size), str(r.fold), str(r.seed)) not in done]
+        return replace(self, runs=keep)
+
+    def doubled(self, which: str) -> Job:
+        """The runs the convergence check repeats: all, or the smallest and largest balanced size (``ends``)."""
+        if which == "all":
+            return self
+        balanced = sorted({r.size for r in self.runs if r.size != FULL})
+        ends = {balanced[0], balanced[-1]} if balanced else {FULL}
+        return replace(self, runs=[r for r in self.runs if r.size in ends])
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def package_versions() -> dict[str, str]:

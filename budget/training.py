@@ -1,21 +1,33 @@
-"""Training: many runs of one head on one feature set, advanced together.
+"""Training: every run of one head on one feature set, advanced together on the device.
 
-A *run* is one (fold, seed, size): a training subset and the held-out fold
-to test on.  :func:`train_runs` trains a list of runs that share a head, a
-feature set and a training-set size as one ensemble (chunked when the
-ensemble would not fit the memory budget) and returns each run's test
-predictions.  Each run draws its initialisation, data order and dropout from
-generators seeded by the run alone, so the result of a run does not depend on
-which other runs shared its ensemble.
+A *run* is one (fold, seed, size): a training subset and the held-out fold to
+test on.  :func:`train_runs` trains a list of runs of one head as one ensemble
+(chunked only by memory) and returns each run's test predictions.
 
-Defaults follow Boigne et al. 2020: Adam, learning rate 1e-4, batches of 16,
-dropout after each layer, a fixed number of epochs and no early stopping.
+**The budget is the same for every size.**  Under the default ``steps``
+schedule every run takes the same number of optimiser steps of the same
+batch size, whatever its subset, with the learning rate decayed to zero on a
+cosine: a curve's points then differ in their labelled data alone, and all
+runs of a (features, head) share one ensemble.  The paper's protocol
+(``epochs``: a fixed number of passes at a constant rate, so small subsets get
+few steps) stays available for reproduction.
+
+**Device-resident.**  A feature set is uploaded once (frames in half precision
+on CUDA, float32 on CPU).  Each run's data order is drawn once, up front, from
+its own generator; every step gathers all members' batches on the device from
+those index tensors, and dropout masks come from a counter-based hash
+(:mod:`budget.heads`), so no step loops over members in Python and a run's
+result does not depend on which runs shared its ensemble.  On CUDA, matrix
+products run in bf16 autocast where the card supports it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -23,26 +35,65 @@ from torch import nn
 
 from budget.errors import BudgetError
 from budget.features.store import FeatureSet
-from budget.heads import DEFAULT_DROPOUT, HEADS, LOGREG, EnsembleHead, PackedBatch, mlp_shape
-from budget.progress import progress_bar
+from budget.heads import DEFAULT_DROPOUT, HEADS, LOGREG, DropoutKeys, EnsembleHead, PackedBatch, mlp_shape
 
-EVAL_BATCH = 64
+#: utterance slots per member in one evaluation batch
+EVAL_SLOTS = 64
+SCHEDULES = ("steps", "epochs")
+#: Defaults of the ``steps`` schedule (chosen by the convergence check on EmoDB: README, Studies).
+DEFAULT_STEPS = 1500
+DEFAULT_LR = 1e-3
+#: The paper's protocol, for the ``epochs`` schedule.
+PAPER_EPOCHS = 60
+PAPER_LR = 1e-4
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings shared by every run of a study."""
+    """Optimisation settings shared by every run of a study.
 
-    epochs: int = 60
-    lr: float = 1e-4
+    ``schedule="steps"``: ``steps`` optimiser steps for every run, learning
+    rate ``lr`` decayed to zero on a cosine.  ``schedule="epochs"``: the
+    paper's ``epochs`` passes over each run's subset at the constant ``lr``.
+    """
+
+    schedule: str = "steps"
+    steps: int = DEFAULT_STEPS
+    epochs: int = PAPER_EPOCHS
+    lr: float = DEFAULT_LR
     batch_size: int = 16
     dropout: float = DEFAULT_DROPOUT
-    device: str = "cpu"
-    memory_mb: int = 2048  # activation budget per ensemble chunk
+    weight_decay: float = 0.0
+    device: str = "auto"  # resolved by the study: CUDA when present
+    memory_mb: int | None = None  # activation budget per ensemble chunk; None: 2048 on CPU, from free memory on CUDA
+    bf16: bool = True  # bf16 autocast for matrix products on CUDA devices that support it
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.dropout < 1:
+        if self.schedule not in SCHEDULES:
+            raise BudgetError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        if (
+            self.steps < 1 or self.epochs < 1 or self.batch_size < 1 or not self.lr > 0
+            or not 0 <= self.dropout < 1 or self.weight_decay < 0
+        ):  # fmt: skip
             raise BudgetError(f"bad training settings: {self}")
+
+    def steps_for(self, n_train: int) -> int:
+        """Optimiser steps of a run with ``n_train`` examples."""
+        if self.schedule == "steps":
+            return self.steps
+        return max(1, math.ceil(self.epochs * n_train / self.batch_size))
+
+    def doubled(self) -> TrainConfig:
+        """Twice the budget: the convergence check's setting."""
+        return replace(self, steps=2 * self.steps, epochs=2 * self.epochs)
+
+    def describe(self) -> str:
+        if self.schedule == "steps":
+            budget = f"{self.steps} steps for every run, learning rate {self.lr:g} decayed to 0 on a cosine"
+        else:
+            budget = f"{self.epochs} epochs (steps grow with the subset), constant learning rate {self.lr:g}"
+        decay = f", weight decay {self.weight_decay:g}" if self.weight_decay else ""
+        return f"Adam, {budget}, batches of {self.batch_size}, dropout {self.dropout:g}{decay}"
 
 
 @dataclass(frozen=True)
@@ -60,131 +111,299 @@ class Run:
         return np.random.SeedSequence([self.seed, self.fold, size + 1])
 
 
-class FrameInputs:
-    """A feature set as tensors: pooled statistics, or float16 frames with offsets."""
+def training_device(config: TrainConfig) -> torch.device:
+    """The device a config trains on (``auto``: CUDA when present)."""
+    from budget.features.base import resolve_device
 
-    def __init__(self, features: FeatureSet, pools_first: bool, pooled_kind: str):
-        self.pools_first = pools_first
-        if pools_first:
-            parts = [features.mean] if pooled_kind == "mean" else [features.mean, features.max]
-            self.pooled = torch.from_numpy(np.concatenate(parts, axis=1).astype(np.float32))
+    return torch.device(resolve_device(config.device))
+
+
+def uses_autocast(device: torch.device, config: TrainConfig) -> bool:
+    return device.type == "cuda" and config.bf16 and torch.cuda.is_bf16_supported()
+
+
+class DeviceFeatures:
+    """A feature set on the device: pooled statistics and packed frames, with per-utterance sums."""
+
+    def __init__(self, frames: torch.Tensor, lengths: np.ndarray, mean: torch.Tensor, maximum: torch.Tensor):
+        self.frames = frames  # (total frames, D)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+        device = frames.device
+        self.lengths_t = torch.from_numpy(self.lengths).to(device)
+        self.offsets_t = torch.from_numpy(self.offsets).to(device)
+        self.mean, self.max = mean, maximum  # (N, D) float32
+        self._meanmax: torch.Tensor | None = None
+        self.utt_sum, self.utt_sumsq = _frame_sums(frames, self.lengths)
+
+    @classmethod
+    def upload(cls, features: FeatureSet, device: torch.device, half: bool) -> DeviceFeatures:
+        frames = torch.from_numpy(np.ascontiguousarray(features.frames))
+        frames = frames.to(device, torch.float16 if half else torch.float32)
+        return cls(
+            frames,
+            features.lengths,
+            torch.from_numpy(features.mean.astype(np.float32)).to(device),
+            torch.from_numpy(features.max.astype(np.float32)).to(device),
+        )
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def dim(self) -> int:
+        return int(self.frames.shape[1])
+
+    def pooled(self, kind: str) -> torch.Tensor:
+        """Stored statistics: ``mean``, or ``meanmax`` (mean and max side by side)."""
+        if kind == "meanmax":
+            if self._meanmax is None:
+                self._meanmax = torch.cat([self.mean, self.max], dim=1)
+            return self._meanmax
+        return self.mean
+
+    def standardisation(self, runs: list[Run], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-run ``(E, width)`` mean and std of its training inputs: pooled statistics ``kind``, or frames ("")."""
+        device = self.frames.device
+        selection = torch.zeros(len(runs), len(self) + 1, dtype=torch.float64, device=device)
+        index = _pad([run.train for run in runs], len(self)).to(device)
+        selection.scatter_(1, index, 1.0)
+        selection = selection[:, :-1]
+        if kind:
+            x = self.pooled(kind).double()
+            count = selection.sum(1, keepdim=True)
+            mean = selection @ x / count
+            var = (selection @ x.square() / count - mean.square()).clamp_min(0)
         else:
-            self.frames = torch.from_numpy(features.frames)
-            self.offsets = features.offsets
-            self.lengths = features.lengths
-            owner = torch.from_numpy(np.repeat(np.arange(len(features)), features.lengths))
-            frames64 = self.frames.double()
-            zeros = torch.zeros(len(features), features.dim, dtype=torch.float64)
-            self.utt_sum = zeros.index_add(0, owner, frames64).numpy()
-            self.utt_sumsq = zeros.index_add(0, owner, frames64**2).numpy()
+            count = (selection @ self.lengths_t.double().unsqueeze(1)).clamp_min(1)
+            mean = selection @ self.utt_sum / count
+            var = (selection @ self.utt_sumsq / count - mean.square()).clamp_min(0)
+        return mean.float(), var.sqrt().float()
 
-    def standardisation(self, train: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std of one run's training inputs (pooled vectors, or all their frames)."""
-        if self.pools_first:
-            x = self.pooled[train].double()
-            return x.mean(0).float(), x.std(0, unbiased=False).float()
-        count = max(int(self.lengths[train].sum()), 1)
-        mean = self.utt_sum[train].sum(0) / count
-        var = np.maximum(self.utt_sumsq[train].sum(0) / count - mean**2, 0)
-        return torch.from_numpy(mean).float(), torch.from_numpy(np.sqrt(var)).float()
+    def batch(self, slots: torch.Tensor, width: int, kind: str) -> PackedBatch:
+        """Gather each member's slot utterances (``(E, B)``, -1 empty) into one batch on the device.
 
-    def batch(self, slots: list[np.ndarray], n_slots: int, device: str) -> PackedBatch:
-        """Pack each member's utterance positions (up to ``n_slots`` each) into one batch."""
-        if self.pools_first:
-            pooled = torch.zeros(len(slots), n_slots, self.pooled.shape[1])
-            for e, idx in enumerate(slots):
-                pooled[e, : len(idx)] = self.pooled[idx]
-            return PackedBatch(n_slots=n_slots, pooled=pooled.to(device))
-        counts = [int(self.lengths[idx].sum()) for idx in slots]
-        width = max(max(counts), 1)
-        index = torch.zeros(len(slots), width, dtype=torch.long)
-        segments = torch.full((len(slots), width), n_slots, dtype=torch.long)
-        for e, idx in enumerate(slots):
-            lengths = self.lengths[idx]
-            starts = np.repeat(self.offsets[idx] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-            index[e, : counts[e]] = torch.from_numpy(starts + np.arange(counts[e]))
-            segments[e, : counts[e]] = torch.from_numpy(np.repeat(np.arange(len(idx)), lengths))
-        frames = self.frames[index.view(-1)].view(len(slots), width, -1).float()
-        return PackedBatch(n_slots=n_slots, frames=frames.to(device), segments=segments.to(device), frame_counts=counts)
+        Heads that pool first read the stored statistics ``kind``; frame heads
+        (``kind`` "") get the slots' frames packed end to end, ``width`` frames per member.
+        """
+        valid = slots >= 0
+        safe = slots.clamp_min(0)
+        if kind:
+            return PackedBatch(n_slots=slots.shape[1], pooled=self.pooled(kind)[safe])
+        lengths = torch.where(valid, self.lengths_t[safe], 0)  # (E, B)
+        ends = lengths.cumsum(1)
+        position = torch.arange(width, device=slots.device)
+        slot = torch.searchsorted(ends, position.expand(len(slots), width).contiguous(), right=True)  # (E, W)
+        in_batch = slot < slots.shape[1]
+        slot = slot.clamp_max(slots.shape[1] - 1)
+        start = ends.gather(1, slot) - lengths.gather(1, slot)
+        frame = self.offsets_t[safe.gather(1, slot)] + (position - start)
+        frames = self.frames[torch.where(in_batch, frame, 0)]
+        members = (slot.unsqueeze(1) == torch.arange(slots.shape[1], device=slots.device).view(1, -1, 1)) & in_batch.unsqueeze(1)
+        return PackedBatch(n_slots=slots.shape[1], frames=frames, members=members, counts=lengths)
 
 
-def _members_per_chunk(head: str, features: FeatureSet, config: TrainConfig) -> int:
-    """How many runs fit one ensemble step within ``config.memory_mb``."""
-    if HEADS[head].pools_first:
+def _frame_sums(frames: torch.Tensor, lengths: np.ndarray, block_elements: int = 2**25) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-utterance sums of frames and of their squares, in float64, by blocks of whole utterances.
+
+    Cumulative sums rather than scatter-adds, so the result is the same on
+    every run and device.
+    """
+    ends = np.cumsum(lengths)
+    per_block = max(1, block_elements // max(frames.shape[1], 1))
+    sums, squares = [], []
+    first = 0
+    while first < len(lengths):
+        start = int(ends[first] - lengths[first])
+        last = max(first + 1, int(np.searchsorted(ends, start + per_block, side="right")))
+        block = frames[start : int(ends[last - 1])].double()
+        zero = block.new_zeros(1, block.shape[1])
+        bounds = torch.from_numpy(ends[first:last] - start).to(frames.device)
+        starts = bounds - torch.from_numpy(lengths[first:last]).to(frames.device)
+        for out, values in ((sums, block), (squares, block.square())):
+            cumulative = torch.cat([zero, values.cumsum(0)])
+            out.append(cumulative[bounds] - cumulative[starts])
+        first = last
+    if not sums:
+        empty = frames.new_zeros(0, frames.shape[1], dtype=torch.float64)
+        return empty, empty
+    return torch.cat(sums), torch.cat(squares)
+
+
+def _pad(rows: list[np.ndarray], fill: int) -> torch.Tensor:
+    """Ragged index lists to one ``(E, longest)`` int64 tensor padded with ``fill``."""
+    longest = max((len(r) for r in rows), default=0)
+    out = np.full((len(rows), max(longest, 1)), fill, dtype=np.int64)
+    for e, r in enumerate(rows):
+        out[e, : len(r)] = r
+    return torch.from_numpy(out)
+
+
+def data_order(run: Run, steps: int, batch_size: int) -> np.ndarray:
+    """A run's utterance positions for every step ``(steps, batch_size)``: its subset reshuffled each pass.
+
+    A subset smaller than the batch leaves the extra slots empty (-1).  Drawn
+    from the run's own seed, so it never depends on other runs.
+    """
+    rng = np.random.default_rng(run.seed_sequence().spawn(1)[0])
+    per_step = min(batch_size, len(run.train))
+    passes = math.ceil(steps * per_step / len(run.train))
+    stream = run.train[np.argsort(rng.random((passes, len(run.train))), axis=1)].reshape(-1)
+    order = np.full((steps, batch_size), -1, dtype=np.int64)
+    order[:, :per_step] = stream[: steps * per_step].reshape(steps, per_step)
+    return order
+
+
+def member_seeds(run: Run) -> tuple[int, int]:
+    """A run's initialisation seed and 32-bit dropout key, from its own seed."""
+    init, dropout = run.seed_sequence().generate_state(2)
+    return int(init), int(dropout)
+
+
+@dataclass(frozen=True)
+class HeadCost:
+    """A head's useful work, for the floor and the cost model: multiply-adds per frame (or pooled vector)."""
+
+    macs_per_row: int
+    rows_per_slot: float  # frames per utterance, or 1 for heads that pool first
+
+    def flops_per_step(self, members: int, batch_size: int) -> float:
+        return 6.0 * self.macs_per_row * self.rows_per_slot * batch_size * members  # forward + backward
+
+
+def head_cost(head: str, features: FeatureSet | DeviceFeatures, n_classes: int) -> HeadCost:
+    head_class = HEADS[head]
+    rows = 1.0 if head_class.pools_first else float(np.mean(features.lengths)) if len(features) else 1.0
+    return HeadCost(head_class.matmul_flops(features.dim, n_classes), rows)
+
+
+def members_per_chunk(head: str, features: FeatureSet | DeviceFeatures, config: TrainConfig, device: torch.device) -> int:
+    """How many runs one ensemble step holds within the memory budget."""
+    head_class = HEADS[head]
+    if head_class.pools_first:
         return 4096
-    mean_frames = float(features.lengths.mean()) if len(features) else 1.0
-    rows = config.batch_size * mean_frames * 1.5  # packed frames per member, with slack for long batches
-    width = features.dim + (mlp_shape(features.dim)[0] * mlp_shape(features.dim)[1] * 3 if head == "mlp_pool" else 4)
-    per_member = rows * width * 4 * 3  # inputs, activations, gradients (float32)
-    return max(1, int(config.memory_mb * 2**20 // per_member))
+    budget_mb = config.memory_mb
+    if budget_mb is None:
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            budget_mb = int(0.6 * free / 2**20)
+        else:
+            budget_mb = 2048
+    longest = float(np.max(features.lengths)) if len(features) else 1.0
+    mean = float(np.mean(features.lengths)) if len(features) else 1.0
+    rows = config.batch_size * min(longest, 2 * mean)  # packed frames per member, with slack for long batches
+    depth, hidden = mlp_shape(features.dim) if head == "mlp_pool" else (1, 1)
+    # gathered and standardised inputs, per layer: activation, mask, gradient; the slot membership
+    per_member = rows * (features.dim * 3 + depth * hidden * 4 + config.batch_size) * 4
+    return max(1, int(budget_mb * 2**20 // per_member))
+
+
+Advance = Callable[[int], None]
 
 
 def train_runs(
-    head: str, features: FeatureSet, labels: np.ndarray, runs: list[Run], n_classes: int, config: TrainConfig
+    head: str,
+    features: FeatureSet,
+    labels: np.ndarray,
+    runs: list[Run],
+    n_classes: int,
+    config: TrainConfig,
+    advance: Advance | None = None,
+    uploaded: DeviceFeatures | None = None,
 ) -> list[np.ndarray]:
     """Train every run and return its predictions on its test positions.
 
-    Runs of one call must share a training-set size.  ``labels`` are class
-    indices aligned with the feature set's rows.
+    Runs of one call must share a step count (any sizes under the ``steps``
+    schedule).  ``labels`` are class indices aligned with the feature set's
+    rows.  ``advance(n)`` is told of every n run-steps done.
     """
     if not runs:
         return []
-    if len({len(run.train) for run in runs}) != 1:
-        raise BudgetError("runs trained together must have the same number of training examples")
     if head == LOGREG:
-        return [_train_logreg(features, labels, run) for run in runs]
-    inputs = FrameInputs(features, HEADS[head].pools_first, "mean" if head == "mean_pool" else "meanmax")
-    chunk = _members_per_chunk(head, features, config)
+        predictions = [_train_logreg(features, labels, run) for run in runs]
+        if advance:
+            advance(len(runs))
+        return predictions
+    if len({config.steps_for(len(run.train)) for run in runs}) != 1:
+        raise BudgetError("runs trained together must take the same number of steps")
+    device = training_device(config)
+    inputs = uploaded or DeviceFeatures.upload(features, device, half=device.type == "cuda")
+    chunk = members_per_chunk(head, inputs, config, device)
     predictions: list[np.ndarray] = []
     for start in range(0, len(runs), chunk):
-        predictions += _train_ensemble(head, inputs, features.dim, labels, runs[start : start + chunk], n_classes, config)
+        try:
+            predictions += _train_ensemble(head, inputs, labels, runs[start : start + chunk], n_classes, config, advance)
+        except torch.cuda.OutOfMemoryError:
+            raise BudgetError(
+                f"CUDA out of memory training {head} with {min(chunk, len(runs))} runs at once; "
+                f"set a smaller --memory-mb (now {config.memory_mb or 'from free memory'})"
+            ) from None
     return predictions
 
 
-def _train_ensemble(head_name, inputs: FrameInputs, dim, labels, runs, n_classes, config) -> list[np.ndarray]:
+def _train_ensemble(head_name, inputs: DeviceFeatures, labels, runs, n_classes, config, advance, predict=True) -> list[np.ndarray]:
+    device = inputs.frames.device
     head_class = HEADS[head_name]
-    seeds = [run.seed_sequence() for run in runs]
-    generators = [torch.Generator().manual_seed(int(s.generate_state(1)[0])) for s in seeds]
-    orders = [np.random.default_rng(s.spawn(1)[0]) for s in seeds]
-    head: EnsembleHead = head_class(generators, dim, n_classes, dropout=config.dropout)
-    stats = [inputs.standardisation(run.train) for run in runs]
-    head.set_standardisation(torch.stack([m for m, _ in stats]), torch.stack([s for _, s in stats]))
-    head.to(config.device)
-    optimiser = torch.optim.Adam(head.parameters(), lr=config.lr)
+    kind = head_class.pooled_kind
+    seeds = [member_seeds(run) for run in runs]
+    generators = [torch.Generator().manual_seed(init) for init, _ in seeds]
+    head: EnsembleHead = head_class(generators, inputs.dim, n_classes, dropout=config.dropout)
+    head.set_standardisation(*inputs.standardisation(runs, kind))
+    head.to(device)
+    steps = config.steps_for(len(runs[0].train))
+    optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
+        if config.schedule == "steps"
+        else torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
+    )
+    orders = np.stack([data_order(run, steps, config.batch_size) for run in runs], axis=1)  # (steps, E, B)
+    widths = _packed_widths(inputs, orders) if not head_class.pools_first else None
+    order_t = torch.from_numpy(orders).to(device)
+    label_t = torch.from_numpy(np.append(labels.astype(np.int64), 0)).to(device)  # index -1 -> a dummy label
+    keys = torch.tensor([key for _, key in seeds], dtype=torch.int64, device=device)
     loss_fn = nn.CrossEntropyLoss(reduction="none")
-    label_tensor = torch.from_numpy(labels.astype(np.int64))
-
-    n_train = len(runs[0].train)
-    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if uses_autocast(device, config) else nullcontext()
     head.train()
-    description = f"training {head_name} x{len(runs)}"
-    with progress_bar(config.epochs * steps_per_epoch, description, unit="step") as advance:
-        for _ in range(config.epochs):
-            permutations = [run.train[order.permutation(n_train)] for run, order in zip(runs, orders, strict=True)]
-            for step in range(steps_per_epoch):
-                slots = [p[step * config.batch_size : (step + 1) * config.batch_size] for p in permutations]
-                batch = inputs.batch(slots, len(slots[0]), config.device)
-                logits = head(batch)  # (E, B, C)
-                targets = torch.stack([label_tensor[idx] for idx in slots]).to(config.device)
-                loss = loss_fn(logits.reshape(-1, n_classes), targets.reshape(-1)).view(len(runs), -1).mean(1).sum()
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                advance(1)
-    return _predict(head, inputs, runs, config.device)
+    for step in range(steps):
+        slots = order_t[step]
+        batch = inputs.batch(slots, int(widths[step]) if widths is not None else 0, kind)
+        batch.keys = DropoutKeys(keys, step)
+        with autocast:
+            logits = head(batch)  # (E, B, C)
+        valid = (slots >= 0).float()
+        losses = loss_fn(logits.float().reshape(-1, n_classes), label_t[slots].reshape(-1)).view_as(valid)
+        loss = ((losses * valid).sum(1) / valid.sum(1)).sum()  # each member's mean: members never mix
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        if advance:
+            advance(len(runs))
+    return _predict(head, inputs, runs, kind, autocast) if predict else []
+
+
+def _packed_widths(inputs: DeviceFeatures, orders: np.ndarray) -> np.ndarray:
+    """Per step, the longest member's packed frame count: known up front, so steps never wait on the device."""
+    lengths = np.append(inputs.lengths, 0)  # slot -1 -> no frames
+    return np.maximum(lengths[orders].sum(axis=2).max(axis=1), 1)
 
 
 @torch.inference_mode()
-def _predict(head: EnsembleHead, inputs: FrameInputs, runs: list[Run], device: str) -> list[np.ndarray]:
+def _predict(head: EnsembleHead, inputs: DeviceFeatures, runs: list[Run], kind: str, autocast) -> list[np.ndarray]:
     head.eval()
-    outputs: list[list[np.ndarray]] = [[] for _ in runs]
-    longest = max(len(run.test) for run in runs)
-    for start in range(0, longest, EVAL_BATCH):
-        slots = [run.test[start : start + EVAL_BATCH] for run in runs]
-        logits = head(inputs.batch(slots, EVAL_BATCH, device)).cpu()
-        for e, idx in enumerate(slots):
-            outputs[e].append(logits[e, : len(idx)].argmax(-1).numpy())
-    return [np.concatenate(parts) if parts else np.zeros(0, np.int64) for parts in outputs]
+    device = inputs.frames.device
+    tests = _pad([run.test for run in runs], -1).numpy()
+    lengths = np.append(inputs.lengths, 0)
+    outputs = []
+    for start in range(0, tests.shape[1], EVAL_SLOTS):
+        slots = tests[:, start : start + EVAL_SLOTS]
+        width = int(max(lengths[slots].sum(axis=1).max(), 1))
+        batch = inputs.batch(torch.from_numpy(slots).to(device), width, kind)
+        with autocast:
+            outputs.append(head(batch).float().argmax(-1).cpu().numpy())
+    predicted = np.concatenate(outputs, axis=1)
+    return [predicted[e, : len(run.test)] for e, run in enumerate(runs)]
 
 
 def _train_logreg(features: FeatureSet, labels: np.ndarray, run: Run) -> np.ndarray:
@@ -196,3 +415,43 @@ def _train_logreg(features: FeatureSet, labels: np.ndarray, run: Run) -> np.ndar
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     model.fit(features.mean[run.train], labels[run.train])
     return model.predict(features.mean[run.test])
+
+
+def units(head: str, run: Run, config: TrainConfig) -> int:
+    """A run's units of work for the cost model and progress: its optimiser steps (one fit for ``logreg``)."""
+    return 1 if head == LOGREG else config.steps_for(len(run.train))
+
+
+def chunk_size(head: str, features: FeatureSet, config: TrainConfig) -> int:
+    """Runs trained (and saved) together: what one ensemble holds in memory; 10 one-at-a-time fits for ``logreg``."""
+    return 10 if head == LOGREG else members_per_chunk(head, features, config, training_device(config))
+
+
+def measure_unit_seconds(
+    head: str, features: FeatureSet, labels: np.ndarray, runs: list[Run], n_classes: int, config: TrainConfig,
+    uploaded: DeviceFeatures | None = None, timed_steps: int = 3,
+) -> float:  # fmt: skip
+    """Seconds per unit of :func:`units` for these runs: the cost model, from a few timed steps of one chunk.
+
+    Ensembles are timed over ``timed_steps`` steps after a first (warm-up)
+    step and divided by the members stepped; ``logreg`` by one fit.
+    """
+    if not runs:
+        return 0.0
+    if head == LOGREG:
+        started = time.perf_counter()
+        _train_logreg(features, labels, runs[0])
+        return time.perf_counter() - started
+    device = training_device(config)
+    inputs = uploaded or DeviceFeatures.upload(features, device, half=device.type == "cuda")
+    sample = runs[: members_per_chunk(head, inputs, config, device)]
+    probe = replace(config, schedule="steps", steps=timed_steps + 1)
+    clock = []
+
+    def tick(_n: int) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        clock.append(time.perf_counter())
+
+    _train_ensemble(head, inputs, labels, sample, n_classes, probe, tick, predict=False)
+    return (clock[-1] - clock[0]) / timed_steps / len(sample)

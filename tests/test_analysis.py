@@ -9,8 +9,43 @@ import pandas as pd
 import pytest
 from analysis_helpers import synthetic_results
 
-from budget.analysis import LOG, POWER, aggregate, fit_curve, fit_law, mean_interval, plan, predict, solve_n
+from budget.analysis import (
+    BOUND_TOL,
+    FAMILIES,
+    LOG,
+    MMF4,
+    POW3,
+    POW4,
+    WBL4,
+    LawFit,
+    aggregate,
+    backtest,
+    backtest_depth,
+    choose_law,
+    fit_curve,
+    fit_law,
+    mean_interval,
+    on_bounds,
+    plan,
+    predict,
+    solve_n,
+)
 from budget.errors import BudgetError
+from budget.report import Costs, plan_lines
+
+#: One curve of each law, with UA between 0.3 and 0.85 over the sizes below and their doubling.
+TRUTHS = {
+    POW3: np.array([0.8, 0.6, 0.5]),
+    POW4: np.array([0.8, 0.9, 0.7, 20.0]),
+    MMF4: np.array([0.25, 12.0, 0.85, 0.7]),  # a shape other than 1: mmf4 with d = 1 is a pow4
+    WBL4: np.array([0.03, 0.5, 0.85, 0.6]),
+    LOG: np.array([0.3, 0.06]),
+}
+SIZES = 5 * 2.0 ** np.arange(7)  # 5 to 320 per class, doubling
+#: Without noise only the optimiser separates a fit from the truth: curve_fit stops at relative changes of 1e-8
+#: (its ftol and xtol), and directions where the loss is nearly flat (an offset near its bound) converge slower,
+#: so allow a thousand times that: still a thousandth of a UA point.
+CONVERGED = 1e-5
 
 
 def test_weighted_fit_recovers_a_noisy_power_law():
@@ -19,8 +54,8 @@ def test_weighted_fit_recovers_a_noisy_power_law():
     truth = (0.72, 0.55, 0.45)
     recovered = []
     for _ in range(20):
-        ua = predict(POWER, np.array(truth), n) + rng.normal(0, 0.003, len(n))
-        recovered.append(fit_law(POWER, n, ua))
+        ua = predict(POW3, np.array(truth), n) + rng.normal(0, 0.003, len(n))
+        recovered.append(fit_law(POW3, n, ua))
     a, b, c = np.median(recovered, axis=0)
     assert a == pytest.approx(truth[0], abs=0.02)
     assert b == pytest.approx(truth[1], rel=0.25)
@@ -55,7 +90,7 @@ def test_aggregate_gives_one_row_per_size_with_intervals():
 def test_plan_finds_the_labels_a_target_needs():
     results = synthetic_results()  # UA = 0.75 - 0.6 n^-0.5: 0.65 needs n = (0.6 / 0.1)^2 = 36
     curve = fit_curve(results, "lld", "mlp_pool")
-    assert curve.chosen == POWER
+    assert curve.chosen == POW3
     result = plan(results, 0.65, "lld", "mlp_pool", curve)
     assert result.per_class == pytest.approx(36, rel=0.15)
     low, high = result.per_class_interval
@@ -91,9 +126,16 @@ def test_too_few_sizes_cannot_be_planned():
 
 
 def test_solve_n_inverts_each_law():
-    assert solve_n(POWER, np.array([0.75, 0.6, 0.5]), 0.65) == pytest.approx(36)
+    assert solve_n(POW3, np.array([0.75, 0.6, 0.5]), 0.65) == pytest.approx(36)
     assert solve_n(LOG, np.array([0.3, 0.05]), 0.5) == pytest.approx(math.exp(4))
     assert math.isinf(solve_n(LOG, np.array([0.3, -0.01]), 0.5))
+    for law, params in TRUTHS.items():
+        for n in (7.0, 150.0, 5000.0):
+            # closed forms: a round trip loses only floating-point rounding, amplified by at most 1/exponent
+            assert solve_n(law, params, float(predict(law, params, n))) == pytest.approx(n, rel=1e-9)
+        if FAMILIES[law].ceiling:
+            ceiling = params[FAMILIES[law].names.index(FAMILIES[law].ceiling)]
+            assert math.isinf(solve_n(law, params, ceiling + 0.01))
 
 
 def test_cells_keep_the_order_features_were_named_in():
@@ -106,3 +148,117 @@ def test_a_target_within_the_measured_sizes_says_so():
     result = plan(synthetic_results(), 0.60, "lld", "mlp_pool")  # reached at n = 16, measured up to 320
     assert result.per_class < result.largest_measured
     assert "reached within the measured sizes" in result.statement()
+
+
+@pytest.mark.parametrize("law", list(TRUTHS))
+def test_each_law_is_recovered_from_a_noiseless_curve_of_its_own(law):
+    truth = TRUTHS[law]
+    params = fit_law(law, SIZES, predict(law, truth, SIZES))
+    assert np.abs(predict(law, params, SIZES) - predict(law, truth, SIZES)).max() <= CONVERGED
+    beyond = 2 * SIZES.max()
+    assert predict(law, params, beyond) == pytest.approx(predict(law, truth, beyond), abs=CONVERGED)
+
+
+def test_four_parameter_laws_need_five_sizes():
+    n = SIZES[:4]
+    for law in (POW4, MMF4, WBL4):
+        assert FAMILIES[law].min_sizes == 5
+        assert fit_law(law, n, predict(law, TRUTHS[law], n)) is None
+    curve = fit_curve(synthetic_results(sizes=(10, 20, 40, 80)), "lld", "mlp_pool")
+    assert curve.fits[MMF4].describe() == "mmf4: not fitted: needs 5 sizes, has 4"
+    assert curve.chosen in (POW3, LOG)
+
+
+def test_the_backtest_holds_out_the_two_largest_sizes_when_every_law_can_spare_them():
+    assert [backtest_depth(m) for m in range(2, 9)] == [1, 1, 1, 2, 1, 2, 2]  # 6 sizes: a 4-parameter law spares 1
+    rng = np.random.default_rng(3)
+    ua = predict(LOG, TRUTHS[LOG], SIZES) + rng.normal(0, 0.01, len(SIZES))
+    without_one, without_two = fit_law(LOG, SIZES[:-1], ua[:-1]), fit_law(LOG, SIZES[:-2], ua[:-2])
+    errors = [abs(predict(LOG, without_one, SIZES[-1]) - ua[-1])]
+    errors += list(np.abs(predict(LOG, without_two, SIZES[-2:]) - ua[-2:]))
+    assert backtest(LOG, SIZES, ua, 2) == pytest.approx(np.mean(errors))
+
+
+@pytest.mark.parametrize("law", list(TRUTHS))
+def test_the_backtest_chooses_a_law_that_predicts_the_held_out_sizes(law):
+    results = synthetic_results(sizes=tuple(SIZES.astype(int)), law=lambda n: predict(law, TRUTHS[law], n),
+                                noise_sd=0.0, fold_sd=0.0, full=False)  # fmt: skip
+    curve = fit_curve(results, "lld", "mlp_pool", n_boot=20)
+    assert backtest_depth(len(curve.n)) == 2
+    chosen = curve.chosen_fit
+    assert chosen.backtest_error <= CONVERGED and not chosen.flags
+    refit = fit_law(curve.chosen, curve.n[:-1], curve.ua[:-1])
+    # one of the backtest's three held-out predictions, so at most three times their mean
+    assert abs(predict(curve.chosen, refit, curve.n[-1]) - curve.ua[-1]) <= 3 * chosen.backtest_error + CONVERGED
+    if law != LOG:  # a straight line in ln n cannot follow a curve that bends towards a ceiling: it misses by more
+        assert curve.fits[LOG].backtest_error > 100 * CONVERGED and curve.chosen != LOG  # than convergence explains
+
+
+def test_a_ceiling_forced_onto_its_bound_is_flagged_and_not_extrapolated_from():
+    # still rising by 0.07 per unit of ln n at 0.95 UA: a power law would need a ceiling above 1
+    results = synthetic_results(sizes=tuple(SIZES.astype(int)), law=lambda n: 0.55 + 0.07 * np.log(n),
+                                noise_sd=0.002, fold_sd=0.0)  # fmt: skip
+    curve = fit_curve(results, "lld", "mlp_pool")
+    power = curve.fits[POW3]
+    assert power.params[0] >= 1 - BOUND_TOL
+    assert "a on its upper bound 1 (the ceiling)" in power.flags and "on a bound" in power.describe()
+    assert curve.chosen == LOG and not curve.chosen_fit.flags
+    assert on_bounds(POW3, np.array([0.9, 0.6, 0.5]), 320.0) == []
+
+
+def test_a_law_on_a_bound_gives_way_to_one_that_predicts_as_well_or_is_chosen_with_a_flag():
+    fits = {
+        POW3: LawFit(POW3, TRUTHS[POW3], 5, backtest_error=0.010, flags=["a on its upper bound 1 (the ceiling)"]),
+        LOG: LawFit(LOG, TRUTHS[LOG], 5, backtest_error=0.012),
+    }
+    law, reason, flags = choose_law(fits, noise=0.005)  # log's 1.2 points lie within the noise of pow3's 1.0
+    assert law == LOG and "predicts as well" in reason and not flags
+    law, reason, flags = choose_law(fits, noise=0.001)  # log's lie beyond it
+    assert law == POW3 and "chosen despite" in reason and any("chosen despite" in flag for flag in flags)
+
+
+def test_too_few_sizes_for_a_backtest_fall_back_to_the_log_law_with_a_flag():
+    curve = fit_curve(synthetic_results(sizes=(10, 20)), "lld", "mlp_pool")
+    assert curve.chosen == LOG and math.isnan(curve.backtest_error)
+    assert any("too few sizes for a backtest" in flag for flag in curve.flags)
+
+
+def test_a_plan_beyond_four_times_the_largest_size_says_so_first_and_names_the_next_size():
+    results = synthetic_results(sizes=(10, 20, 40, 80))  # UA = 0.75 - 0.6 n^-0.5: 0.72 needs (0.6 / 0.03)^2 = 400
+    result = plan(results, 0.72, "lld", "mlp_pool")
+    assert result.per_class > 4 * result.largest_measured and result.beyond_limit
+    body = result.statement().split(": ", 1)[1]
+    assert body.startswith("more than 4x the largest measured size (80 per class)")
+    assert result.next_step == 2 * result.largest_measured and "measure 160 per class next" in body
+    within = plan(results, 0.70, "lld", "mlp_pool")  # needs 144, under 4 x 80
+    assert not within.beyond_limit and "more than 4x" not in within.statement()
+
+
+def test_the_plan_intervals_are_at_least_as_wide_as_the_backtest_error():
+    # a noiseless Weibull curve at four sizes, too few for a Weibull fit: the bootstrap has nothing to resample,
+    # so any width comes from the backtest error of the law that stands in for it
+    results = synthetic_results(sizes=(10, 20, 40, 80), law=lambda n: predict(WBL4, TRUTHS[WBL4], n),
+                                noise_sd=0.0, fold_sd=0.0)  # fmt: skip
+    curve = fit_curve(results, "lld", "mlp_pool")
+    result = plan(results, 0.65, "lld", "mlp_pool", curve)
+    error = result.backtest_error
+    assert error == curve.backtest_error and error > 100 * CONVERGED  # a real miss, not convergence
+    boot_low, boot_high = curve.interval([result.next_step])
+    assert boot_high[0] - boot_low[0] <= CONVERGED
+    expected, low, high = result.ua_next_step
+    assert expected - low >= error - CONVERGED and high - expected >= error - CONVERGED
+    params = curve.chosen_fit.params
+    n_low, n_high = result.per_class_interval
+    assert n_low <= solve_n(curve.chosen, params, 0.65 - error) < result.per_class
+    assert n_high >= solve_n(curve.chosen, params, 0.65 + error) > result.per_class
+
+
+def test_plan_lines_show_the_backtest_and_read_the_cost_as_a_sentence():
+    result = plan(synthetic_results(sizes=(10, 20, 40, 80)), 0.70, "lld", "mlp_pool")  # 144 per class, beyond 80
+    lines = plan_lines(result, Costs(seconds_per_label=20, cost_per_hour=30))
+    assert any(line.startswith(f"backtest error of the {result.law} law: ") for line in lines)
+    cost = next(line for line in lines if "annotator hours" in line)
+    assert " annotator hours and cost " in cost and cost.endswith(" at 30 per hour")
+    beyond = plan(synthetic_results(sizes=(10, 20, 40, 80)), 0.72, "lld", "mlp_pool")  # 400 per class, beyond 4 x 80
+    round_line = next(line for line in plan_lines(beyond, Costs(20, 30)) if line.startswith("the next round"))
+    assert round_line.startswith("the next round, up to 160 per class: 320 labels take ")  # 80 more for each of 4

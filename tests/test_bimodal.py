@@ -48,7 +48,7 @@ def test_training_learns_from_either_modality_and_is_deterministic():
     audio, labels = synthetic_features(n_per_class=20, dim=6, seed=0)
     text, _ = synthetic_features(n_per_class=20, dim=5, seed=1)
     run = runs_for(labels, size=12, seeds=(0,))[0]
-    config = TrainConfig(epochs=8, lr=5e-3, batch_size=12)
+    config = TrainConfig(schedule="epochs", epochs=8, lr=5e-3, batch_size=12)
     for head in ("align_lstm", "align_lstm_audio", "align_lstm_text"):
         (predicted,) = train_bimodal_runs(head, audio, text, labels, [run], 3, config, hidden=16)
         assert np.mean(predicted == labels[run.test]) > 0.7, head
@@ -69,7 +69,7 @@ def test_end_to_end_on_a_miniature_iemocap_with_text(minilm, tmp_path):
     config = StudyConfig(
         corpus="iemocap", root=str(root), features=("lld", minilm),
         heads=("align_lstm", "align_lstm_audio", "align_lstm_text", "mean_pool"), per_class=(2,), seeds=1,
-        store=str(tmp_path / "store"), train=TrainConfig(epochs=2, lr=1e-3, batch_size=4),
+        store=str(tmp_path / "store"), train=TrainConfig(steps=20, lr=1e-3, batch_size=4),
     )  # fmt: skip
     results = Study(config, tmp_path / "run").run(log=lambda _: None)
     pair = f"lld+{minilm}"
@@ -107,7 +107,7 @@ def test_text_alone_stays_near_chance_on_emodb(minilm, shared_emodb, tmp_path):
     for fold in range(0, 10, 3):
         train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
         runs.append(Run(fold, 0, 40, train[balanced_subset(labels[train], 40, 0)], test))
-    config = TrainConfig(epochs=8, lr=3e-3, batch_size=32)  # long enough to memorise what the text offers
+    config = TrainConfig(schedule="epochs", epochs=8, lr=3e-3, batch_size=32)  # long enough to memorise what the text offers
     predictions = train_bimodal_runs("align_lstm_text", None, text, labels, runs, 4, config, hidden=32)
     ua = [np.mean([np.mean(p[labels[r.test] == c] == c) for c in range(4)]) for r, p in zip(runs, predictions, strict=True)]
     assert np.mean(ua) < 0.40  # chance is 0.25; a model that read emotion from text would be far above
@@ -117,7 +117,7 @@ def test_text_alone_stays_near_chance_on_emodb(minilm, shared_emodb, tmp_path):
 def test_end_to_end_on_emodb_with_its_transcripts(minilm, shared_emodb, tmp_path):
     config = StudyConfig(
         corpus="emodb", root=str(shared_emodb), classes="basic4", features=("lld", minilm), heads=("align_lstm",),
-        per_class=(2,), seeds=1, store=str(tmp_path / "store"), train=TrainConfig(epochs=1, batch_size=8),
+        per_class=(2,), seeds=1, store=str(tmp_path / "store"), train=TrainConfig(steps=10, batch_size=8),
     )  # fmt: skip
     results = Study(config, tmp_path / "run").run(log=lambda _: None)
     assert len(results) == 10 and set(results["features"]) == {f"lld+{minilm}"}  # one run per speaker

@@ -10,11 +10,10 @@ import pytest
 from corpus_builders import build_iemocap
 from typer.testing import CliRunner
 
-from budget import study as study_module
 from budget.cli import app
 from budget.errors import BudgetError
 from budget.study import Study, StudyConfig, summarise
-from budget.training import TrainConfig
+from budget.training import TrainConfig, train_runs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,7 +26,7 @@ def iemocap(tmp_path_factory) -> Path:
 def config_for(root: Path, tmp_path: Path, **overrides) -> StudyConfig:
     settings = dict(
         corpus="iemocap", root=str(root), features=("lld",), heads=("mean_pool",), per_class=(1, 2),
-        seeds=2, store=str(tmp_path / "store"), train=TrainConfig(epochs=2, lr=1e-2, batch_size=4),
+        seeds=2, store=str(tmp_path / "store"), train=TrainConfig(steps=20, lr=1e-2, batch_size=4, device="cpu"),
     )  # fmt: skip
     settings.update(overrides)
     return StudyConfig(**settings)
@@ -35,14 +34,13 @@ def config_for(root: Path, tmp_path: Path, **overrides) -> StudyConfig:
 
 def test_grid_and_speaker_independence(iemocap, tmp_path, monkeypatch):
     seen = []
-    real = study_module.train_runs
 
-    def spy(head, features, labels, runs, n_classes, config):
+    def spy(head, features, labels, runs, n_classes, config, **kwargs):
         seen.append((features, runs))
-        return real(head, features, labels, runs, n_classes, config)
+        return train_runs(head, features, labels, runs, n_classes, config, **kwargs)
 
-    monkeypatch.setattr(study_module, "train_runs", spy)
-    results = Study(config_for(iemocap, tmp_path, heads=("mean_pool", "logreg")), tmp_path / "run").run(log=lambda _: None)
+    config = config_for(iemocap, tmp_path, heads=("mean_pool", "logreg"))
+    results = Study(config, tmp_path / "run", trainer=spy).run(log=lambda _: None)
     # 2 heads x 2 sizes x 5 folds x 2 seeds
     assert len(results) == 40
     assert set(results["size"]) == {"1", "2"} and set(results["head"]) == {"mean_pool", "logreg"}
@@ -64,23 +62,21 @@ def test_interrupted_study_resumes_and_matches_an_uninterrupted_one(iemocap, tmp
     reference = Study(config, tmp_path / "reference").run(log=lambda _: None)
 
     calls = []
-    real = study_module.train_runs
 
-    def crash_on_third(*args, **kwargs):
+    def crash_on_second(*args, **kwargs):
         calls.append(args[0])
-        if len(calls) == 3:
+        if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        return train_runs(*args, **kwargs)
 
-    monkeypatch.setattr(study_module, "train_runs", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
-        Study(config, tmp_path / "resumed").run(log=lambda _: None)
-    assert len(Study(config, tmp_path / "resumed").finished()) == 20  # two groups of 10 runs survived
+        Study(config, tmp_path / "resumed", trainer=crash_on_second).run(log=lambda _: None)
+    assert len(Study(config, tmp_path / "resumed").finished()) == 20  # mean_pool's 20 runs (2 sizes) survived
 
     calls.clear()
-    monkeypatch.setattr(study_module, "train_runs", lambda *a, **k: (calls.append(a[0]), real(*a, **k))[1])
-    resumed = Study(config, tmp_path / "resumed").run(log=lambda _: None)
-    assert len(calls) == 2  # only the two unfinished groups
+    counting = lambda *a, **k: (calls.append(a[0]), train_runs(*a, **k))[1]  # noqa: E731
+    resumed = Study(config, tmp_path / "resumed", trainer=counting).run(log=lambda _: None)
+    assert calls == ["attn_pool"]  # only the unfinished head
     key = ["features", "head", "size", "fold", "seed"]
     pd.testing.assert_frame_equal(
         resumed.sort_values(key).drop(columns="train_seconds").reset_index(drop=True),
@@ -130,11 +126,11 @@ runner = CliRunner()
 def test_curve_and_compare_commands(iemocap, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # reports/ goes here
     common = ["--corpus", "iemocap", "--root", str(iemocap), "--features", "lld", "--store", str(tmp_path / "store"),
-              "--seeds", "1", "--epochs", "2", "--lr", "0.01", "--device", "cpu"]  # fmt: skip
+              "--seeds", "1", "--steps", "20", "--lr", "0.01", "--device", "cpu"]  # fmt: skip
     result = runner.invoke(app, ["curve", "--model", "mlp_pool", "--per-class", "1,2,full", *common,
                                  "--run-dir", str(tmp_path / "curve")])  # fmt: skip
     assert result.exit_code == 0, result.output
-    rows = [line for line in result.output.splitlines() if "mlp_pool" in line]
+    rows = [line for line in result.output.splitlines() if "mlp_pool" in line and line.startswith("│")]
     assert [re.search(r"│\s*mlp_pool\s*│\s*(\S+)", r).group(1) for r in rows] == ["1", "2", "full"]
     assert "results: " in result.output
     assert (tmp_path / "reports" / "curve" / "report.html").is_file()

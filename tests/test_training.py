@@ -7,14 +7,16 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score
+from tolerances import assert_float_close, decided_by_margin
 
+from budget import training
 from budget.errors import BudgetError
 from budget.features.store import FeatureSet
 from budget.folds import assign_folds
-from budget.heads import HEADS, PackedBatch, mlp_shape
+from budget.heads import HEADS, DropoutKeys, EnsembleLinear, PackedBatch, keep_mask, mlp_shape
 from budget.metrics import run_metrics
 from budget.sampling import FULL, balanced_subset, parse_sizes, plan_sizes
-from budget.training import FrameInputs, Run, TrainConfig, train_runs
+from budget.training import DeviceFeatures, Run, TrainConfig, data_order, members_per_chunk, train_runs
 
 
 def synthetic_features(n_per_class=30, n_classes=3, dim=6, seed=0) -> tuple[FeatureSet, np.ndarray]:
@@ -59,6 +61,14 @@ class TestSampling:
         labels = np.array(["a"] * 50 + ["b"] * 50)
         assert set(balanced_subset(labels, 10, 0)) != set(balanced_subset(labels, 10, 1))
 
+    def test_folds_with_identical_label_sequences_draw_different_subsets(self):
+        """RAVDESS-like designs: every fold's training labels come in the same order."""
+        labels = np.tile(["a", "b", "c", "d"], 12)
+        for seed in range(3):
+            fold0, fold1 = balanced_subset(labels, 4, seed, fold=0), balanced_subset(labels, 4, seed, fold=1)
+            assert set(fold0) != set(fold1)
+            assert set(fold0) <= set(balanced_subset(labels, 8, seed, fold=0))  # still nested within a (fold, seed)
+
     def test_a_class_too_small_is_an_error_not_a_shrink(self):
         labels = np.array(["a"] * 50 + ["b"] * 7)
         with pytest.raises(BudgetError, match="cannot draw 10 per class: 'b' has 7"):
@@ -97,45 +107,154 @@ def test_ua_is_balanced_accuracy_the_mean_per_class_recall():
     assert np.array(eval(metrics["confusion"])).sum() == 200
 
 
+def _logits(head, features, labels, runs, config):
+    """Train ``runs`` as one ensemble and return the test logits of every member (the engine's own steps)."""
+    captured = {}
+    real = training._predict
+
+    def keep_logits(model, inputs, runs_, kind, autocast):
+        with torch.inference_mode():
+            model.eval()
+            slots = torch.from_numpy(training._pad([r.test for r in runs_], -1).numpy())
+            width = int(np.append(inputs.lengths, 0)[slots.numpy()].sum(1).max())
+            captured["logits"] = model(inputs.batch(slots, width, kind)).float()
+        return real(model, inputs, runs_, kind, autocast)
+
+    original, training._predict = training._predict, keep_logits
+    try:
+        predictions = train_runs(head, features, labels, runs, 3, config)
+    finally:
+        training._predict = original
+    return captured["logits"], predictions
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_a_run_never_reads_its_mates(head, monkeypatch):
+    """A member's result is bitwise the same whatever its mates draw: no state or data crosses members.
+
+    The mate is the same run with another initialisation and dropout key, so every
+    shape the engine sees is unchanged and any difference could only be a leak.
+    """
+    features, labels = synthetic_features()
+    run, mate = runs_for(labels, size=8)[:2]
+    config = TrainConfig(steps=12, lr=3e-3, batch_size=5)
+    first, _ = _logits(head, features, labels, [run, mate], config)
+    real = training.member_seeds
+    monkeypatch.setattr(training, "member_seeds", lambda r: tuple(v ^ 0xABCDEF for v in real(r)) if r is mate else real(r))
+    second, _ = _logits(head, features, labels, [run, mate], config)
+    assert not torch.equal(first[1], second[1])  # the mate did change
+    assert torch.equal(first[0], second[0])
+
+
 @pytest.mark.parametrize("head", sorted(HEADS))
 def test_batched_training_equals_one_run_at_a_time(head):
+    """A run trained beside others ends where it ends alone, up to what rounding can move.
+
+    Alone, a member's packed batches are narrower, so its products sum in another
+    order, and Adam normalises every gradient element: one at rounding level can
+    still move its parameter by up to about lr a step.  So logits may differ by up
+    to steps x lr per layer (standardised inputs), and a prediction must agree
+    wherever its top two logits are further apart than that.
+    """
     features, labels = synthetic_features()
-    runs = runs_for(labels, size=8)
-    config = TrainConfig(epochs=3, lr=3e-3, batch_size=5)
-    together = train_runs(head, features, labels, runs, 3, config)
-    for run, predicted in zip(runs, together, strict=True):
-        alone = train_runs(head, features, labels, [run], 3, config)[0]
-        np.testing.assert_array_equal(predicted, alone)
+    runs = runs_for(labels, size=8) + runs_for(labels, size=12)[:2]  # sizes share an ensemble under a step budget
+    config = TrainConfig(steps=12, lr=3e-3, batch_size=5)
+    together, predicted = _logits(head, features, labels, runs, config)
+    bound = config.steps * config.lr * _layers(head, features.dim)
+    compared = 0
+    for e, run in enumerate(runs):
+        alone, (alone_predicted,) = _logits(head, features, labels, [run], config)
+        np.testing.assert_allclose(together[e, : len(run.test)], alone[0, : len(run.test)], rtol=0, atol=bound)
+        clear = decided_by_margin(alone[0, : len(run.test)], 2 * bound)
+        np.testing.assert_array_equal(predicted[e][clear], alone_predicted[clear])
+        compared += int(clear.sum())
+    assert compared > sum(len(run.test) for run in runs) / 2  # the check is not vacuous
+
+
+def _gens(n):
+    return [torch.Generator().manual_seed(i) for i in range(n)]
+
+
+def _layers(head: str, dim: int) -> int:
+    """The head's linear layers and its pooling."""
+    return 1 + sum(isinstance(m, EnsembleLinear) for m in HEADS[head](_gens(1), dim, 3).modules())
 
 
 @pytest.mark.parametrize("head", sorted(HEADS))
 def test_heads_learn_a_separable_problem(head):
     features, labels = synthetic_features(n_per_class=40)
     runs = runs_for(labels, size=25, seeds=(0,))
-    predictions = train_runs(head, features, labels, runs, 3, TrainConfig(epochs=40, lr=3e-3, batch_size=8))
+    predictions = train_runs(head, features, labels, runs, 3, TrainConfig(steps=400, lr=3e-3, batch_size=8))
     for run, predicted in zip(runs, predictions, strict=True):
         assert balanced_accuracy_score(labels[run.test], predicted) > 0.8
 
 
 @pytest.mark.parametrize("head", ["attn_pool", "mlp_pool"])
 def test_padding_never_changes_a_prediction(head):
-    """An utterance's logits are the same alone or packed beside longer ones (more padding)."""
+    """An utterance's logits are the same alone or packed beside longer ones (more frames in the batch)."""
     features, labels = synthetic_features()
-    generators = [torch.Generator().manual_seed(e) for e in range(2)]
-    model = HEADS[head](generators, features.dim, 3).eval()
-    inputs = FrameInputs(features, pools_first=False, pooled_kind="mean")
-    short, long_ = np.array([3]), np.array([3, 10, 11, 12])
-    alone = model(inputs.batch([short, short], 1, "cpu"))
-    packed = model(inputs.batch([long_, short], 4, "cpu"))  # member 1 pads to member 0's length
-    torch.testing.assert_close(packed[1, 0], alone[1, 0])
-    torch.testing.assert_close(packed[0, 0], alone[0, 0])
+    model = HEADS[head](_gens(2), features.dim, 3).eval()
+    inputs = DeviceFeatures.upload(features, torch.device("cpu"), half=False)
+
+    def logits(slots):
+        slots = torch.tensor(slots)
+        width = int(np.append(features.lengths, 0)[slots.numpy()].sum(1).max())
+        return model(inputs.batch(slots, width, ""))
+
+    alone = logits([[3, -1, -1, -1], [3, -1, -1, -1]])
+    packed = logits([[3, 10, 11, 12], [3, -1, -1, -1]])  # member 0's batch is longer, so member 1 is padded
+    # the same frames through the same layers; only the product's row count differs
+    depth = len([m for m in model.modules() if isinstance(m, EnsembleLinear)]) + 1
+    assert_float_close(packed[1, 0], alone[1, 0], depth=depth)
+    assert_float_close(packed[0, 0], alone[0, 0], depth=depth)
 
 
 def test_pooled_heads_read_the_stored_statistics():
     features, _ = synthetic_features()
-    batch = FrameInputs(features, pools_first=True, pooled_kind="meanmax").batch([np.array([0, 4])], 2, "cpu")
+    inputs = DeviceFeatures.upload(features, torch.device("cpu"), half=False)
+    batch = inputs.batch(torch.tensor([[0, 4]]), 0, "meanmax")
     assert isinstance(batch, PackedBatch) and batch.pooled.shape == (1, 2, 2 * features.dim)
-    np.testing.assert_allclose(batch.pooled[0, 1, : features.dim].numpy(), features.mean[4])
+    np.testing.assert_array_equal(batch.pooled[0, 1, : features.dim].numpy(), features.mean[4])  # a copy, no arithmetic
+
+
+def test_packed_batches_hold_each_slot_s_frames():
+    features, _ = synthetic_features()
+    inputs = DeviceFeatures.upload(features, torch.device("cpu"), half=False)
+    slots = torch.tensor([[2, 0, -1], [5, 7, 1]])
+    width = int(features.lengths[[5, 7, 1]].sum())
+    batch = inputs.batch(slots, width, "")
+    for e, row in enumerate(slots.tolist()):
+        for b, utt in enumerate(row):
+            frames = batch.frames[e][batch.members[e, b]]
+            expected = features.sequence(utt) if utt >= 0 else np.zeros((0, features.dim))
+            np.testing.assert_array_equal(frames.numpy(), expected.astype(np.float32))  # gathered, not computed
+            assert int(batch.counts[e, b]) == len(expected)
+
+
+def test_dropout_masks_depend_on_the_member_not_its_mates():
+    keys = torch.tensor([11, 22, 33])
+    together, keep = keep_mask(DropoutKeys(keys, step=4).layer_keys(1), (3, 50, 16), 0.2)
+    alone, _ = keep_mask(DropoutKeys(keys[1:2], step=4).layer_keys(1), (1, 50, 16), 0.2)
+    assert torch.equal(together[1], alone[0])
+    other_step, _ = keep_mask(DropoutKeys(keys, step=5).layer_keys(1), (3, 50, 16), 0.2)
+    other_layer, _ = keep_mask(DropoutKeys(keys, step=4).layer_keys(2), (3, 50, 16), 0.2)
+    assert not torch.equal(together, other_step) and not torch.equal(together, other_layer)
+    assert keep == 1 - round(0.2 * 256) / 256
+    # the kept share is a binomial draw of 2400 trials: within 4 standard deviations of its probability
+    big, keep = keep_mask(torch.arange(8), (8, 300, 16), 0.2)
+    sd = (keep * (1 - keep) / big.numel()) ** 0.5
+    assert abs(big.float().mean().item() - keep) < 4 * sd
+
+
+def test_every_run_takes_the_same_steps_whatever_its_size():
+    config = TrainConfig(steps=40, batch_size=4)
+    assert {config.steps_for(n) for n in (3, 20, 4000)} == {40}
+    paper = TrainConfig(schedule="epochs", epochs=2, batch_size=4)
+    assert paper.steps_for(20) == 10 and paper.steps_for(40) == 20
+    run = Run(0, 0, 2, np.arange(3), np.arange(3, 5))
+    order = data_order(run, steps=5, batch_size=4)
+    assert order.shape == (5, 4) and (order[:, 3] == -1).all()  # 3 examples fill 3 of 4 slots
+    assert sorted(order[0, :3]) == [0, 1, 2]
 
 
 def test_mlp_capacity_is_similar_across_input_widths():
@@ -147,21 +266,22 @@ def test_mlp_capacity_is_similar_across_input_widths():
     assert max(params.values()) / min(params.values()) < 1.6
 
 
-def test_runs_of_different_sizes_cannot_share_an_ensemble():
+def test_runs_of_different_step_counts_cannot_share_an_ensemble():
     features, labels = synthetic_features()
     runs = runs_for(labels, size=8)[:1] + runs_for(labels, size=10)[:1]
-    with pytest.raises(BudgetError, match="same number of training examples"):
-        train_runs("mean_pool", features, labels, runs, 3, TrainConfig(epochs=1))
+    with pytest.raises(BudgetError, match="same number of steps"):
+        train_runs("mean_pool", features, labels, runs, 3, TrainConfig(schedule="epochs", epochs=1, batch_size=4))
 
 
 def test_a_small_memory_budget_chunks_the_ensemble_without_changing_results():
-    from budget.training import _members_per_chunk
-
     features, labels = synthetic_features()
     runs = runs_for(labels, size=8)
-    roomy = TrainConfig(epochs=2, lr=3e-3, batch_size=5)
-    tight = TrainConfig(epochs=2, lr=3e-3, batch_size=5, memory_mb=1)
-    assert _members_per_chunk("mlp_pool", features, tight) == 1 < _members_per_chunk("mlp_pool", features, roomy)
-    for together, chunked in zip(train_runs("mlp_pool", features, labels, runs, 3, roomy),
-                                 train_runs("mlp_pool", features, labels, runs, 3, tight), strict=True):  # fmt: skip
-        np.testing.assert_array_equal(together, chunked)
+    roomy = TrainConfig(steps=6, lr=3e-3, batch_size=5)
+    tight = TrainConfig(steps=6, lr=3e-3, batch_size=5, memory_mb=0)
+    cpu = torch.device("cpu")
+    assert members_per_chunk("mlp_pool", features, tight, cpu) == 1 < members_per_chunk("mlp_pool", features, roomy, cpu)
+    together, _ = _logits("mlp_pool", features, labels, runs, roomy)
+    bound = roomy.steps * roomy.lr * _layers("mlp_pool", features.dim)  # as in the batched-equals-alone test
+    for e, run in enumerate(runs):
+        alone, _ = _logits("mlp_pool", features, labels, [run], tight)
+        np.testing.assert_allclose(together[e, : len(run.test)], alone[0, : len(run.test)], rtol=0, atol=bound)
