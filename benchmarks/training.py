@@ -1,103 +1,241 @@
-"""Benchmark study training on cached EmoDB features: runs trained as ensembles against one at a time.
+"""Benchmark the training engine against the hardware floor and against one run at a time.
 
     python benchmarks/training.py --emodb ../shared/data/emodb --whisper ../shared/models/whisper-tiny-en
+    python benchmarks/training.py --synthetic iemocap [--device cuda] [--scale 1.0]
 
-The grid is ``budget compare``'s: the four heads and logistic regression on
-LLDs and Whisper tiny.en features, at 50 examples per class of EmoDB's four
-IEMOCAP classes, every leave-one-speaker-out fold, ``--seeds`` seeds,
-``--epochs`` epochs.  It is trained twice, each in a fresh process: batched
-(each (features, head) group of runs advanced together as one ensemble, as
-``budget`` does) and as a plain loop that trains one run at a time through the
-same code.  For each it prints runs per second, wall time and peak resident
-memory, and checks that both give the same predictions (UA per run).  The
-features must be in the store first (``budget extract``); extraction is not
-timed.
+``--emodb``: ``budget compare``'s grid (four heads and logistic regression on
+LLDs and Whisper tiny.en features, 50 per class of EmoDB's four IEMOCAP
+classes, every leave-one-speaker-out fold, ``--seeds`` seeds) from the feature
+store (``budget extract`` first).  ``--synthetic iemocap``: random features of
+IEMOCAP's shape (5,531 utterances in 5 sessions, class counts 1,708 / 1,636 /
+1,103 / 1,084, 1024-d frames at 100 per second like wav2vec large, 5 s crop)
+and the paper's Figure 2 grid (125, 250, 500 per class and full x 5 folds x
+5 seeds) for the four heads; ``--scale`` shrinks the corpus for a quick run.
+
+Per head it prints, all measured in this process on this device: the floor
+(the device's matrix-product throughput on the head's own shapes), the
+achieved rate of useful work and their ratio, runs per second trained as one
+ensemble and one at a time (a sample of runs), wall time and peak memory (RSS
+on CPU, ``torch.cuda.max_memory_allocated`` on GPU).  For the pooled heads,
+which are tiny linear models, it compares the cost per run with
+scikit-learn's logistic regression instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import resource
-import subprocess
-import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+from budget.heads import HEADS, mlp_shape
+from budget.metrics import run_metrics
+from budget.sampling import balanced_subset
+from budget.training import DeviceFeatures, Run, TrainConfig, _train_logreg, head_cost, train_runs, training_device
+
+IEMOCAP_CLASSES = {"neutral": 1708, "happy": 1636, "angry": 1103, "sad": 1084}
+IEMOCAP_SESSIONS = (1085, 1023, 1151, 1031, 1241)
 
 
-def train_grid(args, one_at_a_time: bool) -> dict:
+@dataclass
+class Grid:
+    name: str
+    features: DeviceFeatures
+    labels: np.ndarray
+    runs: list[Run]
+    n_classes: int
+    host: object = None  # the FeatureSet, where there is one (logreg needs it)
+
+
+def synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def floor_flops(device: torch.device, members: int, rows: int, inner: int, outer: int, autocast: bool) -> float:
+    """FLOP/s of one batched product of the head's own shapes, forward: the floor's rate."""
+    dtype = torch.bfloat16 if autocast else torch.float32
+    a = torch.randn(members, rows, inner, device=device, dtype=dtype)
+    b = torch.randn(members, inner, outer, device=device, dtype=dtype)
+    for _ in range(3):
+        torch.bmm(a, b)
+    synchronise(device)
+    repeats = 20 if device.type == "cuda" else 3
+    started = time.perf_counter()
+    for _ in range(repeats):
+        torch.bmm(a, b)
+    synchronise(device)
+    return 2 * members * rows * inner * outer * repeats / (time.perf_counter() - started)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_head(grid: Grid, head: str, config: TrainConfig, sample_alone: int) -> dict:
+    device = training_device(config)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    if head == "logreg":
+        started = time.perf_counter()
+        predictions = [_train_logreg(grid.host, grid.labels, run) for run in grid.runs]
+        seconds = time.perf_counter() - started
+        return {"head": head, "runs": len(grid.runs), "seconds": seconds, "runs_per_s": len(grid.runs) / seconds,
+                "ua": _ua(grid, predictions)}  # fmt: skip
+    synchronise(device)
+    started = time.perf_counter()
+    predictions = train_runs(head, grid.host, grid.labels, grid.runs, grid.n_classes, config, uploaded=grid.features)
+    synchronise(device)
+    seconds = time.perf_counter() - started
+    peak = peak_memory_mb(device)
+    sample = grid.runs[:: max(1, len(grid.runs) // sample_alone)][:sample_alone]
+    started = time.perf_counter()
+    for run in sample:
+        train_runs(head, grid.host, grid.labels, [run], grid.n_classes, config, uploaded=grid.features)
+    synchronise(device)
+    alone = len(sample) / (time.perf_counter() - started)
+    cost = head_cost(head, grid.features, grid.n_classes)
+    useful = cost.flops_per_step(len(grid.runs), config.batch_size) * config.steps
+    result = {"head": head, "runs": len(grid.runs), "seconds": seconds, "runs_per_s": len(grid.runs) / seconds,
+              "alone_runs_per_s": alone, "peak_mb": peak, "achieved_flops": useful / seconds,
+              "ua": _ua(grid, predictions)}  # fmt: skip
+    if not HEADS[head].pools_first:
+        autocast = device.type == "cuda" and config.bf16 and torch.cuda.is_bf16_supported()
+        rows = int(config.batch_size * np.mean(grid.features.lengths))
+        outer = mlp_shape(grid.features.dim)[1] if head == "mlp_pool" else 1
+        members = min(len(grid.runs), 32 if device.type == "cpu" else len(grid.runs))
+        result["floor_flops"] = floor_flops(device, members, rows, grid.features.dim, max(outer, 64), autocast)
+    return result
+
+
+def _ua(grid: Grid, predictions) -> float:
+    classes = [str(c) for c in range(grid.n_classes)]
+    return float(np.mean([run_metrics(grid.labels[r.test], p, classes)["ua"] for r, p in zip(grid.runs, predictions, strict=True)]))
+
+
+def runs_for(labels: np.ndarray, folds: np.ndarray, sizes, seeds: int) -> list[Run]:
+    runs = []
+    for size in sizes:
+        for fold in np.unique(folds):
+            train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+            for seed in range(seeds):
+                runs.append(Run(int(fold), seed, size, train[balanced_subset(labels[train], size, seed, int(fold))], test))
+    return runs
+
+
+def emodb_grids(args, device: torch.device) -> list[Grid]:
     from budget.corpora import load_corpus
     from budget.features import FeatureStore, parse_feature_spec
     from budget.folds import assign_folds
-    from budget.heads import ACOUSTIC_HEADS
-    from budget.metrics import run_metrics
-    from budget.sampling import balanced_subset
-    from budget.training import Run, TrainConfig, train_runs
 
     manifest = load_corpus("emodb", args.emodb, classes="neutral,happy,sad,angry")
     folds = assign_folds(manifest).to_numpy()
     classes = ["neutral", "happy", "sad", "angry"]
     labels = manifest["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    config = TrainConfig(epochs=args.epochs)
     store = FeatureStore(args.store)
-    ua = {}
-    per_head: dict[str, float] = {}
-    n_runs = 0
-    started = time.perf_counter()
+    grids = []
     for spec in ("lld", f"hf:{args.whisper}"):
         features = store.load(parse_feature_spec(spec), manifest)
-        assert not features.missing, "extract the features first"
-        runs = []
-        for fold in sorted(set(folds)):
-            train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-            for seed in range(args.seeds):
-                runs.append(Run(int(fold), seed, args.per_class, train[balanced_subset(labels[train], args.per_class, seed)], test))
-        for head in ACOUSTIC_HEADS:
-            groups = [[run] for run in runs] if one_at_a_time else [runs]
-            head_started = time.perf_counter()
-            for group in groups:
-                for run, predicted in zip(group, train_runs(head, features, labels, group, 4, config), strict=True):
-                    ua[f"{spec}|{head}|{run.fold}|{run.seed}"] = run_metrics(labels[run.test], predicted, classes)["ua"]
-            per_head[f"{head} on {spec.split('/')[-1]}"] = time.perf_counter() - head_started
-            n_runs += len(runs)
-    seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"runs": n_runs, "seconds": seconds, "peak_mb": peak_mb, "ua": ua, "per_head": per_head}
+        if features.missing:
+            raise SystemExit(f"extract {spec} first: budget extract --root {args.emodb} -f {spec}")
+        uploaded = DeviceFeatures.upload(features, device, half=device.type == "cuda")
+        runs = runs_for(labels, folds, [args.per_class], args.seeds)
+        grids.append(Grid(spec.split("/")[-1], uploaded, labels, runs, 4, features))
+    return grids
+
+
+def synthetic_iemocap(scale: float, device: torch.device, seeds: int, seed: int = 0) -> Grid:
+    """Random 1024-d frames of IEMOCAP's shape; each class shifts the frames' mean a little, so heads can learn."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    sessions = np.concatenate([np.full(max(2, round(n * scale)), i) for i, n in enumerate(IEMOCAP_SESSIONS)])
+    counts = np.array(list(IEMOCAP_CLASSES.values()), dtype=float)
+    labels = rng.choice(len(counts), size=len(sessions), p=counts / counts.sum())
+    seconds = np.clip(rng.gamma(4.0, 4.5 / 4.0, len(sessions)), 0.6, 5.0)  # mean ~4.5 s before the 5 s crop
+    lengths = np.round(seconds * 100).astype(np.int64)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    centres = 0.005 * torch.randn(len(counts), 1024, generator=generator, device=device, dtype=dtype)
+    frames = torch.randn(int(lengths.sum()), 1024, generator=generator, device=device, dtype=dtype)
+    frames += centres[torch.from_numpy(np.repeat(labels, lengths)).to(device)]
+    owner = torch.from_numpy(np.repeat(np.arange(len(lengths)), lengths)).to(device)
+    sums = torch.zeros(len(lengths), 1024, device=device).index_add_(0, owner, frames.float())
+    mean = sums / torch.from_numpy(lengths).to(device).unsqueeze(1)
+    maximum = torch.full((len(lengths), 1024), -torch.inf, device=device).index_reduce_(0, owner, frames.float(), "amax")
+    features = DeviceFeatures(frames, lengths, mean, maximum)
+    ceiling = min(np.bincount(labels[sessions != s], minlength=len(counts)).min() for s in range(5))
+    sizes = [125 * 2**i for i in range(8) if 125 * 2**i <= ceiling] or [max(1, ceiling // 2)]
+    runs = runs_for(labels, sessions, [*sizes, "full"], seeds)
+    host = _HostPooled(mean.cpu().numpy(), maximum.cpu().numpy())
+    return Grid(f"synthetic IEMOCAP x{scale:g} (sizes {sizes} + full)", features, labels, runs, len(counts), host)
+
+
+@dataclass
+class _HostPooled:
+    """What logistic regression reads of a synthetic feature set."""
+
+    mean: np.ndarray
+    max: np.ndarray
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--emodb", required=True)
-    parser.add_argument("--whisper", required=True)
+    parser.add_argument("--emodb")
+    parser.add_argument("--whisper")
+    parser.add_argument("--synthetic", choices=["iemocap"])
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of IEMOCAP's utterances (synthetic)")
     parser.add_argument("--store", default=None, help="feature store (default: budget's)")
     parser.add_argument("--per-class", type=int, default=50)
-    parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--mode", choices=["batched", "sequential"], help=argparse.SUPPRESS)
+    parser.add_argument("--seeds", type=int, default=None, help="default 1 on EmoDB, 5 synthetic")
+    parser.add_argument("--steps", type=int, default=TrainConfig.steps)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--heads", default=None, help="comma-separated (default: all)")
+    parser.add_argument("--alone", type=int, default=3, help="runs trained one at a time for the comparison")
+    parser.add_argument("--no-bf16", action="store_true", help="float32 matrix products on CUDA too")
     args = parser.parse_args()
-    if args.mode:  # a child process: train and report as JSON
-        print(json.dumps(train_grid(args, one_at_a_time=args.mode == "sequential")))
-        return
+    if not (args.synthetic or (args.emodb and args.whisper)):
+        parser.error("give --emodb and --whisper, or --synthetic iemocap")
 
     from machine import describe_machine
 
-    print(f"machine: {describe_machine()}")
-    print(f"grid: 4 heads + logreg x (lld, whisper tiny.en) x 10 folds x {args.seeds} seed(s), "
-          f"{args.per_class} per class, {args.epochs} epochs")  # fmt: skip
-    results = {}
-    for mode in ("batched", "sequential"):
-        child = [sys.executable, __file__, *sys.argv[1:], "--mode", mode]
-        results[mode] = json.loads(subprocess.run(child, check=True, capture_output=True, text=True).stdout)
-        r = results[mode]
-        print(f"{mode}: {r['runs']} runs in {r['seconds']:.1f} s ({r['runs'] / r['seconds']:.2f} runs/s), peak memory {r['peak_mb']:.0f} MB")
-    for group, seconds in results["batched"]["per_head"].items():
-        alone = results["sequential"]["per_head"][group]
-        print(f"  {group}: batched {seconds:.1f} s, one at a time {alone:.1f} s (x{alone / seconds:.2f})")
-    batched, sequential = results["batched"]["ua"], results["sequential"]["ua"]
-    differing = [k for k in batched if abs(batched[k] - sequential[k]) > 1e-12]
-    print(f"speed-up x{results['sequential']['seconds'] / results['batched']['seconds']:.2f}; "
-          f"runs whose UA differs between the two: {len(differing)} of {len(batched)}")  # fmt: skip
+    config = TrainConfig(steps=args.steps, device=args.device, bf16=not args.no_bf16)
+    device = training_device(config)
+    print(f"machine: {describe_machine()}; training on {device}")
+    if args.synthetic:
+        grids = [synthetic_iemocap(args.scale, device, args.seeds or 5)]
+        heads = args.heads.split(",") if args.heads else list(HEADS)
+    else:
+        args.seeds = args.seeds or 1
+        grids = emodb_grids(args, device)
+        heads = args.heads.split(",") if args.heads else [*HEADS, "logreg"]
+    print(f"budget: {config.describe()}")
+    started = time.perf_counter()
+    for grid in grids:
+        print(f"\n{grid.name}: {len(grid.runs)} runs per head, {len(grid.features)} utterances, "
+              f"{grid.features.dim}-d, mean {np.mean(grid.features.lengths):.0f} frames")  # fmt: skip
+        header = f"{'head':<13}{'wall s':>8}{'runs/s':>9}{'alone/s':>9}{'x':>7}{'GFLOP/s':>10}{'floor':>10}{'of floor':>9}{'peak MB':>9}{'UA':>7}"
+        print(header)
+        logreg = None
+        for head in heads:
+            if head == "logreg" and grid.host is None:
+                continue
+            r = bench_head(grid, head, config, args.alone)
+            if head == "logreg":
+                logreg = r
+                print(f"{head:<13}{r['seconds']:>8.1f}{r['runs_per_s']:>9.2f}{'':>9}{'':>7}{'':>10}{'':>10}{'':>9}{'':>9}{r['ua']:>7.3f}")
+                continue
+            ratio = r["runs_per_s"] / r["alone_runs_per_s"]
+            floor = r.get("floor_flops")
+            share = f"{r['achieved_flops'] / floor:>8.0%}" if floor else f"{'-':>8}"
+            print(f"{head:<13}{r['seconds']:>8.1f}{r['runs_per_s']:>9.2f}{r['alone_runs_per_s']:>9.2f}{ratio:>7.1f}"
+                  f"{r['achieved_flops'] / 1e9:>10.1f}{(floor or 0) / 1e9:>10.1f} {share}{r['peak_mb']:>9.0f}{r['ua']:>7.3f}")  # fmt: skip
+        if logreg:
+            print(f"  logreg: {1e3 / logreg['runs_per_s']:.0f} ms a run (the pooled heads' yardstick)")
+    print(f"\ntotal wall time {time.perf_counter() - started:.1f} s")
 
 
 if __name__ == "__main__":

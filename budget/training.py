@@ -40,6 +40,9 @@ from budget.heads import DEFAULT_DROPOUT, HEADS, LOGREG, DropoutKeys, EnsembleHe
 #: utterance slots per member in one evaluation batch
 EVAL_SLOTS = 64
 SCHEDULES = ("steps", "epochs")
+#: A CPU ensemble chunk's working set: beyond a few hundred MB, each step's fresh buffers cost page faults
+#: (glibc maps large allocations anew) and batching runs slower than one run at a time.
+CPU_CHUNK_MB = 512
 #: Defaults of the ``steps`` schedule (chosen by the convergence check on EmoDB: README, Studies).
 DEFAULT_STEPS = 1500
 DEFAULT_LR = 1e-3
@@ -65,7 +68,7 @@ class TrainConfig:
     dropout: float = DEFAULT_DROPOUT
     weight_decay: float = 0.0
     device: str = "auto"  # resolved by the study: CUDA when present
-    memory_mb: int | None = None  # activation budget per ensemble chunk; None: 2048 on CPU, from free memory on CUDA
+    memory_mb: int | None = None  # activation budget per ensemble chunk; None: CPU_CHUNK_MB on CPU, from free memory on CUDA
     bf16: bool = True  # bf16 autocast for matrix products on CUDA devices that support it
 
     def __post_init__(self):
@@ -288,7 +291,7 @@ def members_per_chunk(head: str, features: FeatureSet | DeviceFeatures, config: 
             free, _ = torch.cuda.mem_get_info(device)
             budget_mb = int(0.6 * free / 2**20)
         else:
-            budget_mb = 2048
+            budget_mb = CPU_CHUNK_MB
     longest = float(np.max(features.lengths)) if len(features) else 1.0
     mean = float(np.mean(features.lengths)) if len(features) else 1.0
     rows = config.batch_size * min(longest, 2 * mean)  # packed frames per member, with slack for long batches
