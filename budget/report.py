@@ -198,6 +198,21 @@ class _Document:
         return "\n".join(out)
 
 
+def _schedule(train: dict, results: pd.DataFrame) -> str:
+    """The optimisation settings in words, for the heads they apply to (``logreg`` is fitted by scikit-learn)."""
+    trained = sorted(set(results["head"]) - {"logreg"})
+    parts = []
+    if trained:
+        if train.get("schedule", "epochs") == "steps":
+            budget = f"{train.get('steps')} optimiser steps for every run, whatever its size, lr {train.get('lr')} decayed on a cosine"
+        else:
+            budget = f"{train.get('epochs')} epochs at the constant lr {train.get('lr')} (the paper's protocol: steps grow with the subset)"
+        parts.append(f"{', '.join(trained)}: Adam, {budget}, batches of {train.get('batch_size')}, dropout {train.get('dropout')}")
+    if "logreg" in set(results["head"]):
+        parts.append("logreg: scikit-learn's logistic regression (L2, C = 1) on standardised mean-pooled features")
+    return "; ".join(parts)
+
+
 def build_report(
     run: str | Path, out_dir: str | Path | None = None, target: float | None = None, costs: Costs | None = None
 ) -> Path:
@@ -221,7 +236,7 @@ def build_report(
             f"features: {', '.join(dict.fromkeys(results['features']))}",
             f"heads: {', '.join(dict.fromkeys(results['head']))}",
             f"training sizes per class: {', '.join(sizes)}; seeds: {results['seed'].nunique()}",
-            "training: " + ", ".join(f"{k} {v}" for k, v in config.get("train", {}).items() if k != "memory_mb"),
+            "training: " + _schedule(config.get("train", {}), results),
             f"{len(results)} runs",
         ]
     )
@@ -243,6 +258,26 @@ def build_report(
         }
     )
     doc.table(shown)
+
+    convergence = folder.convergence
+    if not convergence.empty:
+        doc.heading("Convergence check")
+        doc.text("These cells were trained again with twice the optimiser budget, on the same runs. A cell whose mean "
+                 "UA moves by more than 1 point was still learning: its UA measures the budget, not the labels; "
+                 "raise --steps.")  # fmt: skip
+        doc.table(
+            pd.DataFrame(
+                {
+                    "features": convergence["features"].map(display_name),
+                    "head": convergence["head"],
+                    "per class": convergence["size"],
+                    "UA": convergence["ua_default"].map("{:.3f}".format),
+                    "UA, twice the budget": convergence["ua_doubled"].map("{:.3f}".format),
+                    "change, points": convergence["change_points"].map("{:+.1f}".format),
+                    "": convergence["flagged"].map({True: "not converged", False: ""}),
+                }
+            )
+        )
 
     fits = []
     balanced_sizes = [s for s in sizes if s != "full"]

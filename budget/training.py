@@ -40,9 +40,10 @@ from budget.heads import DEFAULT_DROPOUT, HEADS, LOGREG, DropoutKeys, EnsembleHe
 #: utterance slots per member in one evaluation batch
 EVAL_SLOTS = 64
 SCHEDULES = ("steps", "epochs")
-#: A CPU ensemble chunk's working set: beyond a few hundred MB, each step's fresh buffers cost page faults
-#: (glibc maps large allocations anew) and batching runs slower than one run at a time.
-CPU_CHUNK_MB = 512
+#: A CPU ensemble chunk's working set.  Frame heads are compute-bound on a CPU, so batching buys only the Python
+#: overhead, and beyond a few tens of MB per step cache misses and fresh page-faulted buffers (glibc maps large
+#: allocations anew) made batched runs slower than one at a time (benchmarks/training.py, 2-core EPYC).
+CPU_CHUNK_MB = 64
 #: Defaults of the ``steps`` schedule (chosen by the convergence check on EmoDB: README, Studies).
 DEFAULT_STEPS = 1500
 DEFAULT_LR = 1e-3

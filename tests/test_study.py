@@ -101,7 +101,7 @@ def test_summary_orders_sizes_numerically():
     )
     summary = summarise(results)
     assert list(summary["size"]) == ["2", "10", "full"]
-    assert summary.loc[1, "ua_mean"] == pytest.approx(0.7)
+    assert summary.loc[1, "ua_mean"] == pytest.approx(0.7)  # (0.6 + 0.8) / 2: one rounding, approx's 1e-6 holds
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "experiments").glob("*.toml")), ids=lambda p: p.name)
@@ -163,3 +163,29 @@ def test_strict_stops_on_bad_audio(tmp_path):
     config = config_for(root, tmp_path, per_class=(1,))
     with pytest.raises(BudgetError, match="1 bad audio file"):
         Study(config, tmp_path / "run").run(log=lambda _: None, strict=True)
+
+
+def test_convergence_check_retrains_the_end_sizes_and_flags_an_under_trained_cell(iemocap, tmp_path):
+    from budget.report import RunFolder
+
+    config = config_for(iemocap, tmp_path, heads=("mlp_pool",), per_class=(1, 2, 3),
+                        train=TrainConfig(steps=1, lr=1e-4, batch_size=4, device="cpu"))  # fmt: skip
+    Study(config, tmp_path / "run").run(log=lambda _: None, check_convergence="ends")
+    doubled = pd.read_parquet(tmp_path / "run" / "convergence.parquet")
+    assert set(doubled["size"]) == {"1", "3"} and (doubled["steps"] == 2).all()
+    table = RunFolder.open(tmp_path / "run").convergence
+    assert list(table["size"]) == ["1", "3"] and (table["runs"] == 10).all()
+    moved = (table["ua_doubled"] - table["ua_default"]).abs() > 0.01
+    assert list(table["flagged"]) == list(moved)
+
+
+def test_convergence_table_flags_moves_beyond_one_point():
+    from budget.analysis import convergence_table
+
+    key = {"features": "f", "head": "h", "fold": [0, 1], "seed": 0}
+    results = pd.concat([pd.DataFrame({**key, "size": s, "ua": [0.5, 0.6]}) for s in ("2", "8")])
+    doubled = pd.concat([pd.DataFrame({**key, "size": "2", "ua": [0.6, 0.7]}),  # +10 points: still learning
+                         pd.DataFrame({**key, "size": "8", "ua": [0.505, 0.6]})])  # +0.25 points: converged  # fmt: skip
+    table = convergence_table(results, doubled)
+    assert list(table["flagged"]) == [True, False]
+    assert table["change_points"].round(2).tolist() == [10.0, 0.25]
