@@ -286,6 +286,7 @@ FAMILIES: dict[str, Family] = {
     )
 }  # fmt: skip
 BOUND_TOL = 1e-3  # a parameter this close to a bound (relative to the bound, at least 1) is on it
+PLAUSIBLE_LIMIT = 10  # no count is printed beyond this multiple of the largest measured size
 EXTRAPOLATION_LIMIT = 4  # plans beyond this multiple of the largest measured size are collected in rounds
 
 
@@ -572,15 +573,21 @@ class Plan:
                 )
             return f"{curve}: the fitted curve does not reach {self.target:.3f} UA"
         low, high = self.per_class_interval
+        if self.per_class > PLAUSIBLE_LIMIT * self.largest_measured:
+            return (
+                f"{curve}: the {self.law} law puts {self.target:.3f} UA beyond {PLAUSIBLE_LIMIT}x the largest measured "
+                f"size ({self.largest_measured:g} per class), too far for any count to be trusted: measure "
+                f"{self.next_step:g} per class next and refit"
+            )
         if self.per_class <= self.largest_measured:
             return (
                 f"{curve}: the target {self.target:.3f} UA is reached within the measured sizes, at about "
-                f"{math.ceil(self.per_class)} labels per class (95% interval {_fmt(low)} to {_fmt(high)})"
+                f"{math.ceil(self.per_class)} labels per class (95% interval {self._fmt(low)} to {self._fmt(high)})"
             )
         answer = (
             f"{math.ceil(self.per_class)} labels per class "
             f"({math.ceil(self.per_class) * self.n_classes} in total) reach {self.target:.3f} UA; 95% interval "
-            f"{_fmt(low)} to {_fmt(high)} per class; {100 * self.reach_probability:.0f}% of bootstrap refits reach it"
+            f"{self._fmt(low)} to {self._fmt(high)} per class; {100 * self.reach_probability:.0f}% of bootstrap refits reach it"
         )
         if self.beyond_limit:
             return (
@@ -590,9 +597,11 @@ class Plan:
             )
         return f"{curve}: {answer}"
 
-
-def _fmt(value: float) -> str:
-    return "unbounded" if math.isinf(value) else f"{math.ceil(value)}"
+    def _fmt(self, value: float) -> str:
+        """A count of labels per class; beyond what any fit can say (10x the measured sizes), a plain statement."""
+        if value > PLAUSIBLE_LIMIT * self.largest_measured:
+            return f"beyond {PLAUSIBLE_LIMIT}x the measured sizes"
+        return f"{math.ceil(value)}"
 
 
 def plan(results: pd.DataFrame, target: float, features: str, head: str, curve: CurveFit | None = None) -> Plan:

@@ -204,6 +204,10 @@ class Study:
         ``all``: retrain those cells with twice the budget into
         ``convergence.parquet`` (see :func:`budget.analysis.convergence_table`).
         """
+        return self.run_inputs(self.load_inputs(log, strict), log, check_convergence)
+
+    def load_inputs(self, log=print, strict: bool = False) -> StudyInputs:
+        """Scan the corpus, extract what the store lacks and load every feature set: what training needs."""
         config = self.config
         extractors = [parse_feature_spec(spec).configure(config.train.device, config.precision) for spec in config.features]
         pairs = self._pairs(extractors)
@@ -213,19 +217,26 @@ class Study:
                 log(note)
         if not data.problems.empty:
             log(f"{len(data.problems)} bad audio file(s) left out (see `budget corpus info`)")
+        entries, loaded = self._load_features(extractors, data, log)
+        return StudyInputs(data, loaded, entries, pairs)
+
+    def run_inputs(self, inputs: StudyInputs, log=print, check_convergence: str = "none") -> pd.DataFrame:
+        """Train and write results from loaded inputs (on this machine, or one with neither corpus nor store)."""
+        config, data = self.config, inputs.data
+        self._names = [*config.features, *(f"{a}+{t}" for a, t in inputs.pairs)]
         self._claim_folder()
         log(f"study folder: {self.run_dir} (running it again resumes)")
-        entries, loaded = self._load_features(extractors, data, log)
         labels = data.manifest["label"].map({c: i for i, c in enumerate(data.classes)}).to_numpy()
-        jobs = self._jobs(data, loaded, pairs, labels)
+        jobs = self._jobs(data, inputs.features, inputs.pairs, labels)
         log(f"training: {config.train.describe()}")
         self._train(jobs, self.parts, config.train, data, log)
         if check_convergence != "none":
             doubled = [job.doubled(check_convergence) for job in jobs if job.head != LOGREG]
-            log(f"convergence check: the {check_convergence} sizes again with twice the budget")
+            which = "every size" if check_convergence == "all" else "the smallest and largest size"
+            log(f"convergence check: {which} of each curve again, with twice the budget")
             self._train([job for job in doubled if job.runs], self.run_dir / "convergence" / "parts",
                         config.train.doubled(), data, log)  # fmt: skip
-        self._write_provenance(data, entries)
+        self._write_provenance(data, inputs.entries)
         results = self._table(self.finished(), "results")
         if check_convergence != "none":
             self._table(self.finished(self.run_dir / "convergence" / "parts"), "convergence")
@@ -307,7 +318,6 @@ class Study:
         bimodal = [h for h in self.config.heads if h in BIMODAL_HEADS]
         if bimodal and not pairs:
             raise BudgetError(f"{bimodal[0]} needs an audio and a text feature set, e.g. --features hf:MODEL,text:MODEL")
-        self._names = [e.spec for e in extractors] + [f"{a}+{t}" for a, t in pairs]
         return pairs
 
     def _load_features(self, extractors, data: StudyData, log) -> tuple[dict[str, str], dict[str, FeatureSet]]:
@@ -395,6 +405,16 @@ class Study:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (self.run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2))
+
+
+@dataclass
+class StudyInputs:
+    """A study's corpus and loaded features: everything training needs, and picklable."""
+
+    data: StudyData
+    features: dict[str, FeatureSet]
+    entries: dict[str, str]  # feature spec -> store entry
+    pairs: list[tuple[str, str]]  # (audio, text) specs for bimodal heads
 
 
 @dataclass

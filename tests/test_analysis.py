@@ -266,3 +266,12 @@ def test_plan_lines_show_the_backtest_and_read_the_cost_as_a_sentence():
     beyond = plan(synthetic_results(sizes=(10, 20, 40, 80)), 0.72, "lld", "mlp_pool")  # 400 per class, beyond 4 x 80
     round_line = next(line for line in plan_lines(beyond, Costs(20, 30)) if line.startswith("the next round"))
     assert round_line.startswith("the next round, up to 160 per class: 320 labels take ")  # 80 more for each of 4
+
+
+def test_a_target_far_beyond_the_measured_sizes_gets_a_plain_statement_not_a_count():
+    results = synthetic_results(law=lambda n: 0.30 + 0.06 * np.log(n), noise_sd=0.002, fold_sd=0.002)
+    result = plan(results, 0.80, "lld", "mlp_pool")  # the log law reaches 0.80 at n = e^8.3, about 4,200 per class
+    assert result.per_class > 10 * result.largest_measured
+    statement = result.statement()
+    assert "too far for any count to be trusted" in statement and "640 per class next" in statement
+    assert str(math.ceil(result.per_class)) not in statement
