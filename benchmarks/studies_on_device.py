@@ -23,7 +23,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from budget.study import Study, StudyConfig
-from budget.training import TrainConfig
 
 
 def parse_study(text: str) -> tuple[str, StudyConfig, str]:
