@@ -189,3 +189,18 @@ def test_convergence_table_flags_moves_beyond_one_point():
     table = convergence_table(results, doubled)
     assert list(table["flagged"]) == [True, False]
     assert table["change_points"].round(2).tolist() == [10.0, 0.25]
+
+
+def test_a_config_file_s_training_settings_hold_unless_typed_on_the_command_line(tmp_path):
+    from budget.cli import _study_config
+
+    toml = tmp_path / "study.toml"
+    toml.write_text('device = "cpu"\nsteps = 7\nseeds = 2\n')
+    untyped = dict.fromkeys(
+        ["corpus", "root", "classes", "features", "heads", "per_class", "n", "seeds", "schedule", "steps", "epochs",
+         "lr", "batch_size", "dropout", "device", "store", "max_seconds", "layer"]
+    )  # fmt: skip
+    from_file = _study_config(toml, **untyped)
+    assert (from_file.train.device, from_file.train.steps, from_file.seeds) == ("cpu", 7, 2)
+    typed = _study_config(toml, **{**untyped, "device": "auto", "steps": 9, "seeds": 1})
+    assert (typed.train.device, typed.train.steps, typed.seeds) == ("auto", 9, 1)
