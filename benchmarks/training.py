@@ -107,10 +107,19 @@ def bench_head(grid: Grid, head: str, config: TrainConfig, sample_alone: int) ->
     if not HEADS[head].pools_first:
         autocast = device.type == "cuda" and config.bf16 and torch.cuda.is_bf16_supported()
         rows = int(config.batch_size * np.mean(grid.features.lengths))
-        outer = mlp_shape(grid.features.dim)[1] if head == "mlp_pool" else 1
-        members = min(len(grid.runs), 32 if device.type == "cpu" else len(grid.runs))
-        result["floor_flops"] = floor_flops(device, members, rows, grid.features.dim, max(outer, 64), autocast)
+        members = min(len(grid.runs), 8 if device.type == "cpu" else len(grid.runs))
+        shapes = head_shapes(head, grid.features.dim, grid.n_classes, rows, config.batch_size)
+        seconds = sum(2 * m * k * n / floor_flops(device, members, m, k, n, autocast) for m, k, n in shapes)
+        result["floor_flops"] = sum(2 * m * k * n for m, k, n in shapes) / seconds
     return result
+
+
+def head_shapes(head: str, dim: int, n_classes: int, rows: int, slots: int) -> list[tuple[int, int, int]]:
+    """The (rows, inner, outer) matrix products of one member's forward step: the floor is their time."""
+    if head == "mlp_pool":
+        depth, width = mlp_shape(dim)
+        return [(rows, dim, width), *[(rows, width, width)] * (depth - 1), (slots, rows, width)]
+    return [(rows, dim, 1), (slots, rows, dim), (slots, dim, n_classes)]  # attn_pool: score, weighted sum, classifier
 
 
 def _ua(grid: Grid, predictions) -> float:
