@@ -152,7 +152,7 @@ def emodb_grids(args, device: torch.device) -> list[Grid]:
         features = store.load(parse_feature_spec(spec), manifest)
         if features.missing:
             raise SystemExit(f"extract {spec} first: budget extract --root {args.emodb} -f {spec}")
-        uploaded = DeviceFeatures.upload(features, device, half=device.type == "cuda")
+        uploaded = DeviceFeatures.upload(features, device)
         runs = runs_for(labels, folds, [args.per_class], args.seeds)
         grids.append(Grid(spec.split("/")[-1], uploaded, labels, runs, 4, features))
     return grids

@@ -34,7 +34,16 @@ from budget.errors import BudgetError
 from budget.features.store import FeatureSet
 from budget.heads import DEFAULT_DROPOUT
 from budget.progress import progress_bar
-from budget.training import EVAL_SLOTS, Run, TrainConfig, data_order, member_seeds, training_device
+from budget.training import (
+    EVAL_SLOTS,
+    DeviceFeatures,
+    Run,
+    TrainConfig,
+    data_order,
+    make_optimiser,
+    member_seeds,
+    training_device,
+)
 
 #: head name -> the modalities it reads
 MODALITIES: dict[str, tuple[str, ...]] = {
@@ -112,19 +121,12 @@ class _Padded:
     def __init__(self, features: FeatureSet):
         self.features = features
         self.frames = torch.from_numpy(features.frames)
-        owner = np.repeat(np.arange(len(features)), features.lengths)
-        frames64 = features.frames.astype(np.float64)
-        self.utt_sum = np.zeros((len(features), features.dim))
-        self.utt_sumsq = np.zeros((len(features), features.dim))
-        np.add.at(self.utt_sum, owner, frames64)
-        np.add.at(self.utt_sumsq, owner, frames64**2)
+        self.stats = DeviceFeatures.upload(features, torch.device("cpu"))
 
-    def standardisation(self, train: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def standardisation(self, run: Run) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std of all frames of one run's training utterances."""
-        count = max(int(self.features.lengths[train].sum()), 1)
-        mean = self.utt_sum[train].sum(0) / count
-        var = np.maximum(self.utt_sumsq[train].sum(0) / count - mean**2, 0)
-        return torch.from_numpy(mean).float(), torch.from_numpy(np.sqrt(var)).float()
+        mean, std = self.stats.standardisation([run], "")
+        return mean[0], std[0]
 
     def batch(self, idx: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device: str):
         lengths = self.features.lengths[idx]
@@ -187,14 +189,9 @@ def _train_one(head, modalities, padded, dims, labels, run: Run, n_classes, conf
 def _fit_one(modalities, padded, dims, labels, run: Run, n_classes, config, hidden, advance) -> np.ndarray:
     device = training_device(config)
     model = AlignLSTM(modalities, n_classes, hidden=hidden, dropout=config.dropout, **dims).to(device)
-    stats = {m: padded[m].standardisation(run.train) for m in modalities}
+    stats = {m: padded[m].standardisation(run) for m in modalities}
     steps = config.steps_for(len(run.train))
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
-        if config.schedule == "steps"
-        else torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
-    )
+    optimiser, schedule = make_optimiser(model.parameters(), config, steps)
     targets = torch.from_numpy(labels.astype(np.int64))
     model.train()
     for idx in data_order(run, steps, config.batch_size):

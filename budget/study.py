@@ -300,8 +300,7 @@ class Study:
         if job.name not in uploaded:
             import torch
 
-            device = torch.device(train.device)
-            uploaded[job.name] = DeviceFeatures.upload(job.single, device, half=device.type == "cuda")
+            uploaded[job.name] = DeviceFeatures.upload(job.single, torch.device(train.device))
         return uploaded[job.name]
 
     def _fit(self, job: Job, runs: list[Run], n_classes: int, train: TrainConfig, advance, uploaded) -> list[np.ndarray]:

@@ -115,6 +115,14 @@ class Run:
         return np.random.SeedSequence([self.seed, self.fold, size + 1])
 
 
+def make_optimiser(parameters, config: TrainConfig, steps: int):
+    """AdamW and its learning-rate schedule: a cosine to zero over ``steps``, or constant (the paper's)."""
+    optimiser = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    if config.schedule == "steps":
+        return optimiser, torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
+    return optimiser, torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
+
+
 def training_device(config: TrainConfig) -> torch.device:
     """The device a config trains on (``auto``: CUDA when present)."""
     from budget.features.base import resolve_device
@@ -141,7 +149,9 @@ class DeviceFeatures:
         self.utt_sum, self.utt_sumsq = _frame_sums(frames, self.lengths)
 
     @classmethod
-    def upload(cls, features: FeatureSet, device: torch.device, half: bool) -> DeviceFeatures:
+    def upload(cls, features: FeatureSet, device: torch.device, half: bool | None = None) -> DeviceFeatures:
+        """Frames in half precision on CUDA (``half`` None), float32 elsewhere, where that is faster."""
+        half = device.type == "cuda" if half is None else half
         frames = torch.from_numpy(np.ascontiguousarray(features.frames))
         frames = frames.to(device, torch.float16 if half else torch.float32)
         return cls(
@@ -331,7 +341,7 @@ def train_runs(
     if len({config.steps_for(len(run.train)) for run in runs}) != 1:
         raise BudgetError("runs trained together must take the same number of steps")
     device = training_device(config)
-    inputs = uploaded or DeviceFeatures.upload(features, device, half=device.type == "cuda")
+    inputs = uploaded or DeviceFeatures.upload(features, device)
     chunk = members_per_chunk(head, inputs, config, device)
     predictions: list[np.ndarray] = []
     for start in range(0, len(runs), chunk):
@@ -355,12 +365,7 @@ def _train_ensemble(head_name, inputs: DeviceFeatures, labels, runs, n_classes, 
     head.set_standardisation(*inputs.standardisation(runs, kind))
     head.to(device)
     steps = config.steps_for(len(runs[0].train))
-    optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
-        if config.schedule == "steps"
-        else torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
-    )
+    optimiser, schedule = make_optimiser(head.parameters(), config, steps)
     orders = np.stack([data_order(run, steps, config.batch_size) for run in runs], axis=1)  # (steps, E, B)
     widths = _packed_widths(inputs, orders) if not head_class.pools_first else None
     order_t = torch.from_numpy(orders).to(device)
@@ -447,7 +452,7 @@ def measure_unit_seconds(
         _train_logreg(features, labels, runs[0])
         return time.perf_counter() - started
     device = training_device(config)
-    inputs = uploaded or DeviceFeatures.upload(features, device, half=device.type == "cuda")
+    inputs = uploaded or DeviceFeatures.upload(features, device)
     sample = runs[: members_per_chunk(head, inputs, config, device)]
     probe = replace(config, schedule="steps", steps=timed_steps + 1)
     clock = []
