@@ -17,8 +17,8 @@ Per head it prints, all measured in this process on this device: the floor
 achieved rate of useful work and their ratio, runs per second trained as one
 ensemble and one at a time (a sample of runs), wall time and peak memory (RSS
 on CPU, ``torch.cuda.max_memory_allocated`` on GPU).  For the pooled heads,
-which are tiny linear models, it compares the cost per run with
-scikit-learn's logistic regression instead.
+which are solved by L-BFGS rather than stepped, it compares the cost per run
+with scikit-learn's logistic regression instead.
 """
 
 from __future__ import annotations
@@ -34,7 +34,17 @@ import torch
 from budget.heads import HEADS, mlp_shape
 from budget.metrics import run_metrics
 from budget.sampling import balanced_subset
-from budget.training import DeviceFeatures, Run, TrainConfig, _train_logreg, head_cost, train_runs, training_device
+from budget.training import (
+    DeviceFeatures,
+    Run,
+    TrainConfig,
+    _train_logreg,
+    head_cost,
+    solved,
+    train_runs,
+    training_device,
+    uses_autocast,
+)  # fmt: skip
 
 IEMOCAP_CLASSES = {"neutral": 1708, "happy": 1636, "angry": 1103, "sad": 1084}
 IEMOCAP_SESSIONS = (1085, 1023, 1151, 1031, 1241)
@@ -83,7 +93,7 @@ def bench_head(grid: Grid, head: str, config: TrainConfig, sample_alone: int) ->
         torch.cuda.reset_peak_memory_stats(device)
     if head == "logreg":
         started = time.perf_counter()
-        predictions = [_train_logreg(grid.host, grid.labels, run) for run in grid.runs]
+        predictions = [_train_logreg(grid.host, grid.labels, run, TrainConfig().l2_c) for run in grid.runs]
         seconds = time.perf_counter() - started
         return {"head": head, "runs": len(grid.runs), "seconds": seconds, "runs_per_s": len(grid.runs) / seconds,
                 "ua": _ua(grid, predictions)}  # fmt: skip
@@ -100,12 +110,12 @@ def bench_head(grid: Grid, head: str, config: TrainConfig, sample_alone: int) ->
     synchronise(device)
     alone = len(sample) / (time.perf_counter() - started)
     cost = head_cost(head, grid.features, grid.n_classes)
-    useful = cost.flops_per_step(len(grid.runs), config.batch_size) * config.steps
+    useful = 0.0 if solved(head, config) else cost.flops_per_step(len(grid.runs), config.batch_size) * config.steps
     result = {"head": head, "runs": len(grid.runs), "seconds": seconds, "runs_per_s": len(grid.runs) / seconds,
               "alone_runs_per_s": alone, "peak_mb": peak, "achieved_flops": useful / seconds,
               "ua": _ua(grid, predictions)}  # fmt: skip
     if not HEADS[head].pools_first:
-        autocast = device.type == "cuda" and config.bf16 and torch.cuda.is_bf16_supported()
+        autocast = uses_autocast(device, config)
         rows = int(config.batch_size * np.mean(grid.features.lengths))
         members = min(len(grid.runs), 8 if device.type == "cpu" else len(grid.runs))
         shapes = head_shapes(head, grid.features.dim, grid.n_classes, rows, config.batch_size)
@@ -204,7 +214,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--heads", default=None, help="comma-separated (default: all)")
     parser.add_argument("--alone", type=int, default=3, help="runs trained one at a time for the comparison")
-    parser.add_argument("--no-bf16", action="store_true", help="float32 matrix products on CUDA too")
+    parser.add_argument("--no-bf16", action="store_true", help="float32 products even where the device runs bf16 fast")
     args = parser.parse_args()
     if not (args.synthetic or (args.emodb and args.whisper)):
         parser.error("give --emodb and --whisper, or --synthetic iemocap")
@@ -221,7 +231,7 @@ def main() -> None:
         args.seeds = args.seeds or 1
         grids = emodb_grids(args, device)
         heads = args.heads.split(",") if args.heads else [*HEADS, "logreg"]
-    print(f"budget: {config.describe()}")
+    print(f"budget: {config.describe()}; frame heads in {'bf16 autocast' if uses_autocast(device, config) else 'float32'}")
     started = time.perf_counter()
     for grid in grids:
         print(f"\n{grid.name}: {len(grid.runs)} runs per head, {len(grid.features)} utterances, "

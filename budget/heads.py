@@ -196,6 +196,18 @@ class MeanPool(EnsembleHead):
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         return self.classifier(self.dropout(self.standardise(batch.pooled), batch.keys))
 
+    def shared_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Every member's logits ``(E, N, classes)`` for the same ``(N, width)`` pooled rows, without dropout.
+
+        Each member's standardisation is folded into its weights, so the rows
+        are read once for all members rather than copied per member.
+        """
+        weight = self.classifier.weight * self.scale.transpose(1, 2)  # (E, width, classes)
+        bias = self.classifier.bias.unsqueeze(1) - torch.bmm(self.shift * self.scale, self.classifier.weight)  # (E, 1, C)
+        n_members, width, n_classes = weight.shape
+        logits = pooled.float() @ weight.permute(1, 0, 2).reshape(width, n_members * n_classes)  # (N, E * classes)
+        return logits.view(-1, n_members, n_classes).transpose(0, 1) + bias
+
 
 class MeanMaxPool(MeanPool):
     name = "meanmax_pool"

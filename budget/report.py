@@ -199,17 +199,25 @@ class _Document:
 
 
 def _schedule(train: dict, results: pd.DataFrame) -> str:
-    """The optimisation settings in words, for the heads they apply to (``logreg`` is fitted by scikit-learn)."""
-    trained = sorted(set(results["head"]) - {"logreg"})
+    """How each head family was trained, in words, from the results' ``schedule`` column."""
+    schedules = results.groupby("schedule", sort=False)["head"].unique() if "schedule" in results else pd.Series(dtype=object)
     parts = []
-    if trained:
-        if train.get("schedule", "epochs") == "steps":
-            budget = f"{train.get('steps')} optimiser steps for every run, whatever its size, lr {train.get('lr')} decayed on a cosine"
+    for schedule, heads in schedules.items():
+        names = ", ".join(heads)
+        if schedule == "logreg":
+            parts.append(f"{names}: scikit-learn's logistic regression (L2, C = {train.get('l2_c', 1.0):g}) on standardised "
+                         "mean-pooled features")  # fmt: skip
+        elif schedule == "lbfgs":
+            parts.append(f"{names}: the same L2 logistic regression on standardised pooled statistics, every run fitted "
+                         f"to its optimum by full-batch L-BFGS (at most {train.get('steps')} iterations; no dropout)")  # fmt: skip
         else:
-            budget = f"{train.get('epochs')} epochs at the constant lr {train.get('lr')} (the paper's protocol: steps grow with the subset)"
-        parts.append(f"{', '.join(trained)}: Adam, {budget}, batches of {train.get('batch_size')}, dropout {train.get('dropout')}")
-    if "logreg" in set(results["head"]):
-        parts.append("logreg: scikit-learn's logistic regression (L2, C = 1) on standardised mean-pooled features")
+            if schedule == "steps":
+                budget = f"{train.get('steps')} optimiser steps for every run, whatever its size, lr {train.get('lr')} decayed on a cosine"
+            else:
+                budget = f"{train.get('epochs')} epochs at the constant lr {train.get('lr')} (the paper's protocol: steps grow with the subset)"
+            parts.append(
+                f"{names}: Adam, {budget}, batches of {train.get('batch_size')}, dropout {train.get('dropout')}"
+            )
     return "; ".join(parts)
 
 

@@ -46,7 +46,16 @@ from budget.labels import class_order
 from budget.metrics import run_metrics
 from budget.progress import progress_bar
 from budget.sampling import FULL, SizePlan, balanced_subset, parse_sizes, plan_sizes
-from budget.training import DeviceFeatures, Run, TrainConfig, chunk_size, measure_unit_seconds, train_runs, units
+from budget.training import (
+    DeviceFeatures,
+    Run,
+    TrainConfig,
+    chunk_size,
+    measure_unit_seconds,
+    schedule_name,
+    train_runs,
+    units,
+)
 
 Trainer = Callable[..., list[np.ndarray]]
 
@@ -285,7 +294,7 @@ class Study:
             for job, cost in zip(todo, costs, strict=True):
                 for step_count in sorted({units(job.head, run, train) for run in job.runs}):
                     group = [run for run in job.runs if units(job.head, run, train) == step_count]
-                    size = chunk_size(job.head, job.single, train) if job.single is not None else 10
+                    size = chunk_size(job.head, job.single, train, n_classes) if job.single is not None else 10
                     for start in range(0, len(group), size):
                         chunk = group[start : start + size]
                         tick = lambda n, cost=cost: advance(n * cost)  # noqa: E731
@@ -370,8 +379,8 @@ class Study:
                     "fold_name": data.fold_names[run.fold],
                     "seed": run.seed,
                     **run_metrics(job.labels[run.test], predicted, data.classes),
-                    "schedule": "logreg" if job.head == LOGREG else train.schedule,
-                    "steps": 0 if job.head == LOGREG else train.steps_for(len(run.train)),
+                    "schedule": schedule_name(job.head, train),
+                    "steps": 0 if job.head == LOGREG else train.steps_for(len(run.train)),  # L-BFGS: its iteration cap
                     "train_seconds": seconds / len(runs),
                 }
             )

@@ -12,6 +12,15 @@ runs of a (features, head) share one ensemble.  The paper's protocol
 (``epochs``: a fixed number of passes at a constant rate, so small subsets get
 few steps) stays available for reproduction.
 
+**Heads that pool first are solved, not stepped.**  ``mean_pool`` and
+``meanmax_pool`` are multinomial logistic regressions on pooled statistics,
+convex in their weights.  Under the ``steps`` schedule every run's is fitted
+to its optimum by full-batch L-BFGS, all runs of a chunk as one separable
+objective, with the L2 penalty of the ``logreg`` reference (scikit-learn's
+``C``, ``TrainConfig.l2_c``) in place of dropout: no learning rate or step
+count can then bend a curve, and ``mean_pool`` is the engine's own
+reproduction of ``logreg``.  ``steps`` caps the L-BFGS iterations.
+
 **Device-resident.**  A feature set is uploaded once (frames in half precision
 on CUDA, float32 on CPU).  Each run's data order is drawn once, up front, from
 its own generator; every step gathers all members' batches on the device from
@@ -23,6 +32,7 @@ products run in bf16 autocast where the card supports it.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -44,12 +54,19 @@ SCHEDULES = ("steps", "epochs")
 #: overhead, and beyond a few tens of MB per step cache misses and fresh page-faulted buffers (glibc maps large
 #: allocations anew) made batched runs slower than one at a time (benchmarks/training.py, 2-core EPYC).
 CPU_CHUNK_MB = 64
+#: A CPU computes frame heads in bf16 autocast only when its bf16 products are at least this much faster.
+CPU_BF16_MIN_SPEEDUP = 1.5
 #: Defaults of the ``steps`` schedule (chosen by the convergence check on EmoDB: README, Studies).
 DEFAULT_STEPS = 1500
 DEFAULT_LR = 1e-3
 #: The paper's protocol, for the ``epochs`` schedule.
 PAPER_EPOCHS = 60
 PAPER_LR = 1e-4
+#: Runs the cost model fits to time the pooled heads' L-BFGS.
+SOLVE_PROBE_RUNS = 8
+#: The pooled heads' L-BFGS stops when no gradient element (of a member's mean loss) exceeds this.
+LBFGS_TOLERANCE = 1e-5
+LBFGS_HISTORY = 20
 
 
 @dataclass(frozen=True)
@@ -68,16 +85,21 @@ class TrainConfig:
     batch_size: int = 16
     dropout: float = DEFAULT_DROPOUT
     weight_decay: float = 0.0
+    l2_c: float = (
+        1.0  # inverse L2 strength (scikit-learn's C) of the convex fits: logreg, and pooled heads under "steps"
+    )
     device: str = "auto"  # resolved by the study: CUDA when present
-    memory_mb: int | None = None  # activation budget per ensemble chunk; None: CPU_CHUNK_MB on CPU, from free memory on CUDA
-    bf16: bool = True  # bf16 autocast for matrix products on CUDA devices that support it
+    memory_mb: int | None = (
+        None  # activation budget per ensemble chunk; None: CPU_CHUNK_MB on CPU, from free memory on CUDA
+    )
+    bf16: bool = True  # bf16 autocast for frame heads' products where the device runs it fast (uses_autocast)
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise BudgetError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
         if (
             self.steps < 1 or self.epochs < 1 or self.batch_size < 1 or not self.lr > 0
-            or not 0 <= self.dropout < 1 or self.weight_decay < 0
+            or not 0 <= self.dropout < 1 or self.weight_decay < 0 or not self.l2_c > 0
         ):  # fmt: skip
             raise BudgetError(f"bad training settings: {self}")
 
@@ -131,7 +153,47 @@ def training_device(config: TrainConfig) -> torch.device:
 
 
 def uses_autocast(device: torch.device, config: TrainConfig) -> bool:
-    return device.type == "cuda" and config.bf16 and torch.cuda.is_bf16_supported()
+    """bf16 autocast for matrix products: on CUDA cards that support it, and on CPUs that run it faster than float32."""
+    if not config.bf16:
+        return False
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_bf16_speedup() >= CPU_BF16_MIN_SPEEDUP
+
+
+def autocast_for(device: torch.device, config: TrainConfig):
+    """The context frame heads compute in: bf16 autocast where :func:`uses_autocast`, else none."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if uses_autocast(device, config) else nullcontext()
+
+
+@functools.cache
+def cpu_bf16_speedup() -> float:
+    """How much faster this CPU multiplies bf16 than float32 matrices (measured once per process).
+
+    CPUs with AVX-512 BF16 or AMX run bf16 products several times faster;
+    others emulate them and run them many times slower.  Detected, never assumed.
+    """
+    products = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.ones(4, 256, 256, dtype=dtype), torch.ones(4, 256, 256, dtype=dtype)
+        torch.bmm(a, b)  # warm-up
+        started = time.perf_counter()
+        for _ in range(4):
+            torch.bmm(a, b)
+        products[dtype] = time.perf_counter() - started
+    return products[torch.float32] / products[torch.bfloat16]
+
+
+def solved(head: str, config: TrainConfig) -> bool:
+    """Whether the head's runs are fitted to their optimum (scikit-learn, or L-BFGS for pooled heads) rather than stepped."""
+    return head == LOGREG or (config.schedule == "steps" and head in HEADS and HEADS[head].pools_first)
+
+
+def schedule_name(head: str, config: TrainConfig) -> str:
+    """What trained a head's runs, for the results table: ``logreg``, ``lbfgs``, or the config's schedule."""
+    if head == LOGREG:
+        return LOGREG
+    return "lbfgs" if solved(head, config) else config.schedule
 
 
 class DeviceFeatures:
@@ -291,11 +353,11 @@ def head_cost(head: str, features: FeatureSet | DeviceFeatures, n_classes: int) 
     return HeadCost(head_class.matmul_flops(features.dim, n_classes), rows)
 
 
-def members_per_chunk(head: str, features: FeatureSet | DeviceFeatures, config: TrainConfig, device: torch.device) -> int:
+def members_per_chunk(
+    head: str, features: FeatureSet | DeviceFeatures, config: TrainConfig, device: torch.device, n_classes: int
+) -> int:
     """How many runs one ensemble step holds within the memory budget."""
     head_class = HEADS[head]
-    if head_class.pools_first:
-        return 4096
     budget_mb = config.memory_mb
     if budget_mb is None:
         if device.type == "cuda":
@@ -303,6 +365,13 @@ def members_per_chunk(head: str, features: FeatureSet | DeviceFeatures, config: 
             budget_mb = int(0.6 * free / 2**20)
         else:
             budget_mb = CPU_CHUNK_MB
+    if solved(head, config):
+        width = head_class.input_width(features.dim)
+        # every row's logits and their gradients; the weights, their gradient and the L-BFGS history
+        per_member = 4 * n_classes * (len(features) * 8 + width * (2 * LBFGS_HISTORY + 4))
+        return max(1, int(budget_mb * 2**20 // per_member))
+    if head_class.pools_first:
+        return 4096
     longest = float(np.max(features.lengths)) if len(features) else 1.0
     mean = float(np.mean(features.lengths)) if len(features) else 1.0
     rows = config.batch_size * min(longest, 2 * mean)  # packed frames per member, with slack for long batches
@@ -334,7 +403,7 @@ def train_runs(
     if not runs:
         return []
     if head == LOGREG:
-        predictions = [_train_logreg(features, labels, run) for run in runs]
+        predictions = [_train_logreg(features, labels, run, config.l2_c) for run in runs]
         if advance:
             advance(len(runs))
         return predictions
@@ -342,11 +411,12 @@ def train_runs(
         raise BudgetError("runs trained together must take the same number of steps")
     device = training_device(config)
     inputs = uploaded or DeviceFeatures.upload(features, device)
-    chunk = members_per_chunk(head, inputs, config, device)
+    chunk = members_per_chunk(head, inputs, config, device, n_classes)
+    fit = _solve_pooled if solved(head, config) else _train_ensemble
     predictions: list[np.ndarray] = []
     for start in range(0, len(runs), chunk):
         try:
-            predictions += _train_ensemble(head, inputs, labels, runs[start : start + chunk], n_classes, config, advance)
+            predictions += fit(head, inputs, labels, runs[start : start + chunk], n_classes, config, advance)
         except torch.cuda.OutOfMemoryError:
             raise BudgetError(
                 f"CUDA out of memory training {head} with {min(chunk, len(runs))} runs at once; "
@@ -372,7 +442,7 @@ def _train_ensemble(head_name, inputs: DeviceFeatures, labels, runs, n_classes, 
     label_t = torch.from_numpy(np.append(labels.astype(np.int64), 0)).to(device)  # index -1 -> a dummy label
     keys = torch.tensor([key for _, key in seeds], dtype=torch.int64, device=device)
     loss_fn = nn.CrossEntropyLoss(reduction="none")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if uses_autocast(device, config) else nullcontext()
+    autocast = autocast_for(device, config)
     head.train()
     for step in range(steps):
         slots = order_t[step]
@@ -390,6 +460,60 @@ def _train_ensemble(head_name, inputs: DeviceFeatures, labels, runs, n_classes, 
         if advance:
             advance(len(runs))
     return _predict(head, inputs, runs, kind, autocast) if predict else []
+
+
+def _solve_pooled(head_name, inputs: DeviceFeatures, labels, runs, n_classes, config, advance) -> list[np.ndarray]:
+    """Each run's predictions from its pooled head fitted to the optimum (:func:`fit_pooled`)."""
+    head = fit_pooled(head_name, inputs, labels, runs, n_classes, config)
+    if advance:
+        advance(len(runs))
+    with torch.inference_mode():
+        predicted = head.shared_logits(inputs.pooled(head.pooled_kind)).argmax(-1).cpu().numpy()
+    return [predicted[e, run.test] for e, run in enumerate(runs)]
+
+
+def fit_pooled(
+    head_name: str, inputs: DeviceFeatures, labels: np.ndarray, runs: list[Run], n_classes: int, config: TrainConfig
+):
+    """Fit every run's pooled head to its optimum: one full-batch L-BFGS on the sum of the runs' objectives.
+
+    A run's objective is its mean cross-entropy plus ``|W|^2 / (2 C n)``
+    (scikit-learn's, for ``n`` training examples), on its own standardised
+    inputs.  The objectives share no parameter, so the joint optimum is each
+    run's own: mates only change the path to it, and the result agrees with a
+    run solved alone to within :data:`LBFGS_TOLERANCE`.  Logits are computed
+    for every row from the shared pooled matrix (standardisation folded into
+    the weights), so no run's data is copied.  At most ``config.steps`` iterations.
+    """
+    device = inputs.frames.device
+    head_class = HEADS[head_name]
+    head = head_class([torch.Generator() for _ in runs], inputs.dim, n_classes, dropout=0.0)
+    head.set_standardisation(*inputs.standardisation(runs, head_class.pooled_kind))
+    head.to(device)
+    parameters = [head.classifier.weight, head.classifier.bias]
+    with torch.no_grad():
+        for parameter in parameters:
+            parameter.zero_()  # convex: the optimum does not depend on the start
+    x = inputs.pooled(head_class.pooled_kind)
+    share = torch.zeros(len(runs), len(x), device=device)  # (E, N): 1/n on a run's training rows
+    for e, run in enumerate(runs):  # once per fit, not per iteration
+        share[e, torch.from_numpy(run.train)] = 1 / len(run.train)
+    penalty = torch.tensor([1 / (config.l2_c * len(run.train)) for run in runs], device=device)
+    target = torch.nn.functional.one_hot(torch.from_numpy(labels.astype(np.int64)), n_classes).to(device, torch.float32)
+    optimiser = torch.optim.LBFGS(
+        parameters, max_iter=config.steps, history_size=LBFGS_HISTORY, tolerance_grad=LBFGS_TOLERANCE,
+        tolerance_change=0.0, line_search_fn="strong_wolfe",
+    )  # fmt: skip
+
+    def objective() -> torch.Tensor:
+        optimiser.zero_grad()
+        losses = -(torch.log_softmax(head.shared_logits(x), -1) * target).sum(-1)  # (E, N)
+        loss = (share * losses).sum() + 0.5 * (penalty * head.classifier.weight.square().sum((1, 2))).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(objective)
+    return head.eval()
 
 
 def _packed_widths(inputs: DeviceFeatures, orders: np.ndarray) -> np.ndarray:
@@ -415,25 +539,25 @@ def _predict(head: EnsembleHead, inputs: DeviceFeatures, runs: list[Run], kind: 
     return [predicted[e, : len(run.test)] for e, run in enumerate(runs)]
 
 
-def _train_logreg(features: FeatureSet, labels: np.ndarray, run: Run) -> np.ndarray:
+def _train_logreg(features: FeatureSet, labels: np.ndarray, run: Run, c: float) -> np.ndarray:
     """The reference: scikit-learn logistic regression on standardised mean-pooled features."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
     model.fit(features.mean[run.train], labels[run.train])
     return model.predict(features.mean[run.test])
 
 
 def units(head: str, run: Run, config: TrainConfig) -> int:
-    """A run's units of work for the cost model and progress: its optimiser steps (one fit for ``logreg``)."""
-    return 1 if head == LOGREG else config.steps_for(len(run.train))
+    """A run's units of work for the cost model and progress: its optimiser steps, or one fit for a solved head."""
+    return 1 if solved(head, config) else config.steps_for(len(run.train))
 
 
-def chunk_size(head: str, features: FeatureSet, config: TrainConfig) -> int:
+def chunk_size(head: str, features: FeatureSet, config: TrainConfig, n_classes: int) -> int:
     """Runs trained (and saved) together: what one ensemble holds in memory; 10 one-at-a-time fits for ``logreg``."""
-    return 10 if head == LOGREG else members_per_chunk(head, features, config, training_device(config))
+    return 10 if head == LOGREG else members_per_chunk(head, features, config, training_device(config), n_classes)
 
 
 def measure_unit_seconds(
@@ -443,17 +567,22 @@ def measure_unit_seconds(
     """Seconds per unit of :func:`units` for these runs: the cost model, from a few timed steps of one chunk.
 
     Ensembles are timed over ``timed_steps`` steps after a first (warm-up)
-    step and divided by the members stepped; ``logreg`` by one fit.
+    step and divided by the members stepped; ``logreg`` by one fit, the
+    pooled heads' L-BFGS by one fit of a few runs.
     """
     if not runs:
         return 0.0
+    started = time.perf_counter()
     if head == LOGREG:
-        started = time.perf_counter()
-        _train_logreg(features, labels, runs[0])
+        _train_logreg(features, labels, runs[0], config.l2_c)
         return time.perf_counter() - started
     device = training_device(config)
     inputs = uploaded or DeviceFeatures.upload(features, device)
-    sample = runs[: members_per_chunk(head, inputs, config, device)]
+    if solved(head, config):
+        sample = runs[:SOLVE_PROBE_RUNS]
+        _solve_pooled(head, inputs, labels, sample, n_classes, config, None)
+        return (time.perf_counter() - started) / len(sample)
+    sample = runs[: members_per_chunk(head, inputs, config, device, n_classes)]
     probe = replace(config, schedule="steps", steps=timed_steps + 1)
     clock = []
 

@@ -128,6 +128,22 @@ def _logits(head, features, labels, runs, config):
     return captured["logits"], predictions
 
 
+def stepped(head: str, steps: int = 12) -> TrainConfig:
+    """A config that trains ``head`` by Adam steps (under the step budget the pooled heads are solved instead).
+
+    For the pooled heads that is the paper's epochs schedule, so only runs of
+    one size can share their ensemble.
+    """
+    if HEADS[head].pools_first:
+        return TrainConfig(schedule="epochs", epochs=max(1, steps * 5 // 24), lr=3e-3, batch_size=5)
+    return TrainConfig(steps=steps, lr=3e-3, batch_size=5)
+
+
+def stepped_runs(head, labels):
+    """Runs of two sizes sharing an ensemble (one size where the schedule is the paper's)."""
+    return runs_for(labels, size=8) + ([] if HEADS[head].pools_first else runs_for(labels, size=12)[:2])
+
+
 @pytest.mark.parametrize("head", sorted(HEADS))
 def test_a_run_never_reads_its_mates(head, monkeypatch):
     """A member's result is bitwise the same whatever its mates draw: no state or data crosses members.
@@ -137,7 +153,7 @@ def test_a_run_never_reads_its_mates(head, monkeypatch):
     """
     features, labels = synthetic_features()
     run, mate = runs_for(labels, size=8)[:2]
-    config = TrainConfig(steps=12, lr=3e-3, batch_size=5)
+    config = stepped(head)
     first, _ = _logits(head, features, labels, [run, mate], config)
     real = training.member_seeds
     monkeypatch.setattr(training, "member_seeds", lambda r: tuple(v ^ 0xABCDEF for v in real(r)) if r is mate else real(r))
@@ -157,10 +173,10 @@ def test_batched_training_equals_one_run_at_a_time(head):
     wherever its top two logits are further apart than that.
     """
     features, labels = synthetic_features()
-    runs = runs_for(labels, size=8) + runs_for(labels, size=12)[:2]  # sizes share an ensemble under a step budget
-    config = TrainConfig(steps=12, lr=3e-3, batch_size=5)
+    runs = stepped_runs(head, labels)
+    config = stepped(head)
     together, predicted = _logits(head, features, labels, runs, config)
-    bound = config.steps * config.lr * _layers(head, features.dim)
+    bound = config.steps_for(len(runs[0].train)) * config.lr * _layers(head, features.dim)
     compared = 0
     for e, run in enumerate(runs):
         alone, (alone_predicted,) = _logits(head, features, labels, [run], config)
@@ -169,6 +185,55 @@ def test_batched_training_equals_one_run_at_a_time(head):
         np.testing.assert_array_equal(predicted[e][clear], alone_predicted[clear])
         compared += int(clear.sum())
     assert compared > sum(len(run.test) for run in runs) / 2  # the check is not vacuous
+
+
+def _reference_logreg(features, labels, run, kind):
+    """scikit-learn's fit at a tight tolerance: the optimum the pooled heads' L-BFGS must reach."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x = features.mean if kind == "mean" else np.concatenate([features.mean, features.max], axis=1)
+    scaler = StandardScaler().fit(x[run.train])
+    model = LogisticRegression(C=TrainConfig().l2_c, tol=1e-10, max_iter=10_000)
+    model.fit(scaler.transform(x[run.train]), labels[run.train])
+    return model, scaler.transform(x[run.test])
+
+
+@pytest.mark.parametrize("head", ["mean_pool", "meanmax_pool"])
+def test_pooled_heads_are_solved_to_the_logreg_optimum_whatever_their_mates(head):
+    """Under the step budget a pooled head is scikit-learn's L2 logistic regression, fitted by L-BFGS with its mates.
+
+    The objective is strongly convex with modulus at least 1/(C n), so a gradient
+    below the solver's tolerance leaves the weights within sqrt(P) x tol x C x n of
+    the optimum, and a logit within that times (1 + the largest standardised input
+    norm).  Logits are compared centred over classes (a common shift of the
+    unpenalised biases changes nothing), alone and beside other runs.
+    """
+    features, labels = synthetic_features()
+    runs = runs_for(labels, size=8) + runs_for(labels, size=12)[:2]
+    config = TrainConfig(steps=500)
+    inputs = DeviceFeatures.upload(features, torch.device("cpu"), half=False)
+    kind = HEADS[head].pooled_kind
+    together = training.fit_pooled(head, inputs, labels, runs, 3, config)
+    for e, run in enumerate(runs):
+        alone = training.fit_pooled(head, inputs, labels, [run], 3, config)
+        model, x_test = _reference_logreg(features, labels, run, kind)
+        n_params = model.coef_.size + model.intercept_.size
+        weight_error = n_params**0.5 * training.LBFGS_TOLERANCE * config.l2_c * len(run.train)
+        bound = 2 * weight_error * (1 + float(np.linalg.norm(x_test, axis=1).max()))  # ours and scikit-learn's error
+        expected = model.decision_function(x_test)
+        expected -= expected.mean(1, keepdims=True)
+        for fitted, member in ((together, e), (alone, 0)):
+            with torch.inference_mode():
+                logits = fitted.shared_logits(inputs.pooled(kind))[member, run.test].double().numpy()
+            np.testing.assert_allclose(logits - logits.mean(1, keepdims=True), expected, rtol=0, atol=bound)
+
+
+def test_pooled_heads_are_solved_only_under_the_step_budget():
+    assert training.solved("mean_pool", TrainConfig()) and training.solved("logreg", TrainConfig())
+    assert not training.solved("mean_pool", TrainConfig(schedule="epochs"))  # the paper's protocol: Adam, dropout
+    assert not training.solved("mlp_pool", TrainConfig())
+    assert training.schedule_name("meanmax_pool", TrainConfig()) == "lbfgs"
 
 
 def _gens(n):
@@ -279,9 +344,35 @@ def test_a_small_memory_budget_chunks_the_ensemble_without_changing_results():
     roomy = TrainConfig(steps=6, lr=3e-3, batch_size=5)
     tight = TrainConfig(steps=6, lr=3e-3, batch_size=5, memory_mb=0)
     cpu = torch.device("cpu")
-    assert members_per_chunk("mlp_pool", features, tight, cpu) == 1 < members_per_chunk("mlp_pool", features, roomy, cpu)
+    assert members_per_chunk("mlp_pool", features, tight, cpu, 3) == 1 < members_per_chunk("mlp_pool", features, roomy, cpu, 3)
     together, _ = _logits("mlp_pool", features, labels, runs, roomy)
     bound = roomy.steps * roomy.lr * _layers("mlp_pool", features.dim)  # as in the batched-equals-alone test
     for e, run in enumerate(runs):
         alone, _ = _logits("mlp_pool", features, labels, [run], tight)
         np.testing.assert_allclose(together[e, : len(run.test)], alone[0, : len(run.test)], rtol=0, atol=bound)
+
+
+def test_cpu_bf16_is_detected_never_assumed(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(training, "cpu_bf16_speedup", lambda: 0.1)  # an AVX2 CPU emulating bf16
+    assert not training.uses_autocast(cpu, TrainConfig())
+    monkeypatch.setattr(training, "cpu_bf16_speedup", lambda: 4.0)  # AVX-512 BF16 or AMX
+    assert training.uses_autocast(cpu, TrainConfig())
+    assert not training.uses_autocast(cpu, TrainConfig(bf16=False))
+
+
+@pytest.mark.parametrize("head", ["attn_pool", "mlp_pool"])
+def test_cpu_bf16_keeps_what_a_head_learns(head):
+    """Where this CPU trains frame heads in bf16: the same UA as float32 within the spread of seeds."""
+    speedup = training.cpu_bf16_speedup()
+    if not training.uses_autocast(torch.device("cpu"), TrainConfig()):
+        pytest.skip(f"this CPU runs bf16 products {speedup:.2f}x as fast as float32, so training keeps float32 here")
+    features, labels = synthetic_features(n_per_class=40)
+    runs = runs_for(labels, size=25, seeds=(0, 1, 2))
+    scores = {}
+    for bf16 in (False, True):
+        config = TrainConfig(steps=300, lr=3e-3, batch_size=8, device="cpu", bf16=bf16)
+        predictions = train_runs(head, features, labels, runs, 3, config)
+        scores[bf16] = np.array([balanced_accuracy_score(labels[r.test], p) for r, p in zip(runs, predictions, strict=True)])
+    spread = max(scores[False].std(ddof=1), 1 / len(runs[0].test))  # one test utterance at the least
+    assert abs(scores[True].mean() - scores[False].mean()) <= 2 * spread
