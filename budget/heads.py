@@ -143,7 +143,7 @@ class EnsembleDropout(nn.Module):
         if not self.training or self.p == 0 or keys is None:
             return x
         mask, keep = keep_mask(keys.layer_keys(self.layer), tuple(x.shape), self.p)
-        return x * mask / keep
+        return x * mask.to(x.dtype).mul_(1 / keep)  # one multiplier in x's dtype, reused by the backward pass
 
 
 class EnsembleHead(nn.Module):
