@@ -268,12 +268,14 @@ class Study:
             for name, inputs in inputs_by_name.items():
                 keep = data.manifest["utt_id"].isin(set.intersection(*(set(f.utt_ids) for f in inputs.values()))).to_numpy()
                 inputs = {part: f.select(data.manifest["utt_id"].to_numpy()[keep]) for part, f in inputs.items()}
-                jobs.append(Job(name, head, inputs, labels[keep], self._runs(data, keep)))
+                digest = inputs_digest(data.manifest[keep], data.folds[keep], inputs)
+                jobs.append(Job(name, head, inputs, labels[keep], self._runs(data, keep), digest))
         return jobs
 
     def _train(self, jobs: list[Job], parts: Path, train: TrainConfig, data: StudyData, log) -> None:
         """Train what ``parts`` lacks, one part file per chunk, with one progress bar and ETA for everything."""
         parts.mkdir(parents=True, exist_ok=True)
+        self._drop_stale(parts, jobs, log)
         done = {tuple(str(v) for v in row) for row in self.finished(parts)[RESULT_KEY].itertuples(index=False)}
         todo = [job.without(done) for job in jobs]
         todo = [job for job in todo if job.runs]
@@ -301,6 +303,22 @@ class Study:
                         started = time.perf_counter()
                         predictions = self._fit(job, chunk, n_classes, train, tick, uploaded.get(job.name))
                         self._write_part(parts, job, chunk, predictions, data, time.perf_counter() - started, train)
+
+    @staticmethod
+    def _drop_stale(parts: Path, jobs: list[Job], log) -> None:
+        """Remove finished parts whose inputs (utterances, labels, folds or stored features) have changed since."""
+        current = {(job.name, job.head): job.digest for job in jobs}
+        stale: dict[tuple[str, str], int] = {}
+        for file in sorted(parts.glob("*.parquet")):
+            table = pd.read_parquet(file)
+            key = (str(table["features"].iloc[0]), str(table["head"].iloc[0]))
+            recorded = str(table["inputs"].iloc[0]) if "inputs" in table else None
+            if key in current and recorded != current[key]:
+                stale[key] = stale.get(key, 0) + len(table)
+                file.unlink()
+        for (features, head), count in stale.items():
+            log(f"{features} / {head}: the corpus, its audio or the stored features changed since {count} runs "
+                "were trained; training them again")  # fmt: skip
 
     def _uploaded(self, job: Job, train: TrainConfig, uploaded: dict[str, DeviceFeatures]) -> DeviceFeatures | None:
         """The job's features on the training device, uploaded once per feature set."""
@@ -382,6 +400,7 @@ class Study:
                     "schedule": schedule_name(job.head, train),
                     "steps": 0 if job.head == LOGREG else train.steps_for(len(run.train)),  # L-BFGS: its iteration cap
                     "train_seconds": seconds / len(runs),
+                    "inputs": job.digest,
                 }
             )
         key = [job.name, job.head, [(str(r.size), r.fold, r.seed) for r in runs]]
@@ -434,6 +453,7 @@ class Job:
     inputs: dict[str, FeatureSet]
     labels: np.ndarray
     runs: list[Run]
+    digest: str = ""  # identity of the job's inputs (inputs_digest): results trained on other inputs are stale
 
     @property
     def single(self) -> FeatureSet | None:
@@ -450,6 +470,21 @@ class Job:
         balanced = sorted({r.size for r in self.runs if r.size != FULL})
         ends = {balanced[0], balanced[-1]} if balanced else {FULL}
         return replace(self, runs=[r for r in self.runs if r.size in ends])
+
+
+def inputs_digest(manifest: pd.DataFrame, folds: pd.Series, inputs: dict[str, FeatureSet]) -> str:
+    """What a job's results depend on besides the settings: its utterances, labels, groups, folds and features.
+
+    Features enter by content (lengths and pooled statistics), so changed audio,
+    model weights or extraction settings change the digest even where the store's
+    entry name or a file's size and date do not.
+    """
+    digest = hashlib.sha256(manifest[["utt_id", "label", "group"]].assign(fold=folds.to_numpy()).to_csv(index=False).encode())
+    for part, features in sorted(inputs.items()):
+        digest.update(part.encode())
+        digest.update(np.ascontiguousarray(features.lengths, dtype=np.int64).tobytes())
+        digest.update(np.ascontiguousarray(features.mean, dtype=np.float32).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _duration(seconds: float) -> str:

@@ -204,3 +204,27 @@ def test_a_config_file_s_training_settings_hold_unless_typed_on_the_command_line
     assert (from_file.train.device, from_file.train.steps, from_file.seeds) == ("cpu", 7, 2)
     typed = _study_config(toml, **{**untyped, "device": "auto", "steps": 9, "seeds": 1})
     assert (typed.train.device, typed.train.steps, typed.seeds) == ("auto", 9, 1)
+
+
+def test_results_trained_on_inputs_that_changed_since_are_trained_again(tmp_path):
+    """A resumed study never serves results of other audio: a changed wav retrains its job and says so."""
+    import numpy as np
+    import soundfile as sf
+
+    root = build_iemocap(tmp_path / "iemocap", sessions=2)
+    config = config_for(root, tmp_path, heads=("logreg",), per_class=(1,))
+    calls, lines = [], []
+    counting = lambda *a, **k: (calls.append(a[0]), train_runs(*a, **k))[1]  # noqa: E731
+    first = Study(config, tmp_path / "run", trainer=counting).run(log=lines.append)
+    Study(config, tmp_path / "run", trainer=counting).run(log=lines.append)
+    assert calls == ["logreg"]  # unchanged inputs: nothing retrained
+
+    wav = sorted((root / "Session1" / "sentences" / "wav").rglob("*.wav"))[0]
+    audio, rate = sf.read(wav)
+    sf.write(wav, np.random.default_rng(0).standard_normal(len(audio)) * 0.1, rate)
+    lines.clear()
+    second = Study(config, tmp_path / "run", trainer=counting).run(log=lines.append)
+    assert calls == ["logreg", "logreg"]
+    assert f"lld / logreg: the corpus, its audio or the stored features changed since {len(first)} runs" in "\n".join(lines)
+    assert len(second) == len(first) and second["inputs"].nunique() == 1
+    assert set(second["inputs"]) != set(first["inputs"])
