@@ -4,6 +4,8 @@ A :class:`BudgetError` is a problem with the user's input or environment that
 the CLI prints as one line, without a traceback.
 """
 
+import math
+
 
 class BudgetError(Exception):
     """A user-facing error: bad input, missing data, an impossible request."""
@@ -16,3 +18,15 @@ class AudioError(BudgetError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+def check_number(key: str, value, integer: bool = False, minimum: float | None = None) -> None:
+    """A setting that must be a finite number (an integer where ``integer``) of at least ``minimum``, or one clear error."""
+    kind = int if integer else int | float
+    if (
+        isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value)
+        or (minimum is not None and value < minimum)
+    ):  # fmt: skip
+        what = "an integer" if integer else "a number"
+        bound = f" of at least {minimum:g}" if minimum is not None else ""
+        raise BudgetError(f"{key} must be {what}{bound}; got {value!r}")

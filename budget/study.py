@@ -37,7 +37,7 @@ from budget.audio import MAX_SECONDS, MIN_SECONDS, scan_audio
 from budget.bimodal import train_bimodal_runs
 from budget.corpora import get_adapter, load_corpus
 from budget.corpora.fetch import ensure_corpus
-from budget.errors import BudgetError
+from budget.errors import BudgetError, check_number
 from budget.features import FeatureStore, parse_feature_spec
 from budget.features.store import FeatureSet
 from budget.folds import N_FOLDS, assign_folds, fold_names
@@ -84,10 +84,19 @@ class StudyConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
+        for key in ("features", "heads"):
+            if not all(isinstance(v, str) for v in getattr(self, key)):
+                raise BudgetError(f"{key} must be names (strings); got {list(getattr(self, key))!r}")
         for head in self.heads:
             check_head(head)
-        if self.seeds < 1:
-            raise BudgetError(f"seeds must be at least 1; got {self.seeds}")
+        check_number("seeds", self.seeds, integer=True, minimum=1)
+        check_number("n_folds", self.n_folds, integer=True, minimum=2)
+        check_number("max_seconds", self.max_seconds, minimum=0)
+        if self.layer is not None:
+            check_number("layer", self.layer, integer=True, minimum=0)
+        for key in ("corpus", "root", "classes", "store", "precision"):
+            if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
+                raise BudgetError(f"{key} must be a string; got {getattr(self, key)!r}")
         if not self.features:
             raise BudgetError("a study needs at least one feature set")
 
@@ -113,7 +122,7 @@ class StudyConfig:
             if key in values and isinstance(values[key], str):
                 values[key] = tuple(part.strip() for part in values[key].split(",") if part.strip())
             if key in values:
-                values[key] = tuple(values[key])
+                values[key] = tuple(values[key]) if isinstance(values[key], list | tuple) else (values[key],)
         for key in ("per_class", "n"):  # "125" and 125 are the same size
             if key in values:
                 values[key] = tuple(int(v) if str(v).strip().isdigit() else str(v).strip().lower() for v in values[key])

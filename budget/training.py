@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from budget.errors import BudgetError
+from budget.errors import BudgetError, check_number
 from budget.features.store import FeatureSet
 from budget.heads import DEFAULT_DROPOUT, HEADS, LOGREG, DropoutKeys, EnsembleHead, PackedBatch, mlp_shape
 
@@ -97,11 +97,16 @@ class TrainConfig:
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise BudgetError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
-        if (
-            self.steps < 1 or self.epochs < 1 or self.batch_size < 1 or not self.lr > 0
-            or not 0 <= self.dropout < 1 or self.weight_decay < 0 or not self.l2_c > 0
-        ):  # fmt: skip
-            raise BudgetError(f"bad training settings: {self}")
+        for key in ("steps", "epochs", "batch_size"):
+            check_number(key, getattr(self, key), integer=True, minimum=1)
+        for key in ("lr", "dropout", "weight_decay", "l2_c"):
+            check_number(key, getattr(self, key), minimum=0)
+        if self.memory_mb is not None:
+            check_number("memory_mb", self.memory_mb, integer=True, minimum=0)
+        if not isinstance(self.device, str) or not isinstance(self.bf16, bool):
+            raise BudgetError(f"device must be a string and bf16 true or false; got {self.device!r}, {self.bf16!r}")
+        if not self.lr > 0 or not self.dropout < 1 or not self.l2_c > 0:
+            raise BudgetError(f"lr and l2_c must be positive and dropout below 1; got {self.lr}, {self.l2_c}, {self.dropout}")
 
     def steps_for(self, n_train: int) -> int:
         """Optimiser steps of a run with ``n_train`` examples."""

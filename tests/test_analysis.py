@@ -275,3 +275,20 @@ def test_a_target_far_beyond_the_measured_sizes_gets_a_plain_statement_not_a_cou
     statement = result.statement()
     assert "too far for any count to be trusted" in statement and "640 per class next" in statement
     assert str(math.ceil(result.per_class)) not in statement
+
+
+@pytest.mark.parametrize("target", [0.5, 0.65])
+def test_a_flat_curve_gets_a_plan_and_a_report_not_an_overflow(target, tmp_path):
+    """Three sizes of a curve that does not rise (a short budget): plan and report answer in words."""
+    from budget.report import build_report
+
+    results = synthetic_results(law=lambda n: 0.45 + 0 * n, sizes=(4, 8, 16), noise_sd=0.01, fold_sd=0.01)
+    statement = plan(results, target, "lld", "mlp_pool").statement()
+    assert statement and "e+" not in statement
+    run = tmp_path / "run"
+    run.mkdir()
+    results.to_parquet(run / "results.parquet")
+    (run / "config.json").write_text("{}")
+    (run / "provenance.json").write_text("{}")
+    html = build_report(run, tmp_path / "report", target=target)
+    assert html.is_file() and (tmp_path / "report" / "report.md").is_file()

@@ -228,3 +228,22 @@ def test_results_trained_on_inputs_that_changed_since_are_trained_again(tmp_path
     assert f"lld / logreg: the corpus, its audio or the stored features changed since {len(first)} runs" in "\n".join(lines)
     assert len(second) == len(first) and second["inputs"].nunique() == 1
     assert set(second["inputs"]) != set(first["inputs"])
+
+
+@pytest.mark.parametrize(
+    "line",
+    ['seeds = "three"', "features = 5", 'max_seconds = "x"', "max_seconds = nan", "max_seconds = -1", 'steps = "many"',
+     "lr = -0.1", 'per_class = ["thirty"]', "n_folds = 1.5"],
+)  # fmt: skip
+def test_a_config_value_of_the_wrong_type_is_one_error_line_and_writes_nothing(line, tmp_path, iemocap):
+    toml = tmp_path / "study.toml"
+    toml.write_text(f'corpus = "iemocap"\nroot = "{iemocap}"\nstore = "{tmp_path / "store"}"\n{line}\n')
+    result = runner.invoke(app, ["curve", "--config", str(toml), "--run-dir", str(tmp_path / "run"), "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    lines = [text for text in result.output.splitlines() if text.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    assert not (tmp_path / "run").exists() and not (tmp_path / "store").exists()
+
+
+def test_a_single_size_may_be_written_without_a_list():
+    assert StudyConfig().with_overrides(per_class=30).per_class == (30,)

@@ -49,7 +49,7 @@ import pandas as pd
 import soundfile as sf
 
 from budget.audio import MAX_SECONDS, MIN_SECONDS, SAMPLE_RATE, load_audio
-from budget.errors import AudioError, BudgetError
+from budget.errors import AudioError, BudgetError, check_number
 from budget.features.base import FeatureExtractor, length_batches
 from budget.progress import progress_bar
 
@@ -258,6 +258,10 @@ class FeatureStore:
 
     def _entry(self, extractor, max_seconds, frame_dtype, utterance_identity) -> tuple[dict, _Entry]:
         """An extractor configuration's identity and its folder in this store."""
+        if max_seconds is not None:
+            check_number("max_seconds", max_seconds, minimum=0)
+            if max_seconds == 0:
+                raise BudgetError("max_seconds must be positive (None keeps whole files)")
         identity = self.entry_identity(extractor, max_seconds, frame_dtype, utterance_identity)
         return identity, _Entry(self.entry_folder(extractor, identity))
 
