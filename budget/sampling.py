@@ -80,6 +80,12 @@ def plan_sizes(requested: list[int | str] | None, manifest: pd.DataFrame, folds:
     """
     counts = training_counts(manifest, folds)
     ceiling = int(counts.to_numpy().min())
+    if ceiling == 0:
+        fold, label = counts.stack().idxmin()
+        raise BudgetError(
+            f"class {label!r} has no training example when fold {fold} is held out (all its utterances are in that "
+            f"fold's groups), so no class-balanced subset can be drawn; drop or merge it with --classes"
+        )
     if requested is None:
         if ceiling >= PAPER_START:
             sizes: list[int | str] = [PAPER_START * 2**i for i in range(int(np.log2(ceiling / PAPER_START)) + 1)]

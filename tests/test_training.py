@@ -86,6 +86,15 @@ class TestSampling:
         default = plan_sizes(None, manifest, folds)
         assert default.sizes == [1, 2, 5, 10, FULL] and "below the paper's 125" in default.note
 
+    def test_a_class_only_one_fold_holds_is_an_error_before_any_work(self):
+        manifest = pd.DataFrame(
+            {"utt_id": [f"u{i}" for i in range(30)], "group": np.repeat(["g1", "g2", "g3"], 10),
+             "label": ["rare"] + ["a", "b"] * 14 + ["a"]}
+        )  # fmt: skip
+        for requested in (None, [2, FULL]):
+            with pytest.raises(BudgetError, match="class 'rare' has no training example when fold 0 is held out"):
+                plan_sizes(requested, manifest, assign_folds(manifest))
+
     def test_parse_sizes(self):
         assert parse_sizes("5,10,full", None, 4) == [5, 10, FULL]
         assert parse_sizes(None, "500,1000", 4) == [125, 250]
