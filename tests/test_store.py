@@ -184,3 +184,53 @@ def test_length_batches():
     exact = length_batches(lengths, max_items=8, max_total=100, exact=True)
     assert all(len({lengths[i] for i in b}) == 1 for b in exact)
     assert length_batches([10, 10, 10], max_items=8, max_total=25, exact=False) == [[0, 1], [2]]
+
+
+class OutOfMemoryOnce(CountingExtractor):
+    """An extractor whose first ``failing`` calls raise as CUDA does when it runs out of memory."""
+
+    def __init__(self, failing: int):
+        super().__init__()
+        self.failing = failing
+
+    def _extract(self, inputs):
+        if self.calls < self.failing:
+            self.calls += 1
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super()._extract(inputs)
+
+
+def test_utterances_the_extractor_failed_on_are_retried_on_the_next_run(tmp_path, corpus):
+    store = FeatureStore(tmp_path / "store")
+    first = store.extract(OutOfMemoryOnce(failing=10**6), corpus, batch_size=4)
+    assert (first.extracted, len(first.failures)) == (0, 20)
+    assert first.failures["reason"].str.contains("out of memory").all()
+    with pytest.raises(BudgetError, match="every utterance failed extraction for counting .*out of memory.*retried"):
+        store.load(CountingExtractor(), corpus)
+    again = store.extract(CountingExtractor(), corpus, batch_size=4)
+    assert (again.cached, again.extracted, len(again.failures)) == (0, 20, 0)
+    assert len(store.load(CountingExtractor(), corpus)) == 20
+
+
+def test_audio_that_cannot_be_used_is_not_retried_until_the_file_changes(tmp_path, corpus):
+    Path(corpus["path"].iloc[3]).write_bytes(b"garbage" * 50)
+    store = FeatureStore(tmp_path / "store")
+    store.extract(CountingExtractor(), corpus)
+    again = CountingExtractor()
+    report = store.extract(again, corpus)
+    assert (again.calls, report.cached, len(report.failures)) == (0, 20, 1)
+
+
+def test_studies_that_find_everything_stored_share_the_store_with_a_writer(tmp_path, corpus):
+    """Reading needs no lock: a second reader, even beside a held writer's lock, is served."""
+    import fcntl
+
+    store = FeatureStore(tmp_path / "store")
+    report = store.extract(CountingExtractor(), corpus)
+    with (report.entry / ".lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process extracting into this entry
+        reader = CountingExtractor()
+        assert store.extract(reader, corpus).cached == 20 and reader.calls == 0
+        assert len(store.load(reader, corpus)) == 20
+        with pytest.raises(BudgetError, match="another extraction is writing"):
+            store.extract(CountingExtractor(), make_corpus(tmp_path / "more", n=21))  # new work still needs the lock

@@ -138,6 +138,10 @@ class FeatureSet:
         )
 
 
+#: How a failure of the extractor itself (not of the audio) begins: such utterances are tried again.
+EXTRACTOR_FAILED = "extractor failed"
+
+
 class _Entry:
     """One extractor configuration's folder in the store."""
 
@@ -213,6 +217,18 @@ class _Entry:
         tmp = self.shards / f"{shard}.index.parquet.tmp"
         index.to_parquet(tmp, index=False)
         os.replace(tmp, self.shards / f"{shard}.index.parquet")
+
+
+def _to_extract(keys: list[str], known: pd.DataFrame | None) -> list[int]:
+    """Positions of keys not stored yet, or whose extractor failed (out of memory, a bad checkpoint): retried.
+
+    Audio that cannot be used stays recorded as such: its key changes when the file does.
+    """
+    if known is None:
+        return list(range(len(keys)))
+    settled = (known["ok"] == True) | ~known["reason"].astype(str).str.startswith(EXTRACTOR_FAILED)  # noqa: E712
+    stored = set(known.index[settled.to_numpy()])
+    return [i for i, key in enumerate(keys) if key not in stored]
 
 
 def _pool(frames: np.ndarray | None, frame_shape: tuple[int, ...], reduce) -> np.ndarray:
@@ -318,14 +334,18 @@ class FeatureStore:
         batch_size = batch_size or (16 if extractor.device.startswith("cuda") else 8)
         identity, entry = self._entry(extractor, max_seconds, frame_dtype, utterance_identity)
         keys = self.utterance_keys(extractor, manifest, utterance_identity)
-        with entry.lock():
-            entry.sweep()
-            known = entry.index()
-            todo = [i for i, key in enumerate(keys) if key not in known.index]
-            audio_seconds = self._run(
-                entry, extractor, identity, manifest, keys, todo, max_seconds, batch_size, batch_seconds, frame_dtype
-            )
-            known = entry.index()
+        known = entry.index() if entry.shards.is_dir() else None  # committed shards only: safe beside a writer
+        todo = _to_extract(keys, known)
+        if todo:  # only a writer takes the lock: studies that find everything stored share the store
+            with entry.lock():
+                entry.sweep()
+                todo = _to_extract(keys, entry.index())
+                audio_seconds = self._run(
+                    entry, extractor, identity, manifest, keys, todo, max_seconds, batch_size, batch_seconds, frame_dtype
+                )
+                known = entry.index()
+        else:
+            audio_seconds = 0.0
         requested = known.reindex(keys)
         failed = requested[requested["ok"] == False]  # noqa: E712 (pandas element-wise)
         return ExtractionReport(
@@ -333,7 +353,7 @@ class FeatureStore:
             entry=entry.folder,
             requested=len(keys),
             cached=len(keys) - len(todo),
-            extracted=len(todo),
+            extracted=len(todo) - len(failed),
             failures=pd.DataFrame({"utt_id": failed["utt_id"].to_numpy(), "reason": failed["reason"].to_numpy()}),
             seconds=time.perf_counter() - started,
             audio_seconds=audio_seconds,
@@ -410,7 +430,7 @@ class FeatureStore:
             results = extractor.extract([inputs[i] for i in ready])
         except (BudgetError, RuntimeError) as error:  # RuntimeError: torch refusing an input
             if len(ready) == 1:
-                reasons[ready[0]] = f"extractor failed: {error}"
+                reasons[ready[0]] = f"{EXTRACTOR_FAILED}: {error}"
                 return outputs
             results = []
             for i in ready:
@@ -456,6 +476,13 @@ class FeatureStore:
         """
         _, entry = self._entry(extractor, max_seconds, frame_dtype, utterance_identity)
         if not (entry.folder / "entry.json").is_file():
+            failed = entry.index() if entry.shards.is_dir() else pd.DataFrame()
+            if len(failed):
+                reasons = failed["reason"].value_counts()
+                raise BudgetError(
+                    f"every utterance failed extraction for {extractor.spec} ({len(failed)}; most often: "
+                    f"{reasons.index[0]}); fix the cause and run again: failures are retried"
+                )
             raise BudgetError(f"no stored features for {extractor.spec} with these settings; run `budget extract` first")
         meta = entry.meta()
         layer_names = meta["layer_names"]
