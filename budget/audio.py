@@ -9,6 +9,7 @@ once.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +28,26 @@ MAX_SECONDS = 5.0
 MIN_SECONDS = 0.05
 
 
+#: libsndfile's note on a data chunk longer than the file ("data : 32000 (should be 15978)").
+TRUNCATED_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+#: A streaming writer's placeholder size for a header it never finalised: the file is whole, not cut.
+UNFINALISED_SIZE = 0xFFFFFFFF
+
+
 def _open_info(path: Path):
     if not path.is_file():
         raise AudioError(path, "file not found")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
     try:
-        return sf.info(str(path))
+        info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as error:
         raise AudioError(path, f"unreadable or corrupt audio ({error})") from error
+    note = TRUNCATED_CHUNK.search(info.extra_info)
+    declared, present = (int(v) for v in note.groups()) if note else (0, 0)
+    if present < declared < UNFINALISED_SIZE:  # libsndfile reads what is there: a cut file would pass as a shorter clip
+        raise AudioError(path, f"truncated: its header declares {declared} bytes of audio, the file holds {present}")
+    return info
 
 
 def _check_length(path: Path, frames: int, sample_rate: int, min_seconds: float) -> None:

@@ -18,6 +18,7 @@ emotions a study uses and which ones it merges:
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 import pandas as pd
@@ -41,6 +42,9 @@ EMOTIONS: tuple[str, ...] = (
     "other",
     "no_agreement",
 )
+
+#: How alike (difflib's ratio) an unknown label and a known name must be for the label to read as a typo.
+TYPO_SIMILARITY = 0.85  # "hapy" and "nuetral" are typos; "content" (0.8 from "contempt") is an emotion of its own
 
 #: Named class specs.
 PRESETS: dict[str, str] = {
@@ -86,6 +90,24 @@ def canonical_label(name: str) -> str:
     if not key:
         raise BudgetError("empty emotion label")
     return _ALIASES.get(key, key)
+
+
+def check_spelling(labels: pd.Series, source: str) -> None:
+    """Refuse a label that is not a known emotion but nearly spells one: a typo would become a class of its own.
+
+    Custom classes stay welcome where they are not a letter or two from a known name.
+    """
+    known = [*EMOTIONS, *_ALIASES]
+    for label, count in labels.value_counts().items():
+        if label in known:
+            continue
+        near = difflib.get_close_matches(label, known, n=1, cutoff=TYPO_SIMILARITY)
+        if near:
+            meant = canonical_label(near[0])
+            raise BudgetError(
+                f"{source}: label {label!r} ({count} utterance(s)) looks like a misspelling of {meant!r}; "
+                f"correct it, or it would train as a class of its own"
+            )
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import soundfile as sf
 from conftest import write_wav
 from tolerances import assert_float_close
 
-from budget.audio import load_audio, scan_audio
+from budget.audio import SAMPLE_RATE, load_audio, scan_audio
 from budget.errors import AudioError, BudgetError
 
 
@@ -82,3 +82,13 @@ def test_scan_reports_every_bad_file_and_keeps_the_good(bad_files):
     assert sorted(scan.problems["utt_id"]) == sorted(set(bad_files) - {"good"})
     with pytest.raises(BudgetError, match="5 bad audio file"):
         scan.raise_if_problems()
+
+
+def test_a_wav_cut_short_is_refused_not_read_as_a_shorter_clip(tmp_path):
+    path = write_wav(tmp_path / "whole.wav", seconds=1.0)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 2])
+    assert len(load_audio(path)) == SAMPLE_RATE
+    with pytest.raises(AudioError, match="truncated: its header declares"):
+        load_audio(cut)

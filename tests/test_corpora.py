@@ -153,6 +153,15 @@ class TestCsv:
         assert list(manifest["channel"]) == ["phone", "studio", "studio"]
         assert all(Path(p).is_file() for p in manifest["path"])
 
+    def test_a_misspelt_emotion_is_refused_and_a_custom_class_kept(self, tmp_path):
+        build_emodb(tmp_path / "audio", ["03a01Fa.wav", "08a02Wa.wav", "09a04Na.wav"])
+        rows = "audio/wav/03a01Fa.wav,happy,s1\naudio/wav/08a02Wa.wav,{},s2\naudio/wav/09a04Na.wav,content,s2\n"
+        (tmp_path / "typo.csv").write_text("path,label,speaker\n" + rows.format("hapy"))
+        with pytest.raises(BudgetError, match="label 'hapy' .* looks like a misspelling of 'happy'"):
+            load_corpus("csv", tmp_path / "typo.csv")
+        (tmp_path / "fine.csv").write_text("path,label,speaker\n" + rows.format("happy"))
+        assert sorted(load_corpus("csv", tmp_path / "fine.csv")["label"]) == ["content", "happy", "happy"]
+
     def test_missing_columns_are_named(self, tmp_path):
         (tmp_path / "manifest.csv").write_text("file,emotion\na.wav,happy\n")
         with pytest.raises(BudgetError, match="path, label, speaker"):

@@ -16,7 +16,7 @@ import pandas as pd
 
 from budget.corpora.manifest import make_manifest
 from budget.errors import BudgetError
-from budget.labels import canonical_label
+from budget.labels import canonical_label, check_spelling
 
 REQUIRED = ("path", "label", "speaker")
 
@@ -44,6 +44,7 @@ def read_csv_manifest(root: Path) -> pd.DataFrame:
     paths = [Path(p) if Path(p).is_absolute() else (base / p) for p in table["path"]]
     table["source_label"] = table["label"]
     table["label"] = [canonical_label(label) for label in table["label"]]
+    check_spelling(table["label"], f"csv: {csv_path}")
     if "utt_id" not in table.columns or (table["utt_id"].str.strip() == "").any():
         table["utt_id"] = [Path(p).with_suffix("").as_posix() for p in table["path"]]
     if "group" not in table.columns:
