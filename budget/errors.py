@@ -11,6 +11,10 @@ class BudgetError(Exception):
     """A user-facing error: bad input, missing data, an impossible request."""
 
 
+class ModelLoadError(BudgetError):
+    """A model folder whose weights or tokenizer cannot be loaded: it stops an extraction, never fails each utterance."""
+
+
 class AudioError(BudgetError):
     """An audio file that cannot be used, with the file and the reason."""
 

@@ -124,7 +124,11 @@ class TrainConfig:
         else:
             budget = f"{self.epochs} epochs (steps grow with the subset), constant learning rate {self.lr:g}"
         decay = f", weight decay {self.weight_decay:g}" if self.weight_decay else ""
-        return f"Adam, {budget}, batches of {self.batch_size}, dropout {self.dropout:g}{decay}"
+        stepped = f"Adam, {budget}, batches of {self.batch_size}, dropout {self.dropout:g}{decay}"
+        if self.schedule != "steps":
+            return stepped
+        solved = ", ".join(name for name, head in HEADS.items() if head.pools_first)
+        return f"frame heads: {stepped}; {solved}: L2 (C = {self.l2_c:g}) fitted to the optimum by L-BFGS"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from feature_helpers import tiny_encoder
 from tolerances import assert_float_close, float_tolerance
 
 from budget.audio import load_audio
-from budget.errors import BudgetError
+from budget.errors import BudgetError, ModelLoadError
 from budget.features import FeatureStore, parse_feature_spec, parse_feature_specs
 from budget.features.lld import LLDExtractor
 from budget.features.text import TextExtractor
@@ -133,6 +133,26 @@ class TestTransformersEncoders:
         rtol, atol = float_tolerance(expected, depth=TINY_ENCODER_DEPTH[2])
         np.testing.assert_allclose(features.frames.astype(np.float32), expected, rtol=2**-11 + rtol, atol=2**-25 + atol)
         assert store.load(every, manifest).layer_names == ["layer0", "layer1", "layer2", "layer3"]
+
+    @pytest.mark.parametrize("damage", ["truncate", "delete"])
+    def test_damaged_weights_stop_the_extraction_with_one_error(self, tmp_path, damage):
+        folder = tiny_encoder("wav2vec2", tmp_path / "w2v")
+        (weights,) = [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin")]
+        if damage == "truncate":
+            weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        else:
+            weights.unlink()
+        path = write_wav(tmp_path / "a.wav", seconds=0.4)
+        manifest = pd.DataFrame([{"utt_id": "a", "path": str(path), "text": ""}])
+        store = FeatureStore(tmp_path / "store")
+        with pytest.raises(ModelLoadError, match="cannot load the model's weights"):
+            store.extract(parse_feature_spec(f"hf:{folder}:1").configure("cpu"), manifest)
+        assert not list((tmp_path / "store").rglob("*.index.parquet"))  # no utterance recorded as failed
+
+    def test_text_on_a_speech_encoder_is_a_clear_error(self, tmp_path):
+        folder = tiny_encoder("wav2vec2", tmp_path / "w2v")
+        with pytest.raises(BudgetError, match="is a speech encoder .*use hf:"):
+            parse_feature_spec(f"text:{folder}")
 
     def test_too_short_for_the_receptive_field_is_a_recorded_failure(self, tmp_path):
         folder = tiny_encoder("wav2vec2", tmp_path / "w2v")

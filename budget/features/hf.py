@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from budget.audio import SAMPLE_RATE
-from budget.errors import BudgetError
+from budget.errors import BudgetError, ModelLoadError
 from budget.features.base import FeatureExtractor, torch_dtype, weights_digest
 
 SSL_FAMILIES = ("wav2vec2", "wav2vec2-conformer", "hubert", "wavlm", "data2vec-audio")
@@ -125,7 +125,10 @@ class HFSpeechExtractor(FeatureExtractor):
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # budget draws its own bar
-        model = AutoModel.from_pretrained(self.folder, dtype=torch_dtype(self.precision))
+        try:
+            model = AutoModel.from_pretrained(self.folder, dtype=torch_dtype(self.precision))
+        except Exception as error:  # truncated or missing weights raise OSError, safetensors' own errors, ValueError
+            raise ModelLoadError(f"{self.folder}: cannot load the model's weights ({type(error).__name__}: {error})") from error
         if self.family == "whisper":
             model = model.get_encoder()
         self._model = model.to(self.device).eval()

@@ -49,7 +49,7 @@ import pandas as pd
 import soundfile as sf
 
 from budget.audio import MAX_SECONDS, MIN_SECONDS, SAMPLE_RATE, load_audio
-from budget.errors import AudioError, BudgetError, check_number
+from budget.errors import AudioError, BudgetError, ModelLoadError, check_number
 from budget.features.base import FeatureExtractor, length_batches
 from budget.progress import progress_bar
 
@@ -428,6 +428,8 @@ class FeatureStore:
             return outputs
         try:
             results = extractor.extract([inputs[i] for i in ready])
+        except ModelLoadError:
+            raise  # the model itself, not this batch: stop with one error rather than fail every utterance
         except (BudgetError, RuntimeError) as error:  # RuntimeError: torch refusing an input
             if len(ready) == 1:
                 reasons[ready[0]] = f"{EXTRACTOR_FAILED}: {error}"

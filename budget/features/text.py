@@ -13,8 +13,9 @@ import os
 
 import numpy as np
 
-from budget.errors import BudgetError
+from budget.errors import BudgetError, ModelLoadError
 from budget.features.base import FeatureExtractor, torch_dtype, weights_digest
+from budget.features.hf import FAMILIES as SPEECH_FAMILIES
 from budget.features.hf import resolve_model_folder
 
 
@@ -33,6 +34,8 @@ class TextExtractor(FeatureExtractor):
             config = AutoConfig.from_pretrained(self.folder)
         except (OSError, ValueError) as error:
             raise BudgetError(f"{self.folder} is not a transformers model folder: {error}") from error
+        if config.model_type in SPEECH_FAMILIES:
+            raise BudgetError(f"{model} is a speech encoder ({config.model_type}); use hf:{model} for it, text: is for BERT-family models")
         self.n_layers = config.num_hidden_layers
         try:
             self.layer = -2 if layer is None else int(layer)
@@ -60,8 +63,12 @@ class TextExtractor(FeatureExtractor):
 
         transformers_logging.disable_progress_bar()  # budget draws its own bar
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        self._tokenizer = AutoTokenizer.from_pretrained(self.folder)
-        self._model = AutoModel.from_pretrained(self.folder, dtype=torch_dtype(self.precision)).to(self.device).eval()
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(self.folder)
+            model = AutoModel.from_pretrained(self.folder, dtype=torch_dtype(self.precision))
+        except Exception as error:  # truncated or missing weights or vocabulary: many types
+            raise ModelLoadError(f"{self.folder}: cannot load the text model ({type(error).__name__}: {error})") from error
+        self._model = model.to(self.device).eval()
 
     def _extract(self, inputs: list[str]) -> list[np.ndarray]:
         import torch
