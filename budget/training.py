@@ -51,13 +51,14 @@ from budget.heads import DEFAULT_DROPOUT, HEADS, LOGREG, DropoutKeys, EnsembleHe
 EVAL_SLOTS = 64
 SCHEDULES = ("steps", "epochs")
 #: A CPU ensemble chunk's working set.  Frame heads are compute-bound on a CPU, so batching buys only the Python
-#: overhead, and beyond a few tens of MB per step cache misses and fresh page-faulted buffers (glibc maps large
-#: allocations anew) made batched runs slower than one at a time (benchmarks/training.py, 2-core EPYC).
-CPU_CHUNK_MB = 64
+#: overhead, and beyond about a hundred MB per step cache misses and fresh page-faulted buffers (glibc maps large
+#: allocations anew) made batched runs slower than one at a time.  mlp_pool in bf16 on a 2-core EPYC, ms a
+#: run-step for 1, 2, 4, 8 runs at once: LLDs 12.9, 11.3, 9.5, 9.4; Whisper tiny.en 13.3, 11.4, 12.3, 16.4.
+CPU_CHUNK_MB = 128
 #: A CPU computes frame heads in bf16 autocast only when its bf16 products are at least this much faster.
 CPU_BF16_MIN_SPEEDUP = 1.5
 #: Defaults of the ``steps`` schedule (chosen by the convergence check on EmoDB: README, Studies).
-DEFAULT_STEPS = 1500
+DEFAULT_STEPS = 1000
 DEFAULT_LR = 1e-3
 #: The paper's protocol, for the ``epochs`` schedule.
 PAPER_EPOCHS = 60
@@ -85,13 +86,9 @@ class TrainConfig:
     batch_size: int = 16
     dropout: float = DEFAULT_DROPOUT
     weight_decay: float = 0.0
-    l2_c: float = (
-        1.0  # inverse L2 strength (scikit-learn's C) of the convex fits: logreg, and pooled heads under "steps"
-    )
+    l2_c: float = 1.0  # inverse L2 strength (scikit-learn's C) of the convex fits: logreg, and pooled heads under "steps"
     device: str = "auto"  # resolved by the study: CUDA when present
-    memory_mb: int | None = (
-        None  # activation budget per ensemble chunk; None: CPU_CHUNK_MB on CPU, from free memory on CUDA
-    )
+    memory_mb: int | None = None  # activation budget per ensemble chunk; None: CPU_CHUNK_MB on CPU, from free memory on CUDA
     bf16: bool = True  # bf16 autocast for frame heads' products where the device runs it fast (uses_autocast)
 
     def __post_init__(self):
@@ -385,8 +382,9 @@ def members_per_chunk(
     mean = float(np.mean(features.lengths)) if len(features) else 1.0
     rows = config.batch_size * min(longest, 2 * mean)  # packed frames per member, with slack for long batches
     depth, hidden = mlp_shape(features.dim) if head == "mlp_pool" else (1, 1)
-    # gathered and standardised inputs, per layer: activation, mask, gradient; the slot membership
-    per_member = rows * (features.dim * 3 + depth * hidden * 4 + config.batch_size) * 4
+    activation_bytes = 2 if uses_autocast(device, config) else 4
+    # gathered and standardised inputs (float32), per layer: activation, mask, gradient and dropout multiplier; the slot membership
+    per_member = rows * ((features.dim * 3 + config.batch_size) * 4 + depth * hidden * 4 * activation_bytes)
     return max(1, int(budget_mb * 2**20 // per_member))
 
 
