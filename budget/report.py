@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from budget import files
 from budget.analysis import (
     CURVE_KEYS,
     FAMILIES,
@@ -49,12 +50,15 @@ class RunFolder:
         results_file = folder / "results.parquet"
         if not results_file.is_file():
             raise BudgetError(f"{folder} holds no results.parquet; run `budget curve` or `budget compare` first")
-        read = lambda name: json.loads((folder / name).read_text()) if (folder / name).is_file() else {}  # noqa: E731
-        results = pd.read_parquet(results_file)
+        read = lambda name: files.read_json(folder / name) if (folder / name).is_file() else {}  # noqa: E731
+        try:
+            results = files.read_parquet(results_file)
+            doubled_file = folder / "convergence.parquet"
+            doubled = files.read_parquet(doubled_file) if doubled_file.is_file() else pd.DataFrame()
+        except files.DamagedFile as error:
+            raise BudgetError(f"{error}; run the study's command again: it rebuilds the tables from parts/") from None
         if results.empty:
             raise BudgetError(f"{folder}: the results table is empty")
-        doubled_file = folder / "convergence.parquet"
-        doubled = pd.read_parquet(doubled_file) if doubled_file.is_file() else pd.DataFrame()
         return cls(folder, results, read("config.json"), read("provenance.json"), doubled)
 
     @property

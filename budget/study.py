@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from budget import files
 from budget.analysis import size_order, sort_cells
 from budget.audio import MAX_SECONDS, MIN_SECONDS, scan_audio
 from budget.bimodal import train_bimodal_runs
@@ -198,21 +199,21 @@ class Study:
         self.parts.mkdir(parents=True, exist_ok=True)
         config_file = self.run_dir / "config.json"
         if config_file.is_file():
-            previous = json.loads(config_file.read_text())
+            previous = files.read_json(config_file)
             if previous.get("digest") != self.config.digest():
                 raise BudgetError(
                     f"{self.run_dir} holds a study with other settings; choose another --run-dir or remove it"
                 )
         else:
-            config_file.write_text(json.dumps({"digest": self.config.digest(), **self.config.to_dict()}, indent=2))
+            files.write_json(config_file, {"digest": self.config.digest(), **self.config.to_dict()})
 
     def finished(self, parts: Path | None = None) -> pd.DataFrame:
         """Every run finished so far (from the part files)."""
         parts = parts or self.parts
-        files = sorted(parts.glob("*.parquet")) if parts.is_dir() else []
-        if not files:
+        found = sorted(parts.glob("*.parquet")) if parts.is_dir() else []
+        if not found:
             return pd.DataFrame(columns=RESULT_KEY)
-        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        return pd.concat([files.read_parquet(f) for f in found], ignore_index=True)
 
     def run(self, log=print, strict: bool = False, check_convergence: str = "none") -> pd.DataFrame:
         """Run what is not finished yet; write and return the full results table.
@@ -262,8 +263,8 @@ class Study:
 
     def _table(self, table: pd.DataFrame, name: str) -> pd.DataFrame:
         table = table.sort_values(RESULT_KEY, key=self._sort_key).reset_index(drop=True)
-        table.to_parquet(self.run_dir / f"{name}.parquet", index=False)
-        table.to_csv(self.run_dir / f"{name}.csv", index=False)
+        files.write_parquet(self.run_dir / f"{name}.parquet", table)
+        files.write_csv(self.run_dir / f"{name}.csv", table)
         return table
 
     def _jobs(self, data: StudyData, loaded: dict[str, FeatureSet], pairs, labels: np.ndarray) -> list[Job]:
@@ -319,7 +320,12 @@ class Study:
         current = {(job.name, job.head): job.digest for job in jobs}
         stale: dict[tuple[str, str], int] = {}
         for file in sorted(parts.glob("*.parquet")):
-            table = pd.read_parquet(file)
+            try:
+                table = files.read_parquet(file)
+            except files.DamagedFile as error:
+                log(f"{error}: its runs are trained again")
+                file.unlink()
+                continue
             key = (str(table["features"].iloc[0]), str(table["head"].iloc[0]))
             recorded = str(table["inputs"].iloc[0]) if "inputs" in table else None
             if key in current and recorded != current[key]:
@@ -414,9 +420,7 @@ class Study:
             )
         key = [job.name, job.head, [(str(r.size), r.fold, r.seed) for r in runs]]
         name = hashlib.sha1(json.dumps(key).encode()).hexdigest()
-        tmp = parts / f"{name[:16]}.parquet.tmp"
-        pd.DataFrame(rows).to_parquet(tmp, index=False)
-        os.replace(tmp, parts / f"{name[:16]}.parquet")
+        files.write_parquet(parts / f"{name[:16]}.parquet", pd.DataFrame(rows))
 
     def _write_provenance(self, data: StudyData, entries: dict[str, str]) -> None:
         manifest_csv = data.manifest[["utt_id", "label", "group"]].to_csv(index=False).encode()
@@ -440,7 +444,7 @@ class Study:
             "machine": f"{platform.machine()} {platform.processor()} {os.cpu_count()} cores, Python {platform.python_version()}",
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        (self.run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2))
+        files.write_json(self.run_dir / "provenance.json", provenance)
 
 
 @dataclass

@@ -247,3 +247,33 @@ def test_a_config_value_of_the_wrong_type_is_one_error_line_and_writes_nothing(l
 
 def test_a_single_size_may_be_written_without_a_list():
     assert StudyConfig().with_overrides(per_class=30).per_class == (30,)
+
+
+def test_damaged_files_in_a_run_folder_are_retrained_or_named_never_a_traceback(iemocap, tmp_path, monkeypatch):
+    config = config_for(iemocap, tmp_path, heads=("logreg",), per_class=(1,))
+    run = tmp_path / "run"
+    Study(config, run).run(log=lambda _: None)
+    part = next((run / "parts").glob("*.parquet"))
+    part.write_bytes(part.read_bytes()[:100])  # a copy cut short
+    lines = []
+    resumed = Study(config, run).run(log=lines.append)
+    assert any("is damaged" in line and "trained again" in line for line in lines) and len(resumed) == 10
+
+    (run / "results.parquet").write_bytes(b"PAR1 cut")
+    result = runner.invoke(app, ["report", str(run), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 2 and "results.parquet is damaged" in result.output and "Traceback" not in result.output
+    (run / "config.json").write_text('{"digest": ')
+    with pytest.raises(BudgetError, match="config.json is damaged"):
+        Study(config, run).run(log=lambda _: None)
+
+
+def test_a_full_disk_is_one_error_and_leaves_no_half_written_file(iemocap, tmp_path, monkeypatch):
+    import errno
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", no_space)
+    with pytest.raises(BudgetError, match="no space left on the disk writing"):
+        Study(config_for(iemocap, tmp_path, heads=("logreg",), per_class=(1,)), tmp_path / "run").run(log=lambda _: None)
+    assert not list(tmp_path.rglob("*.tmp"))

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from budget import files
 from budget.audio import MAX_SECONDS, MIN_SECONDS, SAMPLE_RATE, load_audio
 from budget.errors import AudioError, BudgetError, ModelLoadError, check_number
 from budget.features.base import FeatureExtractor, length_batches
@@ -203,7 +204,7 @@ class _Entry:
         pooled_mean = np.stack([_pool(o, frame_shape, np.mean) for o in outputs]).astype(np.float32)
         pooled_max = np.stack([_pool(o, frame_shape, np.max) for o in outputs]).astype(np.float32)
         for suffix, array in (("frames", frames.astype(dtype)), ("mean", pooled_mean), ("max", pooled_max)):
-            _atomic_save(self.shards / f"{shard}.{suffix}.npy", array)
+            files.write_array(self.shards / f"{shard}.{suffix}.npy", array)
         index = pd.DataFrame(
             {
                 "key": keys,
@@ -214,9 +215,7 @@ class _Entry:
                 "reason": reasons,
             }
         )
-        tmp = self.shards / f"{shard}.index.parquet.tmp"
-        index.to_parquet(tmp, index=False)
-        os.replace(tmp, self.shards / f"{shard}.index.parquet")
+        files.write_parquet(self.shards / f"{shard}.index.parquet", index)
 
 
 def _to_extract(keys: list[str], known: pd.DataFrame | None) -> list[int]:
@@ -236,13 +235,6 @@ def _pool(frames: np.ndarray | None, frame_shape: tuple[int, ...], reduce) -> np
     if frames is None or len(frames) == 0:
         return np.zeros(frame_shape, np.float32)
     return reduce(frames.astype(np.float32), axis=0)
-
-
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as handle:
-        np.save(handle, array)
-    os.replace(tmp, path)
 
 
 def _slug(spec: str) -> str:
@@ -371,9 +363,7 @@ class FeatureStore:
             "modality": extractor.modality,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        tmp = entry.folder / "entry.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2, default=str))
-        os.replace(tmp, entry.folder / "entry.json")
+        files.write_json(entry.folder / "entry.json", meta)
 
     @staticmethod
     def _input(extractor: FeatureExtractor, row, max_seconds):
