@@ -7,6 +7,7 @@ import http.server
 import io
 import threading
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,28 @@ from corpus_builders import build_emodb, emodb_names
 from budget.corpora import load_corpus
 from budget.corpora.fetch import fetch_corpus
 from budget.errors import BudgetError
+
+
+@pytest.fixture(autouse=True)
+def pinned_to(monkeypatch):
+    """The archives here are synthetic: pin EmoDB to nothing, or (called) to a given pin list."""
+    import dataclasses
+
+    from budget import corpora
+
+    def pin(path):
+        monkeypatch.setitem(corpora.CORPORA, "emodb", dataclasses.replace(corpora.CORPORA["emodb"], pinned_files=path))
+
+    original = corpora.CORPORA["emodb"].pinned_files
+    pin(None)
+    pin.original = original
+    return pin
+
+
+def pin_list(folder: Path, out: Path) -> Path:
+    rows = [f"{p.name},{p.stat().st_size},{zlib.crc32(p.read_bytes()):08x}" for p in sorted(folder.rglob("*.wav"))]
+    out.write_text("# test pins\nname,bytes,crc32\n" + "\n".join(rows) + "\n")
+    return out
 
 
 def zip_folder(folder: Path, prefix: str = "") -> bytes:
@@ -146,3 +169,23 @@ def test_ensure_corpus_fetches_only_when_missing(server, isolated_data_dir, monk
     assert len(said) == 1 and "fetching it" in said[0]
     assert ensure_corpus("emodb", log=said.append) == (isolated_data_dir / "emodb").resolve()
     assert len(said) == 1  # present now: no second download
+
+
+def test_an_archive_that_differs_from_the_pinned_files_is_refused(server, emodb_source, tmp_path, pinned_to):
+    pins = pin_list(emodb_source, tmp_path / "pins.csv")
+    pinned_to(str(pins))
+    assert fetch_corpus("emodb", dest=tmp_path / "ok", url=f"{server}/download.zip") == tmp_path / "ok" / "emodb"
+    lines = pins.read_text().splitlines()
+    lines[3] = lines[3].rsplit(",", 1)[0] + ",00000000"  # one published file with another CRC
+    pins.write_text("\n".join(lines) + "\n")
+    with pytest.raises(BudgetError, match=r"not the published corpus \(1 file\(s\) differ; first: .*CRC-32"):
+        fetch_corpus("emodb", dest=tmp_path / "bad", url=f"{server}/download.zip")
+    assert leftovers(tmp_path / "bad") == []
+
+
+def test_the_shipped_pins_match_the_real_emodb(shared_emodb, pinned_to):
+    from budget.corpora.fetch import _check_pinned
+
+    pins = Path(fetch_corpus.__code__.co_filename).parent / pinned_to.original
+    assert len(pins.read_text().splitlines()) == 2 + 1 + 535
+    _check_pinned("emodb", shared_emodb, pins)  # raises on any difference

@@ -50,6 +50,7 @@ class CorpusAdapter:
     description: str
     url: str | None = None  # official download, only for corpora free to redistribute
     expected_utterances: int | None = None  # what a complete download holds
+    pinned_files: str | None = None  # a CSV beside this module: name, bytes and CRC-32 of every audio file of the download
 
 
 CORPORA: dict[str, CorpusAdapter] = {
@@ -62,6 +63,7 @@ CORPORA: dict[str, CorpusAdapter] = {
             "EmoDB, German acted speech, 10 speakers, 7 emotions",
             EMODB_URL,
             EMODB_UTTERANCES,
+            "emodb_files.csv",
         ),
         CorpusAdapter("iemocap", read_iemocap, "iemocap4", "IEMOCAP full release, 5 sessions of dyadic speech"),
         CorpusAdapter("ravdess", read_ravdess, "all", "RAVDESS speech audio-only, 24 actors, 8 emotions"),

@@ -6,8 +6,9 @@ agreement, so the toolkit never fetches them.
 
 The archive is streamed to a hidden temporary file beside the target, its
 size and every member's CRC are checked, it is unpacked into a hidden
-temporary folder, the adapter must read the expected utterances from it and
-every audio file must open; only then is the folder renamed into place.  An
+temporary folder, every audio file must match the published corpus's (names,
+sizes and CRC-32s pinned beside this module), the adapter must read the
+expected utterances from it and every audio file must open; only then is the folder renamed into place.  An
 interrupted or corrupt download therefore leaves nothing that looks like a
 corpus, and leftovers of a killed run are removed by the next one.
 """
@@ -23,6 +24,8 @@ import urllib.request
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
+
+import pandas as pd
 
 from budget.audio import scan_audio
 from budget.corpora import data_dir, find_root, get_adapter
@@ -70,6 +73,8 @@ def fetch_corpus(
         _unpack(archive, unpacked)
         root = _corpus_root(unpacked)
         manifest = adapter.read(root)
+        if adapter.pinned_files is not None:
+            _check_pinned(adapter.name, root, Path(__file__).parent / adapter.pinned_files)
         if adapter.expected_utterances is not None and len(manifest) != adapter.expected_utterances:
             raise BudgetError(
                 f"{adapter.name}: the archive holds {len(manifest)} utterances, "
@@ -125,6 +130,24 @@ def _unpack(archive: Path, folder: Path) -> None:
             zipped.extractall(folder)
     except (zipfile.BadZipFile, zlib.error, OSError) as error:
         raise BudgetError(f"the downloaded archive is corrupt ({error})") from error
+
+
+def _check_pinned(name: str, root: Path, pins: Path) -> None:
+    """Every audio file the pin list names, with its size and CRC-32, and no other: a tampered or different archive is refused."""
+    expected = pd.read_csv(pins, comment="#", dtype={"name": str, "bytes": "int64", "crc32": str}).set_index("name")
+    suffixes = {Path(n).suffix.lower() for n in expected.index}
+    found = {p.name: p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file()}
+    problems = [f"{n}: missing" for n in expected.index if n not in found]
+    problems += [f"{n}: not in the published corpus" for n in sorted(set(found) - set(expected.index))]
+    for file_name, path in sorted(found.items()):
+        if file_name in expected.index:
+            data = path.read_bytes()
+            size, crc = expected.loc[file_name, "bytes"], expected.loc[file_name, "crc32"]
+            if len(data) != size or f"{zlib.crc32(data):08x}" != crc:
+                problems.append(f"{file_name}: {len(data)} bytes, CRC-32 {zlib.crc32(data):08x}; published: {size} bytes, {crc}")
+    if problems:
+        raise BudgetError(f"{name}: the archive is not the published corpus ({len(problems)} file(s) differ; first: "
+                          f"{problems[0]}); not installed")  # fmt: skip
 
 
 def _corpus_root(unpacked: Path) -> Path:
