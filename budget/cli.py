@@ -233,12 +233,13 @@ def features_list(store: StoreOption = None) -> None:
     if summary.empty:
         out.print(f"the feature store at {feature_store.root} is empty; fill it with `budget extract`")
         return
-    table = Table("features", "frame", "layers", "crop s", "utterances", "frames", "MB", "failed",
+    table = Table("features", "frame", "layers", "crop s", "utterances", "frames", "MB", "failed", "files known by",
                   title=f"feature store {feature_store.root}")  # fmt: skip
     for row in summary.itertuples():
         table.add_row(
             row.spec, row.frame_shape, str(row.layers), str(row.max_seconds or "none"),
             str(row.utterances), str(row.frames), f"{row.size_mb:.1f}", str(row.failures),
+            {"content": "content", "stat": "path, size, date"}.get(row.identity, row.identity),
         )  # fmt: skip
     out.print(table)
     for row in summary[summary["failures"] > 0].itertuples():

@@ -131,6 +131,8 @@ def test_changed_audio_file_invalidates_exactly_that_file(tmp_path, corpus):
     assert (report.extracted, again.utterances) == (1, 1)
     features = store.load(again, corpus)
     assert features.lengths[5] == 60  # the new 0.6 s file, not the stale one
+    (listed,) = store.summary().itertuples()
+    assert (listed.utterances, listed.identity) == (20, "stat")  # the superseded version is not counted
 
 
 def test_content_identity_survives_a_copy(tmp_path, corpus):

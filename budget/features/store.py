@@ -523,7 +523,7 @@ class FeatureStore:
         for folder in sorted(p for p in self.root.glob("*") if (p / "entry.json").is_file()):
             entry = _Entry(folder)
             meta = entry.meta()
-            index = entry.index()
+            index = entry.index().drop_duplicates("utt_id", keep="last")  # an utterance's latest version; older ones superseded
             ok = index["ok"] == True  # noqa: E712 (pandas element-wise)
             size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
             audio = meta["identity"].get("audio") or {}
@@ -537,12 +537,13 @@ class FeatureStore:
                     "utterances": int(ok.sum()),
                     "failures": int((~ok).sum()),
                     "frames": int(index.loc[ok, "n_frames"].sum()),
+                    "identity": (meta["identity"].get("audio") or {}).get("utterance_identity", "transcript"),
                     "size_mb": size / 2**20,
                 }
             )
         return pd.DataFrame(
             rows,
-            columns=["spec", "entry", "frame_shape", "layers", "max_seconds", "utterances", "failures", "frames", "size_mb"],
+            columns=["spec", "entry", "frame_shape", "layers", "max_seconds", "utterances", "failures", "frames", "identity", "size_mb"],
         )
 
     def failures(self, entry_name: str) -> pd.DataFrame:
