@@ -209,6 +209,8 @@ def test_utterances_the_extractor_failed_on_are_retried_on_the_next_run(tmp_path
     assert first.failures["reason"].str.contains("out of memory").all()
     with pytest.raises(BudgetError, match="every utterance failed extraction for counting .*out of memory.*retried"):
         store.load(CountingExtractor(), corpus)
+    (listed,) = store.summary().itertuples()  # listed with its failures, not an empty store
+    assert (listed.utterances, listed.failures, listed.frame_shape) == (0, 20, "-")
     again = store.extract(CountingExtractor(), corpus, batch_size=4)
     assert (again.cached, again.extracted, len(again.failures)) == (0, 20, 0)
     assert len(store.load(CountingExtractor(), corpus)) == 20
@@ -236,3 +238,16 @@ def test_studies_that_find_everything_stored_share_the_store_with_a_writer(tmp_p
         assert len(store.load(reader, corpus)) == 20
         with pytest.raises(BudgetError, match="another extraction is writing"):
             store.extract(CountingExtractor(), make_corpus(tmp_path / "more", n=21))  # new work still needs the lock
+
+
+@pytest.mark.parametrize("part", ["frames.npy", "mean.npy", "index.parquet"])
+def test_a_shard_cut_short_is_extracted_again_not_served(tmp_path, corpus, part):
+    store = FeatureStore(tmp_path / "store")
+    report = store.extract(CountingExtractor(), corpus, batch_size=4)
+    shard = sorted((report.entry / "shards").glob(f"*.{part}"))[1]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    again = CountingExtractor()
+    redone = store.extract(again, corpus, batch_size=4)
+    assert (redone.cached, redone.extracted, again.utterances) == (16, 4, 4)
+    features = store.load(again, corpus)
+    assert len(features) == 20 and not features.missing

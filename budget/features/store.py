@@ -139,6 +139,8 @@ class FeatureSet:
         )
 
 
+#: The arrays of one shard, each in ``<shard>.<name>.npy``.
+SHARD_ARRAYS = ("frames", "mean", "max")
 #: How a failure of the extractor itself (not of the audio) begins: such utterances are tried again.
 EXTRACTOR_FAILED = "extractor failed"
 
@@ -164,25 +166,45 @@ class _Entry:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def meta(self) -> dict:
-        return json.loads((self.folder / "entry.json").read_text())
+        return files.read_json(self.folder / "entry.json")
+
+    def described(self) -> bool:
+        """Whether entry.json knows the frame shape: at least one utterance was extracted."""
+        return (self.folder / "entry.json").is_file() and self.meta()["frame_shape"] is not None
 
     def committed(self) -> list[str]:
         return sorted(p.name.removesuffix(".index.parquet") for p in self.shards.glob("*.index.parquet"))
 
     def sweep(self) -> None:
-        """Remove what a killed writer left: temporary files and shards without an index."""
+        """Remove what a killed writer left (temporary files, shards without an index) and damaged shards."""
         committed = set(self.committed())
+        for shard in sorted(committed):
+            if self._read_shard_index(shard) is None:
+                (self.shards / f"{shard}.index.parquet").unlink()  # uncommitted: its utterances are extracted again
+                committed.discard(shard)
         for path in self.shards.iterdir():
             shard = path.name.split(".")[0]
             if path.name.endswith(".tmp") or shard not in committed:
                 path.unlink()
 
+    def _read_shard_index(self, shard: str) -> pd.DataFrame | None:
+        """A shard's index, or None when the shard is damaged: an index or array file cut short or missing."""
+        try:
+            table = pd.read_parquet(self.shards / f"{shard}.index.parquet")
+            frames, mean, maximum = (np.load(self.shards / f"{shard}.{part}.npy", mmap_mode="r") for part in SHARD_ARRAYS)
+        except (OSError, ValueError):  # pyarrow's ArrowInvalid and numpy's short-file errors are ValueErrors
+            return None
+        if len(mean) != len(table) or len(maximum) != len(table) or len(frames) != int(table["n_frames"].sum()):
+            return None
+        return table
+
     def index(self) -> pd.DataFrame:
-        """Every committed utterance (the latest shard wins for a repeated key), with its shard."""
+        """Every committed, undamaged utterance (the latest shard wins for a repeated key), with its shard."""
         tables = []
         for shard in self.committed():
-            table = pd.read_parquet(self.shards / f"{shard}.index.parquet")
-            tables.append(table.assign(shard=shard, row=np.arange(len(table))))
+            table = self._read_shard_index(shard)
+            if table is not None:
+                tables.append(table.assign(shard=shard, row=np.arange(len(table))))
         if not tables:
             return pd.DataFrame(columns=[*_INDEX_COLUMNS, "shard", "row"])
         return pd.concat(tables, ignore_index=True).drop_duplicates("key", keep="last").set_index("key")
@@ -203,7 +225,7 @@ class _Entry:
             )
         pooled_mean = np.stack([_pool(o, frame_shape, np.mean) for o in outputs]).astype(np.float32)
         pooled_max = np.stack([_pool(o, frame_shape, np.max) for o in outputs]).astype(np.float32)
-        for suffix, array in (("frames", frames.astype(dtype)), ("mean", pooled_mean), ("max", pooled_max)):
+        for suffix, array in zip(SHARD_ARRAYS, (frames.astype(dtype), pooled_mean, pooled_max), strict=True):
             files.write_array(self.shards / f"{shard}.{suffix}.npy", array)
         index = pd.DataFrame(
             {
@@ -336,6 +358,8 @@ class FeatureStore:
                     entry, extractor, identity, manifest, keys, todo, max_seconds, batch_size, batch_seconds, frame_dtype
                 )
                 known = entry.index()
+                if not entry.described() and len(known):
+                    self._describe(entry, extractor, identity, None)  # everything failed: listed, with its failures
         else:
             audio_seconds = 0.0
         requested = known.reindex(keys)
@@ -352,12 +376,12 @@ class FeatureStore:
         )
 
     @staticmethod
-    def _describe(entry: _Entry, extractor: FeatureExtractor, identity: dict, frame_shape: tuple[int, ...]) -> None:
-        """Write entry.json once the first output shows the frame shape."""
+    def _describe(entry: _Entry, extractor: FeatureExtractor, identity: dict, frame_shape: tuple[int, ...] | None) -> None:
+        """Write entry.json once the first output shows the frame shape (None while every utterance failed)."""
         meta = {
             "spec": extractor.spec,
             "identity": identity,
-            "frame_shape": list(frame_shape),
+            "frame_shape": None if frame_shape is None else list(frame_shape),
             "layer_names": extractor.layer_names(),
             "frame_rate": extractor.frame_rate,
             "modality": extractor.modality,
@@ -395,7 +419,7 @@ class FeatureStore:
                         reasons.append(error.reason)
                 outputs = self._extract_batch(extractor, inputs, reasons)
                 shapes = [o.shape[1:] for o in outputs if o is not None]
-                if shapes and not (entry.folder / "entry.json").is_file():
+                if shapes and not entry.described():
                     self._describe(entry, extractor, identity, shapes[0])
                 if extractor.modality == "audio":
                     audio_seconds += sum(len(x) for x in inputs if x is not None) / SAMPLE_RATE
@@ -467,7 +491,7 @@ class FeatureStore:
         Raises when nothing was extracted for this configuration.
         """
         _, entry = self._entry(extractor, max_seconds, frame_dtype, utterance_identity)
-        if not (entry.folder / "entry.json").is_file():
+        if not entry.described():
             failed = entry.index() if entry.shards.is_dir() else pd.DataFrame()
             if len(failed):
                 reasons = failed["reason"].value_counts()
@@ -492,7 +516,7 @@ class FeatureStore:
         for shard, offset, n, row in zip(rows["shard"], rows["offset"], rows["n_frames"], rows["row"], strict=True):
             if shard not in opened:
                 opened[shard] = tuple(
-                    np.load(entry.shards / f"{shard}.{part}.npy", mmap_mode="r") for part in ("frames", "mean", "max")
+                    np.load(entry.shards / f"{shard}.{part}.npy", mmap_mode="r") for part in SHARD_ARRAYS
                 )
             shard_frames, shard_mean, shard_max = opened[shard]
             sequences.append(shard_frames[offset : offset + n])
@@ -531,7 +555,7 @@ class FeatureStore:
                 {
                     "spec": meta["spec"],
                     "entry": folder.name,
-                    "frame_shape": "x".join(str(d) for d in meta["frame_shape"]),
+                    "frame_shape": "x".join(str(d) for d in meta["frame_shape"] or ["-"]),
                     "layers": len(meta["layer_names"]) if meta["layer_names"] else 1,
                     "max_seconds": audio.get("max_seconds"),
                     "utterances": int(ok.sum()),
