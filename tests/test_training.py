@@ -385,3 +385,21 @@ def test_cpu_bf16_keeps_what_a_head_learns(head):
         scores[bf16] = np.array([balanced_accuracy_score(labels[r.test], p) for r, p in zip(runs, predictions, strict=True)])
     spread = max(scores[False].std(ddof=1), 1 / len(runs[0].test))  # one test utterance at the least
     assert abs(scores[True].mean() - scores[False].mean()) <= 2 * spread
+
+
+def test_the_convergence_check_flags_a_tiny_budget_and_passes_a_sufficient_one():
+    """Three steps leave mlp_pool learning (more steps move UA by many points); 24 reach the plateau."""
+    from budget.analysis import convergence_table
+
+    features, labels = synthetic_features(n_per_class=40)
+    runs = runs_for(labels, size=25, seeds=(0, 1))
+
+    def results(config):
+        predictions = train_runs("mlp_pool", features, labels, runs, 3, config)
+        return pd.DataFrame([{"features": "synthetic", "head": "mlp_pool", "size": "25", "fold": r.fold, "seed": r.seed,
+                              "ua": balanced_accuracy_score(labels[r.test], p)} for r, p in zip(runs, predictions, strict=True)])  # fmt: skip
+
+    for steps, flagged in ((3, True), (24, False)):
+        config = TrainConfig(steps=steps, lr=3e-3, batch_size=8)
+        (cell,) = convergence_table(results(config), results(config.doubled())).itertuples()
+        assert cell.flagged == flagged, f"{steps} steps: UA {cell.ua_default:.3f}, doubled {cell.ua_doubled:.3f}"
