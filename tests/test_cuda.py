@@ -7,11 +7,13 @@ GPU machine).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score
-from test_training import runs_for, synthetic_features
+from test_training import check_pooled_optimum, runs_for, stepped, stepped_runs, synthetic_features
 
 from budget.heads import HEADS
 from budget.training import TrainConfig, train_runs
@@ -31,10 +33,10 @@ def test_batched_equals_one_at_a_time_on_cuda(head):
     utterances, not for most (90% must agree).
     """
     features, labels = synthetic_features()
-    runs = runs_for(labels, size=8) + runs_for(labels, size=12)[:2]
-    config = TrainConfig(steps=12, lr=3e-3, batch_size=5, device="cuda", bf16=False)
+    runs = stepped_runs(head, labels)
+    config = replace(stepped(head), device="cuda", bf16=False)
     together = train_runs(head, features, labels, runs, 3, config)
-    cpu = train_runs(head, features, labels, runs, 3, TrainConfig(steps=12, lr=3e-3, batch_size=5, device="cpu"))
+    cpu = train_runs(head, features, labels, runs, 3, replace(config, device="cpu"))
     for e, run in enumerate(runs):
         (alone,) = train_runs(head, features, labels, [run], 3, config)
         agree = np.mean(alone == together[e])
@@ -54,6 +56,11 @@ def test_bf16_keeps_what_a_head_learns(head):
         scores[bf16] = np.array([balanced_accuracy_score(labels[r.test], p) for r, p in zip(runs, predictions, strict=True)])
     spread = max(scores[False].std(ddof=1), 1 / len(runs[0].test))  # one test utterance at the least
     assert abs(scores[True].mean() - scores[False].mean()) <= 2 * spread
+
+
+@pytest.mark.parametrize("head", ["mean_pool", "meanmax_pool"])
+def test_pooled_heads_are_solved_to_the_logreg_optimum_on_cuda(head):
+    check_pooled_optimum(head, "cuda")
 
 
 def test_a_study_trains_on_cuda(tmp_path):

@@ -218,10 +218,15 @@ def test_pooled_heads_are_solved_to_the_logreg_optimum_whatever_their_mates(head
     norm).  Logits are compared centred over classes (a common shift of the
     unpenalised biases changes nothing), alone and beside other runs.
     """
+    check_pooled_optimum(head, "cpu")
+
+
+def check_pooled_optimum(head: str, device: str) -> None:
+    """Each run's pooled head, fitted beside others and alone on ``device``, has scikit-learn's logits (see above)."""
     features, labels = synthetic_features()
     runs = runs_for(labels, size=8) + runs_for(labels, size=12)[:2]
-    config = TrainConfig(steps=500)
-    inputs = DeviceFeatures.upload(features, torch.device("cpu"), half=False)
+    config = TrainConfig(steps=500, device=device)
+    inputs = DeviceFeatures.upload(features, torch.device(device), half=False)
     kind = HEADS[head].pooled_kind
     together = training.fit_pooled(head, inputs, labels, runs, 3, config)
     for e, run in enumerate(runs):
@@ -234,7 +239,7 @@ def test_pooled_heads_are_solved_to_the_logreg_optimum_whatever_their_mates(head
         expected -= expected.mean(1, keepdims=True)
         for fitted, member in ((together, e), (alone, 0)):
             with torch.inference_mode():
-                logits = fitted.shared_logits(inputs.pooled(kind))[member, run.test].double().numpy()
+                logits = fitted.shared_logits(inputs.pooled(kind))[member, run.test].double().cpu().numpy()
             np.testing.assert_allclose(logits - logits.mean(1, keepdims=True), expected, rtol=0, atol=bound)
 
 
