@@ -26,8 +26,9 @@ on CUDA, float32 on CPU).  Each run's data order is drawn once, up front, from
 its own generator; every step gathers all members' batches on the device from
 those index tensors, and dropout masks come from a counter-based hash
 (:mod:`budget.heads`), so no step loops over members in Python and a run's
-result does not depend on which runs shared its ensemble.  On CUDA, matrix
-products run in bf16 autocast where the card supports it.
+result does not depend on which runs shared its ensemble.  Frame heads'
+matrix products run in bf16 autocast on CUDA cards that support it and on
+CPUs measured to multiply bf16 faster than float32 (:func:`uses_autocast`).
 """
 
 from __future__ import annotations
