@@ -353,6 +353,9 @@ def curve(
         typer.Option("--check-convergence/--no-check-convergence",
                      help="Retrain the smallest and largest size with twice the budget; flag cells that move."),
     ] = True,
+    check_every_size: Annotated[
+        bool, typer.Option("--check-every-size", help="The convergence check on every size, not only the ends.")
+    ] = False,
 ) -> None:
     """UA against training-set size: a budget curve for one head on each feature set."""
     from budget.features import display_name
@@ -362,7 +365,8 @@ def curve(
         config, corpus, root, classes, features, model, per_class, n, seeds, schedule, steps, epochs, lr, batch_size,
         dropout, device, store, max_seconds, layer,
     )  # fmt: skip
-    results, folder = _run_study("curve", study_config, run_dir, strict, "ends" if check_convergence else "none")
+    check = ("all" if check_every_size else "ends") if check_convergence else "none"
+    results, folder = _run_study("curve", study_config, run_dir, strict, check)
     summary = summarise(results)
     table = Table("features", "head", "per class", "training examples", "UA mean ± std", "runs", title="budget curve")
     for row in summary.itertuples():

@@ -128,8 +128,9 @@ def test_curve_and_compare_commands(iemocap, tmp_path, monkeypatch):
     common = ["--corpus", "iemocap", "--root", str(iemocap), "--features", "lld", "--store", str(tmp_path / "store"),
               "--seeds", "1", "--steps", "20", "--lr", "0.01", "--device", "cpu"]  # fmt: skip
     result = runner.invoke(app, ["curve", "--model", "mlp_pool", "--per-class", "1,2,full", *common,
-                                 "--run-dir", str(tmp_path / "curve")])  # fmt: skip
+                                 "--run-dir", str(tmp_path / "curve"), "--check-every-size"])  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert set(pd.read_parquet(tmp_path / "curve" / "convergence.parquet")["size"]) == {"1", "2", "full"}
     rows = [line for line in result.output.splitlines() if "mlp_pool" in line and line.startswith("│")]
     assert [re.search(r"│\s*mlp_pool\s*│\s*(\S+)", r).group(1) for r in rows] == ["1", "2", "full"]
     assert "results: " in result.output
