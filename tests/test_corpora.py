@@ -189,3 +189,10 @@ class TestRoots:
     def test_unknown_corpus(self):
         with pytest.raises(BudgetError, match="unknown corpus 'timit'"):
             get_adapter("timit")
+
+
+def test_every_reader_takes_a_string_path(tmp_path):
+    from budget.corpora.iemocap import read_iemocap
+
+    root = build_iemocap(tmp_path)
+    assert len(read_iemocap(str(root))) == len(read_iemocap(root)) > 0

@@ -9,6 +9,7 @@ folder itself.
 from __future__ import annotations
 
 import re
+from os import PathLike
 from pathlib import Path
 
 import pandas as pd
@@ -42,8 +43,9 @@ LEVELS = {"LO": "low", "MD": "medium", "HI": "high", "XX": "unspecified"}
 _FILE_NAME = re.compile(r"^(?P<actor>\d{4})_(?P<sentence>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<level>[A-Z]{2})\.wav$")
 
 
-def read_cremad(root: Path) -> pd.DataFrame:
+def read_cremad(root: str | PathLike[str]) -> pd.DataFrame:
     """Read CREMA-D from its file names."""
+    root = Path(root)
     wav_dir = root / "AudioWAV" if (root / "AudioWAV").is_dir() else root
     rows = []
     for path, match in match_file_names(

@@ -10,6 +10,7 @@ own classes.
 
 from __future__ import annotations
 
+from os import PathLike
 from pathlib import Path
 
 import pandas as pd
@@ -21,8 +22,9 @@ from budget.labels import canonical_label, check_spelling
 REQUIRED = ("path", "label", "speaker")
 
 
-def read_csv_manifest(root: Path) -> pd.DataFrame:
+def read_csv_manifest(root: str | PathLike[str]) -> pd.DataFrame:
     """Read a CSV manifest; ``root`` is the CSV file or a folder holding ``manifest.csv``."""
+    root = Path(root)
     csv_path = root / "manifest.csv" if root.is_dir() else root
     if not csv_path.is_file():
         raise BudgetError(f"csv: no manifest file at {csv_path}")

@@ -10,6 +10,7 @@ File names carry everything: ``03a01Fa.wav`` is speaker ``03``, text code
 from __future__ import annotations
 
 import re
+from os import PathLike
 from pathlib import Path
 
 import pandas as pd
@@ -54,8 +55,9 @@ def emodb_wav_dir(root: Path) -> Path:
     return root / "wav" if (root / "wav").is_dir() else root
 
 
-def read_emodb(root: Path) -> pd.DataFrame:
+def read_emodb(root: str | PathLike[str]) -> pd.DataFrame:
     """Read EmoDB from its file names."""
+    root = Path(root)
     wav_dir = emodb_wav_dir(root)
     rows = []
     for path, match in match_file_names(

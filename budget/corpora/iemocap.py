@@ -23,6 +23,7 @@ session plus the actor's gender letter (``Ses01F_impro01_M003`` is ``Ses01M``).
 from __future__ import annotations
 
 import re
+from os import PathLike
 from pathlib import Path
 
 import pandas as pd
@@ -73,8 +74,9 @@ def read_transcription(path: Path) -> dict[str, str]:
     return texts
 
 
-def read_iemocap(root: Path) -> pd.DataFrame:
+def read_iemocap(root: str | PathLike[str]) -> pd.DataFrame:
     """Read every labelled utterance of an IEMOCAP release (all categories)."""
+    root = Path(root)
     sessions = sorted(p for p in root.glob("Session[1-9]") if p.is_dir())
     if not sessions:
         raise BudgetError(f"iemocap: no Session1..5 folders under {root}; point --root at IEMOCAP_full_release")

@@ -12,6 +12,7 @@ toolkit never fetches it, you point at your copy.
 from __future__ import annotations
 
 import re
+from os import PathLike
 from pathlib import Path
 
 import pandas as pd
@@ -36,8 +37,9 @@ _FILE_NAME = re.compile(
 )
 
 
-def read_ravdess(root: Path) -> pd.DataFrame:
+def read_ravdess(root: str | PathLike[str]) -> pd.DataFrame:
     """Read the speech files of a RAVDESS audio-only release."""
+    root = Path(root)
     rows = []
     speech = "Actor_01/03-01-05-01-01-01-01.wav"
     for path, match in match_file_names(root.glob("Actor_*/*.wav"), _FILE_NAME, EMOTION_CODES, "ravdess", "RAVDESS", speech):
