@@ -6,6 +6,7 @@ Errors from bad input print one line (``error: ...``) and exit with status 2.
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -28,8 +29,18 @@ app = typer.Typer(
 corpus_app = typer.Typer(help="Inspect and fetch corpora.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+#: Columns of output that goes to a pipe or a file: wide enough that no identifier (a model path, a group name) is cut.
+PIPED_WIDTH = 400
+
+
+def _console(stderr: bool = False) -> Console:
+    """A terminal gets its own width; a pipe or file gets :data:`PIPED_WIDTH`, not rich's 80 columns."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else PIPED_WIDTH)
+
+
+out = _console()
+err = _console(stderr=True)
 
 CorpusOption = Annotated[
     str, typer.Option("--corpus", "-c", help=f"Corpus adapter: {', '.join(CORPORA)}.", show_default=True)

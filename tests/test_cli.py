@@ -128,3 +128,16 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
     result = invoke("extract", "--features", "lld", "--device", "cuda", "--root", str(tmp_path))
     assert result.exit_code == 2
     assert "torch sees no CUDA device" in result.output
+
+
+def test_piped_tables_never_cut_an_identifier(tmp_path):
+    from feature_helpers import CountingExtractor
+    from test_store import make_corpus
+
+    from budget.features import FeatureStore
+
+    extractor = CountingExtractor()
+    extractor.spec = "hf:/a/very/long/path/to/a/model/folder/that/does/not/fit/in/eighty/columns/whisper-tiny-en"
+    FeatureStore(tmp_path / "store").extract(extractor, make_corpus(tmp_path / "audio", n=3))
+    result = CliRunner().invoke(app, ["features", "--store", str(tmp_path / "store")])
+    assert result.exit_code == 0 and extractor.spec in result.output
