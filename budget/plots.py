@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, PercentFormatter  # noqa: E402
 
 from budget.analysis import CurveFit, confusion_at, size_order, solve_n  # noqa: E402
 from budget.features import display_name  # noqa: E402
@@ -27,6 +27,7 @@ PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#0
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 LINESTYLES = ["-", "--", "-.", ":"]
 HATCHES = ["", "//", "..", "xx", "\\\\", "++"]
+EXTRAPOLATED = (0, (4, 3))
 
 plt.rcParams.update(
     {
@@ -64,19 +65,21 @@ def _log_axis(axis, values) -> None:
 
 
 def curve_plot(
-    table: pd.DataFrame, fits: list[CurveFit], folder: Path, target: float | None = None, extrapolate_to: float | None = None
-) -> Path:
-    """UA against examples per class (log axis): mean and 95% band per curve, fitted law, target crossing.
+    table: pd.DataFrame, fits: list[CurveFit], folder: Path, target: float | None = None,
+    extrapolate_to: float | None = None, n_classes: int | None = None,
+) -> Path:  # fmt: skip
+    """UA (in percent) against examples per class (log axis): mean and 95% band per curve, fitted law, target crossing.
 
-    ``table`` is :func:`budget.analysis.aggregate`'s summary of the results.
+    ``table`` is :func:`budget.analysis.aggregate`'s summary of the results;
+    ``n_classes`` draws the chance level (1 / classes).
     """
     balanced = table[table["size"] != "full"]
     figure, axis = plt.subplots(figsize=(6.4, 4.0))
     styles = zip(cycle(PALETTE), cycle(MARKERS), strict=False)
     fit_by_key = {(f.features, f.head): f for f in fits}
     xs = list(balanced["n_per_class"])
-    extrapolation_label = "fitted law (chosen by backtest); dashed: extrapolation"
     curves = balanced.groupby(["features", "head"], sort=False)
+    fitted = False
     for ((features, head), rows), (colour, marker) in zip(curves, styles, strict=False):  # styles cycle
         fit = fit_by_key.get((features, head))
         label = _label(features, head) + (f" ({fit.chosen})" if fit is not None and fit.chosen else "")
@@ -91,19 +94,25 @@ def curve_plot(
                 top = max(top, crossing * 1.2)
                 axis.plot([crossing], [target], marker="x", color=colour, markersize=9, markeredgewidth=2, linestyle="none")
                 axis.annotate(f"{math.ceil(crossing)}/class", (crossing, target), textcoords="offset points",
-                              xytext=(4, -12), color=colour, fontsize=8)  # fmt: skip
+                              xytext=(7, 7), color=colour, fontsize=8, zorder=5,
+                              bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})  # fmt: skip
         grid = np.geomspace(rows["n_per_class"].min(), top, 80)
         measured = grid <= rows["n_per_class"].max()
         axis.plot(grid[measured], fit.predict(grid[measured]), color=colour, linewidth=0.8, alpha=0.7)
-        axis.plot(grid[~measured], fit.predict(grid[~measured]), color=colour, linewidth=1.2, linestyle=(0, (4, 3)),
-                  label=extrapolation_label)  # fmt: skip
-        extrapolation_label = None
+        axis.plot(grid[~measured], fit.predict(grid[~measured]), color=colour, linewidth=1.2, linestyle=EXTRAPOLATED)
+        fitted = True
         xs.append(top)
+    if fitted:  # one neutral sample for every curve's law, not a copy of the first curve's colour
+        axis.plot([], [], color="#444444", linewidth=1.2, linestyle=EXTRAPOLATED,
+                  label="fitted law (chosen by backtest); dashed: extrapolation")  # fmt: skip
     if target is not None:
-        axis.axhline(target, color="#444444", linewidth=1, linestyle=":", label=f"target UA {target:.2f}")
+        axis.axhline(target, color="#444444", linewidth=1, linestyle=":", label=f"target UA {100 * target:.0f}%")
+    if n_classes:
+        axis.axhline(1 / n_classes, color="#999999", linewidth=1, linestyle="-.", label=f"chance ({n_classes} classes)")
     _log_axis(axis, xs)
+    axis.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     axis.set_xlabel("training examples per class (log scale)")
-    axis.set_ylabel("unweighted accuracy (UA)")
+    axis.set_ylabel("unweighted accuracy (UA, %)")
     axis.set_title("Budget curve: UA against labels per class (mean, 95% CI over folds and seeds)")
     axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _save(figure, folder, "curve")

@@ -295,7 +295,8 @@ def build_report(
     balanced_sizes = [s for s in sizes if s != "full"]
     if len(balanced_sizes) >= 2:
         fits = [fit_curve(results, f, h) for f, h in folder.curves()]
-        doc.figure(curve_plot(table, fits, figures, target), "UA against training examples per class")
+        n_classes = len(provenance.get("classes", [])) or None
+        doc.figure(curve_plot(table, fits, figures, target, n_classes=n_classes), "UA against training examples per class")
     if len(set(results["head"])) > 1 or len(set(results["features"])) > 1:
         doc.figure(compare_plot(table, figures), "UA by head and feature set at the largest size")
     if len(balanced_sizes) >= 2:

@@ -46,6 +46,9 @@ def test_report_has_every_section_and_embedded_figures(run_folder, tmp_path):
     assert "curve.png" in figures and "compare.png" in figures
     assert any(name.startswith("recall-") for name in figures) and any(name.startswith("confusion-") for name in figures)
     assert all((tmp_path / "report" / "figures" / name).stat().st_size > 5_000 for name in figures)
+    curve = (tmp_path / "report" / "figures" / "curve.svg").read_text()  # text stays text (svg.fonttype none)
+    assert "chance (4 classes)" in curve and "target UA 70%" in curve and "UA, %" in curve
+    assert curve.count("fitted law (chosen by backtest)") == 1
     page = path.read_text()
     assert page.count("data:image/png;base64,") == markdown.count("![")
     assert "figures/" not in page  # self-contained
