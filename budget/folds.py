@@ -50,12 +50,12 @@ def assign_folds(manifest: pd.DataFrame, n_folds: int = N_FOLDS, seed: int = 0) 
 
 
 def fold_names(manifest: pd.DataFrame, folds: pd.Series) -> dict[int, str]:
-    """A readable name per fold: its group when it holds one, else ``fold<i>``."""
-    names = {}
-    for fold, groups in manifest["group"].groupby(folds):
-        unique = groups.unique()
-        names[int(fold)] = str(unique[0]) if len(unique) == 1 else f"fold{fold}"
-    return names
+    """A name per fold that says what it holds: its groups (speakers, sessions), sorted and joined by ``+``.
+
+    Reports and ``provenance.json`` carry these names, so a fold design can be
+    audited and reproduced.
+    """
+    return {int(fold): "+".join(sorted(map(str, groups.unique()))) for fold, groups in manifest["group"].groupby(folds)}
 
 
 def training_counts(manifest: pd.DataFrame, folds: pd.Series) -> pd.DataFrame:

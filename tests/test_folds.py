@@ -36,6 +36,9 @@ def test_many_groups_give_k_grouped_folds_without_straddling():
     assert (manifest.groupby("group").apply(lambda g: folds[g.index].nunique()) == 1).all()
     sizes = folds.value_counts()
     assert sizes.max() - sizes.min() <= 2 * 12
+    names = fold_names(manifest, folds)  # each fold named by the speakers it holds, so the design can be audited
+    for fold, name in names.items():
+        assert name.split("+") == sorted(manifest.loc[folds == fold, "group"].unique())
 
 
 def test_folds_are_deterministic_and_independent_of_row_order():
