@@ -261,7 +261,7 @@ def features_list(store: StoreOption = None) -> None:
 
 def _study_config(
     config: Path | None, corpus, root, classes, features, heads, per_class, n, seeds, schedule, steps, epochs, lr,
-    batch_size, dropout, device, store, max_seconds, layer,
+    batch_size, dropout, device, store, max_seconds, layer, folds=None, fold_file=None,
 ):  # fmt: skip
     """Defaults, then the TOML file, then the options typed on the command line (an option left out is None)."""
     from budget.study import StudyConfig
@@ -271,7 +271,7 @@ def _study_config(
         corpus=corpus, root=str(root) if root else None, classes=classes, features=features, heads=heads,
         per_class=per_class, n=n, seeds=seeds, schedule=schedule, steps=steps, epochs=epochs, lr=lr,
         batch_size=batch_size, dropout=dropout, device=device, store=str(store) if store else None,
-        max_seconds=max_seconds, layer=layer,
+        max_seconds=max_seconds, layer=layer, n_folds=folds, fold_file=str(fold_file) if fold_file else None,
     )  # fmt: skip
 
 
@@ -323,6 +323,12 @@ LrOption = Annotated[float | None, typer.Option("--lr", help="Adam learning rate
 BatchOption = Annotated[int | None, typer.Option("--batch-size", help="Training batch size (default 16).")]
 DropoutOption = Annotated[float | None, typer.Option("--dropout", help="Dropout after each layer (default 0.2).")]
 LayerOption = Annotated[int | None, typer.Option("--layer", help="Pick one layer of features stored with :all.")]
+FoldsOption = Annotated[
+    int | None, typer.Option("--folds", help="Speaker-independent folds when a corpus has more than 10 groups (default 5).")
+]
+FoldFileOption = Annotated[
+    Path | None, typer.Option("--fold-file", help="A CSV of utt_id (or group) and fold: a published fold design.")
+]
 StudyMaxSeconds = Annotated[float | None, typer.Option("--max-seconds", help="Crop utterances (default 5 s; 0: none).")]
 
 
@@ -354,6 +360,8 @@ def curve(
     store: StoreOption = None,
     max_seconds: StudyMaxSeconds = None,
     layer: LayerOption = None,
+    folds: FoldsOption = None,
+    fold_file: FoldFileOption = None,
     config: ConfigOption = None,
     run_dir: RunDirOption = None,
     target: TargetOption = None,
@@ -374,7 +382,7 @@ def curve(
 
     study_config = _study_config(
         config, corpus, root, classes, features, model, per_class, n, seeds, schedule, steps, epochs, lr, batch_size,
-        dropout, device, store, max_seconds, layer,
+        dropout, device, store, max_seconds, layer, folds, fold_file,
     )  # fmt: skip
     check = ("all" if check_every_size else "ends") if check_convergence else "none"
     results, folder = _run_study("curve", study_config, run_dir, strict, check)
@@ -412,6 +420,8 @@ def compare(
     store: StoreOption = None,
     max_seconds: StudyMaxSeconds = None,
     layer: LayerOption = None,
+    folds: FoldsOption = None,
+    fold_file: FoldFileOption = None,
     config: ConfigOption = None,
     run_dir: RunDirOption = None,
     report: ReportOption = True,
@@ -429,7 +439,7 @@ def compare(
 
     study_config = _study_config(
         config, corpus, root, classes, features, models, per_class, n, seeds, schedule, steps, epochs, lr, batch_size,
-        dropout, device, store, max_seconds, layer,
+        dropout, device, store, max_seconds, layer, folds, fold_file,
     )  # fmt: skip
     if models is None and config is None:
         study_config = study_config.with_overrides(heads=ACOUSTIC_HEADS)

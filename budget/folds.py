@@ -10,6 +10,7 @@ given seed, and a group never straddles two folds.
 from __future__ import annotations
 
 import warnings
+from os import PathLike
 
 import numpy as np
 import pandas as pd
@@ -68,3 +69,33 @@ def training_counts(manifest: pd.DataFrame, folds: pd.Series) -> pd.DataFrame:
     totals = manifest.groupby("label").size().reindex(class_order(manifest["label"]))
     held_out = pd.crosstab(folds, manifest["label"]).reindex(columns=totals.index, fill_value=0)
     return (totals - held_out).rename_axis(index="fold", columns="label")
+
+
+def read_fold_file(path: str | PathLike[str], manifest: pd.DataFrame) -> pd.Series:
+    """Folds from a CSV the user hands in (a published design, such as EmoBox's): a ``fold`` column beside
+    ``utt_id`` or ``group``.
+
+    Every utterance must get a fold and every group stay within one (folds
+    are speaker-independent); fold labels become 0, 1, ... in their sorted order.
+    """
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise BudgetError(f"cannot read fold file {path}: {error}") from None
+    key = next((k for k in ("utt_id", "group") if k in table.columns), None)
+    if key is None or "fold" not in table.columns:
+        raise BudgetError(f"fold file {path} needs a 'fold' column beside 'utt_id' or 'group'; has {', '.join(table.columns)}")
+    if table[key].duplicated().any():
+        raise BudgetError(f"fold file {path}: {key} {table[key][table[key].duplicated()].iloc[0]!r} is listed twice")
+    given = manifest[key].astype(str).map(dict(zip(table[key], table["fold"], strict=True)))
+    if given.isna().any():
+        missing = manifest.loc[given.isna(), key].astype(str).unique()
+        raise BudgetError(f"fold file {path} gives no fold for {len(missing)} {key}(s), e.g. {', '.join(missing[:3])}")
+    straddling = given.groupby(manifest["group"]).nunique()
+    if (straddling > 1).any():
+        group = straddling[straddling > 1].index[0]
+        raise BudgetError(f"fold file {path} puts group {group!r} in several folds: folds must be speaker-independent")
+    labels = sorted(given.unique(), key=lambda v: (len(v), v))  # "2" before "10"
+    if len(labels) < 2:
+        raise BudgetError(f"fold file {path} has {len(labels)} fold; cross-validation needs at least 2")
+    return given.map({label: i for i, label in enumerate(labels)}).astype(int).rename("fold")

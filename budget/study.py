@@ -41,7 +41,7 @@ from budget.corpora.fetch import ensure_corpus
 from budget.errors import BudgetError, check_number
 from budget.features import FeatureStore, parse_feature_spec
 from budget.features.store import FeatureSet
-from budget.folds import N_FOLDS, assign_folds, fold_names
+from budget.folds import N_FOLDS, assign_folds, fold_names, read_fold_file
 from budget.heads import BIMODAL_HEADS, LOGREG, check_head
 from budget.labels import class_order
 from budget.metrics import run_metrics
@@ -78,6 +78,7 @@ class StudyConfig:
     n: tuple[int, ...] | None = None  # or sizes in total, divided by the number of classes
     seeds: int = 3
     n_folds: int = N_FOLDS
+    fold_file: str | None = None  # a CSV of utt_id (or group) and fold: a published design instead of n_folds
     max_seconds: float = MAX_SECONDS  # 0: no crop
     layer: int | None = None  # pick one layer of an 'all' feature entry
     precision: str = "fp32"
@@ -95,7 +96,7 @@ class StudyConfig:
         check_number("max_seconds", self.max_seconds, minimum=0)
         if self.layer is not None:
             check_number("layer", self.layer, integer=True, minimum=0)
-        for key in ("corpus", "root", "classes", "store", "precision"):
+        for key in ("corpus", "root", "classes", "store", "precision", "fold_file"):
             if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
                 raise BudgetError(f"{key} must be a string; got {getattr(self, key)!r}")
         if not self.features:
@@ -167,7 +168,7 @@ def prepare(config: StudyConfig, log=print, strict: bool = False) -> StudyData:
     usable = scan.usable
     if usable.empty:
         raise BudgetError(f"{config.corpus}: no usable audio")
-    folds = assign_folds(usable, config.n_folds)
+    folds = read_fold_file(config.fold_file, usable) if config.fold_file else assign_folds(usable, config.n_folds)
     classes = class_order(usable["label"])
     plan = plan_sizes(parse_sizes(config.per_class, config.n, len(classes)), usable, folds)
     if not plan.sizes:

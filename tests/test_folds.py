@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from budget.errors import BudgetError
-from budget.folds import assign_folds, fold_names, training_counts
+from budget.folds import assign_folds, fold_names, read_fold_file, training_counts
 
 
 def synthetic_manifest(n_groups: int, per_group: int = 12, seed: int = 0) -> pd.DataFrame:
@@ -73,3 +73,31 @@ def test_training_counts_and_ceiling():
 def test_one_group_is_an_error():
     with pytest.raises(BudgetError, match="at least 2 groups"):
         assign_folds(synthetic_manifest(1))
+
+
+def test_a_fold_file_by_group_or_utterance_gives_its_design(tmp_path):
+    manifest = synthetic_manifest(6, per_group=3)
+    by_group = tmp_path / "groups.csv"
+    by_group.write_text("group,fold\n" + "".join(f"g{g:03d},{'A' if g < 2 else 'B' if g < 4 else 'C'}\n" for g in range(6)))
+    folds = read_fold_file(by_group, manifest)
+    assert folds.tolist() == [0] * 6 + [1] * 6 + [2] * 6
+    assert fold_names(manifest, folds) == {0: "g000+g001", 1: "g002+g003", 2: "g004+g005"}
+    by_utterance = tmp_path / "utterances.csv"
+    by_utterance.write_text("utt_id,fold\n" + "".join(f"{u},{int(u[1:4]) % 2 + 1}\n" for u in manifest["utt_id"]))
+    assert read_fold_file(by_utterance, manifest).tolist() == [0, 0, 0, 1, 1, 1] * 3
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("speaker,fold\ng000,1\n", "needs a 'fold' column beside 'utt_id' or 'group'"),
+        ("group,fold\ng000,1\n", "gives no fold for 5 group"),
+        ("group,fold\n" + "".join(f"g{g:03d},1\n" for g in range(6)), "has 1 fold"),
+        ("utt_id,fold\n" + "".join(f"g{g:03d}_{i:02d},{i}\n" for g in range(6) for i in range(3)), "puts group 'g000' in several"),
+    ],
+)  # fmt: skip
+def test_a_bad_fold_file_is_one_clear_error(tmp_path, text, message):
+    path = tmp_path / "folds.csv"
+    path.write_text(text)
+    with pytest.raises(BudgetError, match=message):
+        read_fold_file(path, synthetic_manifest(6, per_group=3))

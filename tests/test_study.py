@@ -278,3 +278,15 @@ def test_a_full_disk_is_one_error_and_leaves_no_half_written_file(iemocap, tmp_p
     with pytest.raises(BudgetError, match="no space left on the disk writing"):
         Study(config_for(iemocap, tmp_path, heads=("logreg",), per_class=(1,)), tmp_path / "run").run(log=lambda _: None)
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_fold_file_shapes_the_study_from_the_command_line(iemocap, tmp_path):
+    fold_file = tmp_path / "folds.csv"
+    fold_file.write_text("group,fold\nSes01,1\nSes02,1\nSes03,2\nSes04,2\nSes05,3\n")
+    result = runner.invoke(app, ["compare", "--corpus", "iemocap", "--root", str(iemocap), "--features", "lld",
+                                 "--models", "logreg", "--per-class", "1", "--seeds", "1", "--device", "cpu",
+                                 "--store", str(tmp_path / "store"), "--fold-file", str(fold_file),
+                                 "--run-dir", str(tmp_path / "run"), "--no-report"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    results = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    assert sorted(set(results["fold_name"])) == ["Ses01+Ses02", "Ses03+Ses04", "Ses05"]
