@@ -682,3 +682,102 @@ def confusion_at(results: pd.DataFrame, features: str, head: str, size: str) -> 
     runs = results[(results["features"] == features) & (results["head"] == head) & (results["size"] == size)]
     total = sum(np.array(json.loads(c)) for c in runs["confusion"])
     return total / np.maximum(total.sum(axis=1, keepdims=True), 1)
+
+
+# -- the labels-needed answer ----------------------------------------------------------------
+
+#: Rungs of the labels-needed ladder: every this many UA points above the best measured mean.
+LADDER_STEP = 0.05
+LADDER_RUNGS = 4
+
+
+def target_ladder(table: pd.DataFrame, curves: list[CurveFit], target: float | None = None) -> list[float]:
+    """Targets worth an answer: every 5 UA points from just above the best measured mean UA up to the highest
+    fitted ceiling (at most four), and the user's ``target``.
+
+    ``table`` is :func:`aggregate`'s summary.
+    """
+    best = float(table["mean"].max())
+    ceilings = [_ceiling(curve) for curve in curves if curve.chosen]
+    top = min(max((c for c in ceilings if c is not None), default=best + LADDER_RUNGS * LADDER_STEP), 0.995)
+    first = math.floor(best / LADDER_STEP + 1) * LADDER_STEP
+    rungs = [round(first + i * LADDER_STEP, 4) for i in range(LADDER_RUNGS) if first + i * LADDER_STEP < top]
+    return sorted({*rungs, *([round(target, 4)] if target is not None else [])})
+
+
+def _ceiling(curve: CurveFit) -> float | None:
+    family = FAMILIES[curve.chosen]
+    return float(curve.chosen_fit.params[family.names.index(family.ceiling)]) if family.ceiling else None
+
+
+def labels_needed(results: pd.DataFrame, curves: list[CurveFit], targets: list[float]) -> pd.DataFrame:
+    """Per curve and target: labels per class and in total, the 95% interval, and how the answer is known.
+
+    ``status`` is ``interpolated`` (within the measured sizes), ``extrapolated``
+    (``factor`` times the largest measured size), ``too far`` (beyond
+    :data:`PLAUSIBLE_LIMIT` times it: no count is given, ``next_size`` is the
+    size to measure next) or ``not reached`` (the fitted ceiling lies below).
+    """
+    rows = []
+    for curve in (c for c in curves if c.chosen):
+        for target in targets:
+            answer = plan(results, target, curve.features, curve.head, curve)
+            low, high = answer.per_class_interval
+            factor = answer.per_class / answer.largest_measured
+            if math.isinf(answer.per_class):
+                status = "not reached"
+            elif factor > PLAUSIBLE_LIMIT:
+                status = "too far"
+            else:
+                status = "interpolated" if factor <= 1 else "extrapolated"
+            counted = status in ("interpolated", "extrapolated")
+            rows.append(
+                {
+                    "features": curve.features, "head": curve.head, "target": target, "status": status,
+                    "per_class": math.ceil(answer.per_class) if counted else math.nan,
+                    "total": math.ceil(answer.per_class) * answer.n_classes if counted else math.nan,
+                    "low": low if counted else math.nan,
+                    "high": high if counted and high <= PLAUSIBLE_LIMIT * answer.largest_measured else math.nan,
+                    "factor": factor if counted else math.nan,
+                    "ceiling": answer.ceiling, "next_size": answer.next_step,
+                    "largest_measured": answer.largest_measured, "backtest_error": answer.backtest_error,
+                }
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def recommend(table: pd.DataFrame, needed: pd.DataFrame, target: float | None = None) -> str:
+    """One sentence naming the configuration to choose, and why.
+
+    With a target: the curve that reaches it with the fewest labels, against
+    the next best.  Without: the highest measured UA at the largest balanced
+    size, and what the next best would need to match it.
+    """
+    from budget.features import display_name
+
+    def name(row) -> str:
+        return f"{display_name(row['features'])} + {row['head']}"
+
+    if target is not None:
+        reaching = needed[(needed["target"] == round(target, 4)) & needed["per_class"].notna()].sort_values("per_class")
+        if reaching.empty:
+            return (f"No configuration reaches UA {target:.2f} within {PLAUSIBLE_LIMIT}x the measured sizes; "
+                    "measure a larger size first (the plan below names it).")  # fmt: skip
+        best = reaching.iloc[0]
+        sentence = (f"Recommended for UA {target:.2f}: {name(best)}, about {best['per_class']:.0f} labels per class "
+                    f"({best['total']:.0f} in total; {best['status']})")  # fmt: skip
+        if len(reaching) > 1:
+            runner_up = reaching.iloc[1]
+            sentence += (f"; the next best, {name(runner_up)}, needs {runner_up['per_class']:.0f} per class, "
+                         f"{runner_up['per_class'] / best['per_class']:.1f} times as many labels")  # fmt: skip
+        return sentence + "."
+    balanced = table[table["size"] != "full"]
+    at_largest = balanced[balanced["n_per_class"] == balanced.groupby(["features", "head"])["n_per_class"].transform("max")]
+    ranked = at_largest.sort_values("mean", ascending=False)
+    best = ranked.iloc[0]
+    sentence = (f"Recommended: {name(best)}, UA {best['mean']:.3f} (95% CI {best['ci_low']:.3f} to {best['ci_high']:.3f}) "
+                f"at {best['n_per_class']:g} labels per class, the highest measured")  # fmt: skip
+    if len(ranked) > 1:
+        runner_up = ranked.iloc[1]
+        sentence += f"; the next best, {name(runner_up)}, reaches {runner_up['mean']:.3f} there"
+    return sentence + "."

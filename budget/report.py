@@ -21,13 +21,17 @@ from budget import files
 from budget.analysis import (
     CURVE_KEYS,
     FAMILIES,
+    PLAUSIBLE_LIMIT,
     Plan,
     aggregate,
     backtest_depth,
     convergence_table,
     fit_curve,
+    labels_needed,
     plan,
+    recommend,
     size_order,
+    target_ladder,
 )
 from budget.errors import BudgetError
 from budget.features import display_name
@@ -119,6 +123,37 @@ def plan_lines(result: Plan, costs: Costs) -> list[str]:
     lines.append(f"classes that most need labels: {ranked}")
     lines += [f"note: {note}" for note in result.notes]
     return lines
+
+
+def _labels_needed_section(doc, results: pd.DataFrame, table: pd.DataFrame, fits: list, target: float | None) -> None:
+    """The answer first: the configuration to choose, and the labels a ladder of targets needs on every curve."""
+    doc.heading("Labels needed")
+    fitted = [fit for fit in fits if fit.chosen]
+    ladder = target_ladder(table, fitted, target) if fitted else []
+    needed = labels_needed(results, fitted, ladder) if ladder else pd.DataFrame()
+    doc.text(recommend(table, needed, target if ladder else None))
+    if needed.empty:
+        doc.text("No curve could be fitted (it needs at least two balanced sizes), so no count beyond the measured "
+                 "sizes can be given.")  # fmt: skip
+        return
+    doc.text("Labels per class (and in total) each curve needs to reach each UA, from its fitted law; 95% intervals "
+             "are at least as wide as the law's backtest error. Interpolated: within the measured sizes; extrapolated: "
+             f"beyond them (by the factor shown); beyond {PLAUSIBLE_LIMIT}x the largest measured size no count is "
+             "given, only the size to measure next.")  # fmt: skip
+
+    def answer(row) -> str:
+        if row.status == "not reached":
+            return f"not reached (ceiling {row.ceiling:.3f})" if row.ceiling is not None else "not reached"
+        if row.status == "too far":
+            return f"beyond {PLAUSIBLE_LIMIT}x the measured sizes: measure {row.next_size:g} per class next"
+        high = f"{row.high:.0f}" if not math.isnan(row.high) else f"beyond {PLAUSIBLE_LIMIT}x"
+        how = "interpolated" if row.status == "interpolated" else f"extrapolated {row.factor:.1f}x"
+        return f"{row.per_class:.0f} per class ({row.total:.0f} in total), 95% {row.low:.0f} to {high}; {how}"
+
+    columns = {f"UA {100 * t:.0f}%": [answer(r) for r in needed[needed["target"] == t].itertuples()] for t in ladder}
+    names = needed.drop_duplicates(["features", "head"])
+    doc.table(pd.DataFrame({"features": names["features"].map(display_name).to_numpy(),
+                            "head": names["head"].to_numpy(), **columns}))  # fmt: skip
 
 
 def _backtest_line(result: Plan) -> str:
@@ -253,10 +288,14 @@ def build_report(
         ]
     )
 
+    table = aggregate(results)
+    balanced_sizes = [s for s in sizes if s != "full"]
+    fits = [fit_curve(results, f, h) for f, h in folder.curves()] if len(balanced_sizes) >= 2 else []
+    _labels_needed_section(doc, results, table, fits, target)
+
     doc.heading("Unweighted accuracy")
     doc.text("UA is the mean per-class recall on the held-out fold. Intervals are 95%, from a bootstrap over "
              "held-out folds and seeds (not utterances).")  # fmt: skip
-    table = aggregate(results)
     shown = pd.DataFrame(
         {
             "features": table["features"].map(display_name),
@@ -291,10 +330,7 @@ def build_report(
             )
         )
 
-    fits = []
-    balanced_sizes = [s for s in sizes if s != "full"]
-    if len(balanced_sizes) >= 2:
-        fits = [fit_curve(results, f, h) for f, h in folder.curves()]
+    if fits:
         n_classes = len(provenance.get("classes", [])) or None
         doc.figure(curve_plot(table, fits, figures, target, n_classes=n_classes), "UA against training examples per class")
     if len(set(results["head"])) > 1 or len(set(results["features"])) > 1:

@@ -292,3 +292,38 @@ def test_a_flat_curve_gets_a_plan_and_a_report_not_an_overflow(target, tmp_path)
     (run / "provenance.json").write_text("{}")
     html = build_report(run, tmp_path / "report", target=target)
     assert html.is_file() and (tmp_path / "report" / "report.md").is_file()
+
+
+def test_the_labels_needed_ladder_says_how_each_answer_is_known():
+    """UA = 0.30 + 0.06 ln n: 0.60 needs e^5 = 148 per class (measured up to 320), 0.70 e^6.7 = 786 (2.5x),
+    0.75 e^7.5 = 1808 (5.6x), 0.80 and 0.85 more than 10x: no count."""
+    from budget.analysis import labels_needed, target_ladder
+
+    results = synthetic_results(law=lambda n: 0.30 + 0.06 * np.log(n), noise_sd=0.002, fold_sd=0.002)
+    curve = fit_curve(results, "lld", "mlp_pool")
+    assert curve.chosen == LOG
+    ladder = target_ladder(aggregate(results), [curve], target=0.60)
+    assert ladder == [0.6, 0.7, 0.75, 0.8, 0.85]  # the target, then every 5 points above the best measured 0.688
+    needed = labels_needed(results, [curve], ladder).set_index("target")
+    assert list(needed["status"]) == ["interpolated", "extrapolated", "extrapolated", "too far", "too far"]
+    for target, expected in ((0.60, math.exp(5)), (0.70, math.exp(0.4 / 0.06)), (0.75, math.exp(7.5))):
+        row = needed.loc[target]
+        assert row["low"] <= expected <= row["high"] and row["per_class"] == pytest.approx(expected, rel=0.1)
+        assert row["total"] == 4 * row["per_class"]
+    assert needed.loc[0.80, ["per_class", "total"]].isna().all() and needed.loc[0.80, "next_size"] == 640
+
+
+def test_the_recommendation_names_the_cheapest_configuration_and_the_runner_up():
+    from budget.analysis import labels_needed, recommend
+
+    results = pd.concat([synthetic_results(law=lambda n: 0.30 + 0.06 * np.log(n), noise_sd=0.002, fold_sd=0.002),
+                         synthetic_results(law=lambda n: 0.36 + 0.06 * np.log(n), noise_sd=0.002, fold_sd=0.002,
+                                           features="hf:/m/whisper")])  # fmt: skip
+    curves = [fit_curve(results, f, "mlp_pool") for f in ("lld", "hf:/m/whisper")]
+    table = aggregate(results)
+    sentence = recommend(table, labels_needed(results, curves, [0.65]), target=0.65)
+    # whisper needs e^(0.29/0.06) = 126 per class, LLDs e^(0.35/0.06) = 342: 2.7 times as many
+    assert sentence.startswith("Recommended for UA 0.65: whisper + mlp_pool, about 1")
+    assert "the next best, lld + mlp_pool" in sentence and "2.7 times as many labels" in sentence
+    assert recommend(table, labels_needed(results, curves, [0.99]), target=0.99).startswith("No configuration reaches")
+    assert recommend(table, pd.DataFrame()).startswith("Recommended: whisper + mlp_pool, UA 0.7")

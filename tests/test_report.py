@@ -39,8 +39,11 @@ def run_folder(tmp_path):
 def test_report_has_every_section_and_embedded_figures(run_folder, tmp_path):
     path = build_report(run_folder, tmp_path / "report", target=0.70, costs=Costs(20, 30))  # lld: 144 per class
     markdown = (tmp_path / "report" / "report.md").read_text()
-    for section in ("## What was run", "## Unweighted accuracy", "## Fitted learning curves", "## Plan for UA 0.70", "## Provenance"):
+    for section in ("## What was run", "## Labels needed", "## Unweighted accuracy", "## Fitted learning curves",
+                    "## Plan for UA 0.70", "## Provenance"):  # fmt: skip
         assert section in markdown
+    assert markdown.index("## Labels needed") < markdown.index("## Unweighted accuracy")  # the answer comes first
+    assert "Recommended for UA 0.70: whisper + mlp_pool" in markdown and "| UA 70% |" in markdown
     assert "labels per class" in markdown and "annotator hours" in markdown
     figures = sorted(p.name for p in (tmp_path / "report" / "figures").glob("*.png"))
     assert "curve.png" in figures and "compare.png" in figures
