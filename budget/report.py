@@ -333,7 +333,7 @@ def build_report(
     if fits:
         n_classes = len(provenance.get("classes", [])) or None
         doc.figure(curve_plot(table, fits, figures, target, n_classes=n_classes), "UA against training examples per class")
-    if len(set(results["head"])) > 1 or len(set(results["features"])) > 1:
+    if len(set(results["head"])) > 1 or (not fits and len(set(results["features"])) > 1):  # else the curve shows it all
         doc.figure(compare_plot(table, figures), "UA by head and feature set at the largest size")
     if len(balanced_sizes) >= 2:
         for features, head in folder.curves():
