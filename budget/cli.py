@@ -207,6 +207,9 @@ def extract(
     ] = None,
     frame_dtype: Annotated[str, typer.Option("--frame-dtype", help="Stored frames: float16 or float32.")] = "float16",
     strict: Annotated[bool, typer.Option("--strict", help="Fail on any bad audio file instead of skipping it.")] = False,
+    identity: Annotated[
+        str, typer.Option("--identity", help="Know audio files by stat (path, size, date) or content (a hash of the bytes).")
+    ] = "stat",
 ) -> None:
     """Extract features for a corpus into the feature store (only what it does not hold yet)."""
     from budget.features import FeatureStore, parse_feature_specs
@@ -216,7 +219,8 @@ def extract(
     feature_store = FeatureStore(store)
     for extractor in extractors:
         report = feature_store.extract(
-            extractor, manifest, max_seconds=max_seconds or None, batch_size=batch_size, frame_dtype=frame_dtype
+            extractor, manifest, max_seconds=max_seconds or None, batch_size=batch_size, frame_dtype=frame_dtype,
+            utterance_identity=identity,
         )
         speed = (
             f" in {report.seconds:.1f} s: {report.utterances_per_second:.1f} utt/s, real-time factor {report.real_time_factor:.4f}"

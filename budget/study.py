@@ -40,7 +40,7 @@ from budget.corpora import get_adapter, load_corpus
 from budget.corpora.fetch import ensure_corpus
 from budget.errors import BudgetError, check_number
 from budget.features import FeatureStore, parse_feature_spec
-from budget.features.store import FeatureSet
+from budget.features.store import FILE_IDENTITIES, FeatureSet
 from budget.folds import N_FOLDS, assign_folds, fold_names, read_fold_file
 from budget.heads import BIMODAL_HEADS, LOGREG, check_head
 from budget.labels import class_order
@@ -79,6 +79,7 @@ class StudyConfig:
     seeds: int = 3
     n_folds: int = N_FOLDS
     fold_file: str | None = None  # a CSV of utt_id (or group) and fold: a published design instead of n_folds
+    file_identity: str = "stat"  # how the store knows an audio file: "stat" (path, size, date) or "content" (its bytes)
     max_seconds: float = MAX_SECONDS  # 0: no crop
     layer: int | None = None  # pick one layer of an 'all' feature entry
     precision: str = "fp32"
@@ -99,6 +100,8 @@ class StudyConfig:
         for key in ("corpus", "root", "classes", "store", "precision", "fold_file"):
             if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
                 raise BudgetError(f"{key} must be a string; got {getattr(self, key)!r}")
+        if self.file_identity not in FILE_IDENTITIES:
+            raise BudgetError(f"file_identity must be one of {', '.join(FILE_IDENTITIES)}; got {self.file_identity!r}")
         if not self.features:
             raise BudgetError("a study needs at least one feature set")
 
@@ -137,8 +140,10 @@ class StudyConfig:
     def digest(self) -> str:
         """A hash of the settings that change results (not the device or where things are stored)."""
         settings = self.to_dict()
-        for key in ("store", "root"):
+        for key in ("store", "root", "file_identity"):  # where things are and how files are known: the same results
             settings.pop(key)
+        if settings["fold_file"] is None:  # a setting added later enters only when set: older run folders still resume
+            settings.pop("fold_file")
         settings["train"].pop("device")
         settings["train"].pop("memory_mb")
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
@@ -368,11 +373,12 @@ class Study:
         max_seconds = self.config.max_seconds or None
         entries, loaded = {}, {}
         for extractor in extractors:
-            report = store.extract(extractor, data.manifest, max_seconds=max_seconds)
+            report = store.extract(extractor, data.manifest, max_seconds=max_seconds, utterance_identity=self.config.file_identity)
             if report.extracted:
                 log(f"extracted {extractor.spec} for {report.extracted} utterances ({report.seconds:.0f} s)")
             entries[extractor.spec] = report.entry.name
-            features = store.load(extractor, data.manifest, layer=self.config.layer, max_seconds=max_seconds)
+            features = store.load(extractor, data.manifest, layer=self.config.layer, max_seconds=max_seconds,
+                                  utterance_identity=self.config.file_identity)  # fmt: skip
             if features.missing:
                 log(f"{extractor.spec}: {len(features.missing)} utterance(s) have no features and are left out")
             loaded[extractor.spec] = features

@@ -123,6 +123,27 @@ def test_extract_errors_are_one_line(tmp_path):
     assert result.exit_code == 2 and result.output.startswith("error: bad feature spec 'mfcc'")
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [(("--max-seconds", "-1"), "max_seconds must be a number of at least 0; got -1"),
+     (("--max-seconds", "nan"), "max_seconds must be a number of at least 0; got nan"),
+     (("--identity", "name"), "utterance identity must be 'stat' or 'content'")],
+)  # fmt: skip
+def test_extract_refuses_a_bad_crop_or_identity_before_writing(tmp_path, option, message):
+    build_emodb(tmp_path / "emodb", emodb_names(4))
+    result = invoke("extract", "--root", str(tmp_path / "emodb"), "--features", "lld", "--store", str(tmp_path / "store"), *option)
+    lines = [line for line in result.output.splitlines() if line.strip() and "bad audio" not in line]
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert not list((tmp_path / "store").rglob("*.npy"))
+
+
+def test_content_identity_is_offered_and_listed(tmp_path):
+    build_emodb(tmp_path / "emodb", emodb_names(4))
+    store = str(tmp_path / "store")
+    assert invoke("extract", "--root", str(tmp_path / "emodb"), "--features", "lld", "--store", store, "--identity", "content").exit_code == 0
+    assert "content" in invoke("features", "--store", store).output
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
     result = invoke("extract", "--features", "lld", "--device", "cuda", "--root", str(tmp_path))

@@ -139,6 +139,9 @@ class FeatureSet:
         )
 
 
+#: How an audio file is known: by path, size and modification time (cheap), or by a hash of its bytes (survives
+#: ``cp -p`` and ``touch -r``, which keep size and date while changing content).
+FILE_IDENTITIES = ("stat", "content")
 #: The arrays of one shard, each in ``<shard>.<name>.npy``.
 SHARD_ARRAYS = ("frames", "mean", "max")
 #: How a failure of the extractor itself (not of the audio) begins: such utterances are tried again.
@@ -342,7 +345,7 @@ class FeatureStore:
         """
         if frame_dtype not in FRAME_DTYPES:
             raise BudgetError(f"frame dtype must be one of {', '.join(FRAME_DTYPES)}; got {frame_dtype!r}")
-        if utterance_identity not in ("stat", "content"):
+        if utterance_identity not in FILE_IDENTITIES:
             raise BudgetError(f"utterance identity must be 'stat' or 'content'; got {utterance_identity!r}")
         started = time.perf_counter()
         batch_size = batch_size or (16 if extractor.device.startswith("cuda") else 8)
