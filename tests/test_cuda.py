@@ -12,8 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import balanced_accuracy_score
-from test_training import check_pooled_optimum, runs_for, stepped, stepped_runs, synthetic_features
+from test_training import check_bf16_keeps_ua, check_pooled_optimum, stepped, stepped_runs, synthetic_features
 
 from budget.heads import HEADS
 from budget.training import TrainConfig, train_runs
@@ -46,16 +45,7 @@ def test_batched_equals_one_at_a_time_on_cuda(head):
 
 @pytest.mark.parametrize("head", ["attn_pool", "mlp_pool"])
 def test_bf16_keeps_what_a_head_learns(head):
-    """bf16 autocast against float32 on a learnable problem: the same UA within the spread of seeds."""
-    features, labels = synthetic_features(n_per_class=40)
-    runs = runs_for(labels, size=25, seeds=(0, 1, 2))
-    scores = {}
-    for bf16 in (False, True):
-        config = TrainConfig(steps=300, lr=3e-3, batch_size=8, device="cuda", bf16=bf16)
-        predictions = train_runs(head, features, labels, runs, 3, config)
-        scores[bf16] = np.array([balanced_accuracy_score(labels[r.test], p) for r, p in zip(runs, predictions, strict=True)])
-    spread = max(scores[False].std(ddof=1), 1 / len(runs[0].test))  # one test utterance at the least
-    assert abs(scores[True].mean() - scores[False].mean()) <= 2 * spread
+    check_bf16_keeps_ua(head, "cuda")
 
 
 @pytest.mark.parametrize("head", ["mean_pool", "meanmax_pool"])

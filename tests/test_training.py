@@ -381,11 +381,16 @@ def test_cpu_bf16_keeps_what_a_head_learns(head):
     speedup = training.cpu_bf16_speedup()
     if not training.uses_autocast(torch.device("cpu"), TrainConfig()):
         pytest.skip(f"this CPU runs bf16 products {speedup:.2f}x as fast as float32, so training keeps float32 here")
+    check_bf16_keeps_ua(head, "cpu")
+
+
+def check_bf16_keeps_ua(head: str, device: str) -> None:
+    """bf16 autocast against float32 on a learnable problem: the same UA within the spread of seeds."""
     features, labels = synthetic_features(n_per_class=40)
     runs = runs_for(labels, size=25, seeds=(0, 1, 2))
     scores = {}
     for bf16 in (False, True):
-        config = TrainConfig(steps=300, lr=3e-3, batch_size=8, device="cpu", bf16=bf16)
+        config = TrainConfig(steps=300, lr=3e-3, batch_size=8, device=device, bf16=bf16)
         predictions = train_runs(head, features, labels, runs, 3, config)
         scores[bf16] = np.array([balanced_accuracy_score(labels[r.test], p) for r, p in zip(runs, predictions, strict=True)])
     spread = max(scores[False].std(ddof=1), 1 / len(runs[0].test))  # one test utterance at the least
