@@ -217,11 +217,11 @@ def extract(
     extractors = [e.configure(device, precision) for e in parse_feature_specs(features)]
     manifest = _scan(_load(corpus, root, classes), strict)
     feature_store = FeatureStore(store)
-    for extractor in extractors:
-        report = feature_store.extract(
-            extractor, manifest, max_seconds=max_seconds or None, batch_size=batch_size, frame_dtype=frame_dtype,
-            utterance_identity=identity,
-        )
+    reports = feature_store.extract_all(
+        extractors, manifest, max_seconds=max_seconds or None, batch_size=batch_size, frame_dtype=frame_dtype,
+        utterance_identity=identity,
+    )  # fmt: skip
+    for extractor, report in zip(extractors, reports, strict=True):
         speed = (
             f" in {report.seconds:.1f} s: {report.utterances_per_second:.1f} utt/s, real-time factor {report.real_time_factor:.4f}"
             if report.extracted

@@ -372,8 +372,9 @@ class Study:
         store = FeatureStore(self.config.store)
         max_seconds = self.config.max_seconds or None
         entries, loaded = {}, {}
-        for extractor in extractors:
-            report = store.extract(extractor, data.manifest, max_seconds=max_seconds, utterance_identity=self.config.file_identity)
+        reports = store.extract_all(extractors, data.manifest, max_seconds=max_seconds,
+                                    utterance_identity=self.config.file_identity)  # fmt: skip
+        for extractor, report in zip(extractors, reports, strict=True):
             if report.extracted:
                 log(f"extracted {extractor.spec} for {report.extracted} utterances ({report.seconds:.0f} s)")
             entries[extractor.spec] = report.entry.name

@@ -134,6 +134,30 @@ class TestTransformersEncoders:
         np.testing.assert_allclose(features.frames.astype(np.float32), expected, rtol=2**-11 + rtol, atol=2**-25 + atol)
         assert store.load(every, manifest).layer_names == ["layer0", "layer1", "layer2", "layer3"]
 
+    def test_layers_of_one_encoder_share_one_forward_pass(self, tmp_path, monkeypatch):
+        from budget.features.hf import HFSpeechExtractor
+
+        folder = tiny_encoder("wav2vec2", tmp_path / "w2v", norm="layer")
+        rows = []
+        for i, seconds in enumerate((0.5, 0.4, 0.6)):
+            rows.append({"utt_id": f"u{i}", "path": str(write_wav(tmp_path / "audio" / f"u{i}.wav", seconds=seconds, seed=i)), "text": ""})
+        manifest = pd.DataFrame(rows)
+        passes = []
+        real = HFSpeechExtractor._extract
+        monkeypatch.setattr(HFSpeechExtractor, "_extract", lambda self, inputs: (passes.append(len(inputs)), real(self, inputs))[1])
+        specs = [f"hf:{folder}:2", f"hf:{folder}", f"hf:{folder}:1"]  # the default of 3 layers is round(2 x 3 / 3) = 2
+        store = FeatureStore(tmp_path / "store")
+        reports = store.extract_all([parse_feature_spec(spec).configure("cpu") for spec in specs], manifest, frame_dtype="float32")
+        assert passes == [3] and [r.extracted for r in reports] == [3, 3, 3]  # one batch, one pass, three entries
+        passes.clear()
+        for spec in specs:  # each entry holds exactly what its spec extracted alone gives
+            extractor = parse_feature_spec(spec).configure("cpu")
+            stored = store.load(extractor, manifest, frame_dtype="float32")
+            for i, path in enumerate(manifest["path"]):
+                (alone,) = extractor.extract([load_audio(path)])
+                assert_float_close(stored.sequence(i), alone, depth=TINY_ENCODER_DEPTH[2])
+        assert len(passes) == 9  # the check above: three specs, three utterances, one at a time
+
     @pytest.mark.parametrize("damage", ["truncate", "delete"])
     def test_damaged_weights_stop_the_extraction_with_one_error(self, tmp_path, damage):
         folder = tiny_encoder("wav2vec2", tmp_path / "w2v")

@@ -55,6 +55,15 @@ class FeatureExtractor(ABC):
         self.precision = precision
         return self
 
+    def shared_pass_key(self) -> object | None:
+        """Extractors with the same key compute their features from one forward pass (see :meth:`sharing_pass`);
+        None: this one shares with none."""
+        return None
+
+    def sharing_pass(self, group: list[FeatureExtractor]) -> FeatureExtractor:
+        """One extractor whose output holds every member's features side by side, ``(frames, member, dim)``."""
+        raise NotImplementedError
+
     @abstractmethod
     def identity(self) -> dict[str, object]:
         """Everything the features depend on, as JSON-able values (no model load)."""

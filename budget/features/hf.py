@@ -16,6 +16,7 @@ every hidden state so a study can compare layers without extracting again.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,15 @@ class HFSpeechExtractor(FeatureExtractor):
             raise BudgetError(f"{self.spec}: layer {index} out of range 0..{self.n_layers}")
         return index
 
+    def shared_pass_key(self) -> object | None:
+        """Specs of one model that differ only in a single layer share a forward pass (``all`` stores every layer)."""
+        return None if self.layer == "all" else ("hf", str(self.folder), self.precision, self.device)
+
+    def sharing_pass(self, group: list[FeatureExtractor]) -> HFSpeechExtractor:
+        runner = copy.copy(self)
+        runner.layer = tuple(member.layer for member in group)
+        return runner
+
     def _total_stride(self) -> int:
         if self.family == "whisper":
             return WHISPER_SAMPLES_PER_FRAME
@@ -95,6 +105,9 @@ class HFSpeechExtractor(FeatureExtractor):
         if self.family == "whisper":
             return True
         return getattr(self.config, "feat_extract_norm", "layer") == "layer"
+
+    def _layer_indices(self, n_hidden: int) -> list[int]:
+        return list(range(n_hidden)) if self.layer == "all" else list(self.layer)
 
     def layer_names(self) -> list[str] | None:
         return [f"layer{i}" for i in range(self.n_layers + 1)] if self.layer == "all" else None
@@ -170,6 +183,9 @@ class HFSpeechExtractor(FeatureExtractor):
                 hidden = self._model(
                     batch.input_values.to(self.device, dtype), attention_mask=mask, output_hidden_states=True
                 ).hidden_states
-            stacked = torch.stack(hidden, dim=2) if self.layer == "all" else hidden[self.layer]
+            if self.layer == "all" or isinstance(self.layer, tuple):  # every layer, or those of a shared pass
+                stacked = torch.stack([hidden[i] for i in self._layer_indices(len(hidden))], dim=2)
+            else:
+                stacked = hidden[self.layer]
             stacked = stacked.float().cpu().numpy()
         return [np.ascontiguousarray(stacked[i, :n]) for i, n in enumerate(frames)]

@@ -40,7 +40,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -243,6 +243,19 @@ class _Entry:
         files.write_parquet(self.shards / f"{shard}.index.parquet", index)
 
 
+@dataclass
+class _Target:
+    """One entry an extraction writes: its extractor, what it lacks, and which layer of a shared pass is its own."""
+
+    extractor: FeatureExtractor
+    entry: _Entry
+    identity: dict
+    keys: list[str]
+    todo: list[int]
+    column: int | None  # its layer's position in a shared pass's output; None: the output is its own
+    known: pd.DataFrame | None
+
+
 def _to_extract(keys: list[str], known: pd.DataFrame | None) -> list[int]:
     """Positions of keys not stored yet, or whose extractor failed (out of memory, a bad checkpoint): retried.
 
@@ -343,40 +356,82 @@ class FeatureStore:
         Utterances that fail (bad audio, too short for the model) are recorded
         and skipped.
         """
+        (report,) = self.extract_all(
+            [extractor], manifest, max_seconds=max_seconds, batch_size=batch_size, batch_seconds=batch_seconds,
+            frame_dtype=frame_dtype, utterance_identity=utterance_identity,
+        )  # fmt: skip
+        return report
+
+    def extract_all(
+        self,
+        extractors: list[FeatureExtractor],
+        manifest: pd.DataFrame,
+        *,
+        max_seconds: float | None = MAX_SECONDS,
+        batch_size: int | None = None,
+        batch_seconds: float = 160.0,
+        frame_dtype: str = "float16",
+        utterance_identity: str = "stat",
+    ) -> list[ExtractionReport]:
+        """:meth:`extract` for several specs, in order; specs of one encoder that differ only in layer share one
+        forward pass per batch (``hf:M:2`` and ``hf:M`` run the model once)."""
         if frame_dtype not in FRAME_DTYPES:
             raise BudgetError(f"frame dtype must be one of {', '.join(FRAME_DTYPES)}; got {frame_dtype!r}")
         if utterance_identity not in FILE_IDENTITIES:
             raise BudgetError(f"utterance identity must be 'stat' or 'content'; got {utterance_identity!r}")
+        groups: dict[object, list[FeatureExtractor]] = {}
+        for extractor in extractors:
+            groups.setdefault(extractor.shared_pass_key() or id(extractor), []).append(extractor)
+        reports: dict[int, ExtractionReport] = {}
+        for group in groups.values():
+            settings = (max_seconds, batch_size, batch_seconds, frame_dtype, utterance_identity)
+            for extractor, report in zip(group, self._extract_group(group, manifest, *settings), strict=True):
+                reports[id(extractor)] = report
+        return [reports[id(extractor)] for extractor in extractors]
+
+    def _extract_group(
+        self, group, manifest, max_seconds, batch_size, batch_seconds, frame_dtype, utterance_identity
+    ) -> list[ExtractionReport]:  # fmt: skip
+        """Extract for extractors that share a forward pass: one run over what any of their entries lacks."""
         started = time.perf_counter()
-        batch_size = batch_size or (16 if extractor.device.startswith("cuda") else 8)
-        identity, entry = self._entry(extractor, max_seconds, frame_dtype, utterance_identity)
-        keys = self.utterance_keys(extractor, manifest, utterance_identity)
-        known = entry.index() if entry.shards.is_dir() else None  # committed shards only: safe beside a writer
-        todo = _to_extract(keys, known)
-        if todo:  # only a writer takes the lock: studies that find everything stored share the store
-            with entry.lock():
-                entry.sweep()
-                todo = _to_extract(keys, entry.index())
-                audio_seconds = self._run(
-                    entry, extractor, identity, manifest, keys, todo, max_seconds, batch_size, batch_seconds, frame_dtype
+        runner = group[0] if len(group) == 1 else group[0].sharing_pass(group)
+        batch_size = batch_size or (16 if runner.device.startswith("cuda") else 8)
+        targets = []
+        for column, extractor in enumerate(group):
+            identity, entry = self._entry(extractor, max_seconds, frame_dtype, utterance_identity)
+            keys = self.utterance_keys(extractor, manifest, utterance_identity)
+            known = entry.index() if entry.shards.is_dir() else None  # committed shards only: safe beside a writer
+            column = None if len(group) == 1 else column
+            targets.append(_Target(extractor, entry, identity, keys, _to_extract(keys, known), column, known))
+        audio_seconds = 0.0
+        if any(t.todo for t in targets):  # only a writer takes the lock: studies that find everything stored share it
+            with ExitStack() as locks:
+                for target in targets:
+                    locks.enter_context(target.entry.lock())
+                    target.entry.sweep()
+                    target.todo = _to_extract(target.keys, target.entry.index())
+                audio_seconds = self._run(targets, runner, manifest, max_seconds, batch_size, batch_seconds, frame_dtype)
+                for target in targets:
+                    target.known = target.entry.index()
+                    if not target.entry.described() and len(target.known):
+                        self._describe(target.entry, target.extractor, target.identity, None)  # all failed: listed
+        reports = []
+        for target in targets:
+            requested = target.known.reindex(target.keys)
+            failed = requested[requested["ok"] == False]  # noqa: E712 (pandas element-wise)
+            reports.append(
+                ExtractionReport(
+                    spec=target.extractor.spec,
+                    entry=target.entry.folder,
+                    requested=len(target.keys),
+                    cached=len(target.keys) - len(target.todo),
+                    extracted=len(target.todo) - len(failed),
+                    failures=pd.DataFrame({"utt_id": failed["utt_id"].to_numpy(), "reason": failed["reason"].to_numpy()}),
+                    seconds=time.perf_counter() - started,
+                    audio_seconds=audio_seconds,
                 )
-                known = entry.index()
-                if not entry.described() and len(known):
-                    self._describe(entry, extractor, identity, None)  # everything failed: listed, with its failures
-        else:
-            audio_seconds = 0.0
-        requested = known.reindex(keys)
-        failed = requested[requested["ok"] == False]  # noqa: E712 (pandas element-wise)
-        return ExtractionReport(
-            spec=extractor.spec,
-            entry=entry.folder,
-            requested=len(keys),
-            cached=len(keys) - len(todo),
-            extracted=len(todo) - len(failed),
-            failures=pd.DataFrame({"utt_id": failed["utt_id"].to_numpy(), "reason": failed["reason"].to_numpy()}),
-            seconds=time.perf_counter() - started,
-            audio_seconds=audio_seconds,
-        )
+            )
+        return reports
 
     @staticmethod
     def _describe(entry: _Entry, extractor: FeatureExtractor, identity: dict, frame_shape: tuple[int, ...] | None) -> None:
@@ -398,41 +453,49 @@ class FeatureStore:
             return str(row["text"])
         return load_audio(row["path"], max_seconds=max_seconds)
 
-    def _run(
-        self, entry, extractor, identity, manifest, keys, todo, max_seconds, batch_size, batch_seconds, frame_dtype
-    ) -> float:
-        """Extract the ``todo`` rows batch by batch, one committed shard per batch; return audio seconds."""
+    def _run(self, targets: list[_Target], runner, manifest, max_seconds, batch_size, batch_seconds, frame_dtype) -> float:
+        """Extract what any target lacks, batch by batch, with one pass of ``runner`` per batch; each target
+        commits one shard per batch holding its own missing rows (its layer, where the pass serves several).
+        Return the audio seconds read."""
+        needed = [set(t.todo) for t in targets]
+        todo = sorted(set().union(*needed))
         if not todo:
             return 0.0
         rows = manifest.iloc[todo]
-        lengths = self._lengths(extractor, rows, max_seconds)
-        max_total = int(batch_seconds * SAMPLE_RATE) if extractor.modality == "audio" else 1 << 62
-        batches = length_batches(lengths, batch_size, max_total, exact=not extractor.pads_exactly)
+        lengths = self._lengths(runner, rows, max_seconds)
+        max_total = int(batch_seconds * SAMPLE_RATE) if runner.modality == "audio" else 1 << 62
+        batches = length_batches(lengths, batch_size, max_total, exact=not runner.pads_exactly)
         audio_seconds = 0.0
-        with progress_bar(len(todo), f"extracting {extractor.spec}", unit="utt") as advance:
+        with progress_bar(len(todo), f"extracting {', '.join(t.extractor.spec for t in targets)}", unit="utt") as advance:
             for batch in batches:
                 positions = [todo[i] for i in batch]
                 inputs, reasons = [], []
                 for p in positions:
                     try:
-                        inputs.append(self._input(extractor, manifest.iloc[p], max_seconds))
+                        inputs.append(self._input(runner, manifest.iloc[p], max_seconds))
                         reasons.append("")
                     except AudioError as error:
                         inputs.append(None)
                         reasons.append(error.reason)
-                outputs = self._extract_batch(extractor, inputs, reasons)
-                shapes = [o.shape[1:] for o in outputs if o is not None]
-                if shapes and not entry.described():
-                    self._describe(entry, extractor, identity, shapes[0])
-                if extractor.modality == "audio":
+                outputs = self._extract_batch(runner, inputs, reasons)
+                if runner.modality == "audio":
                     audio_seconds += sum(len(x) for x in inputs if x is not None) / SAMPLE_RATE
-                entry.write_shard(
-                    [keys[p] for p in positions],
-                    [manifest["utt_id"].iloc[p] for p in positions],
-                    outputs,
-                    reasons,
-                    frame_dtype,
-                )
+                for target, wanted in zip(targets, needed, strict=True):
+                    own = [i for i, p in enumerate(positions) if p in wanted]
+                    if not own:
+                        continue
+                    mine = [outputs[i] if outputs[i] is None or target.column is None else outputs[i][:, target.column]
+                            for i in own]  # fmt: skip
+                    shapes = [o.shape[1:] for o in mine if o is not None]
+                    if shapes and not target.entry.described():
+                        self._describe(target.entry, target.extractor, target.identity, shapes[0])
+                    target.entry.write_shard(
+                        [target.keys[positions[i]] for i in own],
+                        [manifest["utt_id"].iloc[positions[i]] for i in own],
+                        mine,
+                        [reasons[i] for i in own],
+                        frame_dtype,
+                    )
                 advance(len(batch))
         return audio_seconds
 
