@@ -290,3 +290,25 @@ def test_a_fold_file_shapes_the_study_from_the_command_line(iemocap, tmp_path):
     assert result.exit_code == 0, result.output
     results = pd.read_parquet(tmp_path / "run" / "results.parquet")
     assert sorted(set(results["fold_name"])) == ["Ses01+Ses02", "Ses03+Ses04", "Ses05"]
+
+
+def test_folds_from_the_command_line_shape_a_24_speaker_corpus(tmp_path):
+    from conftest import write_wav
+
+    from budget.cli import _study_config
+    from budget.study import prepare
+
+    rows = ["path,label,speaker"]
+    for speaker in range(24):
+        for i, label in enumerate(("neutral", "happy", "sad", "angry")):
+            write_wav(tmp_path / "audio" / f"a{speaker:02d}_{i}.wav", seconds=0.2, seed=speaker * 4 + i)
+            rows.append(f"audio/a{speaker:02d}_{i}.wav,{label},actor{speaker:02d}")
+    (tmp_path / "corpus.csv").write_text("\n".join(rows) + "\n")
+    options = dict.fromkeys(
+        ["features", "heads", "per_class", "n", "seeds", "schedule", "steps", "epochs", "lr", "batch_size", "dropout",
+         "device", "store", "max_seconds", "layer"]
+    )  # fmt: skip
+    config = _study_config(None, corpus="csv", root=tmp_path / "corpus.csv", classes=None, folds=6, **options)
+    data = prepare(config, log=lambda _: None)
+    assert data.folds.nunique() == 6 and len(data.fold_names) == 6
+    assert all(len(name.split("+")) == 4 for name in data.fold_names.values())  # 24 actors, 4 to a fold
