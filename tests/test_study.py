@@ -280,16 +280,19 @@ def test_a_full_disk_is_one_error_and_leaves_no_half_written_file(iemocap, tmp_p
     assert not list(tmp_path.rglob("*.tmp"))
 
 
-def test_a_fold_file_shapes_the_study_from_the_command_line(iemocap, tmp_path):
+def test_a_fold_file_shapes_the_study_from_the_command_line(iemocap, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # reports/ goes here
     fold_file = tmp_path / "folds.csv"
     fold_file.write_text("group,fold\nSes01,1\nSes02,1\nSes03,2\nSes04,2\nSes05,3\n")
     result = runner.invoke(app, ["compare", "--corpus", "iemocap", "--root", str(iemocap), "--features", "lld",
                                  "--models", "logreg", "--per-class", "1", "--seeds", "1", "--device", "cpu",
                                  "--store", str(tmp_path / "store"), "--fold-file", str(fold_file),
-                                 "--run-dir", str(tmp_path / "run"), "--no-report"])  # fmt: skip
+                                 "--run-dir", str(tmp_path / "run")])  # fmt: skip
     assert result.exit_code == 0, result.output
     results = pd.read_parquet(tmp_path / "run" / "results.parquet")
     assert sorted(set(results["fold_name"])) == ["Ses01+Ses02", "Ses03+Ses04", "Ses05"]
+    report = (tmp_path / "reports" / "run" / "report.md").read_text()
+    assert "3 speaker-independent folds (Ses01+Ses02, Ses03+Ses04, Ses05)" in report
 
 
 def test_folds_from_the_command_line_shape_a_24_speaker_corpus(tmp_path):
