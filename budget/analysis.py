@@ -698,8 +698,9 @@ def target_ladder(table: pd.DataFrame, curves: list[CurveFit], target: float | N
     ``table`` is :func:`aggregate`'s summary.
     """
     best = float(table["mean"].max())
-    ceilings = [_ceiling(curve) for curve in curves if curve.chosen]
-    top = min(max((c for c in ceilings if c is not None), default=best + LADDER_RUNGS * LADDER_STEP), 0.995)
+    unbounded = best + LADDER_RUNGS * LADDER_STEP  # a law without a ceiling (the log law) is asked this far
+    tops = [_ceiling(curve) or unbounded for curve in curves if curve.chosen]
+    top = min(max(tops, default=unbounded), 0.995)
     first = math.floor(best / LADDER_STEP + 1) * LADDER_STEP
     rungs = [round(first + i * LADDER_STEP, 4) for i in range(LADDER_RUNGS) if first + i * LADDER_STEP < top]
     return sorted({*rungs, *([round(target, 4)] if target is not None else [])})

@@ -132,9 +132,13 @@ def _labels_needed_section(doc, results: pd.DataFrame, table: pd.DataFrame, fits
     ladder = target_ladder(table, fitted, target) if fitted else []
     needed = labels_needed(results, fitted, ladder) if ladder else pd.DataFrame()
     doc.text(recommend(table, needed, target if ladder else None))
-    if needed.empty:
+    if not fitted:
         doc.text("No curve could be fitted (it needs at least two balanced sizes), so no count beyond the measured "
                  "sizes can be given.")  # fmt: skip
+        return
+    if needed.empty:
+        doc.text(f"The best measured UA, {table['mean'].max():.3f}, is at or above every fitted ceiling: more labels "
+                 "of these kinds are not expected to raise it.")  # fmt: skip
         return
     doc.text("Labels per class (and in total) each curve needs to reach each UA, from its fitted law; 95% intervals "
              "are at least as wide as the law's backtest error. Interpolated: within the measured sizes; extrapolated: "
@@ -325,6 +329,7 @@ def build_report(
                     "UA": convergence["ua_default"].map("{:.3f}".format),
                     "UA, twice the budget": convergence["ua_doubled"].map("{:.3f}".format),
                     "change, points": convergence["change_points"].map("{:+.1f}".format),
+                    "runs": convergence["runs"],
                     "": convergence["flagged"].map({True: "not converged", False: ""}),
                 }
             )

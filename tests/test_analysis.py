@@ -327,3 +327,14 @@ def test_the_recommendation_names_the_cheapest_configuration_and_the_runner_up()
     assert "the next best, lld + mlp_pool" in sentence and "2.7 times as many labels" in sentence
     assert recommend(table, labels_needed(results, curves, [0.99]), target=0.99).startswith("No configuration reaches")
     assert recommend(table, pd.DataFrame()).startswith("Recommended: whisper + mlp_pool, UA 0.7")
+
+
+def test_a_curve_without_a_ceiling_keeps_the_ladder_open_beside_one_at_its_ceiling():
+    from budget.analysis import target_ladder
+
+    flat = synthetic_results()  # pow3 with ceiling 0.75, measured up to about 0.74
+    rising = synthetic_results(law=lambda n: 0.30 + 0.06 * np.log(n), noise_sd=0.002, fold_sd=0.002, features="hf:/m/w")
+    results = pd.concat([flat, rising])
+    curves = [fit_curve(results, f, "mlp_pool") for f in ("lld", "hf:/m/w")]
+    assert [c.chosen for c in curves] == [POW3, LOG]
+    assert target_ladder(aggregate(results), curves) == [0.75, 0.8, 0.85, 0.9]  # from above the best 0.74, up to 0.74 + 0.2
