@@ -9,7 +9,6 @@ and legends sit outside the data.  Each figure is saved as PNG and SVG.
 from __future__ import annotations
 
 import math
-from itertools import cycle
 from pathlib import Path
 
 import matplotlib
@@ -75,15 +74,19 @@ def curve_plot(
     """
     balanced = table[table["size"] != "full"]
     figure, axis = plt.subplots(figsize=(6.4, 4.0))
-    styles = zip(cycle(PALETTE), cycle(MARKERS), strict=False)
+    heads = list(dict.fromkeys(balanced["head"]))
+    feature_sets = list(dict.fromkeys(balanced["features"]))
     fit_by_key = {(f.features, f.head): f for f in fits}
     xs = list(balanced["n_per_class"])
     curves = balanced.groupby(["features", "head"], sort=False)
     fitted = False
-    for ((features, head), rows), (colour, marker) in zip(curves, styles, strict=False):  # styles cycle
+    for (features, head), rows in curves:  # colour by head; marker and line by feature set
+        colour = PALETTE[heads.index(head) % len(PALETTE)]
+        marker = MARKERS[feature_sets.index(features) % len(MARKERS)]
+        line = LINESTYLES[feature_sets.index(features) % len(LINESTYLES)]
         fit = fit_by_key.get((features, head))
         label = _label(features, head) + (f" ({fit.chosen})" if fit is not None and fit.chosen else "")
-        axis.plot(rows["n_per_class"], rows["mean"], color=colour, marker=marker, linewidth=1.8, label=label)
+        axis.plot(rows["n_per_class"], rows["mean"], color=colour, marker=marker, linestyle=line, linewidth=1.8, label=label)
         axis.fill_between(rows["n_per_class"], rows["ci_low"], rows["ci_high"], color=colour, alpha=0.15, linewidth=0)
         if fit is None or fit.chosen is None:
             continue
@@ -110,6 +113,7 @@ def curve_plot(
     if n_classes:
         axis.axhline(1 / n_classes, color="#999999", linewidth=1, linestyle="-.", label=f"chance ({n_classes} classes)")
     _log_axis(axis, xs)
+    axis.set_ylim(top=min(axis.get_ylim()[1], 1.0))  # an extrapolated law may pass 100%; UA cannot
     axis.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     axis.set_xlabel("training examples per class (log scale)")
     axis.set_ylabel("unweighted accuracy (UA, %)")
