@@ -84,7 +84,7 @@ def test_default_corpus_is_fetched_when_missing(tmp_path, monkeypatch, isolated_
 
     source = build_emodb(tmp_path / "src", emodb_names(535))
     archive = shutil.make_archive(str(tmp_path / "emodb"), "zip", source)
-    adapter = dataclasses.replace(corpora.CORPORA["emodb"], url=f"file://{archive}")
+    adapter = dataclasses.replace(corpora.CORPORA["emodb"], url=f"file://{archive}", pinned_files=None)  # synthetic audio
     monkeypatch.setitem(corpora.CORPORA, "emodb", adapter)
     result = invoke("corpus", "info")
     assert result.exit_code == 0, result.output
