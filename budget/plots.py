@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, PercentFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentFormatter  # noqa: E402
 
 from budget.analysis import CurveFit, confusion_at, size_order, solve_n  # noqa: E402
 from budget.features import display_name  # noqa: E402
@@ -59,6 +59,7 @@ def _log_axis(axis, values) -> None:
     axis.set_xscale("log")
     axis.xaxis.set_major_locator(LogLocator(base=2))
     axis.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.xaxis.set_minor_formatter(NullFormatter())  # log minor ticks would print 2x10^1 over the major labels
     low, high = min(values), max(values)
     axis.set_xlim(low / 1.3, high * 1.3)
 
@@ -114,7 +115,7 @@ def curve_plot(
         axis.axhline(1 / n_classes, color="#999999", linewidth=1, linestyle="-.", label=f"chance ({n_classes} classes)")
     _log_axis(axis, xs)
     axis.set_ylim(top=min(axis.get_ylim()[1], 1.0))  # an extrapolated law may pass 100%; UA cannot
-    axis.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    axis.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))  # as readers think of UA
     axis.set_xlabel("training examples per class (log scale)")
     axis.set_ylabel("unweighted accuracy (UA, %)")
     axis.set_title("Budget curve: UA against labels per class (mean, 95% CI over folds and seeds)")
@@ -138,7 +139,8 @@ def compare_plot(table: pd.DataFrame, folder: Path) -> Path:
                  color=PALETTE[i % len(PALETTE)], hatch=HATCHES[i % len(HATCHES)], edgecolor="black", linewidth=0.5,
                  label=display_name(features))  # fmt: skip
     axis.set_xticks(x, heads)
-    axis.set_ylabel("unweighted accuracy (UA)")
+    axis.set_ylabel("unweighted accuracy (UA, %)")
+    axis.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))  # as readers think of UA
     label = "all training data" if size == "full" else f"{size} examples per class"
     axis.set_title(f"UA by head and features, {label} (mean, 95% CI)")
     axis.set_ylim(0, min(1.0, float(table["ci_high"].max()) + 0.1))
@@ -158,7 +160,8 @@ def recall_plot(results: pd.DataFrame, features: str, head: str, folder: Path) -
     _log_axis(axis, list(means.index))
     axis.set_ylim(0, 1)
     axis.set_xlabel("training examples per class (log scale)")
-    axis.set_ylabel("recall (mean over folds and seeds)")
+    axis.set_ylabel("recall, % (mean over folds and seeds)")
+    axis.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))  # as readers think of UA
     axis.set_title(f"Per-class recall: {_label(features, head)}")
     axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     slug = f"recall-{_slug(features)}-{head}"
