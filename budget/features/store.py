@@ -396,10 +396,10 @@ class FeatureStore:
         started = time.perf_counter()
         runner = group[0] if len(group) == 1 else group[0].sharing_pass(group)
         batch_size = batch_size or (16 if runner.device.startswith("cuda") else 8)
+        keys = self.utterance_keys(runner, manifest, utterance_identity)  # one modality per group: read files once
         targets = []
         for column, extractor in enumerate(group):
             identity, entry = self._entry(extractor, max_seconds, frame_dtype, utterance_identity)
-            keys = self.utterance_keys(extractor, manifest, utterance_identity)
             known = entry.index() if entry.shards.is_dir() else None  # committed shards only: safe beside a writer
             column = None if len(group) == 1 else column
             targets.append(_Target(extractor, entry, identity, keys, _to_extract(keys, known), column, known))
