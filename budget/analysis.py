@@ -752,7 +752,7 @@ def recommend(table: pd.DataFrame, needed: pd.DataFrame, target: float | None = 
 
     With a target: the curve that reaches it with the fewest labels, against
     the next best.  Without: the highest measured UA at the largest balanced
-    size, and what the next best would need to match it.
+    size, and what the next best reaches there.
     """
     from budget.features import display_name
 

@@ -291,8 +291,8 @@ class Study:
     def _train(self, jobs: list[Job], parts: Path, train: TrainConfig, data: StudyData, log) -> None:
         """Train what ``parts`` lacks, one part file per chunk, with one progress bar and ETA for everything."""
         parts.mkdir(parents=True, exist_ok=True)
-        self._drop_stale(parts, jobs, log)
-        done = {tuple(str(v) for v in row) for row in self.finished(parts)[RESULT_KEY].itertuples(index=False)}
+        finished = self._current_parts(parts, jobs, log)
+        done = {tuple(str(v) for v in row) for row in finished[RESULT_KEY].itertuples(index=False)}
         todo = [job.without(done) for job in jobs]
         todo = [job for job in todo if job.runs]
         if not todo:
@@ -321,10 +321,12 @@ class Study:
                         self._write_part(parts, job, chunk, predictions, data, time.perf_counter() - started, train)
 
     @staticmethod
-    def _drop_stale(parts: Path, jobs: list[Job], log) -> None:
-        """Remove finished parts whose inputs (utterances, labels, folds or stored features) have changed since."""
+    def _current_parts(parts: Path, jobs: list[Job], log) -> pd.DataFrame:
+        """The finished runs still valid: parts whose inputs (utterances, labels, folds or stored features) have
+        changed since, or that are damaged, are removed so their runs train again."""
         current = {(job.name, job.head): job.digest for job in jobs}
         stale: dict[tuple[str, str], int] = {}
+        kept = []
         for file in sorted(parts.glob("*.parquet")):
             try:
                 table = files.read_parquet(file)
@@ -337,9 +339,12 @@ class Study:
             if key in current and recorded != current[key]:
                 stale[key] = stale.get(key, 0) + len(table)
                 file.unlink()
+            else:
+                kept.append(table)
         for (features, head), count in stale.items():
             log(f"{features} / {head}: the corpus, its audio or the stored features changed since {count} runs "
                 "were trained; training them again")  # fmt: skip
+        return pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=RESULT_KEY)
 
     def _uploaded(self, job: Job, train: TrainConfig, uploaded: dict[str, DeviceFeatures]) -> DeviceFeatures | None:
         """The job's features on the training device, uploaded once per feature set."""
