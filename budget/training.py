@@ -12,14 +12,18 @@ runs of a (features, head) share one ensemble.  The paper's protocol
 (``epochs``: a fixed number of passes at a constant rate, so small subsets get
 few steps) stays available for reproduction.
 
-**Heads that pool first are solved, not stepped.**  ``mean_pool`` and
+**Full-batch heads are fitted, not stepped.**  ``mean_pool`` and
 ``meanmax_pool`` are multinomial logistic regressions on pooled statistics,
-convex in their weights.  Under the ``steps`` schedule every run's is fitted
-to its optimum by full-batch L-BFGS, all runs of a chunk as one separable
-objective, with the L2 penalty of the ``logreg`` reference (scikit-learn's
-``C``, ``TrainConfig.l2_c``) in place of dropout: no learning rate or step
-count can then bend a curve, and ``mean_pool`` is the engine's own
-reproduction of ``logreg``.  ``steps`` caps the L-BFGS iterations.
+convex in their weights; ``attn_pool`` adds a linear frame score before the
+pooling.  Under the ``steps`` schedule every run of these heads is fitted to
+an optimum of its L2-penalised objective by full-batch L-BFGS from a zero
+start (uniform attention: mean pooling), all runs of a chunk as one separable
+objective.  The classifier's penalty is the ``logreg`` reference's
+(scikit-learn's ``C``, ``TrainConfig.l2_c``); attention's score weights get a
+stronger one (:data:`budget.heads.ATTN_SCORE_PRIOR`); dropout is not used.
+No learning rate or step count can then bend a curve: doubling ``steps``
+(the L-BFGS iteration cap) leaves a fit that converged unchanged, and
+``mean_pool`` is the engine's own reproduction of ``logreg``.
 
 **Device-resident.**  A feature set is uploaded once (frames in half precision
 on CUDA, float32 on CPU).  Each run's data order is drawn once, up front, from
@@ -64,9 +68,9 @@ DEFAULT_LR = 1e-3
 #: The paper's protocol, for the ``epochs`` schedule.
 PAPER_EPOCHS = 60
 PAPER_LR = 1e-4
-#: Runs the cost model fits to time the pooled heads' L-BFGS.
+#: Runs the cost model fits to time the full-batch heads' L-BFGS.
 SOLVE_PROBE_RUNS = 8
-#: The pooled heads' L-BFGS stops when no gradient element (of a member's mean loss) exceeds this.
+#: The full-batch heads' L-BFGS stops when no gradient element (of a member's mean loss) exceeds this.
 LBFGS_TOLERANCE = 1e-5
 LBFGS_HISTORY = 20
 
@@ -87,7 +91,7 @@ class TrainConfig:
     batch_size: int = 16
     dropout: float = DEFAULT_DROPOUT
     weight_decay: float = 0.0
-    l2_c: float = 1.0  # inverse L2 strength (scikit-learn's C) of the convex fits: logreg, and pooled heads under "steps"
+    l2_c: float = 1.0  # inverse L2 strength (scikit-learn's C) of logreg and, under "steps", of the full-batch heads
     device: str = "auto"  # resolved by the study: CUDA when present
     memory_mb: int | None = None  # activation budget per ensemble chunk; None: CPU_CHUNK_MB on CPU, from free memory on CUDA
     bf16: bool = True  # bf16 autocast for frame heads' products where the device runs it fast (uses_autocast)
@@ -125,8 +129,9 @@ class TrainConfig:
         stepped = f"Adam, {budget}, batches of {self.batch_size}, dropout {self.dropout:g}{decay}"
         if self.schedule != "steps":
             return stepped
-        solved = ", ".join(name for name, head in HEADS.items() if head.pools_first)
-        return f"frame heads: {stepped}; {solved}: L2 (C = {self.l2_c:g}) fitted to the optimum by L-BFGS"
+        stepped_heads = ", ".join(name for name, head in HEADS.items() if not head.full_batch)
+        solved = ", ".join(name for name, head in HEADS.items() if head.full_batch)
+        return f"{stepped_heads}: {stepped}; {solved}: L2 (C = {self.l2_c:g}) fitted to an optimum by full-batch L-BFGS"
 
 
 @dataclass(frozen=True)
@@ -192,8 +197,8 @@ def cpu_bf16_speedup() -> float:
 
 
 def solved(head: str, config: TrainConfig) -> bool:
-    """Whether the head's runs are fitted to their optimum (scikit-learn, or L-BFGS for pooled heads) rather than stepped."""
-    return head == LOGREG or (config.schedule == "steps" and head in HEADS and HEADS[head].pools_first)
+    """Whether the head's runs are fitted to an optimum (scikit-learn, or L-BFGS for full-batch heads) rather than stepped."""
+    return head == LOGREG or (config.schedule == "steps" and head in HEADS and HEADS[head].full_batch)
 
 
 def schedule_name(head: str, config: TrainConfig) -> str:
@@ -244,6 +249,14 @@ class DeviceFeatures:
                 self._meanmax = torch.cat([self.mean, self.max], dim=1)
             return self._meanmax
         return self.mean
+
+    def padded(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The utterances ``rows`` as float32 frames padded with zeros ``(n, T, D)``, and ``(n, T)`` marking real frames."""
+        lengths = self.lengths_t[rows]
+        position = torch.arange(int(lengths.max()) if len(rows) else 1, device=rows.device)
+        present = position < lengths.unsqueeze(1)
+        frames = self.frames[torch.where(present, self.offsets_t[rows].unsqueeze(1) + position, 0)].float()
+        return frames.masked_fill_(~present.unsqueeze(-1), 0.0), present
 
     def standardisation(self, runs: list[Run], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-run ``(E, width)`` mean and std of its training inputs: pooled statistics ``kind``, or frames ("")."""
@@ -375,7 +388,10 @@ def members_per_chunk(
     if solved(head, config):
         width = head_class.input_width(features.dim)
         # every row's logits and their gradients; the weights, their gradient and the L-BFGS history
-        per_member = 4 * n_classes * (len(features) * 8 + width * (2 * LBFGS_HISTORY + 4))
+        per_member = 4 * (n_classes * len(features) * 8 + width * (n_classes + 1) * (2 * LBFGS_HISTORY + 4))
+        if not head_class.pools_first:  # per row: frame scores, weights and their gradients; the pooled frames and theirs
+            longest = float(np.max(features.lengths)) if len(features) else 1.0
+            per_member += 4 * len(features) * (4 * longest + 3 * width)
         return max(1, int(budget_mb * 2**20 // per_member))
     if head_class.pools_first:
         return 4096
@@ -420,7 +436,7 @@ def train_runs(
     device = training_device(config)
     inputs = uploaded or DeviceFeatures.upload(features, device)
     chunk = members_per_chunk(head, inputs, config, device, n_classes)
-    fit = _solve_pooled if solved(head, config) else _train_ensemble
+    fit = _solve if solved(head, config) else _train_ensemble
     predictions: list[np.ndarray] = []
     for start in range(0, len(runs), chunk):
         try:
@@ -470,53 +486,73 @@ def _train_ensemble(head_name, inputs: DeviceFeatures, labels, runs, n_classes, 
     return _predict(head, inputs, runs, kind, autocast) if predict else []
 
 
-def _solve_pooled(head_name, inputs: DeviceFeatures, labels, runs, n_classes, config, advance) -> list[np.ndarray]:
-    """Each run's predictions from its pooled head fitted to the optimum (:func:`fit_pooled`)."""
-    head = fit_pooled(head_name, inputs, labels, runs, n_classes, config)
+def _solve(head_name, inputs: DeviceFeatures, labels, runs, n_classes, config, advance) -> list[np.ndarray]:
+    """Each run's predictions from its head fitted to an optimum (:func:`fit_full_batch`)."""
+    head = fit_full_batch(head_name, inputs, labels, runs, n_classes, config)
     if advance:
         advance(len(runs))
+    rows = _union([run.test for run in runs], inputs.frames.device)
     with torch.inference_mode():
-        predicted = head.shared_logits(inputs.pooled(head.pooled_kind)).argmax(-1).cpu().numpy()
-    return [predicted[e, run.test] for e, run in enumerate(runs)]
+        predicted = full_batch_logits(head, inputs, rows).argmax(-1).cpu().numpy()  # (E, rows)
+    position = {int(row): i for i, row in enumerate(rows.cpu().numpy())}
+    return [predicted[e, [position[int(t)] for t in run.test]] for e, run in enumerate(runs)]
 
 
-def fit_pooled(
+def _union(index_lists: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.unique(np.concatenate(index_lists)).astype(np.int64)).to(device)
+
+
+def full_batch_inputs(head: type[EnsembleHead], inputs: DeviceFeatures, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """What a full-batch head's ``shared_logits`` reads for the utterances ``rows``: pooled statistics, or padded frames."""
+    return (inputs.pooled(head.pooled_kind)[rows],) if head.pools_first else inputs.padded(rows)
+
+
+def full_batch_logits(head: EnsembleHead, inputs: DeviceFeatures, rows: torch.Tensor) -> torch.Tensor:
+    """Every member's logits ``(E, len(rows), classes)`` for the utterances ``rows``."""
+    return head.shared_logits(*full_batch_inputs(type(head), inputs, rows))
+
+
+def fit_full_batch(
     head_name: str, inputs: DeviceFeatures, labels: np.ndarray, runs: list[Run], n_classes: int, config: TrainConfig
-):
-    """Fit every run's pooled head to its optimum: one full-batch L-BFGS on the sum of the runs' objectives.
+) -> EnsembleHead:
+    """Fit every run's head to an optimum: one full-batch L-BFGS on the sum of the runs' objectives.
 
-    A run's objective is its mean cross-entropy plus ``|W|^2 / (2 C n)``
-    (scikit-learn's, for ``n`` training examples), on its own standardised
-    inputs.  The objectives share no parameter, so the joint optimum is each
-    run's own: mates only change the path to it, and the result agrees with a
-    run solved alone to within :data:`LBFGS_TOLERANCE`.  Logits are computed
-    for every row from the shared pooled matrix (standardisation folded into
-    the weights), so no run's data is copied.  At most ``config.steps`` iterations.
+    A run's objective is its mean cross-entropy plus ``k |W|^2 / (2 C n)`` for
+    each penalised weight (scikit-learn's for the classifier, ``k`` = 1, with
+    ``n`` training examples; :meth:`EnsembleHead.penalties`), on its own
+    standardised inputs.  The objectives share no parameter, so mates only
+    change the path: a convex head ends at each run's own optimum, within
+    :data:`LBFGS_TOLERANCE` of the run solved alone.  Logits come from rows
+    shared by all runs (standardisation folded into the weights), so no run's
+    data is copied.  Every weight starts at zero; at most ``config.steps`` iterations.
     """
     device = inputs.frames.device
     head_class = HEADS[head_name]
     head = head_class([torch.Generator() for _ in runs], inputs.dim, n_classes, dropout=0.0)
     head.set_standardisation(*inputs.standardisation(runs, head_class.pooled_kind))
     head.to(device)
-    parameters = [head.classifier.weight, head.classifier.bias]
+    parameters = list(head.parameters())
     with torch.no_grad():
         for parameter in parameters:
-            parameter.zero_()  # convex: the optimum does not depend on the start
-    x = inputs.pooled(head_class.pooled_kind)
-    share = torch.zeros(len(runs), len(x), device=device)  # (E, N): 1/n on a run's training rows
+            parameter.zero_()  # one start for every run: the fit depends on its data alone
+    rows = _union([run.train for run in runs], device)
+    data = full_batch_inputs(head_class, inputs, rows)  # built once, read by every iteration
+    position = {int(row): i for i, row in enumerate(rows.cpu().numpy())}
+    share = torch.zeros(len(runs), len(rows), device=device)  # (E, rows): 1/n on a run's training rows
     for e, run in enumerate(runs):  # once per fit, not per iteration
-        share[e, torch.from_numpy(run.train)] = 1 / len(run.train)
-    penalty = torch.tensor([1 / (config.l2_c * len(run.train)) for run in runs], device=device)
-    target = torch.nn.functional.one_hot(torch.from_numpy(labels.astype(np.int64)), n_classes).to(device, torch.float32)
+        share[e, [position[int(t)] for t in run.train]] = 1 / len(run.train)
+    strength = torch.tensor([1 / (config.l2_c * len(run.train)) for run in runs], device=device)
+    target = torch.nn.functional.one_hot(torch.from_numpy(labels[rows.cpu().numpy()].astype(np.int64)), n_classes)
+    target = target.to(device, torch.float32)
     optimiser = torch.optim.LBFGS(
         parameters, max_iter=config.steps, history_size=LBFGS_HISTORY, tolerance_grad=LBFGS_TOLERANCE,
         tolerance_change=0.0, line_search_fn="strong_wolfe",
     )  # fmt: skip
-
     def objective() -> torch.Tensor:
         optimiser.zero_grad()
-        losses = -(torch.log_softmax(head.shared_logits(x), -1) * target).sum(-1)  # (E, N)
-        loss = (share * losses).sum() + 0.5 * (penalty * head.classifier.weight.square().sum((1, 2))).sum()
+        losses = -(torch.log_softmax(head.shared_logits(*data), -1) * target).sum(-1)  # (E, rows)
+        norms = sum(k * weight.square().flatten(1).sum(1) for weight, k in head.penalties())  # (E,)
+        loss = (share * losses).sum() + 0.5 * (strength * norms).sum()
         loss.backward()
         return loss
 
@@ -576,7 +612,7 @@ def measure_unit_seconds(
 
     Ensembles are timed over ``timed_steps`` steps after a first (warm-up)
     step and divided by the members stepped; ``logreg`` by one fit, the
-    pooled heads' L-BFGS by one fit of a few runs.
+    full-batch heads' L-BFGS by one fit of a few runs.
     """
     if not runs:
         return 0.0
@@ -588,7 +624,7 @@ def measure_unit_seconds(
     inputs = uploaded or DeviceFeatures.upload(features, device)
     if solved(head, config):
         sample = runs[:SOLVE_PROBE_RUNS]
-        _solve_pooled(head, inputs, labels, sample, n_classes, config, None)
+        _solve(head, inputs, labels, sample, n_classes, config, None)
         return (time.perf_counter() - started) / len(sample)
     sample = runs[: members_per_chunk(head, inputs, config, device, n_classes)]
     probe = replace(config, schedule="steps", steps=timed_steps + 1)

@@ -143,14 +143,14 @@ def stepped(head: str, steps: int = 12) -> TrainConfig:
     For the pooled heads that is the paper's epochs schedule, so only runs of
     one size can share their ensemble.
     """
-    if HEADS[head].pools_first:
+    if HEADS[head].full_batch:
         return TrainConfig(schedule="epochs", epochs=max(1, steps * 5 // 24), lr=3e-3, batch_size=5)
     return TrainConfig(steps=steps, lr=3e-3, batch_size=5)
 
 
 def stepped_runs(head, labels):
     """Runs of two sizes sharing an ensemble (one size where the schedule is the paper's)."""
-    return runs_for(labels, size=8) + ([] if HEADS[head].pools_first else runs_for(labels, size=12)[:2])
+    return runs_for(labels, size=8) + ([] if HEADS[head].full_batch else runs_for(labels, size=12)[:2])
 
 
 @pytest.mark.parametrize("head", sorted(HEADS))
@@ -228,9 +228,9 @@ def check_pooled_optimum(head: str, device: str) -> None:
     config = TrainConfig(steps=500, device=device)
     inputs = DeviceFeatures.upload(features, torch.device(device), half=False)
     kind = HEADS[head].pooled_kind
-    together = training.fit_pooled(head, inputs, labels, runs, 3, config)
+    together = training.fit_full_batch(head, inputs, labels, runs, 3, config)
     for e, run in enumerate(runs):
-        alone = training.fit_pooled(head, inputs, labels, [run], 3, config)
+        alone = training.fit_full_batch(head, inputs, labels, [run], 3, config)
         model, x_test = _reference_logreg(features, labels, run, kind)
         n_params = model.coef_.size + model.intercept_.size
         weight_error = n_params**0.5 * training.LBFGS_TOLERANCE * config.l2_c * len(run.train)
@@ -243,11 +243,44 @@ def check_pooled_optimum(head: str, device: str) -> None:
             np.testing.assert_allclose(logits - logits.mean(1, keepdims=True), expected, rtol=0, atol=bound)
 
 
-def test_pooled_heads_are_solved_only_under_the_step_budget():
+def test_full_batch_heads_are_solved_only_under_the_step_budget():
     assert training.solved("mean_pool", TrainConfig()) and training.solved("logreg", TrainConfig())
+    assert training.solved("attn_pool", TrainConfig())
     assert not training.solved("mean_pool", TrainConfig(schedule="epochs"))  # the paper's protocol: Adam, dropout
+    assert not training.solved("attn_pool", TrainConfig(schedule="epochs"))
     assert not training.solved("mlp_pool", TrainConfig())
     assert training.schedule_name("meanmax_pool", TrainConfig()) == "lbfgs"
+
+
+def test_attention_s_shared_logits_are_its_forward_pass():
+    """The full-batch form (raw frames, standardisation folded into the weights) computes what forward does."""
+    features, labels = synthetic_features()
+    runs = runs_for(labels, size=8)
+    inputs = DeviceFeatures.upload(features, torch.device("cpu"), half=False)
+    head = HEADS["attn_pool"](_gens(len(runs)), features.dim, 3).eval()
+    head.set_standardisation(*inputs.standardisation(runs, ""))
+    slots = torch.arange(12).expand(len(runs), 12)
+    width = int(features.lengths[:12].sum())
+    with torch.inference_mode():
+        packed = head(inputs.batch(slots, width, ""))
+        shared = training.full_batch_logits(head, inputs, torch.arange(12))
+    assert_float_close(shared, packed, depth=3)
+
+
+def test_attention_fits_do_not_depend_on_their_mates_or_on_doubling_the_budget():
+    """attn_pool is fitted to an optimum from one start: alone or beside other runs, and with twice the
+    iterations, its predictions are the same (the objective is not convex, so this is checked, not derived)."""
+    features, labels = synthetic_features(n_per_class=40)
+    runs = runs_for(labels, size=8) + runs_for(labels, size=25)
+    config = TrainConfig(steps=500)
+    together = train_runs("attn_pool", features, labels, runs, 3, config)
+    doubled = train_runs("attn_pool", features, labels, runs, 3, config.doubled())
+    for e, run in enumerate(runs):
+        (alone,) = train_runs("attn_pool", features, labels, [run], 3, config)
+        np.testing.assert_array_equal(together[e], alone)
+        np.testing.assert_array_equal(together[e], doubled[e])
+    scores = [balanced_accuracy_score(labels[r.test], p) for r, p in zip(runs, together, strict=True)]
+    assert min(scores) > 0.6  # and it learned: three classes, chance is 1/3
 
 
 def _gens(n):
