@@ -16,9 +16,10 @@ Per head it prints, all measured in this process on this device: the floor
 (the device's matrix-product throughput on the head's own shapes), the
 achieved rate of useful work and their ratio, runs per second trained as one
 ensemble and one at a time (a sample of runs), wall time and peak memory (RSS
-on CPU, ``torch.cuda.max_memory_allocated`` on GPU).  For the pooled heads,
-which are solved by L-BFGS rather than stepped, it compares the cost per run
-with scikit-learn's logistic regression instead.
+on CPU, ``torch.cuda.max_memory_allocated`` on GPU).  For the full-batch
+heads (``mean_pool``, ``meanmax_pool``, ``attn_pool``), which are fitted by
+L-BFGS rather than stepped, it compares the cost per run with scikit-learn's
+logistic regression instead.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def bench_head(grid: Grid, head: str, config: TrainConfig, sample_alone: int) ->
     result = {"head": head, "runs": len(grid.runs), "seconds": seconds, "runs_per_s": len(grid.runs) / seconds,
               "alone_runs_per_s": alone, "peak_mb": peak, "achieved_flops": useful / seconds,
               "ua": _ua(grid, predictions)}  # fmt: skip
-    if not HEADS[head].pools_first:
+    if not solved(head, config):
         autocast = uses_autocast(device, config)
         rows = int(config.batch_size * np.mean(grid.features.lengths))
         members = min(len(grid.runs), 8 if device.type == "cpu" else len(grid.runs))
@@ -129,7 +130,7 @@ def head_shapes(head: str, dim: int, n_classes: int, rows: int, slots: int) -> l
     if head == "mlp_pool":
         depth, width = mlp_shape(dim)
         return [(rows, dim, width), *[(rows, width, width)] * (depth - 1), (slots, rows, width)]
-    return [(rows, dim, 1), (slots, rows, dim), (slots, dim, n_classes)]  # attn_pool: score, weighted sum, classifier
+    return [(rows, dim, 1), (slots, rows, dim), (slots, dim, n_classes)]  # attn_pool (epochs schedule): score, sum, classifier
 
 
 def _ua(grid: Grid, predictions) -> float:

@@ -63,7 +63,7 @@ CPU_CHUNK_MB = 128
 #: A CPU computes frame heads in bf16 autocast only when its bf16 products are at least this much faster.
 CPU_BF16_MIN_SPEEDUP = 1.5
 #: Defaults of the ``steps`` schedule (chosen by the convergence check on EmoDB: README, Studies).
-DEFAULT_STEPS = 1000
+DEFAULT_STEPS = 2000
 DEFAULT_LR = 1e-3
 #: The paper's protocol, for the ``epochs`` schedule.
 PAPER_EPOCHS = 60

@@ -12,7 +12,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from test_training import check_bf16_keeps_ua, check_pooled_optimum, stepped, stepped_runs, synthetic_features
+from test_training import (
+    check_attention_fit,
+    check_bf16_keeps_ua,
+    check_pooled_optimum,
+    stepped,
+    stepped_runs,
+    synthetic_features,
+)
 
 from budget.heads import HEADS
 from budget.training import TrainConfig, train_runs
@@ -51,6 +58,10 @@ def test_bf16_keeps_what_a_head_learns(head):
 @pytest.mark.parametrize("head", ["mean_pool", "meanmax_pool"])
 def test_pooled_heads_are_solved_to_the_logreg_optimum_on_cuda(head):
     check_pooled_optimum(head, "cuda")
+
+
+def test_attention_fits_do_not_depend_on_mates_or_budget_on_cuda():
+    check_attention_fit("cuda")
 
 
 def test_a_study_trains_on_cuda(tmp_path):
