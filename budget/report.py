@@ -35,6 +35,7 @@ from budget.analysis import (
 )
 from budget.errors import BudgetError
 from budget.features import display_name
+from budget.heads import ATTN_SCORE_PRIOR
 from budget.plots import compare_plot, confusion_plot, curve_plot, recall_plot
 
 
@@ -251,8 +252,10 @@ def _schedule(train: dict, results: pd.DataFrame) -> str:
             parts.append(f"{names}: scikit-learn's logistic regression (L2, C = {train.get('l2_c', 1.0):g}) on standardised "
                          "mean-pooled features")  # fmt: skip
         elif schedule == "lbfgs":
-            parts.append(f"{names}: the same L2 logistic regression on standardised pooled statistics, every run fitted "
-                         f"to its optimum by full-batch L-BFGS (at most {train.get('steps')} iterations; no dropout)")  # fmt: skip
+            prior = f"; attention's frame score {ATTN_SCORE_PRIOR:g} x width times as strongly" if "attn_pool" in heads else ""
+            parts.append(f"{names}: L2-penalised (C = {train.get('l2_c', 1.0):g}{prior}) on standardised inputs, every run "
+                         f"fitted to an optimum by full-batch L-BFGS from a zero start (at most {train.get('steps')} "
+                         "iterations; no dropout)")  # fmt: skip
         else:
             if schedule == "steps":
                 budget = f"{train.get('steps')} optimiser steps for every run, whatever its size, lr {train.get('lr')} decayed on a cosine"

@@ -77,3 +77,14 @@ def test_report_command_defaults_to_the_latest_run(run_folder, tmp_path, monkeyp
     result = runner.invoke(app, ["report"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "reports" / "curve-emodb-test" / "report.html").is_file()
+
+
+def test_the_report_says_how_each_head_family_was_trained():
+    from budget.report import _schedule
+
+    results = pd.DataFrame({"head": ["mean_pool", "attn_pool", "mlp_pool", "logreg"],
+                            "schedule": ["lbfgs", "lbfgs", "steps", "logreg"]})  # fmt: skip
+    text = _schedule({"steps": 2000, "lr": 0.001, "batch_size": 16, "dropout": 0.2, "l2_c": 1.0}, results)
+    assert "mean_pool, attn_pool: L2-penalised (C = 1; attention's frame score 3 x width" in text
+    assert "mlp_pool: Adam, 2000 optimiser steps for every run" in text and "logreg: scikit-learn" in text
+    assert "frame score" not in _schedule({"steps": 10, "l2_c": 1.0}, results[results["head"] == "mean_pool"])
