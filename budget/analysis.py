@@ -157,6 +157,30 @@ def sort_cells(table: pd.DataFrame) -> pd.DataFrame:
     return table.loc[keys.sort_values([*CURVE_KEYS, "size"], kind="stable").index].reset_index(drop=True)
 
 
+def feature_gains(results: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Per (head, size) and feature set after the first: its UA minus the first set's, in points.
+
+    Paired by (fold, seed): both sets were tested on the same held-out fold with
+    the same subset draw, so the interval (bootstrap over folds, then seeds) is of
+    the difference itself, narrower than two independent intervals would suggest.
+    """
+    rng = np.random.default_rng(seed)
+    feature_sets = list(dict.fromkeys(results["features"]))
+    rows = []
+    for (head, size), runs in results.groupby(["head", "size"], sort=False):
+        base = runs[runs["features"] == feature_sets[0]].set_index(["fold", "seed"])["ua"]
+        for features in feature_sets[1:]:
+            other = runs[runs["features"] == features].set_index(["fold", "seed"])["ua"]
+            paired = (other - base).dropna()
+            if paired.empty:
+                continue
+            grid = _grid(paired.rename("gain").reset_index(), "gain")
+            mean, low, high = mean_interval(100 * grid, rng)
+            rows.append({"head": head, "size": size, "features": features, "baseline": feature_sets[0],
+                         "gain_points": mean, "ci_low": low, "ci_high": high, "runs": len(paired)})  # fmt: skip
+    return pd.DataFrame(rows, columns=["head", "size", "features", "baseline", "gain_points", "ci_low", "ci_high", "runs"])
+
+
 # -- laws ------------------------------------------------------------------------------------
 
 

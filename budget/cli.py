@@ -437,6 +437,7 @@ def compare(
     ] = False,
 ) -> None:
     """The paper's Table 1 at one training size: UA per head and feature set, and each set's gain over the first."""
+    from budget.analysis import feature_gains
     from budget.features import display_name
     from budget.heads import ACOUSTIC_HEADS
     from budget.study import summarise
@@ -458,13 +459,12 @@ def compare(
     size = summary["size"].iloc[0]
     out.print(f"UA at {size} per class ({summary['n_train'].iloc[0]:.0f} training examples)", soft_wrap=True)
     table = Table("head", *header)
+    gains = feature_gains(results).set_index(["head", "features"])["gain_points"]
     for head, rows in summary.groupby("head", sort=False):
         ua = rows.set_index("features")["ua_mean"]
         std = rows.set_index("features")["ua_std"]
         cells = [f"{ua[f]:.3f} ± {std[f]:.3f}" if f in ua else "-" for f in feature_sets]
-        gains = [f"{100 * (ua[f] - ua[feature_sets[0]]):+.1f} pts" if f in ua and feature_sets[0] in ua else "-"
-                 for f in feature_sets[1:]]  # fmt: skip
-        table.add_row(head, *cells, *gains)
+        table.add_row(head, *cells, *[f"{gains[head, f]:+.1f} pts" if (head, f) in gains else "-" for f in feature_sets[1:]])
     out.print(table)
     _finish(folder, report, None)
 

@@ -22,6 +22,7 @@ from budget.analysis import (
     backtest,
     backtest_depth,
     choose_law,
+    feature_gains,
     fit_curve,
     fit_law,
     mean_interval,
@@ -81,6 +82,19 @@ def test_the_interval_has_its_coverage():
         _, low, high = mean_interval(grid, rng, n_boot=400)
         hits += low <= truth <= high
     assert 0.90 <= hits / trials <= 0.99
+
+
+def test_feature_gains_are_paired_by_fold_and_seed():
+    """Fold effects shared by both feature sets cancel: a constant 3-point gain is measured exactly."""
+    base = synthetic_results(sizes=(10, 20), folds=5, seeds=2, fold_sd=0.05)
+    better = base.assign(features="hf:m", ua=base["ua"] + 0.03)
+    gains = feature_gains(pd.concat([base, better], ignore_index=True))
+    assert list(gains["size"]) == ["10", "20", "full"] and (gains["runs"] == 10).all()
+    np.testing.assert_allclose(gains["gain_points"], 3.0, atol=1e-9)
+    np.testing.assert_allclose(gains["ci_high"] - gains["ci_low"], 0.0, atol=1e-9)  # no spread in the differences
+    noisy = better.assign(ua=better["ua"] + np.random.default_rng(0).normal(0, 0.01, len(better)))
+    wide = feature_gains(pd.concat([base, noisy], ignore_index=True))
+    assert ((wide["ci_low"] < wide["gain_points"]) & (wide["gain_points"] < wide["ci_high"])).all()
 
 
 def test_aggregate_gives_one_row_per_size_with_intervals():

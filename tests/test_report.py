@@ -45,6 +45,8 @@ def test_report_has_every_section_and_embedded_figures(run_folder, tmp_path):
     assert markdown.index("## Labels needed") < markdown.index("## Unweighted accuracy")  # the answer comes first
     assert "Recommended for UA 0.70: whisper + mlp_pool" in markdown and "| UA 70% |" in markdown
     assert "labels per class" in markdown and "annotator hours" in markdown
+    gains = markdown[markdown.index("## Gain over") :].split("\n## ")[0]  # whisper = lld + 5 points in every run
+    assert gains.count("| +5.0 |") == 5 and "whisper" in gains
     figures = sorted(p.name for p in (tmp_path / "report" / "figures").glob("*.png"))
     assert "curve.png" in figures and "compare.png" not in figures  # one head: the bars would repeat the curve
     assert any(name.startswith("recall-") for name in figures) and any(name.startswith("confusion-") for name in figures)
