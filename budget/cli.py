@@ -265,7 +265,7 @@ def features_list(store: StoreOption = None) -> None:
 
 def _study_config(
     config: Path | None, corpus, root, classes, features, heads, per_class, n, seeds, schedule, steps, epochs, lr,
-    batch_size, dropout, device, store, max_seconds, layer, folds=None, fold_file=None,
+    batch_size, dropout, device, store, max_seconds, layer, folds=None, fold_file=None, frame_dtype=None,
 ):  # fmt: skip
     """Defaults, then the TOML file, then the options typed on the command line (an option left out is None)."""
     from budget.study import StudyConfig
@@ -276,6 +276,7 @@ def _study_config(
         per_class=per_class, n=n, seeds=seeds, schedule=schedule, steps=steps, epochs=epochs, lr=lr,
         batch_size=batch_size, dropout=dropout, device=device, store=str(store) if store else None,
         max_seconds=max_seconds, layer=layer, n_folds=folds, fold_file=str(fold_file) if fold_file else None,
+        frame_dtype=frame_dtype,
     )  # fmt: skip
 
 
@@ -333,6 +334,9 @@ FoldsOption = Annotated[
 FoldFileOption = Annotated[
     Path | None, typer.Option("--fold-file", help="A CSV of utt_id (or group) and fold: a published fold design.")
 ]
+StudyFrameDtypeOption = Annotated[
+    str | None, typer.Option("--frame-dtype", help="Stored frames to read: float16 (default) or float32, as extracted.")
+]
 StudyMaxSeconds = Annotated[float | None, typer.Option("--max-seconds", help="Crop utterances (default 5 s; 0: none).")]
 
 
@@ -366,6 +370,7 @@ def curve(
     layer: LayerOption = None,
     folds: FoldsOption = None,
     fold_file: FoldFileOption = None,
+    frame_dtype: StudyFrameDtypeOption = None,
     config: ConfigOption = None,
     run_dir: RunDirOption = None,
     target: TargetOption = None,
@@ -386,7 +391,7 @@ def curve(
 
     study_config = _study_config(
         config, corpus, root, classes, features, model, per_class, n, seeds, schedule, steps, epochs, lr, batch_size,
-        dropout, device, store, max_seconds, layer, folds, fold_file,
+        dropout, device, store, max_seconds, layer, folds, fold_file, frame_dtype,
     )  # fmt: skip
     check = ("all" if check_every_size else "ends") if check_convergence else "none"
     results, folder = _run_study("curve", study_config, run_dir, strict, check)
@@ -426,6 +431,7 @@ def compare(
     layer: LayerOption = None,
     folds: FoldsOption = None,
     fold_file: FoldFileOption = None,
+    frame_dtype: StudyFrameDtypeOption = None,
     config: ConfigOption = None,
     run_dir: RunDirOption = None,
     report: ReportOption = True,
@@ -444,7 +450,7 @@ def compare(
 
     study_config = _study_config(
         config, corpus, root, classes, features, models, per_class, n, seeds, schedule, steps, epochs, lr, batch_size,
-        dropout, device, store, max_seconds, layer, folds, fold_file,
+        dropout, device, store, max_seconds, layer, folds, fold_file, frame_dtype,
     )  # fmt: skip
     if models is None and config is None:
         study_config = study_config.with_overrides(heads=ACOUSTIC_HEADS)

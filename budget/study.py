@@ -40,7 +40,7 @@ from budget.corpora import get_adapter, load_corpus
 from budget.corpora.fetch import ensure_corpus
 from budget.errors import BudgetError, check_number
 from budget.features import FeatureStore, parse_feature_spec
-from budget.features.store import FILE_IDENTITIES, FeatureSet
+from budget.features.store import FILE_IDENTITIES, FRAME_DTYPES, FeatureSet
 from budget.folds import N_FOLDS, assign_folds, fold_names, read_fold_file
 from budget.heads import BIMODAL_HEADS, LOGREG, check_head
 from budget.labels import class_order
@@ -81,6 +81,7 @@ class StudyConfig:
     fold_file: str | None = None  # a CSV of utt_id (or group) and fold: a published design instead of n_folds
     file_identity: str = "stat"  # how the store knows an audio file: "stat" (path, size, date) or "content" (its bytes)
     max_seconds: float = MAX_SECONDS  # 0: no crop
+    frame_dtype: str = "float16"  # how the store keeps frames: the same setting as `budget extract --frame-dtype`
     layer: int | None = None  # pick one layer of an 'all' feature entry
     precision: str = "fp32"
     store: str | None = None
@@ -100,6 +101,8 @@ class StudyConfig:
         for key in ("corpus", "root", "classes", "store", "precision", "fold_file"):
             if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
                 raise BudgetError(f"{key} must be a string; got {getattr(self, key)!r}")
+        if self.frame_dtype not in FRAME_DTYPES:
+            raise BudgetError(f"frame_dtype must be one of {', '.join(FRAME_DTYPES)}; got {self.frame_dtype!r}")
         if self.file_identity not in FILE_IDENTITIES:
             raise BudgetError(f"file_identity must be one of {', '.join(FILE_IDENTITIES)}; got {self.file_identity!r}")
         if not self.features:
@@ -144,6 +147,8 @@ class StudyConfig:
             settings.pop(key)
         if settings["fold_file"] is None:  # a setting added later enters only when set: older run folders still resume
             settings.pop("fold_file")
+        if settings["frame_dtype"] == "float16":
+            settings.pop("frame_dtype")
         settings["train"].pop("device")
         settings["train"].pop("memory_mb")
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
@@ -377,14 +382,14 @@ class Study:
         store = FeatureStore(self.config.store)
         max_seconds = self.config.max_seconds or None
         entries, loaded = {}, {}
-        reports = store.extract_all(extractors, data.manifest, max_seconds=max_seconds,
-                                    utterance_identity=self.config.file_identity)  # fmt: skip
+        stored = {"max_seconds": max_seconds, "frame_dtype": self.config.frame_dtype,
+                  "utterance_identity": self.config.file_identity}  # the store entry: what `budget extract` names  # fmt: skip
+        reports = store.extract_all(extractors, data.manifest, **stored)
         for extractor, report in zip(extractors, reports, strict=True):
             if report.extracted:
                 log(f"extracted {extractor.spec} for {report.extracted} utterances ({report.seconds:.0f} s)")
             entries[extractor.spec] = report.entry.name
-            features = store.load(extractor, data.manifest, layer=self.config.layer, max_seconds=max_seconds,
-                                  utterance_identity=self.config.file_identity)  # fmt: skip
+            features = store.load(extractor, data.manifest, layer=self.config.layer, **stored)
             if features.missing:
                 log(f"{extractor.spec}: {len(features.missing)} utterance(s) have no features and are left out")
             loaded[extractor.spec] = features

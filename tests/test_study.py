@@ -196,15 +196,32 @@ def test_a_config_file_s_training_settings_hold_unless_typed_on_the_command_line
     from budget.cli import _study_config
 
     toml = tmp_path / "study.toml"
-    toml.write_text('device = "cpu"\nsteps = 7\nseeds = 2\n')
+    toml.write_text('device = "cpu"\nsteps = 7\nseeds = 2\nepochs = 11\nframe_dtype = "float32"\n')
     untyped = dict.fromkeys(
         ["corpus", "root", "classes", "features", "heads", "per_class", "n", "seeds", "schedule", "steps", "epochs",
-         "lr", "batch_size", "dropout", "device", "store", "max_seconds", "layer"]
+         "lr", "batch_size", "dropout", "device", "store", "max_seconds", "layer", "frame_dtype"]
     )  # fmt: skip
     from_file = _study_config(toml, **untyped)
-    assert (from_file.train.device, from_file.train.steps, from_file.seeds) == ("cpu", 7, 2)
-    typed = _study_config(toml, **{**untyped, "device": "auto", "steps": 9, "seeds": 1})
-    assert (typed.train.device, typed.train.steps, typed.seeds) == ("auto", 9, 1)
+    assert (from_file.train.device, from_file.train.steps, from_file.seeds, from_file.train.epochs) == ("cpu", 7, 2, 11)
+    assert from_file.frame_dtype == "float32"
+    typed = _study_config(toml, **{**untyped, "device": "auto", "steps": 9, "seeds": 1, "epochs": 3, "frame_dtype": "float16"})
+    assert (typed.train.device, typed.train.steps, typed.seeds, typed.train.epochs, typed.frame_dtype) == ("auto", 9, 1, 3, "float16")
+
+
+def test_a_study_reads_the_features_budget_extract_stored_with_the_same_frame_dtype(iemocap, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = str(tmp_path / "store")
+    extracted = runner.invoke(app, ["extract", "--corpus", "iemocap", "--root", str(iemocap), "--features", "lld",
+                                    "--store", store, "--frame-dtype", "float32"])  # fmt: skip
+    assert extracted.exit_code == 0, extracted.output
+    result = runner.invoke(app, ["curve", "--corpus", "iemocap", "--root", str(iemocap), "--features", "lld", "--store", store,
+                                 "--model", "mean_pool", "--per-class", "1,2", "--seeds", "1", "--frame-dtype", "float32",
+                                 "--no-check-convergence", "--no-report", "--run-dir", str(tmp_path / "run"), "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "extracted" not in result.output  # the float32 entry was found, not made again
+    assert len(pd.read_parquet(tmp_path / "run" / "results.parquet")) == 2 * 5
+    with pytest.raises(BudgetError, match="frame_dtype must be one of"):
+        StudyConfig(frame_dtype="int8")
 
 
 def test_results_trained_on_inputs_that_changed_since_are_trained_again(tmp_path):
