@@ -220,6 +220,7 @@ class DeviceFeatures:
         self.offsets_t = torch.from_numpy(self.offsets).to(device)
         self.mean, self.max = mean, maximum  # (N, D) float32
         self._meanmax: torch.Tensor | None = None
+        self._padded: tuple[torch.Tensor, torch.Tensor] | None = None
         self.utt_sum, self.utt_sumsq = _frame_sums(frames, self.lengths)
 
     @classmethod
@@ -251,12 +252,26 @@ class DeviceFeatures:
         return self.mean
 
     def padded(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The utterances ``rows`` as float32 frames padded with zeros ``(n, T, D)``, and ``(n, T)`` marking real frames."""
-        lengths = self.lengths_t[rows]
-        position = torch.arange(int(lengths.max()) if len(rows) else 1, device=rows.device)
-        present = position < lengths.unsqueeze(1)
-        frames = self.frames[torch.where(present, self.offsets_t[rows].unsqueeze(1) + position, 0)].float()
-        return frames.masked_fill_(~present.unsqueeze(-1), 0.0), present
+        """The utterances ``rows`` as float32 frames padded with zeros ``(n, T, D)``, and ``(n, T)`` marking real frames.
+
+        Every utterance is padded once, on first use (:meth:`padded_bytes`), and
+        kept for every later fit; a subset of rows is gathered from that, with
+        no copy when ``rows`` is every utterance.
+        """
+        if self._padded is None:
+            position = torch.arange(max(int(self.lengths.max()) if len(self) else 1, 1), device=self.frames.device)
+            present = position < self.lengths_t.unsqueeze(1)
+            frames = self.frames[torch.where(present, self.offsets_t.unsqueeze(1) + position, 0)].float()
+            self._padded = frames.masked_fill_(~present.unsqueeze(-1), 0.0), present
+        frames, present = self._padded
+        if len(rows) == len(self):
+            return frames, present
+        longest = max(int(self.lengths_t[rows].max()), 1) if len(rows) else 1
+        return frames[rows, :longest], present[rows, :longest]
+
+    def padded_bytes(self) -> int:
+        """Memory :meth:`padded` holds: every utterance's frames in float32, padded to the longest."""
+        return 0 if self._padded is not None else len(self) * max(int(self.lengths.max()) if len(self) else 1, 1) * (self.dim * 4 + 1)
 
     def standardisation(self, runs: list[Run], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-run ``(E, width)`` mean and std of its training inputs: pooled statistics ``kind``, or frames ("")."""
@@ -382,7 +397,9 @@ def members_per_chunk(
     if budget_mb is None:
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
-            budget_mb = int(0.6 * free / 2**20)
+            if solved(head, config) and not head_class.pools_first and isinstance(features, DeviceFeatures):
+                free -= features.padded_bytes()  # made before the chunk's fit, outside its per-run memory
+            budget_mb = int(0.6 * max(free, 0) / 2**20)
         else:
             budget_mb = CPU_CHUNK_MB
     if solved(head, config):
@@ -494,8 +511,8 @@ def _solve(head_name, inputs: DeviceFeatures, labels, runs, n_classes, config, a
     rows = _union([run.test for run in runs], inputs.frames.device)
     with torch.inference_mode():
         predicted = full_batch_logits(head, inputs, rows).argmax(-1).cpu().numpy()  # (E, rows)
-    position = {int(row): i for i, row in enumerate(rows.cpu().numpy())}
-    return [predicted[e, [position[int(t)] for t in run.test]] for e, run in enumerate(runs)]
+    rows = rows.cpu().numpy()
+    return [predicted[e, np.searchsorted(rows, run.test)] for e, run in enumerate(runs)]
 
 
 def _union(index_lists: list[np.ndarray], device: torch.device) -> torch.Tensor:
@@ -521,8 +538,10 @@ def fit_full_batch(
     each penalised weight (scikit-learn's for the classifier, ``k`` = 1, with
     ``n`` training examples; :meth:`EnsembleHead.penalties`), on its own
     standardised inputs.  The objectives share no parameter, so mates only
-    change the path: a convex head ends at each run's own optimum, within
-    :data:`LBFGS_TOLERANCE` of the run solved alone.  Logits come from rows
+    change the path (L-BFGS's history and line search are joint): a convex head
+    ends at each run's own optimum, within :data:`LBFGS_TOLERANCE` of the run
+    solved alone; for ``attn_pool``, not convex, that runs end where they end
+    alone is checked (tests, and runs on EmoDB), not guaranteed.  Logits come from rows
     shared by all runs (standardisation folded into the weights), so no run's
     data is copied.  Every weight starts at zero; at most ``config.steps`` iterations.
     """
@@ -534,15 +553,15 @@ def fit_full_batch(
     parameters = list(head.parameters())
     with torch.no_grad():
         for parameter in parameters:
-            parameter.zero_()  # one start for every run: the fit depends on its data alone
+            parameter.zero_()  # one start for every run, whatever its seed
     rows = _union([run.train for run in runs], device)
     data = full_batch_inputs(head_class, inputs, rows)  # built once, read by every iteration
-    position = {int(row): i for i, row in enumerate(rows.cpu().numpy())}
+    sorted_rows = rows.cpu().numpy()
     share = torch.zeros(len(runs), len(rows), device=device)  # (E, rows): 1/n on a run's training rows
     for e, run in enumerate(runs):  # once per fit, not per iteration
-        share[e, [position[int(t)] for t in run.train]] = 1 / len(run.train)
+        share[e, torch.from_numpy(np.searchsorted(sorted_rows, run.train)).to(device)] = 1 / len(run.train)
     strength = torch.tensor([1 / (config.l2_c * len(run.train)) for run in runs], device=device)
-    target = torch.nn.functional.one_hot(torch.from_numpy(labels[rows.cpu().numpy()].astype(np.int64)), n_classes)
+    target = torch.nn.functional.one_hot(torch.from_numpy(labels[sorted_rows].astype(np.int64)), n_classes)
     target = target.to(device, torch.float32)
     optimiser = torch.optim.LBFGS(
         parameters, max_iter=config.steps, history_size=LBFGS_HISTORY, tolerance_grad=LBFGS_TOLERANCE,
@@ -623,7 +642,7 @@ def measure_unit_seconds(
     device = training_device(config)
     inputs = uploaded or DeviceFeatures.upload(features, device)
     if solved(head, config):
-        sample = runs[:SOLVE_PROBE_RUNS]
+        sample = runs[: min(SOLVE_PROBE_RUNS, members_per_chunk(head, inputs, config, device, n_classes))]
         _solve(head, inputs, labels, sample, n_classes, config, None)
         return (time.perf_counter() - started) / len(sample)
     sample = runs[: members_per_chunk(head, inputs, config, device, n_classes)]

@@ -264,6 +264,9 @@ def test_attention_s_shared_logits_are_its_forward_pass():
     with torch.inference_mode():
         packed = head(inputs.batch(slots, width, ""))
         shared = training.full_batch_logits(head, inputs, torch.arange(12))
+        frames, present = inputs.padded(torch.arange(3))
+        present[1] = False  # an utterance without frames must not turn a whole fit into NaN
+        assert torch.isfinite(head.shared_logits(frames, present)).all()
     assert_float_close(shared, packed, depth=3)
 
 
