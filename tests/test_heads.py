@@ -1,0 +1,31 @@
+"""The heads' own guarantees: counter-based dropout masks and mlp_pool's capacity."""
+
+from __future__ import annotations
+
+import torch
+
+from budget.heads import DropoutKeys, keep_mask, mlp_shape
+
+
+def test_dropout_masks_depend_on_the_member_not_its_mates():
+    keys = torch.tensor([11, 22, 33])
+    together, keep = keep_mask(DropoutKeys(keys, step=4).layer_keys(1), (3, 50, 16), 0.2)
+    alone, _ = keep_mask(DropoutKeys(keys[1:2], step=4).layer_keys(1), (1, 50, 16), 0.2)
+    assert torch.equal(together[1], alone[0])
+    other_step, _ = keep_mask(DropoutKeys(keys, step=5).layer_keys(1), (3, 50, 16), 0.2)
+    other_layer, _ = keep_mask(DropoutKeys(keys, step=4).layer_keys(2), (3, 50, 16), 0.2)
+    assert not torch.equal(together, other_step) and not torch.equal(together, other_layer)
+    assert keep == 1 - round(0.2 * 256) / 256
+    # the kept share is a binomial draw of 2400 trials: within 4 standard deviations of its probability
+    big, keep = keep_mask(torch.arange(8), (8, 300, 16), 0.2)
+    sd = (keep * (1 - keep) / big.numel()) ** 0.5
+    assert abs(big.float().mean().item() - keep) < 4 * sd
+
+
+def test_mlp_capacity_is_similar_across_input_widths():
+    params = {}
+    for dim in (34, 384, 512, 768, 1024):
+        depth, width = mlp_shape(dim)
+        params[dim] = dim * width + (depth - 1) * width * width
+    assert mlp_shape(34)[0] == 4 and mlp_shape(1024)[0] == 1
+    assert max(params.values()) / min(params.values()) < 1.6
