@@ -18,7 +18,8 @@ from rich.table import Table
 from budget.audio import MAX_SECONDS, MIN_SECONDS, scan_audio
 from budget.corpora import CORPORA, data_dir, find_root, get_adapter, load_corpus
 from budget.errors import BudgetError
-from budget.folds import N_FOLDS, assign_folds, fold_names, training_counts
+from budget.folds import N_FOLDS, assign_folds, fold_names
+from budget.sampling import corpus_ceiling
 
 app = typer.Typer(
     help="How many labelled examples does a speech emotion recognition model need?",
@@ -124,8 +125,8 @@ def corpus_info(
     usable = _scan(_load(corpus, root, classes), strict)
     folds = assign_folds(usable, n_folds)
     names = fold_names(usable, folds)
-    counts = training_counts(usable, folds)
-    classes_present = list(counts.columns)
+    ceiling = corpus_ceiling(usable, folds)
+    classes_present = list(ceiling.counts.columns)
 
     n_groups = usable["group"].nunique()
     scheme = "leave-one-group-out" if folds.nunique() == n_groups else f"{folds.nunique()} speaker-grouped folds"
@@ -145,11 +146,10 @@ def corpus_info(
     table.add_row("[bold]all[/]", *(f"[bold]{v}[/]" for v in totals), f"[bold]{totals.sum()}[/]")
     out.print(table)
 
-    ceiling = int(counts.to_numpy().min())
-    fold, label = counts.stack().idxmin()
     out.print(
-        f"largest class-balanced training size every fold can supply: [bold]{ceiling} per class[/] "
-        f"({ceiling * len(classes_present)} in total); limited by class {label!r} when {names[int(fold)]!r} is held out"
+        f"largest class-balanced training size every fold can supply: [bold]{ceiling.per_class} per class[/] "
+        f"({ceiling.per_class * len(classes_present)} in total); limited by class {ceiling.label!r} when "
+        f"{names[ceiling.fold]!r} is held out"
     )
     if save_manifest is not None:
         usable.assign(fold=folds).to_csv(save_manifest, index=False)

@@ -70,6 +70,23 @@ def parse_sizes(per_class, n_total, n_classes: int) -> list[int | str] | None:
     return list(dict.fromkeys(sizes))
 
 
+@dataclass(frozen=True)
+class Ceiling:
+    """The largest class-balanced training size per class every fold can supply, and what limits it."""
+
+    per_class: int
+    fold: int  # the held-out fold that leaves the fewest training examples
+    label: str  # of this class
+    counts: pd.DataFrame  # training examples per fold (rows) and class (columns)
+
+
+def corpus_ceiling(manifest: pd.DataFrame, folds: pd.Series) -> Ceiling:
+    """The ceiling of a budget curve on this corpus and these folds (see :func:`budget.folds.training_counts`)."""
+    counts = training_counts(manifest, folds)
+    fold, label = counts.stack().idxmin()
+    return Ceiling(int(counts.to_numpy().min()), int(fold), str(label), counts)
+
+
 def plan_sizes(requested: list[int | str] | None, manifest: pd.DataFrame, folds: pd.Series) -> SizePlan:
     """Check requested sizes against what every fold can supply; default to the paper's schedule.
 
@@ -78,12 +95,11 @@ def plan_sizes(requested: list[int | str] | None, manifest: pd.DataFrame, folds:
     what every fold can supply, plus ``full``; a corpus too small for 125 per
     class gets four doubling sizes ending at its ceiling instead.
     """
-    counts = training_counts(manifest, folds)
-    ceiling = int(counts.to_numpy().min())
+    limit = corpus_ceiling(manifest, folds)
+    ceiling = limit.per_class
     if ceiling == 0:
-        fold, label = counts.stack().idxmin()
         raise BudgetError(
-            f"class {label!r} has no training example when fold {fold} is held out (all its utterances are in that "
+            f"class {limit.label!r} has no training example when fold {limit.fold} is held out (all its utterances are in that "
             f"fold's groups), so no class-balanced subset can be drawn; drop or merge it with --classes"
         )
     if requested is None:
@@ -99,9 +115,8 @@ def plan_sizes(requested: list[int | str] | None, manifest: pd.DataFrame, folds:
         if size == FULL or size <= ceiling:
             sizes.append(size)
             continue
-        fold, label = counts.stack().idxmin()
         skipped.append(
-            f"{size} per class: when fold {fold} is held out, class {label!r} has only {counts.loc[fold, label]} "
+            f"{size} per class: when fold {limit.fold} is held out, class {limit.label!r} has only {ceiling} "
             f"training examples (largest size every fold supplies: {ceiling})"
         )
     return SizePlan(sizes, skipped)
