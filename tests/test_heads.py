@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from budget.heads import DropoutKeys, keep_mask, mlp_shape
+from budget.heads import DropoutKeys, hash32, keep_mask, mlp_shape
 
 
 def test_dropout_masks_depend_on_the_member_not_its_mates():
@@ -29,3 +29,22 @@ def test_mlp_capacity_is_similar_across_input_widths():
         params[dim] = dim * width + (depth - 1) * width * width
     assert mlp_shape(34)[0] == 4 and mlp_shape(1024)[0] == 1
     assert max(params.values()) / min(params.values()) < 1.6
+
+
+def _reference_hash32(x: torch.Tensor) -> torch.Tensor:
+    """The hash in exact int64 arithmetic, as first written: what the int32 form must reproduce bit for bit."""
+    for _ in range(2):
+        x = (((x >> 16) ^ x) * 0x045D9F3B) & 0xFFFFFFFF
+    return (x >> 16) ^ x
+
+
+def test_the_int32_hash_is_the_exact_32_bit_hash_on_this_machine():
+    """int32 products must wrap and int64-to-int32 casts keep the low bits; if a platform broke either, masks would change."""
+    values = torch.cat([torch.arange(0, 70_000), torch.randint(0, 2**32, (100_000,), generator=torch.Generator().manual_seed(0)),
+                        torch.tensor([2**31 - 1, 2**31, 2**32 - 1])])  # fmt: skip
+    assert torch.equal(hash32(values), _reference_hash32(values))
+    keys = torch.tensor([0, 2**31 + 5, 2**32 - 1])
+    mask, _ = keep_mask(keys, (3, 7, 9), 0.2)
+    quads = torch.arange(16)
+    expected = _reference_hash32(keys.view(-1, 1) ^ quads).to(torch.int32).view(torch.uint8)[:, :63].view(3, 7, 9) >= 51
+    assert torch.equal(mask, expected)
