@@ -254,7 +254,7 @@ def main() -> None:
             print(f"{head:<13}{r['seconds']:>8.1f}{r['runs_per_s']:>9.2f}{r['alone_runs_per_s']:>9.2f}{ratio:>7.1f}"
                   f"{r['achieved_flops'] / 1e9:>10.1f}{(floor or 0) / 1e9:>10.1f} {share}{r['peak_mb']:>9.0f}{r['ua']:>7.3f}")  # fmt: skip
         if logreg:
-            print(f"  logreg: {1e3 / logreg['runs_per_s']:.0f} ms a run (the pooled heads' yardstick)")
+            print(f"  logreg: {1e3 / logreg['runs_per_s']:.0f} ms a run (the full-batch heads' yardstick)")
     print(f"\ntotal wall time {time.perf_counter() - started:.1f} s")
 
 
