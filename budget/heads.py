@@ -188,6 +188,11 @@ class EnsembleHead(nn.Module):
         """Multiply-adds per frame (or per pooled vector) of the forward pass: the cost model's unit."""
         return cls.input_width(in_dim) * n_classes
 
+    @classmethod
+    def hidden_units(cls, in_dim: int) -> int:
+        """Activations a frame keeps for the backward pass across the head's hidden layers (the memory model's unit)."""
+        return 1
+
     def set_standardisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Per-member ``(E, width)`` statistics of the member's training inputs."""
         self.shift.copy_(mean.unsqueeze(1))
@@ -317,6 +322,11 @@ class MLPPool(EnsembleHead):
     def matmul_flops(cls, in_dim: int, n_classes: int) -> int:
         depth, width = mlp_shape(in_dim)
         return in_dim * width + (depth - 1) * width * width + width  # the last term: pooling by product
+
+    @classmethod
+    def hidden_units(cls, in_dim: int) -> int:
+        depth, width = mlp_shape(in_dim)
+        return depth * width
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         x = self.standardise(batch.frames)

@@ -50,7 +50,7 @@ from torch import nn
 
 from budget.errors import BudgetError, check_number
 from budget.features.store import FeatureSet
-from budget.heads import DEFAULT_DROPOUT, HEADS, LOGREG, DropoutKeys, EnsembleHead, PackedBatch, mlp_shape
+from budget.heads import DEFAULT_DROPOUT, HEADS, LOGREG, DropoutKeys, EnsembleHead, PackedBatch
 
 #: utterance slots per member in one evaluation batch
 EVAL_SLOTS = 64
@@ -415,10 +415,9 @@ def members_per_chunk(
     longest = float(np.max(features.lengths)) if len(features) else 1.0
     mean = float(np.mean(features.lengths)) if len(features) else 1.0
     rows = config.batch_size * min(longest, 2 * mean)  # packed frames per member, with slack for long batches
-    depth, hidden = mlp_shape(features.dim) if head == "mlp_pool" else (1, 1)
     activation_bytes = 2 if uses_autocast(device, config) else 4
-    # gathered and standardised inputs (float32), per layer: activation, mask, gradient and dropout multiplier; the slot membership
-    per_member = rows * ((features.dim * 3 + config.batch_size) * 4 + depth * hidden * 4 * activation_bytes)
+    # gathered and standardised inputs (float32), per hidden unit: activation, mask, gradient and dropout multiplier; the slot membership
+    per_member = rows * ((features.dim * 3 + config.batch_size) * 4 + head_class.hidden_units(features.dim) * 4 * activation_bytes)
     return max(1, int(budget_mb * 2**20 // per_member))
 
 
