@@ -507,15 +507,11 @@ def _solve(head_name, inputs: DeviceFeatures, labels, runs, n_classes, config, a
     head = fit_full_batch(head_name, inputs, labels, runs, n_classes, config)
     if advance:
         advance(len(runs))
-    rows = _union([run.test for run in runs], inputs.frames.device)
+    rows = np.unique(np.concatenate([run.test for run in runs]))
     with torch.inference_mode():
-        predicted = full_batch_logits(head, inputs, rows).argmax(-1).cpu().numpy()  # (E, rows)
-    rows = rows.cpu().numpy()
+        predicted = full_batch_logits(head, inputs, torch.from_numpy(rows).to(inputs.frames.device)).argmax(-1)
+    predicted = predicted.cpu().numpy()  # (E, rows)
     return [predicted[e, np.searchsorted(rows, run.test)] for e, run in enumerate(runs)]
-
-
-def _union(index_lists: list[np.ndarray], device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.unique(np.concatenate(index_lists)).astype(np.int64)).to(device)
 
 
 def full_batch_inputs(head: type[EnsembleHead], inputs: DeviceFeatures, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -553,19 +549,19 @@ def fit_full_batch(
     with torch.no_grad():
         for parameter in parameters:
             parameter.zero_()  # one start for every run, whatever its seed
-    rows = _union([run.train for run in runs], device)
-    data = full_batch_inputs(head_class, inputs, rows)  # built once, read by every iteration
-    sorted_rows = rows.cpu().numpy()
+    rows = np.unique(np.concatenate([run.train for run in runs]))  # every run's training rows, sorted
+    data = full_batch_inputs(head_class, inputs, torch.from_numpy(rows).to(device))  # built once, read by every iteration
     share = torch.zeros(len(runs), len(rows), device=device)  # (E, rows): 1/n on a run's training rows
     for e, run in enumerate(runs):  # once per fit, not per iteration
-        share[e, torch.from_numpy(np.searchsorted(sorted_rows, run.train)).to(device)] = 1 / len(run.train)
+        share[e, torch.from_numpy(np.searchsorted(rows, run.train)).to(device)] = 1 / len(run.train)
     strength = torch.tensor([1 / (config.l2_c * len(run.train)) for run in runs], device=device)
-    target = torch.nn.functional.one_hot(torch.from_numpy(labels[sorted_rows].astype(np.int64)), n_classes)
+    target = torch.nn.functional.one_hot(torch.from_numpy(labels[rows].astype(np.int64)), n_classes)
     target = target.to(device, torch.float32)
     optimiser = torch.optim.LBFGS(
         parameters, max_iter=config.steps, history_size=LBFGS_HISTORY, tolerance_grad=LBFGS_TOLERANCE,
         tolerance_change=0.0, line_search_fn="strong_wolfe",
     )  # fmt: skip
+
     def objective() -> torch.Tensor:
         optimiser.zero_grad()
         losses = -(torch.log_softmax(head.shared_logits(*data), -1) * target).sum(-1)  # (E, rows)
