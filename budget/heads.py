@@ -92,15 +92,36 @@ class DropoutKeys:
         return hash32(self.members ^ salt)
 
 
-def keep_mask(keys: torch.Tensor, shape: tuple[int, int, int], p: float) -> tuple[torch.Tensor, float]:
-    """A boolean keep-mask ``(E, M, H)`` for per-member keys ``(E,)``, and the exact keep probability."""
+def _draws(keys: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Uniform 8-bit draws ``(E, M, H)`` for per-member keys ``(E,)``: four bytes of each 32-bit hash."""
     n_members, rows, units = shape
     quads = math.ceil(rows * units / 4)
     counter = torch.arange(quads, device=keys.device, dtype=torch.int32)
-    draws = _hash32_(keys.to(torch.int32).view(-1, 1) ^ counter).view(torch.uint8)  # four bytes per hash
-    threshold = round(p * 256)
-    mask = draws[:, : rows * units].view(n_members, rows, units) >= threshold
-    return mask, 1 - threshold / 256
+    draws = _hash32_(keys.to(torch.int32).view(-1, 1) ^ counter).view(torch.uint8)
+    return draws[:, : rows * units].view(n_members, rows, units)
+
+
+def _threshold(p: float) -> int:
+    """The draws below which dropout drops: ``p`` rounded to 1/256, at most 255 so a unit is sometimes kept."""
+    return min(round(p * 256), 255)
+
+
+def keep_mask(keys: torch.Tensor, shape: tuple[int, int, int], p: float) -> tuple[torch.Tensor, float]:
+    """A boolean keep-mask ``(E, M, H)`` for per-member keys ``(E,)``, and the exact keep probability."""
+    threshold = _threshold(p)
+    return _draws(keys, shape) >= threshold, 1 - threshold / 256
+
+
+def keep_multiplier(keys: torch.Tensor, shape: tuple[int, int, int], p: float, dtype: torch.dtype) -> torch.Tensor:
+    """Dropout's multiplier ``(E, M, H)`` in ``dtype``: 1/keep where :func:`keep_mask` keeps, else 0.
+
+    The 0/1 mask is made in uint8 by a clamp rather than a comparison: CPU
+    kernels turn bool into floats several times slower than bytes.
+    """
+    threshold = _threshold(p)
+    draws = _draws(keys, shape)
+    kept = draws.clamp(threshold - 1, threshold).sub_(threshold - 1) if threshold else torch.ones_like(draws)
+    return kept.to(dtype).mul_(1 / (1 - threshold / 256))
 
 
 def mlp_shape(in_dim: int) -> tuple[int, int]:
@@ -158,8 +179,7 @@ class EnsembleDropout(nn.Module):
     def forward(self, x: torch.Tensor, keys: DropoutKeys | None) -> torch.Tensor:
         if not self.training or self.p == 0 or keys is None:
             return x
-        mask, keep = keep_mask(keys.layer_keys(self.layer), tuple(x.shape), self.p)
-        return x * mask.to(x.dtype).mul_(1 / keep)  # one multiplier in x's dtype, reused by the backward pass
+        return x * keep_multiplier(keys.layer_keys(self.layer), tuple(x.shape), self.p, x.dtype)
 
 
 class EnsembleHead(nn.Module):
@@ -199,7 +219,8 @@ class EnsembleHead(nn.Module):
         self.scale.copy_(1 / std.clamp_min(1e-5).unsqueeze(1))
 
     def standardise(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() - self.shift) * self.scale
+        """Inputs as float32, each member's standardisation applied in place on a copy (not autograd's: buffers)."""
+        return x.to(torch.float32, copy=True).sub_(self.shift).mul_(self.scale)
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         """Logits ``(E, B, classes)``."""

@@ -309,7 +309,7 @@ class DeviceFeatures:
         slot = slot.clamp_max(slots.shape[1] - 1)
         start = ends.gather(1, slot) - lengths.gather(1, slot)
         frame = self.offsets_t[safe.gather(1, slot)] + (position - start)
-        frames = self.frames[torch.where(in_batch, frame, 0)]
+        frames = self.frames.index_select(0, torch.where(in_batch, frame, 0).view(-1)).view(*frame.shape, -1)  # gathers rows faster than [...]
         members = (slot.unsqueeze(1) == torch.arange(slots.shape[1], device=slots.device).view(1, -1, 1)) & in_batch.unsqueeze(1)
         return PackedBatch(n_slots=slots.shape[1], frames=frames, members=members, counts=lengths)
 

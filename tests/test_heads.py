@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from budget.heads import DropoutKeys, hash32, keep_mask, mlp_shape
+import pytest
+
+from budget.heads import DropoutKeys, hash32, keep_mask, keep_multiplier, mlp_shape
 
 
 def test_dropout_masks_depend_on_the_member_not_its_mates():
@@ -20,6 +22,17 @@ def test_dropout_masks_depend_on_the_member_not_its_mates():
     big, keep = keep_mask(torch.arange(8), (8, 300, 16), 0.2)
     sd = (keep * (1 - keep) / big.numel()) ** 0.5
     assert abs(big.float().mean().item() - keep) < 4 * sd
+
+
+@pytest.mark.parametrize("p", [0.001, 0.2, 0.5, 0.999])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_the_dropout_multiplier_is_the_keep_mask_scaled(p, dtype):
+    """The clamp-made multiplier must equal the mask cast and scaled, bit for bit, whatever the rate and dtype."""
+    keys = DropoutKeys(torch.tensor([3, 2**32 - 7]), step=9).layer_keys(2)
+    mask, keep = keep_mask(keys, (2, 33, 20), p)
+    multiplier = keep_multiplier(keys, (2, 33, 20), p, dtype)
+    assert multiplier.dtype == dtype and 0 < keep <= 1
+    assert torch.equal(multiplier, mask.to(dtype).mul_(1 / keep))
 
 
 def test_mlp_capacity_is_similar_across_input_widths():
