@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-
 import pytest
+import torch
 
 from budget.heads import DropoutKeys, hash32, keep_mask, keep_multiplier, mlp_shape
 
