@@ -63,6 +63,8 @@ from scipy import stats
 from scipy.optimize import OptimizeWarning, curve_fit
 
 from budget.errors import BudgetError
+from budget.metrics import recall_column, result_classes
+from budget.sampling import is_balanced, size_value
 
 BOOTSTRAP = 1000
 CURVE_KEYS = ["features", "head"]
@@ -96,14 +98,10 @@ def mean_interval(grid: np.ndarray, rng: np.random.Generator, n_boot: int = BOOT
     return mean, mean - half, mean + half
 
 
-def size_order(size: str) -> float:
-    return math.inf if size == "full" else float(size)
-
-
 def aggregate(results: pd.DataFrame, metric: str = "ua", seed: int = 0) -> pd.DataFrame:
     """Per (features, head, size): mean, std, 95% CI, training examples per class, runs."""
     rng = np.random.default_rng(seed)
-    n_classes = sum(c.startswith("recall_") for c in results.columns) or 1
+    n_classes = len(result_classes(results)) or 1
     rows = []
     for (features, head, size), runs in results.groupby([*CURVE_KEYS, "size"], sort=False):
         mean, low, high = mean_interval(_grid(runs, metric), rng)
@@ -153,7 +151,7 @@ def sort_cells(table: pd.DataFrame) -> pd.DataFrame:
     """Rows by features and head in order of first appearance, then sizes ascending (``full`` last)."""
     rank = {key: pd.Series(pd.unique(table[key])) for key in CURVE_KEYS}
     keys = pd.DataFrame({key: table[key].map({v: i for i, v in enumerate(rank[key])}) for key in CURVE_KEYS})
-    keys["size"] = table["size"].map(size_order)
+    keys["size"] = table["size"].map(size_value)
     return table.loc[keys.sort_values([*CURVE_KEYS, "size"], kind="stable").index].reset_index(drop=True)
 
 
@@ -516,9 +514,9 @@ def _standard_error(runs: pd.DataFrame) -> float:
 
 def fit_curve(results: pd.DataFrame, features: str, head: str, n_boot: int = 300, seed: int = 0) -> CurveFit:
     """Fit every law to one curve's balanced sizes and choose one by the backtest."""
-    runs = results[(results["features"] == features) & (results["head"] == head) & (results["size"] != "full")]
+    runs = results[(results["features"] == features) & (results["head"] == head) & is_balanced(results["size"])]
     means = runs.groupby("size")["ua"].mean()
-    n = np.array([float(s) for s in means.index])
+    n = np.array([size_value(s) for s in means.index])
     ua = means.to_numpy(dtype=float)
     order = np.argsort(n)
     n, ua = n[order], ua[order]
@@ -640,7 +638,7 @@ def plan(results: pd.DataFrame, target: float, features: str, head: str, curve: 
     curve = curve or fit_curve(results, features, head)
     if curve.chosen is None:
         raise BudgetError(f"{features} + {head}: " + "; ".join(curve.flags))
-    classes = [c.removeprefix("recall_") for c in results.columns if c.startswith("recall_")]
+    classes = result_classes(results)
     law, params = curve.chosen, curve.chosen_fit.params
     error = 0.0 if math.isnan(curve.backtest_error) else curve.backtest_error
     needed = solve_n(law, params, target)
@@ -687,11 +685,11 @@ def _slope(law: str, params: np.ndarray, n: float, step: float = 1e-4) -> float:
 
 def class_needs(results: pd.DataFrame, features: str, head: str, classes: list[str]) -> pd.DataFrame:
     """Per class: recall at the largest balanced size and its gain per doubling of the budget (log-law slope)."""
-    runs = results[(results["features"] == features) & (results["head"] == head) & (results["size"] != "full")]
-    sizes = runs["size"].astype(float)
+    runs = results[(results["features"] == features) & (results["head"] == head) & is_balanced(results["size"])]
+    sizes = runs["size"].map(size_value)
     rows = []
     for name in classes:
-        means = runs.groupby(sizes)[f"recall_{name}"].mean()
+        means = runs.groupby(sizes)[recall_column(name)].mean()
         n = means.index.to_numpy(dtype=float)
         slope = np.polyfit(np.log(n), means.to_numpy(), 1)[0] * math.log(2) if len(n) >= 2 else float("nan")
         rows.append({"class": name, "recall": float(means.iloc[-1]), "gain_per_doubling": float(slope)})
@@ -796,7 +794,7 @@ def recommend(table: pd.DataFrame, needed: pd.DataFrame, target: float | None = 
             sentence += (f"; the next best, {name(runner_up)}, needs {runner_up['per_class']:.0f} per class, "
                          f"{runner_up['per_class'] / best['per_class']:.1f} times as many labels")  # fmt: skip
         return sentence + "."
-    balanced = table[table["size"] != "full"]
+    balanced = table[is_balanced(table["size"])]
     at_largest = balanced[balanced["n_per_class"] == balanced.groupby(["features", "head"])["n_per_class"].transform("max")]
     ranked = at_largest.sort_values("mean", ascending=False)
     best = ranked.iloc[0]

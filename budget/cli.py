@@ -287,9 +287,9 @@ def _run_study(command: str, study_config, run_dir: Path | None, strict: bool, c
     log = lambda line: err.print(line, soft_wrap=True)  # noqa: E731
     results = Study(study_config, folder).run(log=log, strict=strict, check_convergence=check_convergence)
     if check_convergence != "none":
-        from budget.report import RunFolder
+        from budget.runfolder import FinishedStudy
 
-        table = RunFolder.open(folder).convergence
+        table = FinishedStudy.open(folder).convergence
         for row in table[table["flagged"]].itertuples():
             err.print(f"[bold yellow]not converged:[/] {row.features} + {row.head} at {row.size} per class moves "
                       f"{row.change_points:+.1f} UA points with twice the budget; raise --steps", soft_wrap=True)  # fmt: skip
@@ -490,7 +490,8 @@ def report_command(
     cost_per_hour: Annotated[float | None, typer.Option("--cost-per-hour", help="Cost of an annotator hour.")] = None,
 ) -> None:
     """Write a report (Markdown and self-contained HTML) for a finished study."""
-    from budget.report import Costs, build_report, latest_run
+    from budget.report import Costs, build_report
+    from budget.runfolder import latest_run
 
     path = build_report(run or latest_run(), out_dir, target, Costs(seconds_per_label, cost_per_hour))
     out.print(f"report: {path}", soft_wrap=True)
@@ -509,9 +510,10 @@ def plan_command(
 ) -> None:
     """How many labels, per class and in total, reach a target UA; which classes need them most."""
     from budget.analysis import fit_curve, plan
-    from budget.report import Costs, RunFolder, latest_run, plan_lines
+    from budget.report import Costs, plan_lines
+    from budget.runfolder import FinishedStudy, latest_run
 
-    folder = RunFolder.open(run or latest_run())
+    folder = FinishedStudy.open(run or latest_run())
     curves = [(f, h) for f, h in folder.curves() if (features is None or f == features) and (model is None or h == model)]
     if not curves:
         raise BudgetError(f"{folder.path} has no curve for those features and model; it has: {folder.curves()}")

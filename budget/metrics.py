@@ -7,6 +7,8 @@ import json
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, recall_score
 
+RECALL = "recall_"
+
 
 def run_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, object]:
     """UA (balanced accuracy, the mean per-class recall), WA, macro-F1, per-class recall, confusion.
@@ -20,7 +22,17 @@ def run_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> d
         "ua": float(balanced_accuracy_score(y_true, y_pred)),
         "wa": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        **{f"recall_{name}": float(r) for name, r in zip(classes, recalls, strict=True)},
+        **{recall_column(name): float(r) for name, r in zip(classes, recalls, strict=True)},
         "confusion": json.dumps(confusion_matrix(y_true, y_pred, labels=labels).tolist()),
         "n_test": int(len(y_true)),
     }
+
+
+def recall_column(name: str) -> str:
+    """The results table's column of one class's recall."""
+    return f"{RECALL}{name}"
+
+
+def result_classes(results) -> list[str]:
+    """The classes of a results table, in order, from the per-class recall columns :func:`run_metrics` writes."""
+    return [column.removeprefix(RECALL) for column in results.columns if column.startswith(RECALL)]

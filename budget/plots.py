@@ -19,8 +19,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentFormatter  # noqa: E402
 
-from budget.analysis import CurveFit, confusion_at, size_order, solve_n  # noqa: E402
+from budget.analysis import CurveFit, confusion_at, solve_n  # noqa: E402
 from budget.features import display_name  # noqa: E402
+from budget.metrics import recall_column, result_classes  # noqa: E402
+from budget.sampling import is_balanced, size_phrase, size_value  # noqa: E402
 
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -73,7 +75,7 @@ def curve_plot(
     ``table`` is :func:`budget.analysis.aggregate`'s summary of the results;
     ``n_classes`` draws the chance level (1 / classes).
     """
-    balanced = table[table["size"] != "full"]
+    balanced = table[is_balanced(table["size"])]
     figure, axis = plt.subplots(figsize=(6.4, 4.0))
     heads = list(dict.fromkeys(balanced["head"]))
     feature_sets = list(dict.fromkeys(balanced["features"]))
@@ -125,7 +127,7 @@ def curve_plot(
 
 def compare_plot(table: pd.DataFrame, folder: Path) -> Path:
     """Grouped bars: UA per head (groups) and feature set (bars), with 95% intervals, from ``aggregate``'s table."""
-    size = sorted(table["size"].unique(), key=size_order)[-1]
+    size = sorted(table["size"].unique(), key=size_value)[-1]
     table = table[table["size"] == size]
     heads = list(dict.fromkeys(table["head"]))
     feature_sets = list(dict.fromkeys(table["features"]))
@@ -141,7 +143,7 @@ def compare_plot(table: pd.DataFrame, folder: Path) -> Path:
     axis.set_xticks(x, heads)
     axis.set_ylabel("unweighted accuracy (UA, %)")
     axis.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))  # as readers think of UA
-    label = "all training data" if size == "full" else f"{size} examples per class"
+    label = size_phrase(size)
     axis.set_title(f"UA by head and features, {label} (mean, 95% CI)")
     axis.set_ylim(0, min(1.0, float(table["ci_high"].max()) + 0.1))
     axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
@@ -150,12 +152,12 @@ def compare_plot(table: pd.DataFrame, folder: Path) -> Path:
 
 def recall_plot(results: pd.DataFrame, features: str, head: str, folder: Path) -> Path:
     """Per-class recall against examples per class for one curve."""
-    classes = [c.removeprefix("recall_") for c in results.columns if c.startswith("recall_")]
-    runs = results[(results["features"] == features) & (results["head"] == head) & (results["size"] != "full")]
-    means = runs.groupby(runs["size"].astype(float))[[f"recall_{c}" for c in classes]].mean().sort_index()
+    classes = result_classes(results)
+    runs = results[(results["features"] == features) & (results["head"] == head) & is_balanced(results["size"])]
+    means = runs.groupby(runs["size"].map(size_value))[[recall_column(c) for c in classes]].mean().sort_index()
     figure, axis = plt.subplots(figsize=(6.0, 3.6))
     for i, name in enumerate(classes):
-        axis.plot(means.index, means[f"recall_{name}"], color=PALETTE[i % len(PALETTE)], marker=MARKERS[i % len(MARKERS)],
+        axis.plot(means.index, means[recall_column(name)], color=PALETTE[i % len(PALETTE)], marker=MARKERS[i % len(MARKERS)],
                   linestyle=LINESTYLES[i % len(LINESTYLES)], label=name)  # fmt: skip
     _log_axis(axis, list(means.index))
     axis.set_ylim(0, 1)
@@ -170,7 +172,7 @@ def recall_plot(results: pd.DataFrame, features: str, head: str, folder: Path) -
 
 def confusion_plot(results: pd.DataFrame, features: str, head: str, size: str, folder: Path) -> Path:
     """Row-normalised confusion matrix, summed over the runs of one size."""
-    classes = [c.removeprefix("recall_") for c in results.columns if c.startswith("recall_")]
+    classes = result_classes(results)
     matrix = confusion_at(results, features, head, size)
     figure, axis = plt.subplots(figsize=(1.0 + 0.75 * len(classes), 0.6 + 0.75 * len(classes)))
     axis.imshow(matrix, cmap="Greys", vmin=0, vmax=1)
@@ -183,7 +185,7 @@ def confusion_plot(results: pd.DataFrame, features: str, head: str, size: str, f
     axis.set_yticks(range(len(classes)), classes)
     axis.set_xlabel("predicted class")
     axis.set_ylabel("true class")
-    amount = "all training data" if size == "full" else f"{size} per class"
+    amount = size_phrase(size, "per class")
     axis.set_title(f"{_label(features, head)}, {amount}\n(share of each true class)")
     return _save(figure, folder, f"confusion-{_slug(features)}-{head}-{size}")
 

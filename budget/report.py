@@ -17,70 +17,24 @@ from pathlib import Path
 
 import pandas as pd
 
-from budget import files
 from budget.analysis import (
-    CURVE_KEYS,
     FAMILIES,
     PLAUSIBLE_LIMIT,
     Plan,
     aggregate,
     backtest_depth,
-    convergence_table,
     feature_gains,
     fit_curve,
     labels_needed,
     plan,
     recommend,
-    size_order,
     target_ladder,
 )
-from budget.errors import BudgetError
 from budget.features import display_name
 from budget.heads import ATTN_SCORE_PRIOR
 from budget.plots import compare_plot, confusion_plot, curve_plot, recall_plot
-
-
-@dataclass
-class RunFolder:
-    """A finished study's folder: results, resolved configuration, provenance."""
-
-    path: Path
-    results: pd.DataFrame
-    config: dict
-    provenance: dict
-    doubled: pd.DataFrame  # the convergence check's runs at twice the budget (empty when not checked)
-
-    @classmethod
-    def open(cls, path: str | Path) -> RunFolder:
-        folder = Path(path)
-        results_file = folder / "results.parquet"
-        if not results_file.is_file():
-            raise BudgetError(f"{folder} holds no results.parquet; run `budget curve` or `budget compare` first")
-        read = lambda name: files.read_json(folder / name) if (folder / name).is_file() else {}  # noqa: E731
-        try:
-            results = files.read_parquet(results_file)
-            doubled_file = folder / "convergence.parquet"
-            doubled = files.read_parquet(doubled_file) if doubled_file.is_file() else pd.DataFrame()
-        except files.DamagedFile as error:
-            raise BudgetError(f"{error}; run the study's command again: it rebuilds the tables from parts/") from None
-        if results.empty:
-            raise BudgetError(f"{folder}: the results table is empty")
-        return cls(folder, results, read("config.json"), read("provenance.json"), doubled)
-
-    @property
-    def convergence(self) -> pd.DataFrame:
-        return convergence_table(self.results, self.doubled)
-
-    def curves(self) -> list[tuple[str, str]]:
-        return list(self.results[CURVE_KEYS].drop_duplicates().itertuples(index=False, name=None))
-
-
-def latest_run(runs_dir: str | Path = "runs") -> Path:
-    """The most recently finished run folder under ``runs_dir``."""
-    candidates = sorted(Path(runs_dir).glob("*/results.parquet"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise BudgetError(f"no finished study under {runs_dir}/; name a run folder")
-    return candidates[-1].parent
+from budget.runfolder import FinishedStudy
+from budget.sampling import FULL, size_value
 
 
 @dataclass
@@ -295,7 +249,7 @@ def build_report(
     run: str | Path, out_dir: str | Path | None = None, target: float | None = None, costs: Costs | None = None
 ) -> Path:
     """Write ``report.md``, ``report.html`` and figures for a run folder; return the HTML's path."""
-    folder = RunFolder.open(run)
+    folder = FinishedStudy.open(run)
     results = folder.results
     costs = costs or Costs()
     out = Path(out_dir) if out_dir is not None else Path("reports") / folder.path.name
@@ -304,23 +258,23 @@ def build_report(
     config, provenance = folder.config, folder.provenance
 
     doc.heading("What was run")
-    sizes = sorted(results["size"].unique(), key=size_order)
+    sizes = sorted(results["size"].unique(), key=size_value)
     doc.items(
         [
             f"corpus: {provenance.get('corpus', config.get('corpus', '?'))}, {provenance.get('utterances', '?')} utterances, "
-            f"classes {', '.join(provenance.get('classes', []))}",
+            f"classes {', '.join(folder.classes)}",
             f"cross-validation: {results['fold'].nunique()} speaker-independent folds "
             f"({', '.join(str(v) for v in provenance.get('folds', {}).values())})",
             f"features: {', '.join(dict.fromkeys(results['features']))}",
             f"heads: {', '.join(dict.fromkeys(results['head']))}",
             f"training sizes per class: {', '.join(sizes)}; seeds: {results['seed'].nunique()}",
-            "training: " + _schedule(config.get("train", {}), results),
+            "training: " + _schedule(folder.train, results),
             f"{len(results)} runs",
         ]
     )
 
     table = aggregate(results)
-    balanced_sizes = [s for s in sizes if s != "full"]
+    balanced_sizes = [s for s in sizes if s != FULL]
     fits = [fit_curve(results, f, h) for f, h in folder.curves()] if len(balanced_sizes) >= 2 else []
     _labels_needed_section(doc, results, table, fits, target)
 

@@ -10,6 +10,7 @@ resampling.  ``full`` is every training utterance, unbalanced.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,27 @@ from budget.folds import training_counts
 FULL = "full"
 #: The paper's schedule: 125 per class, doubling.
 PAPER_START = 125
+
+
+def size_value(size: int | str) -> float:
+    """A size (``125``, ``"125"`` or ``"full"``) as examples per class: ``full`` is infinite, so it sorts last."""
+    return math.inf if str(size) == FULL else float(size)
+
+
+def is_balanced(sizes: pd.Series) -> pd.Series:
+    """Which of a results table's sizes are class-balanced (a number per class), not ``full``."""
+    return sizes.astype(str) != FULL
+
+
+def size_phrase(size: int | str, unit: str = "examples per class") -> str:
+    """A size for a reader: ``125 examples per class``, or ``all training data``."""
+    return "all training data" if str(size) == FULL else f"{size} {unit}"
+
+
+def smallest_and_largest(sizes) -> set:
+    """The smallest and largest balanced sizes among ``sizes`` (``{full}`` when there is none)."""
+    balanced = sorted((s for s in sizes if str(s) != FULL), key=size_value)
+    return {balanced[0], balanced[-1]} if balanced else {FULL}
 
 
 @dataclass(frozen=True)

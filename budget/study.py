@@ -3,12 +3,8 @@
 A study reads a corpus, extracts what the feature store lacks, draws
 class-balanced subsets from the training folds, trains every head on every
 feature set with runs that share a size trained together, and writes a tidy
-table with one row per (features, head, size, fold, seed) into a run folder::
-
-    runs/<name>/config.json       the resolved configuration
-    runs/<name>/provenance.json   corpus counts, manifest checksum, store entries, versions, git revision
-    runs/<name>/parts/*.parquet   results, one file per trained group (what makes a study resumable)
-    runs/<name>/results.parquet   every finished run (and results.csv)
+table with one row per (features, head, size, fold, seed) into a run folder
+(:mod:`budget.runfolder`).
 
 Running a study again skips the runs its parts already hold, so a crash or
 Ctrl-C loses only the group in flight.  A run folder belongs to one
@@ -32,8 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from budget import files
-from budget.analysis import size_order, sort_cells
+from budget.analysis import sort_cells
 from budget.audio import MAX_SECONDS, MIN_SECONDS, scan_audio
 from budget.bimodal import train_bimodal_runs
 from budget.corpora import get_adapter, load_corpus
@@ -46,7 +41,8 @@ from budget.heads import BIMODAL_HEADS, LOGREG, check_head
 from budget.labels import class_order
 from budget.metrics import run_metrics
 from budget.progress import progress_bar
-from budget.sampling import FULL, SizePlan, balanced_subset, parse_sizes, plan_sizes
+from budget.runfolder import CONVERGENCE, RESULT_KEY, RESULTS, RunFolder
+from budget.sampling import FULL, SizePlan, balanced_subset, parse_sizes, plan_sizes, size_value, smallest_and_largest
 from budget.training import (
     DeviceFeatures,
     Run,
@@ -60,7 +56,6 @@ from budget.training import (
 
 Trainer = Callable[..., list[np.ndarray]]
 
-RESULT_KEY = ["features", "head", "size", "fold", "seed"]
 #: The default pretrained encoder: a self-supervised successor of the paper's wav2vec.
 DEFAULT_ENCODER = "hf:microsoft/wavlm-base-plus"
 
@@ -203,28 +198,12 @@ class Study:
 
         self.config = replace(config, train=replace(config.train, device=resolve_device(config.train.device)))
         self.run_dir = Path(run_dir)
-        self.parts = self.run_dir / "parts"
+        self.folder = RunFolder(self.run_dir)
         self.trainer = trainer
 
-    def _claim_folder(self) -> None:
-        self.parts.mkdir(parents=True, exist_ok=True)
-        config_file = self.run_dir / "config.json"
-        if config_file.is_file():
-            previous = files.read_json(config_file)
-            if previous.get("digest") != self.config.digest():
-                raise BudgetError(
-                    f"{self.run_dir} holds a study with other settings; choose another --run-dir or remove it"
-                )
-        else:
-            files.write_json(config_file, {"digest": self.config.digest(), **self.config.to_dict()})
-
-    def finished(self, parts: Path | None = None) -> pd.DataFrame:
-        """Every run finished so far (from the part files)."""
-        parts = parts or self.parts
-        found = sorted(parts.glob("*.parquet")) if parts.is_dir() else []
-        if not found:
-            return pd.DataFrame(columns=RESULT_KEY)
-        return pd.concat([files.read_parquet(f) for f in found], ignore_index=True)
+    def finished(self) -> pd.DataFrame:
+        """Every run finished so far."""
+        return self.folder.finished()
 
     def run(self, log=print, strict: bool = False, check_convergence: str = "none") -> pd.DataFrame:
         """Run what is not finished yet; write and return the full results table.
@@ -254,28 +233,27 @@ class Study:
         """Train and write results from loaded inputs (on this machine, or one with neither corpus nor store)."""
         config, data = self.config, inputs.data
         self._names = [*config.features, *(f"{a}+{t}" for a, t in inputs.pairs)]
-        self._claim_folder()
+        self.folder.claim(config.digest(), config.to_dict())
         log(f"study folder: {self.run_dir} (running it again resumes)")
         labels = data.manifest["label"].map({c: i for i, c in enumerate(data.classes)}).to_numpy()
         jobs = self._jobs(data, inputs.features, inputs.pairs, labels)
         log(f"training: {config.train.describe()}")
-        self._train(jobs, self.parts, config.train, data, log)
+        self._train(jobs, RESULTS, config.train, data, log)
         if check_convergence != "none":
             doubled = [job.doubled(check_convergence) for job in jobs if job.head != LOGREG]
             which = "every size" if check_convergence == "all" else "the smallest and largest size"
             log(f"convergence check: {which} of each curve again, with twice the budget")
-            self._train([job for job in doubled if job.runs], self.run_dir / "convergence" / "parts",
-                        config.train.doubled(), data, log)  # fmt: skip
+            self._train([job for job in doubled if job.runs], CONVERGENCE, config.train.doubled(), data, log)
         self._write_provenance(data, inputs.entries)
-        results = self._table(self.finished(), "results")
+        results = self._table(RESULTS)
         if check_convergence != "none":
-            self._table(self.finished(self.run_dir / "convergence" / "parts"), "convergence")
+            self._table(CONVERGENCE)
         return results
 
-    def _table(self, table: pd.DataFrame, name: str) -> pd.DataFrame:
-        table = table.sort_values(RESULT_KEY, key=self._sort_key).reset_index(drop=True)
-        files.write_parquet(self.run_dir / f"{name}.parquet", table)
-        files.write_csv(self.run_dir / f"{name}.csv", table)
+    def _table(self, name: str) -> pd.DataFrame:
+        """The finished runs of ``results`` or ``convergence`` in the configured order, written as one table."""
+        table = self.folder.finished(name).sort_values(RESULT_KEY, key=self._sort_key).reset_index(drop=True)
+        self.folder.write_table(table, name)
         return table
 
     def _jobs(self, data: StudyData, loaded: dict[str, FeatureSet], pairs, labels: np.ndarray) -> list[Job]:
@@ -293,10 +271,9 @@ class Study:
                 jobs.append(Job(name, head, inputs, labels[keep], self._runs(data, keep), digest))
         return jobs
 
-    def _train(self, jobs: list[Job], parts: Path, train: TrainConfig, data: StudyData, log) -> None:
-        """Train what ``parts`` lacks, one part file per chunk, with one progress bar and ETA for everything."""
-        parts.mkdir(parents=True, exist_ok=True)
-        finished = self._current_parts(parts, jobs, log)
+    def _train(self, jobs: list[Job], table: str, train: TrainConfig, data: StudyData, log) -> None:
+        """Train what ``table``'s parts lack, one part file per chunk, with one progress bar and ETA for everything."""
+        finished = self.folder.current(table, {(job.name, job.head): job.digest for job in jobs}, log)
         done = {tuple(str(v) for v in row) for row in finished[RESULT_KEY].itertuples(index=False)}
         todo = [job.without(done) for job in jobs]
         todo = [job for job in todo if job.runs]
@@ -323,33 +300,7 @@ class Study:
                         tick = lambda n, cost=cost: advance(n * cost)  # noqa: E731
                         started = time.perf_counter()
                         predictions = self._fit(job, chunk, n_classes, train, tick, uploaded.get(job.name))
-                        self._write_part(parts, job, chunk, predictions, data, time.perf_counter() - started, train)
-
-    @staticmethod
-    def _current_parts(parts: Path, jobs: list[Job], log) -> pd.DataFrame:
-        """The finished runs still valid: parts whose inputs (utterances, labels, folds or stored features) have
-        changed since, or that are damaged, are removed so their runs train again."""
-        current = {(job.name, job.head): job.digest for job in jobs}
-        stale: dict[tuple[str, str], int] = {}
-        kept = []
-        for file in sorted(parts.glob("*.parquet")):
-            try:
-                table = files.read_parquet(file)
-            except files.DamagedFile as error:
-                log(f"{error}: its runs are trained again")
-                file.unlink()
-                continue
-            key = (str(table["features"].iloc[0]), str(table["head"].iloc[0]))
-            recorded = str(table["inputs"].iloc[0]) if "inputs" in table else None
-            if key in current and recorded != current[key]:
-                stale[key] = stale.get(key, 0) + len(table)
-                file.unlink()
-            else:
-                kept.append(table)
-        for (features, head), count in stale.items():
-            log(f"{features} / {head}: the corpus, its audio or the stored features changed since {count} runs "
-                "were trained; training them again")  # fmt: skip
-        return pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=RESULT_KEY)
+                        self._write_part(table, job, chunk, predictions, data, time.perf_counter() - started, train)
 
     def _uploaded(self, job: Job, train: TrainConfig, uploaded: dict[str, DeviceFeatures]) -> DeviceFeatures | None:
         """The job's features on the training device, uploaded once per feature set."""
@@ -400,7 +351,7 @@ class Study:
         order = {"features": self._names, "head": self.config.heads}.get(column.name)
         if order is not None:
             return column.map({name: i for i, name in enumerate(order)})
-        return column.map(size_order) if column.name == "size" else column
+        return column.map(size_value) if column.name == "size" else column
 
     def _runs(self, data: StudyData, keep: np.ndarray) -> list[Run]:
         """Every (size, fold, seed) run: balanced subsets nested within a (fold, seed), the whole fold for ``full``."""
@@ -416,7 +367,7 @@ class Study:
                     runs.append(Run(int(fold), seed, size, train_positions[subset], test_positions))
         return runs
 
-    def _write_part(self, parts: Path, job: Job, runs, predictions, data, seconds, train: TrainConfig) -> None:
+    def _write_part(self, table: str, job: Job, runs, predictions, data, seconds, train: TrainConfig) -> None:
         rows = []
         for run, predicted in zip(runs, predictions, strict=True):
             rows.append(
@@ -436,9 +387,7 @@ class Study:
                     "inputs": job.digest,
                 }
             )
-        key = [job.name, job.head, [(str(r.size), r.fold, r.seed) for r in runs]]
-        name = hashlib.sha1(json.dumps(key).encode()).hexdigest()
-        files.write_parquet(parts / f"{name[:16]}.parquet", pd.DataFrame(rows))
+        self.folder.write_part(rows, table)
 
     def _write_provenance(self, data: StudyData, entries: dict[str, str]) -> None:
         manifest_csv = data.manifest[["utt_id", "label", "group"]].to_csv(index=False).encode()
@@ -462,7 +411,7 @@ class Study:
             "machine": f"{platform.machine()} {platform.processor()} {os.cpu_count()} cores, Python {platform.python_version()}",
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        files.write_json(self.run_dir / "provenance.json", provenance)
+        self.folder.write_provenance(provenance)
 
 
 @dataclass
@@ -498,8 +447,7 @@ class Job:
         """The runs the convergence check repeats: all, or the smallest and largest balanced size (``ends``)."""
         if which == "all":
             return self
-        balanced = sorted({r.size for r in self.runs if r.size != FULL})
-        ends = {balanced[0], balanced[-1]} if balanced else {FULL}
+        ends = smallest_and_largest({r.size for r in self.runs})
         return replace(self, runs=[r for r in self.runs if r.size in ends])
 
 

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from budget.cli import app
 from budget.errors import BudgetError
-from budget.report import Costs, RunFolder, build_report
+from budget.report import Costs, build_report
+from budget.runfolder import FinishedStudy
 
 runner = CliRunner()
 
@@ -61,7 +62,7 @@ def test_report_has_every_section_and_embedded_figures(run_folder, tmp_path):
 
 def test_missing_results_is_a_clear_error(tmp_path):
     with pytest.raises(BudgetError, match="no results.parquet"):
-        RunFolder.open(tmp_path)
+        FinishedStudy.open(tmp_path)
 
 
 def test_plan_command(run_folder):
