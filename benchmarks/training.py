@@ -34,12 +34,12 @@ import torch
 
 from budget.heads import HEADS, mlp_shape
 from budget.metrics import run_metrics
+from budget.registry import LOGREG, head_spec
 from budget.sampling import balanced_subset
 from budget.training import (
     DeviceFeatures,
     Run,
     TrainConfig,
-    _train_logreg,
     head_cost,
     solved,
     train_runs,
@@ -92,9 +92,9 @@ def bench_head(grid: Grid, head: str, config: TrainConfig, sample_alone: int) ->
     device = training_device(config)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    if head == "logreg":
+    if not head_spec(head).uploads:  # the reference, solved by scikit-learn one run at a time
         started = time.perf_counter()
-        predictions = [_train_logreg(grid.host, grid.labels, run, TrainConfig().l2_c) for run in grid.runs]
+        predictions = head_spec(head).train({"single": grid.host}, grid.labels, grid.runs, grid.n_classes, config)
         seconds = time.perf_counter() - started
         return {"head": head, "runs": len(grid.runs), "seconds": seconds, "runs_per_s": len(grid.runs) / seconds,
                 "ua": _ua(grid, predictions)}  # fmt: skip
@@ -231,7 +231,7 @@ def main() -> None:
     else:
         args.seeds = args.seeds or 1
         grids = emodb_grids(args, device)
-        heads = args.heads.split(",") if args.heads else [*HEADS, "logreg"]
+        heads = args.heads.split(",") if args.heads else [*HEADS, LOGREG]
     print(f"budget: {config.describe()}; frame heads in {'bf16 autocast' if uses_autocast(device, config) else 'float32'}")
     started = time.perf_counter()
     for grid in grids:
@@ -241,10 +241,10 @@ def main() -> None:
         print(header)
         logreg = None
         for head in heads:
-            if head == "logreg" and grid.host is None:
+            if head == LOGREG and grid.host is None:
                 continue
             r = bench_head(grid, head, config, args.alone)
-            if head == "logreg":
+            if head == LOGREG:
                 logreg = r
                 print(f"{head:<13}{r['seconds']:>8.1f}{r['runs_per_s']:>9.2f}{'':>9}{'':>7}{'':>10}{'':>10}{'':>9}{'':>9}{r['ua']:>7.3f}")
                 continue

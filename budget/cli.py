@@ -445,7 +445,7 @@ def compare(
     """The paper's Table 1 at one training size: UA per head and feature set, and each set's gain over the first."""
     from budget.analysis import feature_gains
     from budget.features import display_name
-    from budget.heads import ACOUSTIC_HEADS
+    from budget.registry import ACOUSTIC_HEADS
     from budget.study import summarise
 
     study_config = _study_config(

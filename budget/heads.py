@@ -50,8 +50,6 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from budget.errors import BudgetError
-
 DEFAULT_DROPOUT = 0.2
 #: mlp_pool capacity target: the MLP gets about this many parameters whatever the input width.
 MLP_PARAMETERS = 196_608
@@ -356,18 +354,5 @@ class MLPPool(EnsembleHead):
         return self.classifier(slot_mean(x, batch))
 
 
+#: The ensemble heads; every head a study can train (these, the reference and the bimodal ones) is in budget.registry.
 HEADS: dict[str, type[EnsembleHead]] = {head.name: head for head in (MeanPool, MeanMaxPool, AttnPool, MLPPool)}
-#: The reference head, trained with scikit-learn rather than as an ensemble.
-LOGREG = "logreg"
-#: Heads for one feature set: Table 1 of the paper, plus the reference.
-ACOUSTIC_HEADS = (*HEADS, LOGREG)
-#: The bimodal alignment model and its single-modality ablations (budget.bimodal), on audio + text pairs.
-BIMODAL_HEADS = ("align_lstm", "align_lstm_audio", "align_lstm_text")
-ALL_HEADS = (*ACOUSTIC_HEADS, *BIMODAL_HEADS)
-
-
-def check_head(name: str) -> str:
-    """The head's name, or a clear error listing the choices."""
-    if name not in ALL_HEADS:
-        raise BudgetError(f"unknown model {name!r}; choose from {', '.join(ALL_HEADS)}")
-    return name

@@ -30,29 +30,20 @@ import pandas as pd
 
 from budget.analysis import sort_cells
 from budget.audio import MAX_SECONDS, MIN_SECONDS, scan_audio
-from budget.bimodal import train_bimodal_runs
 from budget.corpora import get_adapter, load_corpus
 from budget.corpora.fetch import ensure_corpus
 from budget.errors import BudgetError, check_number
 from budget.features import FeatureStore, parse_feature_spec
 from budget.features.store import FILE_IDENTITIES, FRAME_DTYPES, FeatureSet
 from budget.folds import N_FOLDS, assign_folds, fold_names, read_fold_file
-from budget.heads import BIMODAL_HEADS, LOGREG, check_head
 from budget.labels import class_order
 from budget.metrics import run_metrics
 from budget.progress import progress_bar
+from budget.registry import PAIR, head_spec
+from budget.registry import train as train_head
 from budget.runfolder import CONVERGENCE, RESULT_KEY, RESULTS, RunFolder
-from budget.sampling import FULL, SizePlan, balanced_subset, parse_sizes, plan_sizes, size_value, smallest_and_largest
-from budget.training import (
-    DeviceFeatures,
-    Run,
-    TrainConfig,
-    chunk_size,
-    measure_unit_seconds,
-    schedule_name,
-    train_runs,
-    units,
-)
+from budget.sampling import SizePlan, balanced_subset, parse_sizes, plan_sizes, size_value, smallest_and_largest
+from budget.training import DeviceFeatures, Run, TrainConfig
 
 Trainer = Callable[..., list[np.ndarray]]
 
@@ -87,7 +78,7 @@ class StudyConfig:
             if not all(isinstance(v, str) for v in getattr(self, key)):
                 raise BudgetError(f"{key} must be names (strings); got {list(getattr(self, key))!r}")
         for head in self.heads:
-            check_head(head)
+            head_spec(head)
         check_number("seeds", self.seeds, integer=True, minimum=1)
         check_number("n_folds", self.n_folds, integer=True, minimum=2)
         check_number("max_seconds", self.max_seconds, minimum=0)
@@ -189,11 +180,11 @@ def default_run_dir(command: str, config: StudyConfig) -> Path:
 class Study:
     """One study in its run folder.
 
-    ``trainer`` trains a list of runs of one head (:func:`budget.training.train_runs`'s
-    protocol); tests hand in their own.
+    ``trainer`` trains a list of runs of one head (:func:`budget.registry.train`'s
+    protocol: head, inputs by part, labels, runs, classes, config); tests hand in their own.
     """
 
-    def __init__(self, config: StudyConfig, run_dir: str | Path, trainer: Trainer = train_runs):
+    def __init__(self, config: StudyConfig, run_dir: str | Path, trainer: Trainer = train_head):
         from budget.features.base import resolve_device
 
         self.config = replace(config, train=replace(config.train, device=resolve_device(config.train.device)))
@@ -240,7 +231,7 @@ class Study:
         log(f"training: {config.train.describe()}")
         self._train(jobs, RESULTS, config.train, data, log)
         if check_convergence != "none":
-            doubled = [job.doubled(check_convergence) for job in jobs if job.head != LOGREG]
+            doubled = [job.doubled(check_convergence) for job in jobs if head_spec(job.head).budgeted]
             which = "every size" if check_convergence == "all" else "the smallest and largest size"
             log(f"convergence check: {which} of each curve again, with twice the budget")
             self._train([job for job in doubled if job.runs], CONVERGENCE, config.train.doubled(), data, log)
@@ -260,7 +251,7 @@ class Study:
         """One job per (features, head): every size, fold and seed of it."""
         jobs = []
         for head in self.config.heads:
-            if head in BIMODAL_HEADS:
+            if head_spec(head).inputs == PAIR:
                 inputs_by_name = {f"{a}+{t}": {"audio": loaded[a], "text": loaded[t]} for a, t in pairs}
             else:
                 inputs_by_name = {spec: {"single": features} for spec, features in loaded.items()}
@@ -282,19 +273,20 @@ class Study:
         n_classes = len(data.classes)
         uploaded: dict[str, DeviceFeatures] = {}
         costs = [
-            0.0 if job.single is None  # bimodal runs draw their own bar
-            else measure_unit_seconds(job.head, job.single, job.labels, job.runs, n_classes, train,
-                                      self._uploaded(job, train, uploaded))
+            head_spec(job.head).unit_seconds(job.inputs, job.labels, job.runs, n_classes, train,
+                                             self._uploaded(job, train, uploaded))
             for job in todo
         ]  # fmt: skip
-        total = sum(cost * sum(units(job.head, run, train) for run in job.runs) for cost, job in zip(costs, todo, strict=True))
+        total = sum(cost * sum(head_spec(job.head).units(run, train) for run in job.runs)
+                    for cost, job in zip(costs, todo, strict=True))  # fmt: skip
         log(f"estimated training time: {_duration(total)} for {sum(len(j.runs) for j in todo)} runs "
             f"(cost model: a few timed steps of each head)")  # fmt: skip
         with progress_bar(max(total, 1e-9), "training", unit="s") as advance:
             for job, cost in zip(todo, costs, strict=True):
-                for step_count in sorted({units(job.head, run, train) for run in job.runs}):
-                    group = [run for run in job.runs if units(job.head, run, train) == step_count]
-                    size = chunk_size(job.head, job.single, train, n_classes) if job.single is not None else 10
+                spec = head_spec(job.head)
+                for step_count in sorted({spec.units(run, train) for run in job.runs}):
+                    group = [run for run in job.runs if spec.units(run, train) == step_count]
+                    size = spec.chunk(job.single, train, n_classes)
                     for start in range(0, len(group), size):
                         chunk = group[start : start + size]
                         tick = lambda n, cost=cost: advance(n * cost)  # noqa: E731
@@ -304,7 +296,7 @@ class Study:
 
     def _uploaded(self, job: Job, train: TrainConfig, uploaded: dict[str, DeviceFeatures]) -> DeviceFeatures | None:
         """The job's features on the training device, uploaded once per feature set."""
-        if job.single is None or job.head == LOGREG:
+        if not head_spec(job.head).uploads:
             return None
         if job.name not in uploaded:
             import torch
@@ -313,17 +305,14 @@ class Study:
         return uploaded[job.name]
 
     def _fit(self, job: Job, runs: list[Run], n_classes: int, train: TrainConfig, advance, uploaded) -> list[np.ndarray]:
-        if job.head in BIMODAL_HEADS:
-            audio, text = job.inputs.get("audio"), job.inputs.get("text")
-            return train_bimodal_runs(job.head, audio, text, job.labels, runs, n_classes, train)
-        return self.trainer(job.head, job.single, job.labels, runs, n_classes, train, advance=advance, uploaded=uploaded)
+        return self.trainer(job.head, job.inputs, job.labels, runs, n_classes, train, advance=advance, uploaded=uploaded)
 
     def _pairs(self, extractors) -> list[tuple[str, str]]:
         """(audio, text) spec pairs for bimodal heads; an error, before any work, when a modality is missing."""
         audio = [e.spec for e in extractors if e.modality == "audio"]
         text = [e.spec for e in extractors if e.modality == "text"]
         pairs = [(a, t) for a in audio for t in text]
-        bimodal = [h for h in self.config.heads if h in BIMODAL_HEADS]
+        bimodal = [h for h in self.config.heads if head_spec(h).inputs == PAIR]
         if bimodal and not pairs:
             raise BudgetError(f"{bimodal[0]} needs an audio and a text feature set, e.g. --features hf:MODEL,text:MODEL")
         return pairs
@@ -375,14 +364,13 @@ class Study:
                     "features": job.name,
                     "head": job.head,
                     "size": str(run.size),
-                    "per_class": np.nan if run.size == FULL else int(run.size),
                     "n_train": len(run.train),
                     "fold": run.fold,
                     "fold_name": data.fold_names[run.fold],
                     "seed": run.seed,
                     **run_metrics(job.labels[run.test], predicted, data.classes),
-                    "schedule": schedule_name(job.head, train),
-                    "steps": 0 if job.head == LOGREG else train.steps_for(len(run.train)),  # L-BFGS: its iteration cap
+                    "schedule": head_spec(job.head).schedule(train),
+                    "steps": head_spec(job.head).steps(train, len(run.train)),  # L-BFGS: its iteration cap
                     "train_seconds": seconds / len(runs),
                     "inputs": job.digest,
                 }

@@ -50,7 +50,7 @@ from torch import nn
 
 from budget.errors import BudgetError, check_number
 from budget.features.store import FeatureSet
-from budget.heads import DEFAULT_DROPOUT, HEADS, LOGREG, DropoutKeys, EnsembleHead, PackedBatch
+from budget.heads import DEFAULT_DROPOUT, HEADS, DropoutKeys, EnsembleHead, PackedBatch
 from budget.sampling import size_value
 
 #: utterance slots per member in one evaluation batch
@@ -199,15 +199,8 @@ def cpu_bf16_speedup() -> float:
 
 
 def solved(head: str, config: TrainConfig) -> bool:
-    """Whether the head's runs are fitted to an optimum (scikit-learn, or L-BFGS for full-batch heads) rather than stepped."""
-    return head == LOGREG or (config.schedule == "steps" and head in HEADS and HEADS[head].full_batch)
-
-
-def schedule_name(head: str, config: TrainConfig) -> str:
-    """What trained a head's runs, for the results table: ``logreg``, ``lbfgs``, or the config's schedule."""
-    if head == LOGREG:
-        return LOGREG
-    return "lbfgs" if solved(head, config) else config.schedule
+    """Whether an ensemble head's runs are fitted to an optimum by full-batch L-BFGS rather than stepped."""
+    return config.schedule == "steps" and HEADS[head].full_batch
 
 
 class DeviceFeatures:
@@ -442,13 +435,10 @@ def train_runs(
     schedule).  ``labels`` are class indices aligned with the feature set's
     rows.  ``advance(n)`` is told of every n run-steps done.
     """
+    if head not in HEADS:
+        raise BudgetError(f"{head!r} is not an ensemble head ({', '.join(HEADS)}); budget.registry trains the others")
     if not runs:
         return []
-    if head == LOGREG:
-        predictions = [_train_logreg(features, labels, run, config.l2_c) for run in runs]
-        if advance:
-            advance(len(runs))
-        return predictions
     if len({config.steps_for(len(run.train)) for run in runs}) != 1:
         raise BudgetError("runs trained together must take the same number of steps")
     device = training_device(config)
@@ -599,7 +589,7 @@ def _predict(head: EnsembleHead, inputs: DeviceFeatures, runs: list[Run], kind: 
     return [predicted[e, : len(run.test)] for e, run in enumerate(runs)]
 
 
-def _train_logreg(features: FeatureSet, labels: np.ndarray, run: Run, c: float) -> np.ndarray:
+def train_logreg(features: FeatureSet, labels: np.ndarray, run: Run, c: float) -> np.ndarray:
     """The reference: scikit-learn logistic regression on standardised mean-pooled features."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -615,11 +605,6 @@ def units(head: str, run: Run, config: TrainConfig) -> int:
     return 1 if solved(head, config) else config.steps_for(len(run.train))
 
 
-def chunk_size(head: str, features: FeatureSet, config: TrainConfig, n_classes: int) -> int:
-    """Runs trained (and saved) together: what one ensemble holds in memory; 10 one-at-a-time fits for ``logreg``."""
-    return 10 if head == LOGREG else members_per_chunk(head, features, config, training_device(config), n_classes)
-
-
 def measure_unit_seconds(
     head: str, features: FeatureSet, labels: np.ndarray, runs: list[Run], n_classes: int, config: TrainConfig,
     uploaded: DeviceFeatures | None = None, timed_steps: int = 3,
@@ -627,15 +612,12 @@ def measure_unit_seconds(
     """Seconds per unit of :func:`units` for these runs: the cost model, from a few timed steps of one chunk.
 
     Ensembles are timed over ``timed_steps`` steps after a first (warm-up)
-    step and divided by the members stepped; ``logreg`` by one fit, the
-    full-batch heads' L-BFGS by one fit of a few runs.
+    step and divided by the members stepped; the full-batch heads' L-BFGS
+    by one fit of a few runs.
     """
     if not runs:
         return 0.0
     started = time.perf_counter()
-    if head == LOGREG:
-        _train_logreg(features, labels, runs[0], config.l2_c)
-        return time.perf_counter() - started
     device = training_device(config)
     inputs = uploaded or DeviceFeatures.upload(features, device)
     if solved(head, config):

@@ -37,7 +37,7 @@ def synthetic_results(
                 rows.append(
                     {
                         "features": features, "head": head, "size": str(size), "n_train": 4 * n,
-                        "per_class": np.nan if size == "full" else n, "fold": fold, "fold_name": f"g{fold}", "seed": s,
+                        "fold": fold, "fold_name": f"g{fold}", "seed": s,
                         "ua": ua, "wa": ua, "macro_f1": ua,
                         **{f"recall_{c}": float(r) for c, r in zip(CLASSES, recalls, strict=True)},
                         "confusion": json.dumps(confusion.tolist()), "n_test": 200, "train_seconds": 0.1,

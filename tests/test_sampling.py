@@ -8,7 +8,16 @@ import pytest
 
 from budget.errors import BudgetError
 from budget.folds import assign_folds
-from budget.sampling import FULL, balanced_subset, parse_sizes, plan_sizes
+from budget.sampling import (
+    FULL,
+    balanced_subset,
+    is_balanced,
+    parse_sizes,
+    plan_sizes,
+    size_phrase,
+    size_value,
+    smallest_and_largest,
+)
 
 
 def test_exact_counts_and_nesting():
@@ -72,3 +81,12 @@ def test_parse_sizes():
         parse_sizes(None, "501", 4)
     with pytest.raises(BudgetError, match="not both"):
         parse_sizes("5", "20", 4)
+
+
+def test_size_labels_read_as_numbers_with_full_last():
+    labels = pd.Series(["125", "full", "6", "52"])
+    assert sorted(labels, key=size_value) == ["6", "52", "125", "full"]
+    assert size_value(250) == 250.0 and size_value(FULL) == float("inf")
+    assert list(is_balanced(labels)) == [True, False, True, True]
+    assert smallest_and_largest(labels) == {"6", "125"} and smallest_and_largest([FULL]) == {FULL}
+    assert size_phrase("full") == "all training data" and size_phrase(6, "per class") == "6 per class"

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from budget.cli import app
 from budget.errors import BudgetError
+from budget.registry import train as train_head
 from budget.study import Study, StudyConfig, summarise
-from budget.training import TrainConfig, train_runs
+from budget.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,9 +36,9 @@ def config_for(root: Path, tmp_path: Path, **overrides) -> StudyConfig:
 def test_grid_and_speaker_independence(iemocap, tmp_path, monkeypatch):
     seen = []
 
-    def spy(head, features, labels, runs, n_classes, config, **kwargs):
-        seen.append((features, runs))
-        return train_runs(head, features, labels, runs, n_classes, config, **kwargs)
+    def spy(head, inputs, labels, runs, n_classes, config, **kwargs):
+        seen.append((inputs["single"], runs))
+        return train_head(head, inputs, labels, runs, n_classes, config, **kwargs)
 
     config = config_for(iemocap, tmp_path, heads=("mean_pool", "logreg"))
     results = Study(config, tmp_path / "run", trainer=spy).run(log=lambda _: None)
@@ -67,14 +68,14 @@ def test_interrupted_study_resumes_and_matches_an_uninterrupted_one(iemocap, tmp
         calls.append(args[0])
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return train_runs(*args, **kwargs)
+        return train_head(*args, **kwargs)
 
     with pytest.raises(KeyboardInterrupt):
         Study(config, tmp_path / "resumed", trainer=crash_on_second).run(log=lambda _: None)
     assert len(Study(config, tmp_path / "resumed").finished()) == 20  # mean_pool's 20 runs (2 sizes) survived
 
     calls.clear()
-    counting = lambda *a, **k: (calls.append(a[0]), train_runs(*a, **k))[1]  # noqa: E731
+    counting = lambda *a, **k: (calls.append(a[0]), train_head(*a, **k))[1]  # noqa: E731
     resumed = Study(config, tmp_path / "resumed", trainer=counting).run(log=lambda _: None)
     assert calls == ["attn_pool"]  # only the unfinished head
     key = ["features", "head", "size", "fold", "seed"]
@@ -232,7 +233,7 @@ def test_results_trained_on_inputs_that_changed_since_are_trained_again(tmp_path
     root = build_iemocap(tmp_path / "iemocap", sessions=2)
     config = config_for(root, tmp_path, heads=("logreg",), per_class=(1,))
     calls, lines = [], []
-    counting = lambda *a, **k: (calls.append(a[0]), train_runs(*a, **k))[1]  # noqa: E731
+    counting = lambda *a, **k: (calls.append(a[0]), train_head(*a, **k))[1]  # noqa: E731
     first = Study(config, tmp_path / "run", trainer=counting).run(log=lines.append)
     Study(config, tmp_path / "run", trainer=counting).run(log=lines.append)
     assert calls == ["logreg"]  # unchanged inputs: nothing retrained

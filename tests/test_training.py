@@ -14,6 +14,7 @@ from budget.errors import BudgetError
 from budget.features.store import FeatureSet
 from budget.heads import HEADS, EnsembleLinear, PackedBatch
 from budget.metrics import run_metrics
+from budget.registry import head_spec
 from budget.sampling import balanced_subset
 from budget.training import DeviceFeatures, Run, TrainConfig, data_order, members_per_chunk, train_runs
 
@@ -185,12 +186,14 @@ def check_pooled_optimum(head: str, device: str) -> None:
 
 
 def test_full_batch_heads_are_solved_only_under_the_step_budget():
-    assert training.solved("mean_pool", TrainConfig()) and training.solved("logreg", TrainConfig())
+    assert training.solved("mean_pool", TrainConfig())
     assert training.solved("attn_pool", TrainConfig())
     assert not training.solved("mean_pool", TrainConfig(schedule="epochs"))  # the paper's protocol: Adam, dropout
     assert not training.solved("attn_pool", TrainConfig(schedule="epochs"))
     assert not training.solved("mlp_pool", TrainConfig())
-    assert training.schedule_name("meanmax_pool", TrainConfig()) == "lbfgs"
+    assert head_spec("meanmax_pool").schedule(TrainConfig()) == "lbfgs"
+    assert head_spec("meanmax_pool").schedule(TrainConfig(schedule="epochs")) == "epochs"
+    assert head_spec("logreg").schedule(TrainConfig()) == "logreg" and not head_spec("logreg").budgeted
 
 
 def test_attention_s_shared_logits_are_its_forward_pass():

@@ -1,0 +1,153 @@
+"""The head registry: every model a study can train, what it reads and how it trains.
+
+One protocol for all (as scikit-learn's estimators share ``fit``): a study
+builds its grid of runs, asks each head's :class:`HeadSpec` what inputs it
+reads, what a run costs and how many runs train together, and hands it the
+runs.  No other module decides anything by a head's name.
+
+* the ensemble heads of :mod:`budget.heads` (``mean_pool``, ``meanmax_pool``,
+  ``attn_pool``, ``mlp_pool``), trained by :mod:`budget.training`;
+* ``logreg``, the reference: scikit-learn's logistic regression on pooled
+  features, solved exactly, so it has no budget to check;
+* the bimodal alignment model and its ablations (:mod:`budget.bimodal`), on
+  audio + text pairs, one run at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from budget import bimodal, training
+from budget.errors import BudgetError
+from budget.features.store import FeatureSet
+from budget.heads import HEADS
+from budget.training import DeviceFeatures, Run, TrainConfig
+
+#: What a head's runs read: one feature set, or an audio and a text set aligned row for row.
+SINGLE, PAIR = ("single",), ("audio", "text")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A head and how it trains.  ``inputs`` names the feature sets a run reads (:data:`SINGLE` or :data:`PAIR`)."""
+
+    name: str
+    inputs: ClassVar[tuple[str, ...]] = SINGLE
+    budgeted: ClassVar[bool] = True  # has an optimiser budget the convergence check can double
+    uploads: ClassVar[bool] = False  # trains from features uploaded to the device once per feature set
+
+    def schedule(self, config: TrainConfig) -> str:
+        """What trained the runs, for the results table."""
+        return config.schedule
+
+    def steps(self, config: TrainConfig, n_train: int) -> int:
+        """The optimiser budget of a run on ``n_train`` examples, for the results table."""
+        return config.steps_for(n_train)
+
+    def units(self, run: Run, config: TrainConfig) -> int:
+        """A run's units of work for the cost model and the progress bar."""
+        return config.steps_for(len(run.train))
+
+    def chunk(self, features: FeatureSet | None, config: TrainConfig, n_classes: int) -> int:
+        """How many runs train (and are saved) together."""
+        return 10
+
+    def unit_seconds(self, inputs: dict[str, FeatureSet], labels: np.ndarray, runs: list[Run], n_classes: int,
+                     config: TrainConfig, uploaded: DeviceFeatures | None) -> float:  # fmt: skip
+        """Measured seconds per unit: the cost model (0 where the head reports its own progress)."""
+        return 0.0
+
+    def train(self, inputs: dict[str, FeatureSet], labels: np.ndarray, runs: list[Run], n_classes: int,
+              config: TrainConfig, advance=None, uploaded: DeviceFeatures | None = None) -> list[np.ndarray]:  # fmt: skip
+        """Train every run; return each run's predictions on its test positions."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class EnsembleSpec(HeadSpec):
+    """A head of :data:`budget.heads.HEADS`: every run of a chunk in one ensemble."""
+
+    uploads: ClassVar[bool] = True
+
+    def schedule(self, config: TrainConfig) -> str:
+        return "lbfgs" if training.solved(self.name, config) else config.schedule
+
+    def units(self, run: Run, config: TrainConfig) -> int:
+        return training.units(self.name, run, config)
+
+    def chunk(self, features: FeatureSet | None, config: TrainConfig, n_classes: int) -> int:
+        return training.members_per_chunk(self.name, features, config, training.training_device(config), n_classes)
+
+    def unit_seconds(self, inputs, labels, runs, n_classes, config, uploaded) -> float:
+        return training.measure_unit_seconds(self.name, inputs["single"], labels, runs, n_classes, config, uploaded)
+
+    def train(self, inputs, labels, runs, n_classes, config, advance=None, uploaded=None) -> list[np.ndarray]:
+        return training.train_runs(self.name, inputs["single"], labels, runs, n_classes, config, advance, uploaded)
+
+
+@dataclass(frozen=True)
+class ReferenceSpec(HeadSpec):
+    """``logreg``: scikit-learn's logistic regression on standardised mean-pooled features, one run at a time."""
+
+    budgeted: ClassVar[bool] = False
+
+    def schedule(self, config: TrainConfig) -> str:
+        return self.name
+
+    def steps(self, config: TrainConfig, n_train: int) -> int:
+        return 0  # solved by scikit-learn to its tolerance
+
+    def units(self, run: Run, config: TrainConfig) -> int:
+        return 1
+
+    def unit_seconds(self, inputs, labels, runs, n_classes, config, uploaded) -> float:
+        if not runs:
+            return 0.0
+        started = time.perf_counter()
+        training.train_logreg(inputs["single"], labels, runs[0], config.l2_c)
+        return time.perf_counter() - started
+
+    def train(self, inputs, labels, runs, n_classes, config, advance=None, uploaded=None) -> list[np.ndarray]:
+        predictions = []
+        for run in runs:
+            predictions.append(training.train_logreg(inputs["single"], labels, run, config.l2_c))
+            if advance:
+                advance(1)
+        return predictions
+
+
+@dataclass(frozen=True)
+class BimodalSpec(HeadSpec):
+    """The alignment model or an ablation, on audio + text pairs; it draws its own progress bar."""
+
+    inputs: ClassVar[tuple[str, ...]] = PAIR
+
+    def train(self, inputs, labels, runs, n_classes, config, advance=None, uploaded=None) -> list[np.ndarray]:
+        return bimodal.train_bimodal_runs(self.name, inputs.get("audio"), inputs.get("text"), labels, runs, n_classes, config)
+
+
+LOGREG = "logreg"
+REGISTRY: dict[str, HeadSpec] = {
+    **{name: EnsembleSpec(name) for name in HEADS},
+    LOGREG: ReferenceSpec(LOGREG),
+    **{name: BimodalSpec(name) for name in bimodal.MODALITIES},
+}
+#: Heads for one feature set: Table 1 of the paper, plus the reference.
+ACOUSTIC_HEADS = tuple(name for name, spec in REGISTRY.items() if spec.inputs == SINGLE)
+
+
+def head_spec(name: str) -> HeadSpec:
+    """The head's specification, or a clear error listing the choices."""
+    if name not in REGISTRY:
+        raise BudgetError(f"unknown model {name!r}; choose from {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def train(head: str, inputs: dict[str, FeatureSet], labels: np.ndarray, runs: list[Run], n_classes: int,
+          config: TrainConfig, advance=None, uploaded: DeviceFeatures | None = None) -> list[np.ndarray]:  # fmt: skip
+    """Train runs of ``head`` (the study's default trainer; tests hand a study their own)."""
+    return head_spec(head).train(inputs, labels, runs, n_classes, config, advance, uploaded)

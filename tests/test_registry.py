@@ -1,0 +1,33 @@
+"""The head registry: one protocol for every head a study can train."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from budget.errors import BudgetError
+from budget.heads import HEADS
+from budget.registry import ACOUSTIC_HEADS, LOGREG, PAIR, REGISTRY, SINGLE, head_spec
+from budget.training import Run, TrainConfig
+
+
+def test_every_head_is_registered_once_with_what_it_reads():
+    assert set(HEADS) < set(REGISTRY) and LOGREG in REGISTRY
+    assert ACOUSTIC_HEADS == (*HEADS, LOGREG)
+    assert {name for name, spec in REGISTRY.items() if spec.inputs == PAIR} == {"align_lstm", "align_lstm_audio", "align_lstm_text"}
+    assert all(spec.inputs in (SINGLE, PAIR) and spec.name == name for name, spec in REGISTRY.items())
+
+
+def test_an_unknown_head_is_a_clear_error_naming_the_choices():
+    with pytest.raises(BudgetError, match="unknown model 'mlp'.*mlp_pool.*logreg.*align_lstm"):
+        head_spec("mlp")
+
+
+def test_budgets_and_schedules_come_from_the_spec():
+    run = Run(0, 0, 5, np.arange(20), np.arange(20, 30))
+    steps, epochs = TrainConfig(steps=300), TrainConfig(schedule="epochs", epochs=3, batch_size=4)
+    assert head_spec("mlp_pool").units(run, steps) == 300 and head_spec("mlp_pool").steps(steps, 20) == 300
+    assert head_spec("mlp_pool").units(run, epochs) == 15  # 3 passes over 20 examples in batches of 4
+    assert head_spec("mean_pool").units(run, steps) == 1  # one full-batch fit
+    assert head_spec(LOGREG).steps(steps, 20) == 0 and head_spec(LOGREG).units(run, steps) == 1
+    assert head_spec("align_lstm").schedule(epochs) == "epochs" and head_spec("align_lstm").budgeted
