@@ -6,7 +6,10 @@ Errors from bad input print one line (``error: ...``) and exit with status 2.
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
+import typing
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated
 
@@ -190,9 +193,10 @@ def _scan(manifest: pd.DataFrame, strict: bool) -> pd.DataFrame:
 @user_errors
 def extract(
     features: Annotated[
-        str,
+        list[str],
         typer.Option(
-            "--features", "-f", help="Comma-separated specs: lld, hf:<model>[:layer|all], wav2vec1:<ckpt.pt>, text:<model>."
+            "--features", "-f",
+            help="Specs, comma-separated or repeated: lld, hf:<model>[:layer|all], wav2vec1:<ckpt.pt>, text:<model>.",
         ),
     ],
     corpus: CorpusOption = "emodb",
@@ -214,7 +218,7 @@ def extract(
     """Extract features for a corpus into the feature store (only what it does not hold yet)."""
     from budget.features import FeatureStore, parse_feature_specs
 
-    extractors = [e.configure(device, precision) for e in parse_feature_specs(features)]
+    extractors = [e.configure(device, precision) for e in parse_feature_specs(joined(features))]
     manifest = _scan(_load(corpus, root, classes), strict)
     feature_store = FeatureStore(store)
     reports = feature_store.extract_all(
@@ -263,29 +267,12 @@ def features_list(store: StoreOption = None) -> None:
             err.print(f"  {failure.utt_id}: {failure.reason}", soft_wrap=True)
 
 
-def _study_config(
-    config: Path | None, corpus, root, classes, features, heads, per_class, n, seeds, schedule, steps, epochs, lr,
-    batch_size, dropout, device, store, max_seconds, layer, folds=None, fold_file=None, frame_dtype=None,
-):  # fmt: skip
-    """Defaults, then the TOML file, then the options typed on the command line (an option left out is None)."""
-    from budget.study import StudyConfig
-
-    base = StudyConfig.from_toml(config) if config else StudyConfig()
-    return base.with_overrides(
-        corpus=corpus, root=str(root) if root else None, classes=classes, features=features, heads=heads,
-        per_class=per_class, n=n, seeds=seeds, schedule=schedule, steps=steps, epochs=epochs, lr=lr,
-        batch_size=batch_size, dropout=dropout, device=device, store=str(store) if store else None,
-        max_seconds=max_seconds, layer=layer, n_folds=folds, fold_file=str(fold_file) if fold_file else None,
-        frame_dtype=frame_dtype,
-    )  # fmt: skip
-
-
-def _run_study(command: str, study_config, run_dir: Path | None, strict: bool, check_convergence: str = "none"):
+def _run_study(command: str, study_config, options: StudyOptions, check_convergence: str = "none"):
     from budget.study import Study, default_run_dir
 
-    folder = run_dir or default_run_dir(command, study_config)
+    folder = options.run_dir or default_run_dir(command, study_config)
     log = lambda line: err.print(line, soft_wrap=True)  # noqa: E731
-    results = Study(study_config, folder).run(log=log, strict=strict, check_convergence=check_convergence)
+    results = Study(study_config, folder).run(log=log, strict=options.strict, check_convergence=check_convergence)
     if check_convergence != "none":
         from budget.runfolder import FinishedStudy
 
@@ -314,7 +301,8 @@ RunDirOption = Annotated[
     Path | None, typer.Option("--run-dir", help="Where results go; default runs/<command>-<corpus>-<settings hash>.")
 ]
 FeaturesOption = Annotated[
-    str | None, typer.Option("--features", "-f", help="Comma-separated feature specs (default: lld and hf:microsoft/wavlm-base-plus).")
+    list[str] | None,
+    typer.Option("--features", "-f", help="Feature specs, comma-separated or repeated (default: lld and hf:microsoft/wavlm-base-plus)."),
 ]
 SeedsOption = Annotated[int | None, typer.Option("--seeds", help="Seeds per size and fold (default 3).")]
 ScheduleOption = Annotated[
@@ -338,11 +326,80 @@ StudyFrameDtypeOption = Annotated[
     str | None, typer.Option("--frame-dtype", help="Stored frames to read: float16 (default) or float32, as extracted.")
 ]
 StudyMaxSeconds = Annotated[float | None, typer.Option("--max-seconds", help="Crop utterances (default 5 s; 0: none).")]
+StudyCorpusOption = Annotated[str | None, typer.Option("--corpus", "-c", help="Corpus adapter (default emodb).")]
+
+
+@dataclass
+class StudyOptions:
+    """The options ``curve`` and ``compare`` share: corpus, features, budget and where things go.
+
+    An option left out is None, so the study's TOML (``--config``) and then the
+    defaults hold: defaults < TOML < what was typed.
+    """
+
+    features: FeaturesOption = None
+    corpus: StudyCorpusOption = None
+    root: RootOption = None
+    classes: ClassesOption = None
+    seeds: SeedsOption = None
+    schedule: ScheduleOption = None
+    steps: StepsOption = None
+    epochs: EpochsOption = None
+    lr: LrOption = None
+    batch_size: BatchOption = None
+    dropout: DropoutOption = None
+    device: StudyDeviceOption = None
+    store: StoreOption = None
+    max_seconds: StudyMaxSeconds = None
+    layer: LayerOption = None
+    folds: FoldsOption = None
+    fold_file: FoldFileOption = None
+    frame_dtype: StudyFrameDtypeOption = None
+    config: ConfigOption = None
+    run_dir: RunDirOption = None
+    strict: StrictOption = False
+
+    def study_config(self, heads: str | None, per_class: str | None, n: str | None):
+        """Defaults, then the TOML file, then the options typed on the command line."""
+        from budget.study import StudyConfig
+
+        base = StudyConfig.from_toml(self.config) if self.config else StudyConfig()
+        text = lambda path: str(path) if path else None  # noqa: E731
+        return base.with_overrides(
+            corpus=self.corpus, root=text(self.root), classes=self.classes, features=joined(self.features), heads=heads,
+            per_class=per_class, n=n, seeds=self.seeds, schedule=self.schedule, steps=self.steps, epochs=self.epochs,
+            lr=self.lr, batch_size=self.batch_size, dropout=self.dropout, device=self.device, store=text(self.store),
+            max_seconds=self.max_seconds, layer=self.layer, n_folds=self.folds, fold_file=text(self.fold_file),
+            frame_dtype=self.frame_dtype,
+        )  # fmt: skip
+
+
+def joined(values: list[str] | None) -> str | None:
+    """Repeated options as one comma-separated list: ``-f lld -f hf:x`` reads as ``-f lld,hf:x``."""
+    return ",".join(values) if values else None
+
+
+def with_study_options(command):
+    """Give a command :class:`StudyOptions`' options and hand it them as one ``options`` object."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "options"]
+    hints = typing.get_type_hints(StudyOptions, include_extras=True)
+    shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+              for f in fields(StudyOptions)]  # fmt: skip
+
+    @functools.wraps(command)
+    def wrapper(**values):
+        options = StudyOptions(**{f.name: values.pop(f.name) for f in fields(StudyOptions)})
+        return command(options=options, **values)
+
+    wrapper.__signature__ = inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared)
+    return wrapper
 
 
 @app.command("curve")
 @user_errors
+@with_study_options
 def curve(
+    options: StudyOptions,
     model: Annotated[
         str | None,
         typer.Option(
@@ -351,31 +408,10 @@ def curve(
             "ablations) on an audio and a text feature set.",
         ),
     ] = None,
-    features: FeaturesOption = None,
-    corpus: Annotated[str | None, typer.Option("--corpus", "-c", help="Corpus adapter (default emodb).")] = None,
-    root: RootOption = None,
-    classes: ClassesOption = None,
     per_class: Annotated[str | None, typer.Option("--per-class", help="Sizes per class, e.g. 5,10,20,40,full.")] = None,
     n: Annotated[str | None, typer.Option("--n", help="Sizes in total, e.g. 500,1000 (divided by the classes).")] = None,
-    seeds: SeedsOption = None,
-    schedule: ScheduleOption = None,
-    steps: StepsOption = None,
-    epochs: EpochsOption = None,
-    lr: LrOption = None,
-    batch_size: BatchOption = None,
-    dropout: DropoutOption = None,
-    device: StudyDeviceOption = None,
-    store: StoreOption = None,
-    max_seconds: StudyMaxSeconds = None,
-    layer: LayerOption = None,
-    folds: FoldsOption = None,
-    fold_file: FoldFileOption = None,
-    frame_dtype: StudyFrameDtypeOption = None,
-    config: ConfigOption = None,
-    run_dir: RunDirOption = None,
     target: TargetOption = None,
     report: ReportOption = True,
-    strict: StrictOption = False,
     check_convergence: Annotated[
         bool,
         typer.Option("--check-convergence/--no-check-convergence",
@@ -389,12 +425,8 @@ def curve(
     from budget.features import display_name
     from budget.study import summarise
 
-    study_config = _study_config(
-        config, corpus, root, classes, features, model, per_class, n, seeds, schedule, steps, epochs, lr, batch_size,
-        dropout, device, store, max_seconds, layer, folds, fold_file, frame_dtype,
-    )  # fmt: skip
     check = ("all" if check_every_size else "ends") if check_convergence else "none"
-    results, folder = _run_study("curve", study_config, run_dir, strict, check)
+    results, folder = _run_study("curve", options.study_config(model, per_class, n), options, check)
     summary = summarise(results)
     table = Table("features", "head", "per class", "training examples", "UA mean ± std", "runs", title="budget curve")
     for row in summary.itertuples():
@@ -408,34 +440,15 @@ def curve(
 
 @app.command("compare")
 @user_errors
+@with_study_options
 def compare(
+    options: StudyOptions,
     n: Annotated[str | None, typer.Option("--n", help="Training examples in total (divided by the classes).")] = None,
     per_class: Annotated[str | None, typer.Option("--per-class", help="Or the size per class.")] = None,
     models: Annotated[
         str | None, typer.Option("--models", help="Heads (default mean_pool,meanmax_pool,attn_pool,mlp_pool,logreg).")
     ] = None,
-    features: FeaturesOption = None,
-    corpus: Annotated[str | None, typer.Option("--corpus", "-c", help="Corpus adapter (default emodb).")] = None,
-    root: RootOption = None,
-    classes: ClassesOption = None,
-    seeds: SeedsOption = None,
-    schedule: ScheduleOption = None,
-    steps: StepsOption = None,
-    epochs: EpochsOption = None,
-    lr: LrOption = None,
-    batch_size: BatchOption = None,
-    dropout: DropoutOption = None,
-    device: StudyDeviceOption = None,
-    store: StoreOption = None,
-    max_seconds: StudyMaxSeconds = None,
-    layer: LayerOption = None,
-    folds: FoldsOption = None,
-    fold_file: FoldFileOption = None,
-    frame_dtype: StudyFrameDtypeOption = None,
-    config: ConfigOption = None,
-    run_dir: RunDirOption = None,
     report: ReportOption = True,
-    strict: StrictOption = False,
     check_convergence: Annotated[
         bool,
         typer.Option("--check-convergence/--no-check-convergence",
@@ -448,16 +461,13 @@ def compare(
     from budget.registry import ACOUSTIC_HEADS
     from budget.study import summarise
 
-    study_config = _study_config(
-        config, corpus, root, classes, features, models, per_class, n, seeds, schedule, steps, epochs, lr, batch_size,
-        dropout, device, store, max_seconds, layer, folds, fold_file, frame_dtype,
-    )  # fmt: skip
-    if models is None and config is None:
+    study_config = options.study_config(models, per_class, n)
+    if models is None and options.config is None:
         study_config = study_config.with_overrides(heads=ACOUSTIC_HEADS)
     sizes = study_config.n or study_config.per_class
     if sizes is None or len(sizes) != 1:
         raise BudgetError("compare runs one size: give --n (total) or --per-class with one value")
-    results, folder = _run_study("compare", study_config, run_dir, strict, "all" if check_convergence else "none")
+    results, folder = _run_study("compare", study_config, options, "all" if check_convergence else "none")
     summary = summarise(results)
     feature_sets = list(dict.fromkeys(summary["features"]))
     names = [display_name(f) for f in feature_sets]

@@ -194,19 +194,23 @@ def test_convergence_table_flags_moves_beyond_one_point():
 
 
 def test_a_config_file_s_training_settings_hold_unless_typed_on_the_command_line(tmp_path):
-    from budget.cli import _study_config
+    from budget.cli import StudyOptions
 
     toml = tmp_path / "study.toml"
     toml.write_text('device = "cpu"\nsteps = 7\nseeds = 2\nepochs = 11\nframe_dtype = "float32"\n')
-    untyped = dict.fromkeys(
-        ["corpus", "root", "classes", "features", "heads", "per_class", "n", "seeds", "schedule", "steps", "epochs",
-         "lr", "batch_size", "dropout", "device", "store", "max_seconds", "layer", "frame_dtype"]
-    )  # fmt: skip
-    from_file = _study_config(toml, **untyped)
+    from_file = StudyOptions(config=toml).study_config(None, None, None)
     assert (from_file.train.device, from_file.train.steps, from_file.seeds, from_file.train.epochs) == ("cpu", 7, 2, 11)
     assert from_file.frame_dtype == "float32"
-    typed = _study_config(toml, **{**untyped, "device": "auto", "steps": 9, "seeds": 1, "epochs": 3, "frame_dtype": "float16"})
+    typed = StudyOptions(config=toml, device="auto", steps=9, seeds=1, epochs=3, frame_dtype="float16").study_config(None, None, None)
     assert (typed.train.device, typed.train.steps, typed.seeds, typed.train.epochs, typed.frame_dtype) == ("auto", 9, 1, 3, "float16")
+
+
+def test_repeated_feature_options_add_up_as_a_comma_separated_list_does():
+    from budget.cli import StudyOptions
+
+    repeated = StudyOptions(features=["lld", "hf:some/model"]).study_config(None, None, None)
+    assert repeated.features == StudyOptions(features=["lld,hf:some/model"]).study_config(None, None, None).features
+    assert repeated.features == ("lld", "hf:some/model")
 
 
 def test_a_study_reads_the_features_budget_extract_stored_with_the_same_frame_dtype(iemocap, tmp_path, monkeypatch):
@@ -316,7 +320,7 @@ def test_a_fold_file_shapes_the_study_from_the_command_line(iemocap, tmp_path, m
 def test_folds_from_the_command_line_shape_a_24_speaker_corpus(tmp_path):
     from conftest import write_wav
 
-    from budget.cli import _study_config
+    from budget.cli import StudyOptions
     from budget.study import prepare
 
     rows = ["path,label,speaker"]
@@ -325,11 +329,7 @@ def test_folds_from_the_command_line_shape_a_24_speaker_corpus(tmp_path):
             write_wav(tmp_path / "audio" / f"a{speaker:02d}_{i}.wav", seconds=0.2, seed=speaker * 4 + i)
             rows.append(f"audio/a{speaker:02d}_{i}.wav,{label},actor{speaker:02d}")
     (tmp_path / "corpus.csv").write_text("\n".join(rows) + "\n")
-    options = dict.fromkeys(
-        ["features", "heads", "per_class", "n", "seeds", "schedule", "steps", "epochs", "lr", "batch_size", "dropout",
-         "device", "store", "max_seconds", "layer"]
-    )  # fmt: skip
-    config = _study_config(None, corpus="csv", root=tmp_path / "corpus.csv", classes=None, folds=6, **options)
+    config = StudyOptions(corpus="csv", root=tmp_path / "corpus.csv", folds=6).study_config(None, None, None)
     data = prepare(config, log=lambda _: None)
     assert data.folds.nunique() == 6 and len(data.fold_names) == 6
     assert all(len(name.split("+")) == 4 for name in data.fold_names.values())  # 24 actors, 4 to a fold
