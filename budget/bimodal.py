@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from budget.errors import BudgetError
-from budget.features.store import FeatureSet
+from budget.features.featureset import FeatureSet
 from budget.heads import DEFAULT_DROPOUT
 from budget.progress import progress_bar
 from budget.training import (

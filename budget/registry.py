@@ -23,7 +23,7 @@ import numpy as np
 
 from budget import bimodal, training
 from budget.errors import BudgetError
-from budget.features.store import FeatureSet
+from budget.features.featureset import FeatureSet
 from budget.heads import HEADS
 from budget.training import DeviceFeatures, Run, TrainConfig
 

@@ -34,7 +34,8 @@ from budget.corpora import get_adapter, load_corpus
 from budget.corpora.fetch import ensure_corpus
 from budget.errors import BudgetError, check_number
 from budget.features import FeatureStore, parse_feature_spec
-from budget.features.store import FILE_IDENTITIES, FRAME_DTYPES, FeatureSet
+from budget.features.entries import FILE_IDENTITIES, FRAME_DTYPES
+from budget.features.featureset import FeatureSet
 from budget.folds import N_FOLDS, assign_folds, fold_names, read_fold_file
 from budget.labels import class_order
 from budget.metrics import run_metrics

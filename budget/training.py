@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from budget.errors import BudgetError, check_number
-from budget.features.store import FeatureSet
+from budget.features.featureset import FeatureSet
 from budget.heads import DEFAULT_DROPOUT, HEADS, DropoutKeys, EnsembleHead, PackedBatch
 from budget.sampling import size_value
 

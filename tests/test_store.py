@@ -21,6 +21,7 @@ from budget.audio import load_audio
 from budget.errors import BudgetError
 from budget.features import FeatureStore
 from budget.features.base import length_batches
+from budget.features.entries import EntrySettings
 
 
 def make_corpus(folder: Path, n: int = 20) -> pd.DataFrame:
@@ -251,3 +252,18 @@ def test_a_shard_cut_short_is_extracted_again_not_served(tmp_path, corpus, part)
     assert (redone.cached, redone.extracted, again.utterances) == (16, 4, 4)
     features = store.load(again, corpus)
     assert len(features) == 20 and not features.missing
+
+
+def test_an_entry_s_settings_are_checked_once_for_extraction_and_loading_alike(tmp_path, corpus):
+    store = FeatureStore(tmp_path / "store")
+    for bad, message in (({"max_seconds": 0}, "max_seconds must be positive"), ({"frame_dtype": "int8"}, "frame dtype"),
+                         ({"utterance_identity": "name"}, "utterance identity")):  # fmt: skip
+        with pytest.raises(BudgetError, match=message):
+            store.extract(CountingExtractor(), corpus, **bad)
+        with pytest.raises(BudgetError, match=message):
+            store.load(CountingExtractor(), corpus, **bad)
+    settings = EntrySettings(max_seconds=2.0, frame_dtype="float32")
+    assert settings.identity(CountingExtractor())["audio"]["max_seconds"] == 2.0
+    assert settings.entry(store.root, CountingExtractor()).folder != EntrySettings().entry(store.root, CountingExtractor()).folder
+    report = store.extract(CountingExtractor(), corpus, max_seconds=2.0, frame_dtype="float32")
+    assert report.entry == settings.entry(store.root, CountingExtractor()).folder  # what extraction wrote is what loading reads

@@ -11,7 +11,7 @@ from tolerances import assert_float_close, decided_by_margin
 
 from budget import training
 from budget.errors import BudgetError
-from budget.features.store import FeatureSet
+from budget.features.featureset import FeatureSet
 from budget.heads import HEADS, EnsembleLinear, PackedBatch
 from budget.metrics import run_metrics
 from budget.registry import head_spec

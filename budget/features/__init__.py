@@ -21,7 +21,8 @@ from pathlib import Path
 
 from budget.errors import BudgetError
 from budget.features.base import FeatureExtractor
-from budget.features.store import ExtractionReport, FeatureSet, FeatureStore
+from budget.features.featureset import FeatureSet
+from budget.features.store import ExtractionReport, FeatureStore
 
 __all__ = [
     "ExtractionReport",

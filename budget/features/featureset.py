@@ -1,0 +1,55 @@
+"""The features of a corpus's utterances, in memory: what training reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class FeatureSet:
+    """Features of a manifest's utterances, in manifest order, ready for training.
+
+    ``frames[offsets[i] : offsets[i] + lengths[i]]`` is utterance ``i``;
+    ``mean`` and ``max`` are its pooled statistics.  Utterances with no
+    features (failed or never extracted) are left out and named in ``missing``.
+    """
+
+    spec: str
+    utt_ids: np.ndarray
+    lengths: np.ndarray
+    offsets: np.ndarray
+    frames: np.ndarray
+    mean: np.ndarray
+    max: np.ndarray
+    layer_names: list[str] | None = None
+    missing: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.utt_ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.frames.shape[-1])
+
+    def sequence(self, i: int) -> np.ndarray:
+        """The frames of utterance ``i``."""
+        return self.frames[self.offsets[i] : self.offsets[i] + self.lengths[i]]
+
+    def select(self, utt_ids) -> FeatureSet:
+        """The features of ``utt_ids``, in that order (each must be present)."""
+        position = {u: i for i, u in enumerate(self.utt_ids)}
+        rows = np.array([position[u] for u in utt_ids], dtype=np.int64)
+        lengths = self.lengths[rows]
+        pieces = [self.frames[self.offsets[i] : self.offsets[i] + self.lengths[i]] for i in rows]
+        return FeatureSet(
+            spec=self.spec,
+            utt_ids=self.utt_ids[rows],
+            lengths=lengths,
+            offsets=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
+            frames=np.concatenate(pieces) if pieces else self.frames[:0],
+            mean=self.mean[rows],
+            max=self.max[rows],
+            layer_names=self.layer_names,
+        )
