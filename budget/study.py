@@ -34,7 +34,7 @@ from budget.corpora import get_adapter, load_corpus
 from budget.corpora.fetch import ensure_corpus
 from budget.errors import BudgetError, check_number
 from budget.features import FeatureStore, parse_feature_spec
-from budget.features.entries import FILE_IDENTITIES, FRAME_DTYPES
+from budget.features.entries import FILE_IDENTITIES, FRAME_DTYPES, EntrySettings
 from budget.features.featureset import FeatureSet
 from budget.folds import N_FOLDS, assign_folds, fold_names, read_fold_file
 from budget.labels import class_order
@@ -123,6 +123,10 @@ class StudyConfig:
                 values[key] = tuple(int(v) if str(v).strip().isdigit() else str(v).strip().lower() for v in values[key])
         train = replace(self.train, **{k: v for k, v in train_values.items() if v is not None})
         return replace(self, **values, train=train)
+
+    def entry_settings(self) -> EntrySettings:
+        """How the study's features are stored: the same settings ``budget extract`` names its entries by."""
+        return EntrySettings(self.max_seconds or None, self.frame_dtype, self.file_identity)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self), default=str))
@@ -321,10 +325,8 @@ class Study:
     def _load_features(self, extractors, data: StudyData, log) -> tuple[dict[str, str], dict[str, FeatureSet]]:
         """Extract what the store lacks, then load every feature set; return store entries and feature sets."""
         store = FeatureStore(self.config.store)
-        max_seconds = self.config.max_seconds or None
         entries, loaded = {}, {}
-        stored = {"max_seconds": max_seconds, "frame_dtype": self.config.frame_dtype,
-                  "utterance_identity": self.config.file_identity}  # the store entry: what `budget extract` names  # fmt: skip
+        stored = asdict(self.config.entry_settings())
         reports = store.extract_all(extractors, data.manifest, **stored)
         for extractor, report in zip(extractors, reports, strict=True):
             if report.extracted:
