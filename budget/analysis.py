@@ -526,7 +526,7 @@ def fit_curve(results: pd.DataFrame, features: str, head: str, n_boot: int = 300
     drops = np.flatnonzero(np.diff(ua) < 0)
     if len(drops):
         flags.append("not monotone: UA falls from " + ", ".join(f"{n[i]:g} to {n[i + 1]:g} per class" for i in drops))
-    noise = _standard_error(runs[runs["size"].astype(float) == n.max()]) if len(n) else 0.0
+    noise = _standard_error(runs[runs["size"].map(size_value) == n.max()]) if len(n) else 0.0
     chosen, reason, choice_flags = choose_law(fits, noise)
     flags += choice_flags
     if chosen and fits[chosen].r2 < 0.5 and len(n) > 2:
