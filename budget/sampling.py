@@ -54,18 +54,12 @@ class SizePlan:
     note: str = ""
 
 
-def parse_sizes(per_class, n_total, n_classes: int) -> list[int | str] | None:
-    """Per-class sizes from ``per_class`` (``"5,10,full"`` or a list) or from totals ``n_total``.
+def read_sizes(given) -> tuple[int | str, ...]:
+    """Sizes as written (``"5,10,full"``, ``[5, "10"]`` or ``125``) to positive whole numbers and ``full``, once.
 
-    A total is divided by the number of classes (``--n 500`` is 125 per class
-    for 4 classes) and must divide evenly.
+    Repeated sizes are kept once; an empty or malformed size is an error.
     """
-    if per_class and n_total:
-        raise BudgetError("give sizes per class (--per-class) or in total (--n), not both")
-    given = per_class or n_total
-    if not given:
-        return None
-    parts = given.split(",") if isinstance(given, str) else list(given)
+    parts = given.split(",") if isinstance(given, str) else list(given) if isinstance(given, list | tuple) else [given]
     sizes: list[int | str] = []
     for part in (str(p).strip().lower() for p in parts):
         if not part:
@@ -79,16 +73,34 @@ def parse_sizes(per_class, n_total, n_classes: int) -> list[int | str] | None:
             raise BudgetError(f"bad size {part!r}: use whole numbers or 'full'") from None
         if value <= 0:
             raise BudgetError(f"sizes must be positive; got {value}")
-        if n_total:
-            if value % n_classes:
-                raise BudgetError(
-                    f"--n {value} does not divide into {n_classes} equal classes; use a multiple of {n_classes} "
-                    f"or --per-class"
-                )
-            value //= n_classes
         sizes.append(value)
     if not sizes:
         raise BudgetError("no sizes given")
+    return tuple(dict.fromkeys(sizes))
+
+
+def parse_sizes(per_class, n_total, n_classes: int) -> list[int | str] | None:
+    """Per-class sizes from ``per_class`` or from totals ``n_total`` (each read by :func:`read_sizes`).
+
+    A total is divided by the number of classes (``--n 500`` is 125 per class
+    for 4 classes) and must divide evenly.
+    """
+    if per_class and n_total:
+        raise BudgetError("give sizes per class (--per-class) or in total (--n), not both")
+    if not (per_class or n_total):
+        return None
+    if not n_total:
+        return list(read_sizes(per_class))
+    sizes: list[int | str] = []
+    for value in read_sizes(n_total):
+        if value == FULL:
+            raise BudgetError("--n takes totals; ask for all training data with --per-class full")
+        if value % n_classes:
+            raise BudgetError(
+                f"--n {value} does not divide into {n_classes} equal classes; use a multiple of {n_classes} "
+                f"or --per-class"
+            )
+        sizes.append(value // n_classes)
     return list(dict.fromkeys(sizes))
 
 

@@ -43,7 +43,15 @@ from budget.progress import progress_bar
 from budget.registry import PAIR, head_spec
 from budget.registry import train as train_head
 from budget.runfolder import CONVERGENCE, RESULT_KEY, RESULTS, RunFolder
-from budget.sampling import SizePlan, balanced_subset, parse_sizes, plan_sizes, size_value, smallest_and_largest
+from budget.sampling import (
+    SizePlan,
+    balanced_subset,
+    parse_sizes,
+    plan_sizes,
+    read_sizes,
+    size_value,
+    smallest_and_largest,
+)
 from budget.training import DeviceFeatures, Run, TrainConfig
 
 Trainer = Callable[..., list[np.ndarray]]
@@ -113,14 +121,14 @@ class StudyConfig:
             raise BudgetError(f"unknown study setting(s): {', '.join(sorted(unknown))}")
         train_values = {k: v for k, v in {**values.pop("train", {}), **values}.items() if k in train_keys}
         values = {k: v for k, v in values.items() if k in own and v is not None}
-        for key in ("features", "heads", "per_class", "n"):
+        for key in ("features", "heads"):
             if key in values and isinstance(values[key], str):
                 values[key] = tuple(part.strip() for part in values[key].split(",") if part.strip())
             if key in values:
                 values[key] = tuple(values[key]) if isinstance(values[key], list | tuple) else (values[key],)
-        for key in ("per_class", "n"):  # "125" and 125 are the same size
+        for key in ("per_class", "n"):  # read once: "125" and 125 are the same size
             if key in values:
-                values[key] = tuple(int(v) if str(v).strip().isdigit() else str(v).strip().lower() for v in values[key])
+                values[key] = read_sizes(values[key])
         train = replace(self.train, **{k: v for k, v in train_values.items() if v is not None})
         return replace(self, **values, train=train)
 
