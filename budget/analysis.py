@@ -130,10 +130,13 @@ CONVERGENCE_TOLERANCE = 0.01
 def convergence_table(results: pd.DataFrame, doubled: pd.DataFrame) -> pd.DataFrame:
     """Per cell the convergence check retrained: mean UA at the study's budget and at twice it, on the same runs.
 
-    ``change_points`` is the move in UA points; ``flagged`` marks a move of more
-    than :data:`CONVERGENCE_TOLERANCE` (1 point): that cell is not converged.
+    ``change_points`` is the move in UA points and ``change_se_points`` its
+    standard error over held-out folds (each run paired with its retraining):
+    a stochastic head's move within about two of it may be seed noise, which
+    more seeds tell apart from learning.  ``flagged`` marks a move of more than
+    :data:`CONVERGENCE_TOLERANCE` (1 point): that cell is not converged.
     """
-    columns = ["features", "head", "size", "ua_default", "ua_doubled", "change_points", "runs", "flagged"]
+    columns = ["features", "head", "size", "ua_default", "ua_doubled", "change_points", "change_se_points", "runs", "flagged"]
     if doubled.empty:
         return pd.DataFrame(columns=columns)
     key = ["features", "head", "size", "fold", "seed"]
@@ -141,6 +144,9 @@ def convergence_table(results: pd.DataFrame, doubled: pd.DataFrame) -> pd.DataFr
     table = paired.groupby(["features", "head", "size"], sort=False).agg(
         ua_default=("ua_default", "mean"), ua_doubled=("ua_doubled", "mean"), runs=("ua_default", "size")
     )
+    folds = (paired["ua_doubled"] - paired["ua_default"]).groupby([paired[k] for k in key[:4]], sort=False).mean()
+    spread = folds.groupby(level=[0, 1, 2], sort=False).agg(["std", "size"])
+    table["change_se_points"] = 100 * (spread["std"] / np.sqrt(spread["size"])).where(spread["size"] > 1, 0.0)
     table = sort_cells(table.reset_index())
     table["change_points"] = 100 * (table["ua_doubled"] - table["ua_default"])
     table["flagged"] = (table["ua_doubled"] - table["ua_default"]).abs() > CONVERGENCE_TOLERANCE

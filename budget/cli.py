@@ -278,8 +278,11 @@ def _run_study(command: str, study_config, options: StudyOptions, check_converge
 
         table = FinishedStudy.open(folder).convergence
         for row in table[table["flagged"]].itertuples():
+            noise = abs(row.change_points) < 2 * row.change_se_points
             err.print(f"[bold yellow]not converged:[/] {row.features} + {row.head} at {row.size} per class moves "
-                      f"{row.change_points:+.1f} UA points with twice the budget; raise --steps", soft_wrap=True)  # fmt: skip
+                      f"{row.change_points:+.1f} ± {row.change_se_points:.1f} UA points with twice the budget; raise --steps"
+                      + ("; or, as that is within two standard errors, add --seeds to tell seed noise from learning"
+                         if noise else ""), soft_wrap=True)  # fmt: skip
     return results, folder
 
 

@@ -301,7 +301,8 @@ def build_report(
         doc.heading("Convergence check")
         doc.text("These cells were trained again with twice the optimiser budget, on the same runs. A cell whose mean "
                  "UA moves by more than 1 point was still learning: its UA measures the budget, not the labels; "
-                 "raise --steps.")  # fmt: skip
+                 "raise --steps. The ± is the change's standard error over held-out folds: a move within about "
+                 "two of it may be the seed noise of a stochastic head, which more --seeds tell apart.")  # fmt: skip
         doc.table(
             pd.DataFrame(
                 {
@@ -310,7 +311,8 @@ def build_report(
                     "per class": convergence["size"],
                     "UA": convergence["ua_default"].map("{:.3f}".format),
                     "UA, twice the budget": convergence["ua_doubled"].map("{:.3f}".format),
-                    "change, points": convergence["change_points"].map("{:+.1f}".format),
+                    "change, points": [f"{change:+.1f} ± {se:.1f}" for change, se in
+                                       zip(convergence["change_points"], convergence["change_se_points"], strict=True)],
                     "runs": convergence["runs"],
                     "": convergence["flagged"].map({True: "not converged", False: ""}),
                 }
@@ -318,7 +320,7 @@ def build_report(
         )
 
     if fits:
-        n_classes = len(provenance.get("classes", [])) or None
+        n_classes = len(folder.classes) or None
         doc.figure(curve_plot(table, fits, figures, target, n_classes=n_classes), "UA against training examples per class")
     if len(set(results["head"])) > 1 or (not fits and len(set(results["features"])) > 1):  # else the curve shows it all
         doc.figure(compare_plot(table, figures), "UA by head and feature set at the largest size")

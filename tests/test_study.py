@@ -191,6 +191,8 @@ def test_convergence_table_flags_moves_beyond_one_point():
     table = convergence_table(results, doubled)
     assert list(table["flagged"]) == [True, False]
     assert table["change_points"].round(2).tolist() == [10.0, 0.25]
+    # per-fold changes +10, +10 (no spread) and +0.5, 0: the standard error of their mean is 0.25 points
+    assert table["change_se_points"].round(2).tolist() == [0.0, 0.25]
 
 
 def test_a_config_file_s_training_settings_hold_unless_typed_on_the_command_line(tmp_path):
