@@ -418,7 +418,7 @@ def curve(
     check_convergence: Annotated[
         bool,
         typer.Option("--check-convergence/--no-check-convergence",
-                     help="Retrain the smallest and largest size with twice the budget; flag cells that move."),
+                     help="Retrain the smallest and largest size (and full) with twice the budget; flag cells that move."),
     ] = True,
     check_every_size: Annotated[
         bool, typer.Option("--check-every-size", help="The convergence check on every size, not only the ends.")

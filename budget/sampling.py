@@ -39,10 +39,15 @@ def size_phrase(size: int | str, unit: str = "examples per class") -> str:
     return "all training data" if str(size) == FULL else f"{size} {unit}"
 
 
-def smallest_and_largest(sizes) -> set:
-    """The smallest and largest balanced sizes among ``sizes`` (``{full}`` when there is none)."""
+def curve_ends(sizes) -> set:
+    """The sizes most at risk of a budget too small, which the default convergence check retrains.
+
+    The smallest and largest balanced size (the fit's ends) and ``full``, when
+    measured: under a fixed step budget the most training data is the first
+    to be under-trained.
+    """
     balanced = sorted((s for s in sizes if str(s) != FULL), key=size_value)
-    return {balanced[0], balanced[-1]} if balanced else {FULL}
+    return {*(balanced[:1] + balanced[-1:]), *(s for s in sizes if str(s) == FULL)}
 
 
 @dataclass(frozen=True)

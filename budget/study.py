@@ -50,7 +50,7 @@ from budget.sampling import (
     plan_sizes,
     read_sizes,
     size_value,
-    smallest_and_largest,
+    curve_ends,
 )
 from budget.training import DeviceFeatures, Run, TrainConfig
 
@@ -213,7 +213,7 @@ class Study:
         """Run what is not finished yet; write and return the full results table.
 
         ``strict``: see :func:`prepare`.  ``check_convergence``: ``none``,
-        ``ends`` (the smallest and largest balanced size of each curve) or
+        ``ends`` (the smallest and largest balanced size of each curve, and ``full``) or
         ``all``: retrain those cells with twice the budget into
         ``convergence.parquet`` (see :func:`budget.analysis.convergence_table`).
         """
@@ -245,7 +245,7 @@ class Study:
         self._train(jobs, RESULTS, config.train, data, log)
         if check_convergence != "none":
             doubled = [job.doubled(check_convergence) for job in jobs if head_spec(job.head).budgeted]
-            which = "every size" if check_convergence == "all" else "the smallest and largest size"
+            which = "every size" if check_convergence == "all" else "the smallest and largest size and full"
             log(f"convergence check: {which} of each curve again, with twice the budget")
             self._train([job for job in doubled if job.runs], CONVERGENCE, config.train.doubled(), data, log)
         self._write_provenance(data, inputs.entries)
@@ -443,10 +443,10 @@ class Job:
         return replace(self, runs=keep)
 
     def doubled(self, which: str) -> Job:
-        """The runs the convergence check repeats: all, or the smallest and largest balanced size (``ends``)."""
+        """The runs the convergence check repeats: all, or those of :func:`budget.sampling.curve_ends` (``ends``)."""
         if which == "all":
             return self
-        ends = smallest_and_largest({r.size for r in self.runs})
+        ends = curve_ends({r.size for r in self.runs})
         return replace(self, runs=[r for r in self.runs if r.size in ends])
 
 

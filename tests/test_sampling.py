@@ -16,7 +16,7 @@ from budget.sampling import (
     plan_sizes,
     size_phrase,
     size_value,
-    smallest_and_largest,
+    curve_ends,
 )
 
 
@@ -88,5 +88,5 @@ def test_size_labels_read_as_numbers_with_full_last():
     assert sorted(labels, key=size_value) == ["6", "52", "125", "full"]
     assert size_value(250) == 250.0 and size_value(FULL) == float("inf")
     assert list(is_balanced(labels)) == [True, False, True, True]
-    assert smallest_and_largest(labels) == {"6", "125"} and smallest_and_largest([FULL]) == {FULL}
+    assert curve_ends(labels) == {"6", "125", "full"} and curve_ends([FULL]) == {FULL} and curve_ends([5, 10, 20]) == {5, 20}
     assert size_phrase("full") == "all training data" and size_phrase(6, "per class") == "6 per class"

@@ -170,13 +170,13 @@ def test_strict_stops_on_bad_audio(tmp_path):
 def test_convergence_check_retrains_the_end_sizes_and_flags_an_under_trained_cell(iemocap, tmp_path):
     from budget.runfolder import FinishedStudy
 
-    config = config_for(iemocap, tmp_path, heads=("mlp_pool",), per_class=(1, 2, 3),
+    config = config_for(iemocap, tmp_path, heads=("mlp_pool",), per_class=(1, 2, 3, "full"),
                         train=TrainConfig(steps=1, lr=1e-4, batch_size=4, device="cpu"))  # fmt: skip
     Study(config, tmp_path / "run").run(log=lambda _: None, check_convergence="ends")
     doubled = pd.read_parquet(tmp_path / "run" / "convergence.parquet")
-    assert set(doubled["size"]) == {"1", "3"} and (doubled["steps"] == 2).all()
+    assert set(doubled["size"]) == {"1", "3", "full"} and (doubled["steps"] == 2).all()
     table = FinishedStudy.open(tmp_path / "run").convergence
-    assert list(table["size"]) == ["1", "3"] and (table["runs"] == 10).all()
+    assert list(table["size"]) == ["1", "3", "full"] and (table["runs"] == 10).all()
     moved = (table["ua_doubled"] - table["ua_default"]).abs() > 0.01
     assert list(table["flagged"]) == list(moved)
 
