@@ -46,11 +46,11 @@ from budget.runfolder import CONVERGENCE, RESULT_KEY, RESULTS, RunFolder
 from budget.sampling import (
     SizePlan,
     balanced_subset,
+    curve_ends,
     parse_sizes,
     plan_sizes,
     read_sizes,
     size_value,
-    curve_ends,
 )
 from budget.training import DeviceFeatures, Run, TrainConfig
 

@@ -11,12 +11,12 @@ from budget.folds import assign_folds
 from budget.sampling import (
     FULL,
     balanced_subset,
+    curve_ends,
     is_balanced,
     parse_sizes,
     plan_sizes,
     size_phrase,
     size_value,
-    curve_ends,
 )
 
 
