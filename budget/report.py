@@ -197,8 +197,9 @@ class _Document:
         return "\n".join(out)
 
 
-def _schedule(train: dict, results: pd.DataFrame) -> str:
-    """How each head family was trained, in words, from the results' ``schedule`` column."""
+def _schedule(train: dict, results: pd.DataFrame, products: str | None = None) -> str:
+    """How each head family was trained, in words, from the results' ``schedule`` column (and, where the
+    provenance records it, what the stepped heads multiplied in)."""
     schedules = results.groupby("schedule", sort=False)["head"].unique() if "schedule" in results else pd.Series(dtype=object)
     parts = []
     for schedule, heads in schedules.items():
@@ -218,6 +219,7 @@ def _schedule(train: dict, results: pd.DataFrame) -> str:
                 budget = f"{train.get('epochs')} epochs at the constant lr {train.get('lr')} (the paper's protocol: steps grow with the subset)"
             parts.append(
                 f"{names}: Adam, {budget}, batches of {train.get('batch_size')}, dropout {train.get('dropout')}"
+                + (f", products in {products}" if products else "")
             )
     return "; ".join(parts)
 
@@ -268,7 +270,7 @@ def build_report(
             f"features: {', '.join(dict.fromkeys(results['features']))}",
             f"heads: {', '.join(dict.fromkeys(results['head']))}",
             f"training sizes per class: {', '.join(sizes)}; seeds: {results['seed'].nunique()}",
-            "training: " + _schedule(folder.train, results),
+            "training: " + _schedule(folder.train, results, provenance.get("frame_products")),
             f"{len(results)} runs",
         ]
     )

@@ -52,7 +52,7 @@ from budget.sampling import (
     read_sizes,
     size_value,
 )
-from budget.training import DeviceFeatures, Run, TrainConfig
+from budget.training import DeviceFeatures, Run, TrainConfig, frame_products
 
 Trainer = Callable[..., list[np.ndarray]]
 
@@ -405,6 +405,7 @@ class Study:
             "feature_entries": entries,
             "seeds": list(range(self.config.seeds)),
             "device": self.config.train.device,
+            "frame_products": frame_products(self.config.train),
             "versions": package_versions(),
             "git_revision": git_revision(),
             "machine": f"{platform.machine()} {platform.processor()} {os.cpu_count()} cores, Python {platform.python_version()}",

@@ -174,6 +174,11 @@ def uses_autocast(device: torch.device, config: TrainConfig) -> bool:
     return device.type == "cpu" and cpu_bf16_speedup() >= CPU_BF16_MIN_SPEEDUP
 
 
+def frame_products(config: TrainConfig) -> str:
+    """What the stepped frame heads multiply in on the config's device, for a study's provenance."""
+    return "bf16 autocast" if uses_autocast(training_device(config), config) else "float32"
+
+
 def autocast_for(device: torch.device, config: TrainConfig):
     """The context frame heads compute in: bf16 autocast where :func:`uses_autocast`, else none."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if uses_autocast(device, config) else nullcontext()

@@ -91,3 +91,6 @@ def test_the_report_says_how_each_head_family_was_trained():
     assert "mean_pool, attn_pool: L2-penalised (C = 1; attention's frame score 3 x width" in text
     assert "mlp_pool: Adam, 2000 optimiser steps for every run" in text and "logreg: scikit-learn" in text
     assert "frame score" not in _schedule({"steps": 10, "l2_c": 1.0}, results[results["head"] == "mean_pool"])
+    assert "products in" not in text  # run folders from before the provenance recorded it say nothing
+    with_products = _schedule({"steps": 2000, "batch_size": 16, "dropout": 0.2}, results, "bf16 autocast")
+    assert "dropout 0.2, products in bf16 autocast" in with_products

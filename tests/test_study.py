@@ -55,7 +55,7 @@ def test_grid_and_speaker_independence(iemocap, tmp_path, monkeypatch):
     assert {"ua", "wa", "macro_f1", "recall_neutral", "confusion", "fold_name"} <= set(results.columns)
     assert (tmp_path / "run" / "results.csv").is_file() and (tmp_path / "run" / "provenance.json").is_file()
     provenance = (tmp_path / "run" / "provenance.json").read_text()
-    assert '"manifest_sha256"' in provenance and '"torch"' in provenance
+    assert '"manifest_sha256"' in provenance and '"torch"' in provenance and '"frame_products"' in provenance
 
 
 def test_interrupted_study_resumes_and_matches_an_uninterrupted_one(iemocap, tmp_path, monkeypatch):
