@@ -39,6 +39,15 @@ the kept values are scaled by its inverse.
 
 Inputs are standardised per member with statistics of that member's own
 training subset (never the test fold), held as buffers.
+
+**mlp_pool's step touches each activation as few times as it can.**  Its
+frames arrive centred on the corpus mean in the product dtype
+(:meth:`budget.training.DeviceFeatures.centred`), and the member's
+standardisation is folded into the first layer's weights, so no pass
+standardises them.  ReLU and dropout run in place as one autograd function
+whose backward reads only its output, and dropout's 1/keep is folded into the
+next layer's weights, so the mask is plain 0/1 and is never kept for the
+backward pass.
 """
 
 from __future__ import annotations
@@ -110,16 +119,22 @@ def keep_mask(keys: torch.Tensor, shape: tuple[int, int, int], p: float) -> tupl
     return _draws(keys, shape) >= threshold, 1 - threshold / 256
 
 
-def keep_multiplier(keys: torch.Tensor, shape: tuple[int, int, int], p: float, dtype: torch.dtype) -> torch.Tensor:
-    """Dropout's multiplier ``(E, M, H)`` in ``dtype``: 1/keep where :func:`keep_mask` keeps, else 0.
+def keep_ones(keys: torch.Tensor, shape: tuple[int, int, int], p: float, dtype: torch.dtype) -> tuple[torch.Tensor, float]:
+    """:func:`keep_mask` as 0/1 in ``dtype``, and the exact keep probability.
 
-    The 0/1 mask is made in uint8 by a clamp rather than a comparison: CPU
-    kernels turn bool into floats several times slower than bytes.
+    Made in uint8 by a clamp rather than a comparison: CPU kernels turn bool
+    into floats, and mask with bools, several times slower than bytes.
     """
     threshold = _threshold(p)
     draws = _draws(keys, shape)
-    kept = draws.clamp(threshold - 1, threshold).sub_(threshold - 1) if threshold else torch.ones_like(draws)
-    return kept.to(dtype).mul_(1 / (1 - threshold / 256))
+    kept = draws.clamp_(threshold - 1, threshold).sub_(threshold - 1) if threshold else torch.ones_like(draws)
+    return kept.to(dtype), 1 - threshold / 256
+
+
+def keep_multiplier(keys: torch.Tensor, shape: tuple[int, int, int], p: float, dtype: torch.dtype) -> torch.Tensor:
+    """Dropout's multiplier ``(E, M, H)`` in ``dtype``: 1/keep where :func:`keep_mask` keeps, else 0."""
+    ones, keep = keep_ones(keys, shape, p, dtype)
+    return ones.mul_(1 / keep)
 
 
 def mlp_shape(in_dim: int) -> tuple[int, int]:
@@ -179,6 +194,37 @@ class EnsembleDropout(nn.Module):
             return x
         return x * keep_multiplier(keys.layer_keys(self.layer), tuple(x.shape), self.p, x.dtype)
 
+    def keep(self, shape: tuple[int, int, int], keys: DropoutKeys | None, dtype: torch.dtype) -> tuple[torch.Tensor | None, float]:
+        """The 0/1 mask for activations of ``shape`` and the 1/keep that kept values need; (None, 1) when not dropping."""
+        if not self.training or self.p == 0 or keys is None:
+            return None, 1.0
+        ones, keep = keep_ones(keys.layer_keys(self.layer), shape, self.p, dtype)
+        return ones, 1 / keep
+
+
+class _ReluDropout(torch.autograd.Function):
+    """``relu(h) * keep`` in place on ``h`` for a 0/1 ``keep`` (or None): its gradient needs only the output,
+    since an output is positive exactly where the unit was both active and kept."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        out = h.clamp_min_(0)
+        if keep is not None:
+            out.mul_(keep)
+        ctx.mark_dirty(h)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, out, 0), None
+
+
+def relu_dropout(h: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """``relu(h) * keep``, computed in place on ``h`` (a fresh product nothing else reads)."""
+    return _ReluDropout.apply(h, keep)
+
 
 class EnsembleHead(nn.Module):
     """Base of the heads: per-member input standardisation and the classifier layer."""
@@ -231,8 +277,14 @@ class EnsembleHead(nn.Module):
     def folded_classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The classifier's weights ``(E, width, classes)`` and biases ``(E, 1, classes)`` on raw, unstandardised
         inputs: each member's standardisation folded in."""
-        weight = self.classifier.weight * self.scale.transpose(1, 2)
-        bias = self.classifier.bias.unsqueeze(1) - torch.bmm(self.shift * self.scale, self.classifier.weight)
+        return self.folded(self.classifier)
+
+    def folded(self, layer: EnsembleLinear) -> tuple[torch.Tensor, torch.Tensor]:
+        """``layer``'s weights ``(E, in, out)`` and biases ``(E, 1, out)`` on unstandardised inputs, differentiably
+        (in float32 even under autocast)."""
+        with torch.autocast(layer.weight.device.type, enabled=False):
+            weight = layer.weight * self.scale.transpose(1, 2)
+            bias = layer.bias.unsqueeze(1) - torch.bmm(self.shift * self.scale, layer.weight)
         return weight, bias
 
 
@@ -270,9 +322,9 @@ class MeanMaxPool(MeanPool):
         return 2 * in_dim
 
 
-def slot_mean(values: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
-    """Mean of each slot's frames: ``(E, W, H)`` to ``(E, B, H)`` by one batched product."""
-    weights = batch.members.to(values.dtype) / batch.counts.clamp_min(1).unsqueeze(-1).to(values.dtype)
+def slot_mean(values: torch.Tensor, batch: PackedBatch, scale: float = 1.0) -> torch.Tensor:
+    """``scale`` times the mean of each slot's frames: ``(E, W, H)`` to ``(E, B, H)`` by one batched product."""
+    weights = batch.members.to(values.dtype) * (scale / batch.counts.clamp_min(1)).unsqueeze(-1).to(values.dtype)
     return torch.bmm(weights, values)
 
 
@@ -348,10 +400,16 @@ class MLPPool(EnsembleHead):
         return depth * width
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
-        x = self.standardise(batch.frames)
-        for layer, dropout in zip(self.layers, self.layer_dropout, strict=True):
-            x = dropout(torch.relu(layer(x)), batch.keys)
-        return self.classifier(slot_mean(x, batch))
+        """Logits from frames as they come (centred, in the product dtype): standardisation is folded into the
+        first layer, each dropout's 1/keep into the layer after it."""
+        x = batch.frames
+        scale = 1.0
+        for i, (layer, dropout) in enumerate(zip(self.layers, self.layer_dropout, strict=True)):
+            weight, bias = self.folded(layer) if i == 0 else (layer.weight * scale, layer.bias.unsqueeze(1))
+            h = torch.baddbmm(bias.to(x.dtype), x, weight.to(x.dtype))
+            keep, scale = dropout.keep(tuple(h.shape), batch.keys, h.dtype)
+            x = relu_dropout(h, keep)
+        return self.classifier(slot_mean(x, batch, scale))
 
 
 #: The ensemble heads; every head a study can train (these, the reference and the bimodal ones) is in budget.registry.

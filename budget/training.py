@@ -56,10 +56,10 @@ from budget.sampling import size_value
 #: utterance slots per member in one evaluation batch
 EVAL_SLOTS = 64
 SCHEDULES = ("steps", "epochs")
-#: A CPU ensemble chunk's working set.  Frame heads are compute-bound on a CPU, so batching buys only the Python
-#: overhead, and beyond about a hundred MB per step cache misses and fresh page-faulted buffers (glibc maps large
-#: allocations anew) made batched runs slower than one at a time.  mlp_pool in bf16 on a 2-core EPYC, ms a
-#: run-step for 1, 2, 4, 8 runs at once: LLDs 12.9, 11.3, 9.5, 9.4; Whisper tiny.en 13.3, 11.4, 12.3, 16.4.
+#: A CPU ensemble chunk's working set.  Frame heads are compute-bound on a CPU, so batching buys only the
+#: per-step overhead, and large working sets miss the caches.  mlp_pool in bf16 on a 2-core EPYC (EmoDB, 150
+#: steps, two rounds), ms a run-step for 1, 2, 4, 8 runs at once: LLDs 7.4-7.7, 5.9-6.3, 6.0-6.6, 5.9-6.2;
+#: Whisper tiny.en 7.5-8.2, 7.2-7.3, 6.6-7.1, 7.1.  This budget holds 6 and 4 of them.
 CPU_CHUNK_MB = 128
 #: A CPU computes frame heads in bf16 autocast only when its bf16 products are at least this much faster.
 CPU_BF16_MIN_SPEEDUP = 1.5
@@ -151,8 +151,14 @@ class Run:
 
 
 def make_optimiser(parameters, config: TrainConfig, steps: int):
-    """AdamW and its learning-rate schedule: a cosine to zero over ``steps``, or constant (the paper's)."""
-    optimiser = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    """AdamW and its learning-rate schedule: a cosine to zero over ``steps``, or constant (the paper's).
+
+    Adam's fused kernel on CPU and CUDA: one pass over each parameter a step
+    rather than one per arithmetic operation.
+    """
+    parameters = list(parameters)
+    fused = all(parameter.device.type in ("cpu", "cuda") for parameter in parameters)
+    optimiser = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     if config.schedule == "steps":
         return optimiser, torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
     return optimiser, torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
@@ -177,6 +183,11 @@ def uses_autocast(device: torch.device, config: TrainConfig) -> bool:
 def frame_products(config: TrainConfig) -> str:
     """What the stepped frame heads multiply in on the config's device, for a study's provenance."""
     return "bf16 autocast" if uses_autocast(training_device(config), config) else "float32"
+
+
+def product_dtype(device: torch.device, config: TrainConfig) -> torch.dtype:
+    """The dtype stepped frame heads read their frames in: bf16 where they multiply in it, else float32."""
+    return torch.bfloat16 if uses_autocast(device, config) else torch.float32
 
 
 def autocast_for(device: torch.device, config: TrainConfig):
@@ -221,6 +232,7 @@ class DeviceFeatures:
         self.mean, self.max = mean, maximum  # (N, D) float32
         self._meanmax: torch.Tensor | None = None
         self._padded: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._centred: dict[torch.dtype, DeviceFeatures] = {}
         self.utt_sum, self.utt_sumsq = _frame_sums(frames, self.lengths)
 
     @classmethod
@@ -238,6 +250,23 @@ class DeviceFeatures:
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    def centred(self, dtype: torch.dtype) -> DeviceFeatures:
+        """The frames less their mean over every utterance, in ``dtype``: what stepped frame heads read (made once).
+
+        Rounded to bf16, a frame keeps 8 significant bits of its value;
+        centred, those bits describe how it varies rather than its offset (a feature of mean 1000 and spread 1 would otherwise lose its
+        spread).  The copy's standardisation statistics are its own, so a
+        head standardises it exactly as it would the frames themselves.
+        """
+        if dtype not in self._centred:
+            centre = (self.utt_sum.sum(0) / max(int(self.lengths.sum()), 1)).float()
+            frames = torch.empty(self.frames.shape, dtype=dtype, device=self.frames.device)
+            rows = max(1, 2**24 // max(self.dim, 1))
+            for start in range(0, len(frames), rows):  # by blocks: no float32 copy of every frame at once
+                frames[start : start + rows] = self.frames[start : start + rows].float() - centre
+            self._centred[dtype] = DeviceFeatures(frames, self.lengths, self.mean, self.max)
+        return self._centred[dtype]
 
     @property
     def dim(self) -> int:
@@ -416,8 +445,9 @@ def members_per_chunk(
     mean = float(np.mean(features.lengths)) if len(features) else 1.0
     rows = config.batch_size * min(longest, 2 * mean)  # packed frames per member, with slack for long batches
     activation_bytes = 2 if uses_autocast(device, config) else 4
-    # gathered and standardised inputs (float32), per hidden unit: activation, mask, gradient and dropout multiplier; the slot membership
-    per_member = rows * ((features.dim * 3 + config.batch_size) * 4 + head_class.hidden_units(features.dim) * 4 * activation_bytes)
+    # gathered frames in the product dtype (and attn_pool's standardised float32 copy); the slot membership;
+    # per hidden unit: the activation, its dropout mask and its gradient
+    per_member = rows * (features.dim * (activation_bytes + 4) + config.batch_size * 4 + head_class.hidden_units(features.dim) * 3 * activation_bytes)
     return max(1, int(budget_mb * 2**20 // per_member))
 
 
@@ -448,8 +478,10 @@ def train_runs(
         raise BudgetError("runs trained together must take the same number of steps")
     device = training_device(config)
     inputs = uploaded or DeviceFeatures.upload(features, device)
-    chunk = members_per_chunk(head, inputs, config, device, n_classes)
     fit = _solve if solved(head, config) else _train_ensemble
+    if fit is _train_ensemble:
+        inputs = stepped_inputs(head, inputs, config)  # before free memory sizes the chunks
+    chunk = members_per_chunk(head, inputs, config, device, n_classes)
     predictions: list[np.ndarray] = []
     for start in range(0, len(runs), chunk):
         try:
@@ -462,7 +494,13 @@ def train_runs(
     return predictions
 
 
+def stepped_inputs(head: str, inputs: DeviceFeatures, config: TrainConfig) -> DeviceFeatures:
+    """What a stepped head reads: the stored statistics, or the frames centred in the product dtype (made once)."""
+    return inputs if HEADS[head].pools_first else inputs.centred(product_dtype(inputs.frames.device, config))
+
+
 def _train_ensemble(head_name, inputs: DeviceFeatures, labels, runs, n_classes, config, advance, predict=True) -> list[np.ndarray]:
+    """Step ``runs`` as one ensemble on :func:`stepped_inputs` and return each run's test predictions."""
     device = inputs.frames.device
     head_class = HEADS[head_name]
     kind = head_class.pooled_kind
@@ -572,9 +610,22 @@ def fit_full_batch(
 
 
 def _packed_widths(inputs: DeviceFeatures, orders: np.ndarray) -> np.ndarray:
-    """Per step, the longest member's packed frame count: known up front, so steps never wait on the device."""
+    """Per step (the first axis of ``orders``), the batch's packed width: known up front, so steps never wait on
+    the device."""
     lengths = np.append(inputs.lengths, 0)  # slot -1 -> no frames
-    return np.maximum(lengths[orders].sum(axis=2).max(axis=1), 1)
+    return bucketed(lengths[orders].sum(axis=-1).max(axis=-1))
+
+
+def bucketed(frames: np.ndarray) -> np.ndarray:
+    """Frame counts rounded up, by at most 1/32, to a multiple of a power of two.
+
+    A study's products then take a few dozen shapes rather than one per
+    step: CPU matrix libraries build a kernel for each new shape, and with a
+    new width every step an mlp_pool step ran about a quarter slower.
+    """
+    frames = np.maximum(np.asarray(frames, dtype=np.int64), 1)
+    grain = 2 ** np.maximum(np.floor(np.log2(frames)).astype(np.int64) - 5, 0)
+    return -(-frames // grain) * grain
 
 
 @torch.inference_mode()
@@ -582,11 +633,10 @@ def _predict(head: EnsembleHead, inputs: DeviceFeatures, runs: list[Run], kind: 
     head.eval()
     device = inputs.frames.device
     tests = _pad([run.test for run in runs], -1).numpy()
-    lengths = np.append(inputs.lengths, 0)
     outputs = []
     for start in range(0, tests.shape[1], EVAL_SLOTS):
         slots = tests[:, start : start + EVAL_SLOTS]
-        width = int(max(lengths[slots].sum(axis=1).max(), 1))
+        width = int(_packed_widths(inputs, slots))
         batch = inputs.batch(torch.from_numpy(slots).to(device), width, kind)
         with autocast:
             outputs.append(head(batch).float().argmax(-1).cpu().numpy())
@@ -629,6 +679,7 @@ def measure_unit_seconds(
         sample = runs[: min(SOLVE_PROBE_RUNS, members_per_chunk(head, inputs, config, device, n_classes))]
         _solve(head, inputs, labels, sample, n_classes, config, None)
         return (time.perf_counter() - started) / len(sample)
+    inputs = stepped_inputs(head, inputs, config)
     sample = runs[: members_per_chunk(head, inputs, config, device, n_classes)]
     probe = replace(config, schedule="steps", steps=timed_steps + 1)
     clock = []

@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from budget.heads import DropoutKeys, hash32, keep_mask, keep_multiplier, mlp_shape
+from budget.heads import (
+    DropoutKeys,
+    MLPPool,
+    PackedBatch,
+    hash32,
+    keep_mask,
+    keep_multiplier,
+    keep_ones,
+    mlp_shape,
+    relu_dropout,
+)
 
 
 def test_dropout_masks_depend_on_the_member_not_its_mates():
@@ -32,6 +42,47 @@ def test_the_dropout_multiplier_is_the_keep_mask_scaled(p, dtype):
     multiplier = keep_multiplier(keys, (2, 33, 20), p, dtype)
     assert multiplier.dtype == dtype and 0 < keep <= 1
     assert torch.equal(multiplier, mask.to(dtype).mul_(1 / keep))
+    ones, same_keep = keep_ones(keys, (2, 33, 20), p, dtype)
+    assert same_keep == keep and torch.equal(ones, mask.to(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_relu_dropout_has_relu_times_mask_s_value_and_gradient(dtype):
+    """In place and with a backward that reads only the output, yet the same as autograd through relu and a product."""
+    h = torch.randn(3, 40, 16, generator=torch.Generator().manual_seed(1)).to(dtype)
+    h[0, 0, :4] = 0.0  # ReLU's kink: no gradient at exactly zero, as torch.relu
+    keep, _ = keep_ones(DropoutKeys(torch.tensor([1, 2, 3]), step=0).layer_keys(1), (3, 40, 16), 0.3, dtype)
+    grad = torch.randn(3, 40, 16, generator=torch.Generator().manual_seed(2)).to(dtype)
+    reference_input = h.clone().requires_grad_()
+    reference = torch.relu(reference_input) * keep
+    reference.backward(grad)
+    fused_input = h.clone().requires_grad_()
+    fused = relu_dropout(fused_input * 1, keep)  # a non-leaf, as a layer's product is
+    fused.backward(grad)
+    assert torch.equal(fused, reference) and torch.equal(fused_input.grad, reference_input.grad)
+    assert torch.equal(relu_dropout(h.clone(), None), torch.relu(h))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_mlp_pool_folds_standardisation_and_dropout_scale_without_changing_its_function(training):
+    """The folded forward computes what standardising, then relu and scaled dropout layer by layer, compute."""
+    generator = torch.Generator().manual_seed(0)
+    members, slots, width, dim = 2, 3, 11, 5
+    head = MLPPool([torch.Generator().manual_seed(i) for i in range(members)], dim, 4, dropout=0.3).train(training)
+    frames = 50 + 4 * torch.randn(members, width, dim, generator=generator)
+    head.set_standardisation(frames.mean(1) + 0.5, frames.std(1) * 1.5)
+    owner = torch.tensor([[0] * 4 + [1] * 3 + [2] * 4, [0] * 6 + [1] * 4 + [-1]])  # member 1: a padded row, an empty slot
+    members_mask = owner.unsqueeze(1) == torch.arange(slots).view(1, -1, 1)
+    keys = DropoutKeys(torch.tensor([5, 9]), step=3)
+    batch = PackedBatch(n_slots=slots, frames=frames, members=members_mask, counts=members_mask.sum(-1), keys=keys)
+    x = (frames - head.shift) * head.scale
+    for i, layer in enumerate(head.layers):
+        x = torch.relu(torch.bmm(x, layer.weight) + layer.bias.unsqueeze(1))
+        if training:
+            x = x * keep_multiplier(keys.layer_keys(1 + i), tuple(x.shape), 0.3, x.dtype)
+    pooled = torch.bmm(members_mask.float(), x) / members_mask.sum(-1, keepdim=True).clamp_min(1)
+    expected = torch.bmm(pooled, head.classifier.weight) + head.classifier.bias.unsqueeze(1)
+    torch.testing.assert_close(head(batch), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_mlp_capacity_is_similar_across_input_widths():

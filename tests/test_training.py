@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -293,6 +295,32 @@ def test_packed_batches_hold_each_slot_s_frames():
             expected = features.sequence(utt) if utt >= 0 else np.zeros((0, features.dim))
             np.testing.assert_array_equal(frames.numpy(), expected.astype(np.float32))  # gathered, not computed
             assert int(batch.counts[e, b]) == len(expected)
+
+
+def test_bucketed_widths_pad_little_and_take_few_shapes():
+    widths = np.arange(1, 20_000)
+    padded = training.bucketed(widths)
+    assert np.all(padded >= widths) and np.all(padded <= widths * (1 + 1 / 32))
+    assert len(np.unique(padded[widths >= 1024])) <= 32 * 5  # at most 32 shapes an octave, 1024 to 20,000 frames
+    assert np.array_equal(training.bucketed(widths[:64]), widths[:64])  # short batches keep their width
+
+
+def test_centred_frames_keep_their_spread_in_bf16_and_standardise_alike():
+    """A feature of offset 1000 and spread 1 loses its spread rounded to bf16, not once centred; statistics agree."""
+    features, labels = synthetic_features()
+    offset = np.zeros(features.dim, np.float32)
+    offset[0] = 1000.0
+    features = replace(features, frames=features.frames.astype(np.float32) + offset)
+    inputs = DeviceFeatures.upload(features, torch.device("cpu"), half=False)
+    centred = inputs.centred(torch.bfloat16)
+    assert centred is inputs.centred(torch.bfloat16) and centred.frames.dtype == torch.bfloat16  # made once
+    centre = (inputs.utt_sum.sum(0) / features.lengths.sum()).float()
+    exact = inputs.frames - centre
+    assert (centred.frames.float() - exact).abs().max() < 0.05 < (inputs.frames.bfloat16().float() - inputs.frames).abs().max()
+    runs = runs_for(labels, size=8)
+    (mean, std), (centred_mean, centred_std) = inputs.standardisation(runs, ""), centred.standardisation(runs, "")
+    torch.testing.assert_close(centred_mean, mean - centre, rtol=0, atol=0.02)
+    torch.testing.assert_close(centred_std, std, rtol=0.01, atol=0)
 
 
 def test_every_run_takes_the_same_steps_whatever_its_size():
