@@ -178,7 +178,12 @@ class EnsembleLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(E, M, in)`` to ``(E, M, out)``."""
-        return torch.baddbmm(self.bias.unsqueeze(1).to(x.dtype), x, self.weight.to(x.dtype))
+        return affine(x, self.weight, self.bias.unsqueeze(1))
+
+
+def affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``x @ weight + bias`` for every member at once: ``(E, M, in)``, ``(E, in, out)``, ``(E, 1, out)``, in x's dtype."""
+    return torch.baddbmm(bias.to(x.dtype), x, weight.to(x.dtype))
 
 
 class EnsembleDropout(nn.Module):
@@ -406,7 +411,7 @@ class MLPPool(EnsembleHead):
         scale = 1.0
         for i, (layer, dropout) in enumerate(zip(self.layers, self.layer_dropout, strict=True)):
             weight, bias = self.folded(layer) if i == 0 else (layer.weight * scale, layer.bias.unsqueeze(1))
-            h = torch.baddbmm(bias.to(x.dtype), x, weight.to(x.dtype))
+            h = affine(x, weight, bias)
             keep, scale = dropout.keep(tuple(h.shape), batch.keys, h.dtype)
             x = relu_dropout(h, keep)
         return self.classifier(slot_mean(x, batch, scale))
