@@ -195,7 +195,7 @@ def synthetic_iemocap(scale: float, device: torch.device, seeds: int, seed: int 
     maximum = torch.full((len(lengths), 1024), -torch.inf, device=device).index_reduce_(0, owner, frames.float(), "amax")
     features = DeviceFeatures(frames, lengths, mean, maximum)
     ceiling = min(np.bincount(labels[sessions != s], minlength=len(counts)).min() for s in range(5))
-    sizes = [125 * 2**i for i in range(8) if 125 * 2**i <= ceiling] or [max(1, ceiling // 2)]
+    sizes = [125 * 2**i for i in range(8) if 125 * 2**i <= ceiling] or [max(1, int(ceiling) // 2)]
     runs = runs_for(labels, sessions, [*sizes, "full"], seeds)
     host = _HostPooled(mean.cpu().numpy(), maximum.cpu().numpy())
     return Grid(f"synthetic IEMOCAP x{scale:g} (sizes {sizes} + full)", features, labels, runs, len(counts), host)
