@@ -255,9 +255,10 @@ class DeviceFeatures:
         """The frames less their mean over every utterance, in ``dtype``: what stepped frame heads read (made once).
 
         Rounded to bf16, a frame keeps 8 significant bits of its value;
-        centred, those bits describe how it varies rather than its offset (a feature of mean 1000 and spread 1 would otherwise lose its
-        spread).  The copy's standardisation statistics are its own, so a
-        head standardises it exactly as it would the frames themselves.
+        centred, those bits describe how it varies rather than its offset (a
+        feature of mean 1000 and spread 1 would otherwise lose its spread).
+        The copy's standardisation statistics are its own, so a head
+        standardises it exactly as it would the frames themselves.
         """
         if dtype not in self._centred:
             centre = (self.utt_sum.sum(0) / max(int(self.lengths.sum()), 1)).float()
