@@ -45,6 +45,7 @@ from budget.training import (
     train_runs,
     training_device,
     uses_autocast,
+    warm_up,
 )  # fmt: skip
 
 IEMOCAP_CLASSES = {"neutral": 1708, "happy": 1636, "angry": 1103, "sad": 1084}
@@ -87,12 +88,6 @@ def floor_flops(device: torch.device, members: int, rows: int, inner: int, outer
         synchronise(device)
         best = min(best, time.perf_counter() - started)
     return 2 * members * rows * inner * outer * repeats / best
-
-
-def warm_up() -> None:
-    """Pay torch's one-time costs before anything is timed: its first optimiser imports torch._dynamo (about
-    a second here), which would otherwise land on the first head's row."""
-    torch.optim.LBFGS([torch.zeros(1, requires_grad=True)])
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -661,6 +661,13 @@ def units(head: str, run: Run, config: TrainConfig) -> int:
     return 1 if solved(head, config) else config.steps_for(len(run.train))
 
 
+@functools.cache
+def warm_up() -> None:
+    """Pay torch's one-time costs before anything is timed: constructing its first optimiser imports
+    ``torch._dynamo`` (about 800 modules, near a second on a 2-core CPU), ten times a pooled head's fit."""
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)])
+
+
 def measure_unit_seconds(
     head: str, features: FeatureSet, labels: np.ndarray, runs: list[Run], n_classes: int, config: TrainConfig,
     uploaded: DeviceFeatures | None = None, timed_steps: int = 3,
@@ -673,6 +680,7 @@ def measure_unit_seconds(
     """
     if not runs:
         return 0.0
+    warm_up()
     started = time.perf_counter()
     device = training_device(config)
     inputs = uploaded or DeviceFeatures.upload(features, device)

@@ -403,3 +403,22 @@ def test_the_convergence_check_flags_a_tiny_budget_and_passes_a_sufficient_one()
         config = TrainConfig(steps=steps, lr=3e-3, batch_size=8)
         (cell,) = convergence_table(results(config), results(config.doubled())).itertuples()
         assert cell.flagged == flagged, f"{steps} steps: UA {cell.ua_default:.3f}, doubled {cell.ua_doubled:.3f}"
+
+
+def test_warm_up_pays_torch_s_first_optimiser_imports_before_the_cost_model_times_anything():
+    # In a fresh interpreter: the first optimiser imports torch._dynamo (about a second), which once made the
+    # first full-batch head's estimate ten times its cost.  After warm_up, optimisers import nothing more.
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, torch\n"
+        "from budget.training import warm_up\n"
+        "warm_up()\n"
+        "before = set(sys.modules)\n"
+        "p = torch.zeros(2, requires_grad=True)\n"
+        "torch.optim.LBFGS([p]); torch.optim.AdamW([p], fused=True)\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
