@@ -3,7 +3,9 @@
 # the frame heads), with a summary last.  On a GPU machine without a package index (the project's lent machines):
 #   bash benchmarks/gpu_check.sh                # soundfile, soxr, pyAudioAnalysis from .whl/ when present
 #   bash benchmarks/gpu_check.sh --device cpu   # the same script on CPU, at a small scale, between GPU checks
-# Wheels for the GPU machine's Python go into the ignored .whl/ folder beforehand (README, Development).
+# Wheels for the GPU machine's Python go into the ignored .whl/ folder beforehand (bash benchmarks/device_wheels.sh),
+# and the device call carries it: run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=600).
+# Each stage has its own time limit, so one slow stage cannot take the whole call and the summary still comes back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 device=cuda
@@ -28,18 +30,29 @@ else
     scale=()
 fi
 status=0
-"$python" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py 2>&1 | tee "$out/cuda-tests.txt" || status=1
-"$python" benchmarks/training.py --synthetic iemocap --device "$device" "${scale[@]}" 2>&1 | tee "$out/bench-bf16.txt" || status=1
+stage() {  # stage SECONDS LOG COMMAND...: run it within its limit, its output on screen and in $out/LOG
+    local seconds=$1 log=$2 rc
+    shift 2
+    set +e
+    timeout "$seconds" "$@" 2>&1 | tee "$out/$log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    if ((rc != 0)); then
+        status=1
+        if ((rc == 124)); then echo "!! stopped after its $seconds s"; else echo "!! exit status $rc"; fi | tee -a "$out/$log"
+    fi
+}
+stage 150 cuda-tests.txt "$python" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py
+stage 300 bench-bf16.txt "$python" benchmarks/training.py --synthetic iemocap --device "$device" "${scale[@]}"
 if [[ "$device" != cpu ]]; then
-    "$python" benchmarks/training.py --synthetic iemocap --device "$device" --heads mlp_pool --no-bf16 \
-        2>&1 | tee "$out/bench-fp32.txt" || status=1
+    stage 110 bench-fp32.txt "$python" benchmarks/training.py --synthetic iemocap --device "$device" --heads mlp_pool --no-bf16
 fi
 {
-    echo "== cuda tests"; tail -n 3 "$out/cuda-tests.txt"
-    echo "== synthetic IEMOCAP, bf16 autocast"; grep -A8 "^synthetic" "$out/bench-bf16.txt" || true
-    grep "total wall" "$out/bench-bf16.txt" || true
+    echo "== cuda tests"; tail -n 4 "$out/cuda-tests.txt"
+    echo "== synthetic IEMOCAP, bf16 autocast"; grep -A5 "^synthetic" "$out/bench-bf16.txt" || true
+    grep -e "total wall" -e "^!!" "$out/bench-bf16.txt" || true
     if [[ -f "$out/bench-fp32.txt" ]]; then
-        echo "== float32"; grep -A4 "^synthetic" "$out/bench-fp32.txt" || true; grep "total wall" "$out/bench-fp32.txt" || true
+        echo "== float32"; grep -A2 "^synthetic" "$out/bench-fp32.txt" || true; grep -e "total wall" -e "^!!" "$out/bench-fp32.txt" || true
     fi
 } | tee -a "$out/summary.txt"
 exit $status

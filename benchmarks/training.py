@@ -240,7 +240,7 @@ def main() -> None:
         args.seeds = args.seeds or 1
         grids = emodb_grids(args, device)
         heads = args.heads.split(",") if args.heads else [*HEADS, LOGREG]
-    warm_up()
+    warm_up(device)
     print(f"budget: {config.describe()}; frame heads in {'bf16 autocast' if uses_autocast(device, config) else 'float32'}")
     started = time.perf_counter()
     for grid in grids:

@@ -237,16 +237,22 @@ class DeviceFeatures:
 
     @classmethod
     def upload(cls, features: FeatureSet, device: torch.device, half: bool | None = None) -> DeviceFeatures:
-        """Frames in half precision on CUDA (``half`` None), float32 elsewhere, where that is faster."""
-        half = device.type == "cuda" if half is None else half
+        """The feature set on ``device``, frames in :meth:`upload_dtype` (float16 when ``half``)."""
         frames = torch.from_numpy(np.ascontiguousarray(features.frames))
-        frames = frames.to(device, torch.float16 if half else torch.float32)
+        dtype = cls.upload_dtype(features.frames.dtype, device) if half is None else torch.float16 if half else torch.float32
+        frames = frames.to(device, dtype)
         return cls(
             frames,
             features.lengths,
             torch.from_numpy(features.mean.astype(np.float32)).to(device),
             torch.from_numpy(features.max.astype(np.float32)).to(device),
         )
+
+    @staticmethod
+    def upload_dtype(stored: np.dtype, device: torch.device) -> torch.dtype:
+        """float16 on CUDA where the store holds float16 (nothing lost, half the memory); float32 otherwise: a
+        float32 store may hold values float16 cannot (beyond 65504), and CPU kernels are slower in float16."""
+        return torch.float16 if device.type == "cuda" and np.dtype(stored) == np.float16 else torch.float32
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -327,6 +333,7 @@ class DeviceFeatures:
         Heads that pool first read the stored statistics ``kind``; frame heads
         (``kind`` "") get the slots' frames packed end to end, ``width`` frames per member.
         """
+        slots = slots.to(self.frames.device)  # a no-op in training, which keeps them there
         valid = slots >= 0
         safe = slots.clamp_min(0)
         if kind:
@@ -427,6 +434,7 @@ def members_per_chunk(
     if budget_mb is None:
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
+            free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # torch's cache, unused
             if solved(head, config) and not head_class.pools_first and isinstance(features, DeviceFeatures):
                 free -= features.padded_bytes()  # made before the chunk's fit, outside its per-run memory
             budget_mb = int(0.6 * max(free, 0) / 2**20)
@@ -662,10 +670,13 @@ def units(head: str, run: Run, config: TrainConfig) -> int:
 
 
 @functools.cache
-def warm_up() -> None:
+def warm_up(device: torch.device) -> None:
     """Pay torch's one-time costs before anything is timed: constructing its first optimiser imports
-    ``torch._dynamo`` (about 800 modules, near a second on a 2-core CPU), ten times a pooled head's fit."""
+    ``torch._dynamo`` (about 800 modules, near a second on a 2-core CPU), ten times a pooled head's fit; a
+    GPU's first product creates its BLAS handle."""
     torch.optim.SGD([torch.zeros(1, requires_grad=True)])
+    if device.type == "cuda":
+        torch.ones(8, 8, device=device).matmul(torch.ones(8, 8, device=device)).sum().item()
 
 
 def measure_unit_seconds(
@@ -680,9 +691,9 @@ def measure_unit_seconds(
     """
     if not runs:
         return 0.0
-    warm_up()
-    started = time.perf_counter()
     device = training_device(config)
+    warm_up(device)
+    started = time.perf_counter()
     inputs = uploaded or DeviceFeatures.upload(features, device)
     if solved(head, config):
         sample = runs[: min(SOLVE_PROBE_RUNS, members_per_chunk(head, inputs, config, device, n_classes))]

@@ -217,6 +217,28 @@ def test_utterances_the_extractor_failed_on_are_retried_on_the_next_run(tmp_path
     assert len(store.load(CountingExtractor(), corpus)) == 20
 
 
+class RecordsHandledErrors(OutOfMemoryOnce):
+    """Notes, per call after the failing ones, whether an exception was still being handled."""
+
+    def __init__(self, failing: int):
+        super().__init__(failing)
+        self.handling: list[bool] = []
+
+    def _extract(self, inputs):
+        if self.calls >= self.failing:
+            self.handling.append(sys.exc_info()[0] is not None)
+        return super()._extract(inputs)
+
+
+def test_a_failed_batch_is_retried_one_by_one_once_its_error_is_released(tmp_path, corpus):
+    # Inside the handler, the error's traceback keeps the failed batch's tensors (on CUDA: the memory the
+    # one-by-one retries need) alive.
+    extractor = RecordsHandledErrors(failing=1)
+    report = FeatureStore(tmp_path / "store").extract(extractor, corpus, batch_size=4)
+    assert (report.extracted, len(report.failures)) == (20, 0)
+    assert len(extractor.handling) > 4 and not any(extractor.handling)
+
+
 def test_audio_that_cannot_be_used_is_not_retried_until_the_file_changes(tmp_path, corpus):
     Path(corpus["path"].iloc[3]).write_bytes(b"garbage" * 50)
     store = FeatureStore(tmp_path / "store")

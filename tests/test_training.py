@@ -414,7 +414,7 @@ def test_warm_up_pays_torch_s_first_optimiser_imports_before_the_cost_model_time
     probe = (
         "import sys, torch\n"
         "from budget.training import warm_up\n"
-        "warm_up()\n"
+        "warm_up(torch.device('cpu'))\n"
         "before = set(sys.modules)\n"
         "p = torch.zeros(2, requires_grad=True)\n"
         "torch.optim.LBFGS([p]); torch.optim.AdamW([p], fused=True)\n"
@@ -422,3 +422,13 @@ def test_warm_up_pays_torch_s_first_optimiser_imports_before_the_cost_model_time
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_frames_go_to_cuda_in_half_precision_only_from_a_float16_store():
+    # A float32 store may hold values beyond float16's 65504 (the store refuses float16 for them): on CUDA
+    # they must stay float32, not become inf.  Decided without a GPU: the rule is a function of dtype and device.
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert DeviceFeatures.upload_dtype(np.dtype(np.float16), cuda) == torch.float16
+    assert DeviceFeatures.upload_dtype(np.dtype(np.float32), cuda) == torch.float32
+    assert DeviceFeatures.upload_dtype(np.dtype(np.float16), cpu) == torch.float32
+    assert DeviceFeatures.upload_dtype(np.dtype(np.float32), cpu) == torch.float32

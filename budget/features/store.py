@@ -245,14 +245,16 @@ class FeatureStore:
         outputs: list[np.ndarray | None] = [None] * len(inputs)
         if not ready:
             return outputs
+        results = None
         try:
             results = extractor.extract([inputs[i] for i in ready])
         except ModelLoadError:
             raise  # the model itself, not this batch: stop with one error rather than fail every utterance
-        except (BudgetError, RuntimeError) as error:  # RuntimeError: torch refusing an input
+        except (BudgetError, RuntimeError) as error:  # RuntimeError: torch refusing an input, or out of memory
             if len(ready) == 1:
                 reasons[ready[0]] = f"{EXTRACTOR_FAILED}: {error}"
                 return outputs
+        if results is None:  # retried outside the handler: its traceback held the failed batch's device memory
             results = []
             for i in ready:
                 own_reason = [""]
