@@ -676,11 +676,16 @@ def plan(results: pd.DataFrame, target: float, features: str, head: str, curve: 
         largest_measured=largest,
         ua_at_largest=float(curve.ua[np.argmax(curve.n)]),
         next_step=next_step,
-        ua_next_step=(expected, float(np.fmin(low[0], expected)) - error, float(np.fmax(high[0], expected)) + error),
+        ua_next_step=_as_ua(expected, np.fmin(low[0], expected) - error, np.fmax(high[0], expected) + error),
         marginal_per_100=100 * _slope(law, params, largest) / len(classes) if classes else float("nan"),
         class_needs=class_needs(results, features, head, classes),
         notes=list(curve.flags),
     )
+
+
+def _as_ua(*values: float) -> tuple[float, ...]:
+    """Values cut to [0, 1]: UA is a share of recall, whatever a law extrapolates or an interval's widening adds."""
+    return tuple(float(np.clip(value, 0.0, 1.0)) for value in values)
 
 
 def _slope(law: str, params: np.ndarray, n: float, step: float = 1e-4) -> float:

@@ -271,6 +271,16 @@ def test_the_plan_intervals_are_at_least_as_wide_as_the_backtest_error():
     assert n_high >= solve_n(curve.chosen, params, 0.65 + error) > result.per_class
 
 
+def test_the_next_size_s_expected_ua_and_interval_stay_within_0_and_1():
+    # a steep logarithmic curve at 0.95 by 80 per class: the law itself passes 1 at the next size, 160
+    results = synthetic_results(sizes=(10, 20, 40, 80), law=lambda n: 0.60 + 0.08 * np.log(n), noise_sd=0.002)
+    curve = fit_curve(results, "lld", "mlp_pool")
+    result = plan(results, 0.85, "lld", "mlp_pool", curve)
+    assert curve.predict([result.next_step])[0] > 1  # the case this guards
+    expected, low, high = result.ua_next_step
+    assert 0 <= low <= expected <= high <= 1
+
+
 def test_plan_lines_show_the_backtest_and_read_the_cost_as_a_sentence():
     result = plan(synthetic_results(sizes=(10, 20, 40, 80)), 0.70, "lld", "mlp_pool")  # 144 per class, beyond 80
     lines = plan_lines(result, Costs(seconds_per_label=20, cost_per_hour=30))
