@@ -294,16 +294,20 @@ class DeviceFeatures:
         kept for every later fit; a subset of rows is gathered from that, with
         no copy when ``rows`` is every utterance.
         """
+        frames, present = self.padded_all()
+        if len(rows) == len(self):
+            return frames, present
+        longest = max(int(self.lengths_t[rows].max()), 1) if len(rows) else 1
+        return frames[rows, :longest], present[rows, :longest]
+
+    def padded_all(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every utterance padded, as :meth:`padded` gives it: made on first use and kept."""
         if self._padded is None:
             position = torch.arange(max(int(self.lengths.max()) if len(self) else 1, 1), device=self.frames.device)
             present = position < self.lengths_t.unsqueeze(1)
             frames = self.frames[torch.where(present, self.offsets_t.unsqueeze(1) + position, 0)].float()
             self._padded = frames.masked_fill_(~present.unsqueeze(-1), 0.0), present
-        frames, present = self._padded
-        if len(rows) == len(self):
-            return frames, present
-        longest = max(int(self.lengths_t[rows].max()), 1) if len(rows) else 1
-        return frames[rows, :longest], present[rows, :longest]
+        return self._padded
 
     def padded_bytes(self) -> int:
         """Memory :meth:`padded` holds: every utterance's frames in float32, padded to the longest."""
@@ -490,6 +494,8 @@ def train_runs(
     fit = _solve if solved(head, config) else _train_ensemble
     if fit is _train_ensemble:
         inputs = stepped_inputs(head, inputs, config)  # before free memory sizes the chunks
+    elif not HEADS[head].pools_first:
+        _pad_every_utterance(head, inputs)
     chunk = members_per_chunk(head, inputs, config, device, n_classes)
     predictions: list[np.ndarray] = []
     for start in range(0, len(runs), chunk):
@@ -501,6 +507,19 @@ def train_runs(
                 f"set a smaller --memory-mb (now {config.memory_mb or 'from free memory'})"
             ) from None
     return predictions
+
+
+def _pad_every_utterance(head: str, inputs: DeviceFeatures) -> None:
+    """Make the padded frames a full-batch frame head fits on (before free memory sizes the chunks), with an error
+    that names what to change when they do not fit: fewer runs at once would not help."""
+    size = inputs.padded_bytes()
+    try:
+        inputs.padded_all()
+    except torch.cuda.OutOfMemoryError:
+        raise BudgetError(
+            f"CUDA out of memory padding every utterance's frames for {head} ({size / 2**30:.1f} GiB in float32); "
+            "crop utterances shorter (--max-seconds) or train this head with --device cpu"
+        ) from None
 
 
 def stepped_inputs(head: str, inputs: DeviceFeatures, config: TrainConfig) -> DeviceFeatures:

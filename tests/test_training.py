@@ -432,3 +432,16 @@ def test_frames_go_to_cuda_in_half_precision_only_from_a_float16_store():
     assert DeviceFeatures.upload_dtype(np.dtype(np.float32), cuda) == torch.float32
     assert DeviceFeatures.upload_dtype(np.dtype(np.float16), cpu) == torch.float32
     assert DeviceFeatures.upload_dtype(np.dtype(np.float32), cpu) == torch.float32
+
+
+def test_out_of_device_memory_for_the_padded_frames_says_what_to_change(monkeypatch):
+    # fewer runs at once (--memory-mb) cannot help when the corpus's padded frames alone do not fit
+    features, labels = synthetic_features()
+    runs = runs_for(labels, size=8)
+
+    def no_room(self):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 11.30 GiB")
+
+    monkeypatch.setattr(DeviceFeatures, "padded_all", no_room)
+    with pytest.raises(BudgetError, match=r"padding every utterance's frames for attn_pool .*--max-seconds.*--device cpu"):
+        train_runs("attn_pool", features, labels, runs, 3, TrainConfig(device="cpu"))
