@@ -449,7 +449,7 @@ def compare(
     n: Annotated[str | None, typer.Option("--n", help="Training examples in total (divided by the classes).")] = None,
     per_class: Annotated[str | None, typer.Option("--per-class", help="Or the size per class.")] = None,
     models: Annotated[
-        str | None, typer.Option("--models", help="Heads (default mean_pool,meanmax_pool,attn_pool,mlp_pool,logreg).")
+        str | None, typer.Option("--models", "-m", help="Heads (default mean_pool,meanmax_pool,attn_pool,mlp_pool,logreg).")
     ] = None,
     report: ReportOption = True,
     check_convergence: Annotated[

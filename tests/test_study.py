@@ -309,7 +309,7 @@ def test_a_fold_file_shapes_the_study_from_the_command_line(iemocap, tmp_path, m
     fold_file = tmp_path / "folds.csv"
     fold_file.write_text("group,fold\nSes01,1\nSes02,1\nSes03,2\nSes04,2\nSes05,3\n")
     result = runner.invoke(app, ["compare", "--corpus", "iemocap", "--root", str(iemocap), "--features", "lld",
-                                 "--models", "logreg", "--per-class", "1", "--seeds", "1", "--device", "cpu",
+                                 "-m", "logreg", "--per-class", "1", "--seeds", "1", "--device", "cpu",  # -m as in curve
                                  "--store", str(tmp_path / "store"), "--fold-file", str(fold_file),
                                  "--run-dir", str(tmp_path / "run")])  # fmt: skip
     assert result.exit_code == 0, result.output
