@@ -12,12 +12,11 @@ platforms=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --p
            --platform manylinux2014_x86_64)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-rm -f .whl/*.whl
-mkdir -p .whl
+mkdir -p "$work/built" "$work/wheels"
 "$python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    "${platforms[@]}" -d .whl soundfile soxr cffi pycparser
-"$python" -m pip wheel -q --no-deps -w "$work" "pyAudioAnalysis==0.3.14"
-"$python" - "$work"/pyaudioanalysis-*.whl .whl <<'EOF'
+    "${platforms[@]}" -d "$work/wheels" soundfile soxr cffi pycparser
+"$python" -m pip wheel -q --no-deps -w "$work/built" "pyAudioAnalysis==0.3.14"
+"$python" - "$work"/built/*.whl "$work/wheels" <<'EOF'
 import base64, hashlib, pathlib, sys, zipfile
 
 source, folder = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
@@ -33,4 +32,7 @@ with zipfile.ZipFile(source) as whole, zipfile.ZipFile(folder / source.name, "w"
         rows.append(f"{info.filename},sha256={digest},{len(data)}")
     slim.writestr(record, "\n".join([*rows, f"{record},,"]) + "\n")
 EOF
+rm -f .whl/*.whl  # only once every wheel is here: a failed download leaves the old ones
+mkdir -p .whl
+mv "$work"/wheels/*.whl .whl/
 ls -l .whl

@@ -5,7 +5,8 @@
 #   bash benchmarks/gpu_check.sh --device cpu   # the same script on CPU, at a small scale, between GPU checks
 # Wheels for the GPU machine's Python go into the ignored .whl/ folder beforehand (bash benchmarks/device_wheels.sh),
 # and the device call carries it: run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=600).
-# Each stage has its own time limit, so one slow stage cannot take the whole call and the summary still comes back.
+# Each stage has its own time limit (500 s in all, setup aside), so one slow stage cannot take the whole call and
+# the summary still comes back within the call's 600 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 device=cuda
@@ -34,18 +35,18 @@ stage() {  # stage SECONDS LOG COMMAND...: run it within its limit, its output o
     local seconds=$1 log=$2 rc
     shift 2
     set +e
-    timeout "$seconds" "$@" 2>&1 | tee "$out/$log"
+    timeout -k 10 "$seconds" "$@" 2>&1 | tee "$out/$log"  # -k: a process deaf to SIGTERM is killed 10 s later
     rc=${PIPESTATUS[0]}
     set -e
     if ((rc != 0)); then
         status=1
-        if ((rc == 124)); then echo "!! stopped after its $seconds s"; else echo "!! exit status $rc"; fi | tee -a "$out/$log"
+        if ((rc == 124 || rc == 137)); then echo "!! stopped after its $seconds s"; else echo "!! exit status $rc"; fi | tee -a "$out/$log"
     fi
 }
-stage 150 cuda-tests.txt "$python" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py
-stage 300 bench-bf16.txt "$python" benchmarks/training.py --synthetic iemocap --device "$device" "${scale[@]}"
+stage 130 cuda-tests.txt "$python" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py
+stage 270 bench-bf16.txt "$python" benchmarks/training.py --synthetic iemocap --device "$device" "${scale[@]}"
 if [[ "$device" != cpu ]]; then
-    stage 110 bench-fp32.txt "$python" benchmarks/training.py --synthetic iemocap --device "$device" --heads mlp_pool --no-bf16
+    stage 100 bench-fp32.txt "$python" benchmarks/training.py --synthetic iemocap --device "$device" --heads mlp_pool --no-bf16
 fi
 {
     echo "== cuda tests"; tail -n 4 "$out/cuda-tests.txt"

@@ -679,13 +679,14 @@ def plan(results: pd.DataFrame, target: float, features: str, head: str, curve: 
         ua_next_step=_as_ua(expected, np.fmin(low[0], expected) - error, np.fmax(high[0], expected) + error),
         marginal_per_100=100 * _slope(law, params, largest) / len(classes) if classes else float("nan"),
         class_needs=class_needs(results, features, head, classes),
-        notes=list(curve.flags),
+        notes=[*curve.flags, *([f"the {law} law passes 100% UA by {next_step:g} per class: shown as 1.000 there, a trend "
+                                "rather than a value"] if expected > 1 else [])],
     )
 
 
-def _as_ua(*values: float) -> tuple[float, ...]:
-    """Values cut to [0, 1]: UA is a share of recall, whatever a law extrapolates or an interval's widening adds."""
-    return tuple(float(np.clip(value, 0.0, 1.0)) for value in values)
+def _as_ua(expected: float, low: float, high: float) -> tuple[float, float, float]:
+    """The three cut to [0, 1]: UA is a share of recall, whatever a law extrapolates or an interval's widening adds."""
+    return float(np.clip(expected, 0, 1)), float(np.clip(low, 0, 1)), float(np.clip(high, 0, 1))
 
 
 def _slope(law: str, params: np.ndarray, n: float, step: float = 1e-4) -> float:

@@ -279,6 +279,7 @@ def test_the_next_size_s_expected_ua_and_interval_stay_within_0_and_1():
     assert curve.predict([result.next_step])[0] > 1  # the case this guards
     expected, low, high = result.ua_next_step
     assert 0 <= low <= expected <= high <= 1
+    assert any("passes 100% UA by 160 per class" in note for note in result.notes)
 
 
 def test_plan_lines_show_the_backtest_and_read_the_cost_as_a_sentence():

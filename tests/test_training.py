@@ -424,7 +424,7 @@ def test_warm_up_pays_torch_s_first_optimiser_imports_before_the_cost_model_time
     assert result.stdout.strip() == "[]"
 
 
-def test_frames_go_to_cuda_in_half_precision_only_from_a_float16_store():
+def test_frames_go_to_cuda_in_half_precision_only_from_a_float16_store(monkeypatch):
     # A float32 store may hold values beyond float16's 65504 (the store refuses float16 for them): on CUDA
     # they must stay float32, not become inf.  Decided without a GPU: the rule is a function of dtype and device.
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
@@ -432,6 +432,10 @@ def test_frames_go_to_cuda_in_half_precision_only_from_a_float16_store():
     assert DeviceFeatures.upload_dtype(np.dtype(np.float32), cuda) == torch.float32
     assert DeviceFeatures.upload_dtype(np.dtype(np.float16), cpu) == torch.float32
     assert DeviceFeatures.upload_dtype(np.dtype(np.float32), cpu) == torch.float32
+    features, _ = synthetic_features()
+    assert DeviceFeatures.upload(features, cpu).frames.dtype == torch.float32
+    monkeypatch.setattr(DeviceFeatures, "upload_dtype", staticmethod(lambda stored, device: torch.float16))
+    assert DeviceFeatures.upload(features, cpu).frames.dtype == torch.float16  # upload follows the rule
 
 
 def test_out_of_device_memory_for_the_padded_frames_says_what_to_change(monkeypatch):
@@ -443,5 +447,8 @@ def test_out_of_device_memory_for_the_padded_frames_says_what_to_change(monkeypa
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 11.30 GiB")
 
     monkeypatch.setattr(DeviceFeatures, "padded_all", no_room)
-    with pytest.raises(BudgetError, match=r"padding every utterance's frames for attn_pool .*--max-seconds.*--device cpu"):
+    said = r"padding every utterance's frames for attn_pool .*--max-seconds.*--device cpu"
+    with pytest.raises(BudgetError, match=said):
         train_runs("attn_pool", features, labels, runs, 3, TrainConfig(device="cpu"))
+    with pytest.raises(BudgetError, match=said):  # a study's cost model pads first, before any training
+        training.measure_unit_seconds("attn_pool", features, labels, runs, 3, TrainConfig(device="cpu"))

@@ -102,7 +102,7 @@ def resolve_device(device: str) -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+    if device != "cpu" and not re.fullmatch(r"cuda(:[0-9]+)?", device):
         raise BudgetError(f"device must be auto, cpu or cuda[:N]; got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BudgetError("--device cuda was asked for, but torch sees no CUDA device (use --device cpu or auto)")

@@ -245,7 +245,7 @@ class FeatureStore:
         outputs: list[np.ndarray | None] = [None] * len(inputs)
         if not ready:
             return outputs
-        results = None
+        failed = False
         try:
             results = extractor.extract([inputs[i] for i in ready])
         except ModelLoadError:
@@ -254,7 +254,8 @@ class FeatureStore:
             if len(ready) == 1:
                 reasons[ready[0]] = f"{EXTRACTOR_FAILED}: {error}"
                 return outputs
-        if results is None:  # retried outside the handler: its traceback held the failed batch's device memory
+            failed = True
+        if failed:  # retried outside the handler: its traceback held the failed batch's device memory
             results = []
             for i in ready:
                 own_reason = [""]
