@@ -19,6 +19,7 @@ import os
 import pickle
 import tarfile
 import time
+import tomllib
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,13 +27,24 @@ from budget.study import Study, StudyConfig
 
 
 def parse_study(text: str) -> tuple[str, StudyConfig, str]:
-    """``NAME=CONFIG.toml[,key=value...]`` (``check=ends|all|none`` among the keys) to a name, config, check."""
+    """``NAME=CONFIG.toml[,key=value...]`` (``check=ends|all|none`` among the keys) to a name, config, check.
+
+    Values read as in TOML (``seeds=1`` an integer), ``;`` standing for a list's commas (``heads=mean_pool;logreg``).
+    """
     name, rest = text.split("=", 1)
     path, *overrides = rest.split(",")
     values = dict(item.split("=", 1) for item in overrides)
     check = values.pop("check", "none")
-    config = StudyConfig.from_toml(path).with_overrides(**{k: v.replace(";", ",") for k, v in values.items()})
+    config = StudyConfig.from_toml(path).with_overrides(**{k: _value(v.replace(";", ",")) for k, v in values.items()})
     return name, config, check
+
+
+def _value(text: str) -> object:
+    """A setting as a TOML file would give it (``1`` an integer, ``0.5`` a float, ``true`` a boolean), else the text."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 def export(studies: list[str], folder: Path) -> None:
