@@ -434,15 +434,14 @@ def head_cost(head: str, features: FeatureSet | DeviceFeatures, n_classes: int) 
 def members_per_chunk(
     head: str, features: FeatureSet | DeviceFeatures, config: TrainConfig, device: torch.device, n_classes: int
 ) -> int:
-    """How many runs one ensemble step holds within the memory budget."""
+    """How many runs one ensemble step holds within the memory budget (on CUDA, the memory free once
+    :func:`prepared_inputs` has made what the head reads)."""
     head_class = HEADS[head]
     budget_mb = config.memory_mb
     if budget_mb is None:
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
             free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # torch's cache, unused
-            if solved(head, config) and not head_class.pools_first and isinstance(features, DeviceFeatures):
-                free -= features.padded_bytes()  # 0 once made; made once, outside any chunk's per-run memory
             budget_mb = int(0.6 * max(free, 0) / 2**20)
         else:
             budget_mb = CPU_CHUNK_MB
@@ -494,10 +493,7 @@ def train_runs(
     device = training_device(config)
     inputs = uploaded or DeviceFeatures.upload(features, device)
     fit = _solve if solved(head, config) else _train_ensemble
-    if fit is _train_ensemble:
-        inputs = stepped_inputs(head, inputs, config)  # before free memory sizes the chunks
-    elif not HEADS[head].pools_first:
-        _pad_every_utterance(head, inputs)
+    inputs = prepared_inputs(head, inputs, config)  # before free memory sizes the chunks
     chunk = members_per_chunk(head, inputs, config, device, n_classes)
     predictions: list[np.ndarray] = []
     for start in range(0, len(runs), chunk):
@@ -511,9 +507,15 @@ def train_runs(
     return predictions
 
 
-def _pad_every_utterance(head: str, inputs: DeviceFeatures) -> None:
-    """Make the padded frames a full-batch frame head fits on (before free memory sizes the chunks), with an error
-    that names what to change when they do not fit: fewer runs at once would not help."""
+def prepared_inputs(head: str, inputs: DeviceFeatures, config: TrainConfig) -> DeviceFeatures:
+    """What a head reads, made once per feature set (before free memory sizes the chunks, and outside any timing):
+    the stored statistics; for stepped frame heads the frames centred in the product dtype; for full-batch frame
+    heads every utterance padded, with an error that names what to change when they do not fit (fewer runs at
+    once would not help)."""
+    if HEADS[head].pools_first:
+        return inputs
+    if not solved(head, config):
+        return inputs.centred(product_dtype(inputs.frames.device, config))
     size = inputs.padded_bytes()
     try:
         inputs.padded_all()
@@ -522,15 +524,11 @@ def _pad_every_utterance(head: str, inputs: DeviceFeatures) -> None:
             f"CUDA out of memory padding every utterance's frames for {head} ({size / 2**30:.1f} GiB in float32); "
             "crop utterances shorter (--max-seconds) or train this head with --device cpu"
         ) from None
-
-
-def stepped_inputs(head: str, inputs: DeviceFeatures, config: TrainConfig) -> DeviceFeatures:
-    """What a stepped head reads: the stored statistics, or the frames centred in the product dtype (made once)."""
-    return inputs if HEADS[head].pools_first else inputs.centred(product_dtype(inputs.frames.device, config))
+    return inputs
 
 
 def _train_ensemble(head_name, inputs: DeviceFeatures, labels, runs, n_classes, config, advance, predict=True) -> list[np.ndarray]:
-    """Step ``runs`` as one ensemble on :func:`stepped_inputs` and return each run's test predictions."""
+    """Step ``runs`` as one ensemble on :func:`prepared_inputs` and return each run's test predictions."""
     device = inputs.frames.device
     head_class = HEADS[head_name]
     kind = head_class.pooled_kind
@@ -714,15 +712,12 @@ def measure_unit_seconds(
         return 0.0
     device = training_device(config)
     warm_up(device)
-    inputs = uploaded or DeviceFeatures.upload(features, device)  # once per feature set, not per run: untimed
+    inputs = prepared_inputs(head, uploaded or DeviceFeatures.upload(features, device), config)  # untimed: once
     if solved(head, config):
-        if not HEADS[head].pools_first:
-            _pad_every_utterance(head, inputs)  # likewise
         sample = runs[: min(SOLVE_PROBE_RUNS, members_per_chunk(head, inputs, config, device, n_classes))]
         started = time.perf_counter()
         _solve(head, inputs, labels, sample, n_classes, config, None)
         return (time.perf_counter() - started) / len(sample)
-    inputs = stepped_inputs(head, inputs, config)
     sample = runs[: members_per_chunk(head, inputs, config, device, n_classes)]
     probe = replace(config, schedule="steps", steps=timed_steps + 1)
     clock = []
