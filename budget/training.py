@@ -32,7 +32,7 @@ those index tensors, and dropout masks come from a counter-based hash
 (:mod:`budget.heads`), so no step loops over members in Python and a run's
 result does not depend on which runs shared its ensemble.  Frame heads'
 matrix products run in bf16 autocast on CUDA cards that support it and on
-CPUs measured to multiply bf16 faster than float32 (:func:`uses_autocast`).
+CPUs with bf16 products in hardware (:func:`uses_autocast`).
 """
 
 from __future__ import annotations
@@ -61,8 +61,6 @@ SCHEDULES = ("steps", "epochs")
 #: steps, two rounds), ms a run-step for 1, 2, 4, 8 runs at once: LLDs 7.4-7.7, 5.9-6.3, 6.0-6.6, 5.9-6.2;
 #: Whisper tiny.en 7.5-8.2, 7.2-7.3, 6.6-7.1, 7.1.  This budget holds 6 and 4 of them.
 CPU_CHUNK_MB = 128
-#: A CPU computes frame heads in bf16 autocast only when its bf16 products are at least this much faster.
-CPU_BF16_MIN_SPEEDUP = 1.5
 #: Defaults of the ``steps`` schedule (chosen by the convergence check on EmoDB: README, Studies).
 DEFAULT_STEPS = 2000
 DEFAULT_LR = 1e-3
@@ -172,12 +170,12 @@ def training_device(config: TrainConfig) -> torch.device:
 
 
 def uses_autocast(device: torch.device, config: TrainConfig) -> bool:
-    """bf16 autocast for matrix products: on CUDA cards that support it, and on CPUs that run it faster than float32."""
+    """bf16 autocast for matrix products: on CUDA cards that support it, and on CPUs that multiply bf16 in hardware."""
     if not config.bf16:
         return False
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and cpu_bf16_speedup() >= CPU_BF16_MIN_SPEEDUP
+    return device.type == "cpu" and cpu_has_fast_bf16()
 
 
 def frame_products(config: TrainConfig) -> str:
@@ -196,22 +194,28 @@ def autocast_for(device: torch.device, config: TrainConfig):
 
 
 @functools.cache
-def cpu_bf16_speedup() -> float:
-    """How much faster this CPU multiplies bf16 than float32 matrices (measured once per process).
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX), as torch's CPU detection reports it.
 
-    CPUs with AVX-512 BF16 or AMX run bf16 products several times faster;
-    others emulate them and run them many times slower.  Detected, never assumed.
+    Such CPUs run bf16 products several times faster than float32; others
+    emulate them and run them many times slower.  Read from the instruction
+    set, never timed: a timing probe on a busy machine chose float32 for one
+    process in three here, and the choice changes both a study's numbers and
+    its cost.
     """
-    operands = {dtype: torch.ones(4, 256, 256, dtype=dtype) for dtype in (torch.float32, torch.bfloat16)}
-    best = dict.fromkeys(operands, math.inf)
-    for _ in range(6):  # interleaved, best of each: a busy machine slows a round, not the best one, so the choice holds
-        for dtype, a in operands.items():
-            torch.bmm(a, a)  # warm-up
-            started = time.perf_counter()
-            for _ in range(4):
-                torch.bmm(a, a)
-            best[dtype] = min(best[dtype], time.perf_counter() - started)
-    return best[torch.float32] / best[torch.bfloat16]
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(probe is None for probe in probes):  # an older torch: the kernel's own flags
+        flags = _cpu_flags()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return any(probe is not None and probe() for probe in probes)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
 def solved(head: str, config: TrainConfig) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -357,19 +358,33 @@ def test_a_small_memory_budget_chunks_the_ensemble_without_changing_results():
 
 def test_cpu_bf16_is_detected_never_assumed(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(training, "cpu_bf16_speedup", lambda: 0.1)  # an AVX2 CPU emulating bf16
+    monkeypatch.setattr(training, "cpu_has_fast_bf16", lambda: False)  # an AVX2 CPU emulating bf16
     assert not training.uses_autocast(cpu, TrainConfig())
-    monkeypatch.setattr(training, "cpu_bf16_speedup", lambda: 4.0)  # AVX-512 BF16 or AMX
+    monkeypatch.setattr(training, "cpu_has_fast_bf16", lambda: True)  # AVX-512 BF16 or AMX
     assert training.uses_autocast(cpu, TrainConfig())
     assert not training.uses_autocast(cpu, TrainConfig(bf16=False))
+
+
+def test_cpu_bf16_is_read_from_the_instruction_set_never_timed(monkeypatch):
+    # A timing probe on a busy machine chose float32 in one process of three: the choice must not depend on load.
+    training.cpu_has_fast_bf16.cache_clear()
+
+    def no_clock():
+        raise AssertionError("the bf16 choice must not time anything")
+
+    monkeypatch.setattr(time, "perf_counter", no_clock)
+    fast = training.cpu_has_fast_bf16()
+    flags = training._cpu_flags()
+    if flags:  # Linux: torch's detection agrees with the kernel's flags
+        assert fast == bool({"avx512_bf16", "amx_bf16"} & flags)
+    training.cpu_has_fast_bf16.cache_clear()
 
 
 @pytest.mark.parametrize("head", ["attn_pool", "mlp_pool"])
 def test_cpu_bf16_keeps_what_a_head_learns(head):  # attn_pool steps only under the paper's schedule
     """Where this CPU trains frame heads in bf16: the same UA as float32 within the spread of seeds."""
-    speedup = training.cpu_bf16_speedup()
     if not training.uses_autocast(torch.device("cpu"), TrainConfig()):
-        pytest.skip(f"this CPU runs bf16 products {speedup:.2f}x as fast as float32, so training keeps float32 here")
+        pytest.skip("this CPU has no bf16 products (AVX-512 BF16 or AMX), so training keeps float32 here")
     check_bf16_keeps_ua(head, "cpu")
 
 
