@@ -50,10 +50,9 @@ if [[ "$device" != cpu ]]; then
 fi
 {
     echo "== cuda tests"; tail -n 4 "$out/cuda-tests.txt"
-    echo "== synthetic IEMOCAP, bf16 autocast"; grep -A5 "^synthetic" "$out/bench-bf16.txt" || true
-    grep -e "total wall" -e "^!!" "$out/bench-bf16.txt" || true
+    echo "== synthetic IEMOCAP, bf16 autocast"; sed -n '/^synthetic/,$p' "$out/bench-bf16.txt" || true
     if [[ -f "$out/bench-fp32.txt" ]]; then
-        echo "== float32"; grep -A2 "^synthetic" "$out/bench-fp32.txt" || true; grep -e "total wall" -e "^!!" "$out/bench-fp32.txt" || true
+        echo "== float32"; sed -n '/^synthetic/,$p' "$out/bench-fp32.txt" || true
     fi
 } | tee -a "$out/summary.txt"
 exit $status

@@ -1,33 +1,38 @@
-"""Benchmark the training engine against the hardware floor and against one run at a time.
+"""Benchmark the training engine: cost per run at each size, against logistic regression and the hardware floor.
 
-    python benchmarks/training.py --emodb ../shared/data/emodb --whisper ../shared/models/whisper-tiny-en
+    python benchmarks/training.py --emodb ../shared/data/emodb --whisper ../shared/models/whisper-tiny-en [--before]
     python benchmarks/training.py --synthetic iemocap [--device cuda] [--scale 1.0]
 
-``--emodb``: ``budget compare``'s grid (four heads and logistic regression on
-LLDs and Whisper tiny.en features, 50 per class of EmoDB's four IEMOCAP
-classes, every leave-one-speaker-out fold, ``--seeds`` seeds) from the feature
-store (``budget extract`` first).  ``--synthetic iemocap``: random features of
+``--emodb``: EmoDB's four IEMOCAP classes, every leave-one-speaker-out fold,
+``--seeds`` seeds, at each of ``--per-class`` (default 6, 13, 26, 52 per
+class and full), on LLDs and Whisper tiny.en features from the feature store
+(``budget extract`` first).  ``--synthetic iemocap``: random features of
 IEMOCAP's shape (5,531 utterances in 5 sessions, class counts 1,708 / 1,636 /
 1,103 / 1,084, 1024-d frames at 100 per second like wav2vec large, 5 s crop)
 and the paper's Figure 2 grid (125, 250, 500 per class and full x 5 folds x
 5 seeds) for the four heads; ``--scale`` shrinks the corpus for a quick run.
 
-Per head it prints, all measured in this process on this device: the floor
-(the device's matrix-product throughput on the head's own shapes), the
-achieved rate of useful work and their ratio, runs per second trained as one
-ensemble and one at a time (a sample of runs), wall time and peak memory (RSS
-on CPU, ``torch.cuda.max_memory_allocated`` on GPU).  For the full-batch
-heads (``mean_pool``, ``meanmax_pool``, ``attn_pool``), which are fitted by
-L-BFGS rather than stepped, it compares the cost per run with scikit-learn's
-logistic regression instead.
+Per head and size it prints, all measured in this process on this device:
+seconds per run (every run of the size trained as the study would train it),
+that cost as a multiple of scikit-learn's logistic regression on the same
+runs, mean UA, and peak memory (RSS on CPU, ``torch.cuda.max_memory_allocated``
+on GPU).  For stepped heads, at the largest size: the floor (the device's
+matrix-product throughput on the head's own shapes) and the share of it the
+training achieved, and runs per second one at a time (``--alone``).
+``--before`` trains every cell again under :data:`BEFORE`, the settings that
+give the engine as it was before the trained heads were made cheaper (every
+frame each mlp_pool step, attention fitted from zero to scikit-learn's
+tolerance / 10), and prints the speed-up and the paired UA change with its
+standard error over the runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -35,7 +40,7 @@ import torch
 from budget.heads import HEADS, mlp_shape
 from budget.metrics import run_metrics
 from budget.registry import LOGREG, head_spec
-from budget.sampling import balanced_subset
+from budget.sampling import balanced_subset, read_sizes
 from budget.training import (
     DeviceFeatures,
     Run,
@@ -96,41 +101,52 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_head(grid: Grid, head: str, config: TrainConfig, sample_alone: int) -> dict:
+#: The settings that give the engine as it was before the trained heads were made cheaper (commit 5d863df): every
+#: frame each mlp_pool step, attention fitted from a zero start, L-BFGS to a tenth of scikit-learn's tolerance.
+BEFORE = {"train_frames": 0, "attention_start": "zero", "lbfgs_tolerance": 1e-5}
+
+
+def train_cell(grid: Grid, head: str, runs: list[Run], config: TrainConfig) -> dict:
+    """Every run of one size trained as a study trains them: seconds per run, each run's UA, peak memory."""
     device = training_device(config)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    if not head_spec(head).uploads:  # the reference, solved by scikit-learn one run at a time
+    fitted = not head_spec(head).uploads or solved(head, config)
+    seconds = math.inf
+    for _ in range(2 if fitted else 1):  # fitted heads take milliseconds: timed warm, the best of two
+        synchronise(device)
         started = time.perf_counter()
-        predictions = head_spec(head).train({"single": grid.host}, grid.labels, grid.runs, grid.n_classes, config)
-        seconds = time.perf_counter() - started
-        return {"head": head, "runs": len(grid.runs), "seconds": seconds, "runs_per_s": len(grid.runs) / seconds,
-                "ua": _ua(grid, predictions)}  # fmt: skip
-    synchronise(device)
+        if head_spec(head).uploads:
+            predictions = train_runs(head, grid.host, grid.labels, runs, grid.n_classes, config, uploaded=grid.features)
+        else:  # the reference, solved by scikit-learn one run at a time
+            predictions = head_spec(head).train({"single": grid.host}, grid.labels, runs, grid.n_classes, config)
+        synchronise(device)
+        seconds = min(seconds, (time.perf_counter() - started) / len(runs))
+    return {"seconds": seconds, "ua": _uas(grid, runs, predictions), "peak_mb": peak_memory_mb(device)}
+
+
+def floor_share(grid: Grid, head: str, runs: list[Run], config: TrainConfig, seconds: float) -> tuple[float, float]:
+    """A stepped head's achieved FLOP/s over ``runs`` taking ``seconds`` a run, and the floor's on its shapes."""
+    device = training_device(config)
+    cost = head_cost(head, grid.features, grid.n_classes, config)
+    achieved = cost.flops_per_step(1, config.batch_size) * config.steps / seconds
+    autocast = uses_autocast(device, config)
+    rows = int(config.batch_size * cost.rows_per_slot)
+    members = min(len(runs), 8 if device.type == "cpu" else len(runs))
+    shapes = head_shapes(head, grid.features.dim, grid.n_classes, rows, config.batch_size)
+    floor_seconds = sum(2 * m * k * n / floor_flops(device, members, m, k, n, autocast) for m, k, n in shapes)
+    return achieved, sum(2 * m * k * n for m, k, n in shapes) / floor_seconds
+
+
+def alone_seconds(grid: Grid, head: str, runs: list[Run], config: TrainConfig, sample: int) -> float:
+    """Seconds per run trained one at a time, over a sample of ``runs``."""
+    device = training_device(config)
+    chosen = runs[:: max(1, len(runs) // sample)][:sample]
     started = time.perf_counter()
-    predictions = train_runs(head, grid.host, grid.labels, grid.runs, grid.n_classes, config, uploaded=grid.features)
-    synchronise(device)
-    seconds = time.perf_counter() - started
-    peak = peak_memory_mb(device)
-    sample = grid.runs[:: max(1, len(grid.runs) // sample_alone)][:sample_alone]
-    started = time.perf_counter()
-    for run in sample:
+    for run in chosen:
         train_runs(head, grid.host, grid.labels, [run], grid.n_classes, config, uploaded=grid.features)
     synchronise(device)
-    alone = len(sample) / (time.perf_counter() - started)
-    cost = head_cost(head, grid.features, grid.n_classes)
-    useful = 0.0 if solved(head, config) else cost.flops_per_step(len(grid.runs), config.batch_size) * config.steps
-    result = {"head": head, "runs": len(grid.runs), "seconds": seconds, "runs_per_s": len(grid.runs) / seconds,
-              "alone_runs_per_s": alone, "peak_mb": peak, "achieved_flops": useful / seconds,
-              "ua": _ua(grid, predictions)}  # fmt: skip
-    if not solved(head, config):
-        autocast = uses_autocast(device, config)
-        rows = int(config.batch_size * np.mean(grid.features.lengths))
-        members = min(len(grid.runs), 8 if device.type == "cpu" else len(grid.runs))
-        shapes = head_shapes(head, grid.features.dim, grid.n_classes, rows, config.batch_size)
-        seconds = sum(2 * m * k * n / floor_flops(device, members, m, k, n, autocast) for m, k, n in shapes)
-        result["floor_flops"] = sum(2 * m * k * n for m, k, n in shapes) / seconds
-    return result
+    return (time.perf_counter() - started) / len(chosen)
 
 
 def head_shapes(head: str, dim: int, n_classes: int, rows: int, slots: int) -> list[tuple[int, int, int]]:
@@ -141,9 +157,9 @@ def head_shapes(head: str, dim: int, n_classes: int, rows: int, slots: int) -> l
     return [(rows, dim, 1), (slots, rows, dim), (slots, dim, n_classes)]  # attn_pool (epochs schedule): score, sum, classifier
 
 
-def _ua(grid: Grid, predictions) -> float:
+def _uas(grid: Grid, runs: list[Run], predictions) -> np.ndarray:
     classes = [str(c) for c in range(grid.n_classes)]
-    return float(np.mean([run_metrics(grid.labels[r.test], p, classes)["ua"] for r, p in zip(grid.runs, predictions, strict=True)]))
+    return np.array([run_metrics(grid.labels[r.test], p, classes)["ua"] for r, p in zip(runs, predictions, strict=True)])
 
 
 def runs_for(labels: np.ndarray, folds: np.ndarray, sizes, seeds: int) -> list[Run]:
@@ -172,7 +188,7 @@ def emodb_grids(args, device: torch.device) -> list[Grid]:
         if features.missing:
             raise SystemExit(f"extract {spec} first: budget extract --root {args.emodb} -f {spec}")
         uploaded = DeviceFeatures.upload(features, device)
-        runs = runs_for(labels, folds, [args.per_class], args.seeds)
+        runs = runs_for(labels, folds, args.sizes, args.seeds)
         grids.append(Grid(spec.split("/")[-1], uploaded, labels, runs, 4, features))
     return grids
 
@@ -217,13 +233,14 @@ def main() -> None:
     parser.add_argument("--synthetic", choices=["iemocap"])
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of IEMOCAP's utterances (synthetic)")
     parser.add_argument("--store", default=None, help="feature store (default: budget's)")
-    parser.add_argument("--per-class", type=int, default=50)
+    parser.add_argument("--per-class", default="6,13,26,52,full", help="sizes on EmoDB")
     parser.add_argument("--seeds", type=int, default=None, help="default 1 on EmoDB, 5 synthetic")
     parser.add_argument("--steps", type=int, default=TrainConfig.steps)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--heads", default=None, help="comma-separated (default: all)")
-    parser.add_argument("--alone", type=int, default=3, help="runs trained one at a time for the comparison")
+    parser.add_argument("--alone", type=int, default=2, help="runs of a stepped head trained one at a time, at the largest size")
     parser.add_argument("--no-bf16", action="store_true", help="float32 products even where the device runs bf16 fast")
+    parser.add_argument("--before", action="store_true", help="train every cell again as the engine before did, and compare")
     args = parser.parse_args()
     if not (args.synthetic or (args.emodb and args.whisper)):
         parser.error("give --emodb and --whisper, or --synthetic iemocap")
@@ -231,6 +248,7 @@ def main() -> None:
     from machine import describe_machine
 
     config = TrainConfig(steps=args.steps, device=args.device, bf16=not args.no_bf16)
+    before = replace(config, **BEFORE)
     device = training_device(config)
     print(f"machine: {describe_machine()}; training on {device}")
     if args.synthetic:
@@ -238,33 +256,45 @@ def main() -> None:
         heads = args.heads.split(",") if args.heads else list(HEADS)
     else:
         args.seeds = args.seeds or 1
+        args.sizes = read_sizes(args.per_class)
         grids = emodb_grids(args, device)
-        heads = args.heads.split(",") if args.heads else [*HEADS, LOGREG]
+        heads = args.heads.split(",") if args.heads else [LOGREG, *HEADS]
     warm_up(device)
     print(f"budget: {config.describe()}; frame heads in {'bf16 autocast' if uses_autocast(device, config) else 'float32'}")
+    if args.before:
+        print(f"before: {', '.join(f'{k} = {v}' for k, v in BEFORE.items())}")
     started = time.perf_counter()
     for grid in grids:
-        print(f"\n{grid.name}: {len(grid.runs)} runs per head, {len(grid.features)} utterances, "
+        sizes = list(dict.fromkeys(run.size for run in grid.runs))
+        print(f"\n{grid.name}: {len(grid.runs) // len(sizes)} runs per head and size, {len(grid.features)} utterances, "
               f"{grid.features.dim}-d, mean {np.mean(grid.features.lengths):.0f} frames")  # fmt: skip
-        header = f"{'head':<13}{'wall s':>8}{'runs/s':>9}{'alone/s':>9}{'x':>7}{'GFLOP/s':>10}{'floor':>10}{'of floor':>9}{'peak MB':>9}{'UA':>7}"
+        header = f"{'head':<13}{'size':>6}{'s/run':>9}{'x logreg':>10}{'UA':>7}{'peak MB':>9}"
+        if args.before:
+            header += f"{'before s':>10}{'speed-up':>10}{'UA before':>11}{'change (pts)':>15}"
         print(header)
-        logreg = None
+        logreg: dict = {}
         for head in heads:
             if head == LOGREG and grid.host is None:
                 continue
-            r = bench_head(grid, head, config, args.alone)
-            if head == LOGREG:
-                logreg = r
-                print(f"{head:<13}{r['seconds']:>8.1f}{r['runs_per_s']:>9.2f}{'':>9}{'':>7}{'':>10}{'':>10}{'':>9}{'':>9}{r['ua']:>7.3f}")
-                continue
-            ratio = r["runs_per_s"] / r["alone_runs_per_s"]
-            floor = r.get("floor_flops")
-            rates = (f"{r['achieved_flops'] / 1e9:>10.1f}{floor / 1e9:>10.1f}{r['achieved_flops'] / floor:>9.0%}" if floor
-                     else f"{'-':>10}{'-':>10}{'-':>9}")  # fitted, not stepped: logreg is their yardstick
-            print(f"{head:<13}{r['seconds']:>8.1f}{r['runs_per_s']:>9.2f}{r['alone_runs_per_s']:>9.2f}{ratio:>7.1f}"
-                  f"{rates}{r['peak_mb']:>9.0f}{r['ua']:>7.3f}")  # fmt: skip
-        if logreg:
-            print(f"  logreg: {1e3 / logreg['runs_per_s']:.0f} ms a run (the full-batch heads' yardstick)")
+            for size in sizes:
+                runs = [run for run in grid.runs if run.size == size]
+                now = train_cell(grid, head, runs, config)
+                if head == LOGREG:
+                    logreg[size] = now["seconds"]
+                ratio = f"{now['seconds'] / logreg[size]:>10.1f}" if size in logreg else f"{'-':>10}"
+                line = f"{head:<13}{size!s:>6}{now['seconds']:>9.3f}{ratio}{now['ua'].mean():>7.3f}{now['peak_mb']:>9.0f}"
+                if args.before and head != LOGREG:
+                    old = train_cell(grid, head, runs, before)
+                    change = 100 * (now["ua"] - old["ua"])
+                    se = change.std(ddof=1) / np.sqrt(len(change)) if len(change) > 1 else float("nan")
+                    line += (f"{old['seconds']:>10.3f}{old['seconds'] / now['seconds']:>9.1f}x{old['ua'].mean():>11.3f}"
+                             f"{f'{change.mean():+.1f} ± {se:.1f}':>15}")  # fmt: skip
+                print(line, flush=True)
+            if head_spec(head).uploads and not solved(head, config):  # `runs` and `now`: the largest size's
+                achieved, floor = floor_share(grid, head, runs, config, now["seconds"])
+                alone = f", {alone_seconds(grid, head, runs, config, args.alone):.3f} s a run alone" if args.alone else ""
+                print(f"  {head} at {sizes[-1]}: {achieved / 1e9:.1f} GFLOP/s of a {floor / 1e9:.1f} GFLOP/s floor "
+                      f"({achieved / floor:.0%}){alone}")  # fmt: skip
     print(f"\ntotal wall time {time.perf_counter() - started:.1f} s")
 
 

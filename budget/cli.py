@@ -317,6 +317,11 @@ StepsOption = Annotated[int | None, typer.Option("--steps", help="Optimiser step
 EpochsOption = Annotated[int | None, typer.Option("--epochs", help="Epochs under --schedule epochs (default 60).")]
 LrOption = Annotated[float | None, typer.Option("--lr", help="Adam learning rate (default 1e-3; the paper's is 1e-4).")]
 BatchOption = Annotated[int | None, typer.Option("--batch-size", help="Training batch size (default 16).")]
+TrainFramesOption = Annotated[
+    int | None,
+    typer.Option("--train-frames", help="Evenly spaced frames of each utterance an mlp_pool step reads (default 16; "
+                 "0: every frame, as before). Prediction always reads every frame."),
+]  # fmt: skip
 DropoutOption = Annotated[float | None, typer.Option("--dropout", help="Dropout after each layer (default 0.2).")]
 LayerOption = Annotated[int | None, typer.Option("--layer", help="Pick one layer of features stored with :all.")]
 FoldsOption = Annotated[
@@ -350,6 +355,7 @@ class StudyOptions:
     epochs: EpochsOption = None
     lr: LrOption = None
     batch_size: BatchOption = None
+    train_frames: TrainFramesOption = None
     dropout: DropoutOption = None
     device: StudyDeviceOption = None
     store: StoreOption = None
@@ -371,7 +377,7 @@ class StudyOptions:
         return base.with_overrides(
             corpus=self.corpus, root=text(self.root), classes=self.classes, features=joined(self.features), heads=heads,
             per_class=per_class, n=n, seeds=self.seeds, schedule=self.schedule, steps=self.steps, epochs=self.epochs,
-            lr=self.lr, batch_size=self.batch_size, dropout=self.dropout, device=self.device, store=text(self.store),
+            lr=self.lr, batch_size=self.batch_size, train_frames=self.train_frames, dropout=self.dropout, device=self.device, store=text(self.store),
             max_seconds=self.max_seconds, layer=self.layer, n_folds=self.folds, fold_file=text(self.fold_file),
             frame_dtype=self.frame_dtype,
         )  # fmt: skip

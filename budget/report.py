@@ -209,16 +209,24 @@ def _schedule(train: dict, results: pd.DataFrame, products: str | None = None) -
                          "mean-pooled features")  # fmt: skip
         elif schedule == "lbfgs":
             prior = f"; attention's frame score {ATTN_SCORE_PRIOR:g} x width times as strongly" if "attn_pool" in heads else ""
+            start = "a zero start"
+            if "attn_pool" in heads:
+                window = train.get("attention_window", 1)
+                start += (", attention from its mean-pooling optimum" if train.get("attention_start", "zero") == "pooled"
+                          else "") + (f", weighing means of {window} frames" if window > 1 else "")  # fmt: skip
             parts.append(f"{names}: L2-penalised (C = {train.get('l2_c', 1.0):g}{prior}) on standardised inputs, every run "
-                         f"fitted to an optimum by full-batch L-BFGS from a zero start (at most {train.get('steps')} "
+                         f"fitted to an optimum by full-batch L-BFGS from {start} (at most {train.get('steps')} "
                          "iterations; no dropout)")  # fmt: skip
         else:
             if schedule == "steps":
                 budget = f"{train.get('steps')} optimiser steps for every run, whatever its size, lr {train.get('lr')} decayed on a cosine"
             else:
                 budget = f"{train.get('epochs')} epochs at the constant lr {train.get('lr')} (the paper's protocol: steps grow with the subset)"
+            frames = train.get("train_frames", 0)
             parts.append(
-                f"{names}: Adam, {budget}, batches of {train.get('batch_size')}, dropout {train.get('dropout')}"
+                f"{names}: Adam, {budget}, batches of {train.get('batch_size')}"
+                + (f" reading {frames} evenly spaced frames of each utterance a step" if frames else "")
+                + f", dropout {train.get('dropout')}"
                 + (f", products in {products}" if products else "")
             )
     return "; ".join(parts)

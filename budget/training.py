@@ -4,26 +4,37 @@ A *run* is one (fold, seed, size): a training subset and the held-out fold to
 test on.  :func:`train_runs` trains a list of runs of one head as one ensemble
 (chunked only by memory) and returns each run's test predictions.
 
-**The budget is the same for every size.**  Under the default ``steps``
-schedule every run takes the same number of optimiser steps of the same
-batch size, whatever its subset, with the learning rate decayed to zero on a
-cosine: a curve's points then differ in their labelled data alone, and all
-runs of a (features, head) share one ensemble.  The paper's protocol
+**The budget does not follow the labels.**  Under the default ``steps``
+schedule a run takes ``steps`` optimiser steps of the same batch size,
+whatever its subset, with the learning rate decayed to zero on a cosine
+(``max_epochs`` lets a small subset stop after that many passes over it, but
+never before a quarter of ``steps``); the convergence check doubles every
+run's budget to show the curve would not move.  The paper's protocol
 (``epochs``: a fixed number of passes at a constant rate, so small subsets get
 few steps) stays available for reproduction.
+
+**A step reads a sample of each utterance's frames.**  ``mlp_pool`` is an MLP
+applied to every frame, then a mean over frames: any subset of an utterance's
+frames estimates the same mean, so a training step reads ``train_frames``
+evenly spaced frames of each utterance (from a random start, drawn from the
+run's own seed) rather than all of them, and costs that much less.
+Prediction reads every frame.  ``train_frames = 0`` reads every frame in
+training too.
 
 **Full-batch heads are fitted, not stepped.**  ``mean_pool`` and
 ``meanmax_pool`` are multinomial logistic regressions on pooled statistics,
 convex in their weights; ``attn_pool`` adds a linear frame score before the
 pooling.  Under the ``steps`` schedule every run of these heads is fitted to
-an optimum of its L2-penalised objective by full-batch L-BFGS from a zero
-start (uniform attention: mean pooling), all runs of a chunk as one separable
-objective.  The classifier's penalty is the ``logreg`` reference's
-(scikit-learn's ``C``, ``TrainConfig.l2_c``); attention's score weights get a
-stronger one (:data:`budget.heads.ATTN_SCORE_PRIOR`); dropout is not used.
-No learning rate or step count can then bend a curve: doubling ``steps``
-(the L-BFGS iteration cap) leaves a fit that converged unchanged, and
-``mean_pool`` is the engine's own reproduction of ``logreg``.
+an optimum of its L2-penalised objective by full-batch L-BFGS, stopped by
+scikit-learn's rule (no gradient element above ``lbfgs_tolerance``): the
+pooled heads all runs of a chunk as one separable objective from a zero
+start, attention each run alone on its own utterances, from its optimum under
+uniform attention (mean pooling).  The classifier's penalty is the ``logreg``
+reference's (scikit-learn's ``C``, ``TrainConfig.l2_c``); attention's score
+weights get a stronger one (:data:`budget.heads.ATTN_SCORE_PRIOR`); dropout
+is not used.  No learning rate or step count can then bend a curve: doubling
+``steps`` (the L-BFGS iteration cap) leaves a fit that converged unchanged,
+and ``mean_pool`` is the engine's own reproduction of ``logreg``.
 
 **Device-resident.**  A feature set is uploaded once (frames in half precision
 on CUDA, float32 on CPU).  Each run's data order is drawn once, up front, from
@@ -64,13 +75,18 @@ CPU_CHUNK_MB = 128
 #: Defaults of the ``steps`` schedule (chosen by the convergence check on EmoDB: README, Studies).
 DEFAULT_STEPS = 2000
 DEFAULT_LR = 1e-3
+DEFAULT_TRAIN_FRAMES = 16
+DEFAULT_MAX_EPOCHS = 0
+DEFAULT_ATTENTION_WINDOW = 1
+ATTENTION_STARTS = ("pooled", "zero")
 #: The paper's protocol, for the ``epochs`` schedule.
 PAPER_EPOCHS = 60
 PAPER_LR = 1e-4
 #: Runs the cost model fits to time the full-batch heads' L-BFGS.
 SOLVE_PROBE_RUNS = 8
-#: The full-batch heads' L-BFGS stops when no gradient element (of a member's mean loss) exceeds this.
-LBFGS_TOLERANCE = 1e-5
+#: The full-batch heads' L-BFGS stops when no gradient element (of a member's mean loss) exceeds this:
+#: scikit-learn's lbfgs rule for the same objective (its ``tol``), so ``mean_pool`` stops where ``logreg`` does.
+DEFAULT_LBFGS_TOLERANCE = 1e-4
 LBFGS_HISTORY = 20
 
 
@@ -79,15 +95,22 @@ class TrainConfig:
     """Optimisation settings shared by every run of a study.
 
     ``schedule="steps"``: ``steps`` optimiser steps for every run, learning
-    rate ``lr`` decayed to zero on a cosine.  ``schedule="epochs"``: the
-    paper's ``epochs`` passes over each run's subset at the constant ``lr``.
+    rate ``lr`` decayed to zero on a cosine; with ``max_epochs``, a run on a
+    small subset stops sooner, after that many passes over it, but never
+    before a quarter of ``steps``.  ``schedule="epochs"``: the paper's
+    ``epochs`` passes over each run's subset at the constant ``lr``.
     """
 
     schedule: str = "steps"
     steps: int = DEFAULT_STEPS
     epochs: int = PAPER_EPOCHS
+    max_epochs: int = DEFAULT_MAX_EPOCHS  # under "steps": a run's passes over its subset, at most; 0: always `steps`
     lr: float = DEFAULT_LR
     batch_size: int = 16
+    train_frames: int = DEFAULT_TRAIN_FRAMES  # frames a stepped frame head reads of an utterance per step; 0: every frame
+    attention_window: int = DEFAULT_ATTENTION_WINDOW  # fitted attention weighs means of this many frames; 1: each frame
+    attention_start: str = "pooled"  # fitted attention starts at its mean-pooling optimum ("pooled") or at zero
+    lbfgs_tolerance: float = DEFAULT_LBFGS_TOLERANCE  # the full-batch fits stop below this largest gradient element
     dropout: float = DEFAULT_DROPOUT
     weight_decay: float = 0.0
     l2_c: float = 1.0  # inverse L2 strength (scikit-learn's C) of logreg and, under "steps", of the full-batch heads
@@ -100,7 +123,12 @@ class TrainConfig:
             raise BudgetError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
         for key in ("steps", "epochs", "batch_size"):
             check_number(key, getattr(self, key), integer=True, minimum=1)
-        for key in ("lr", "dropout", "weight_decay", "l2_c"):
+        check_number("train_frames", self.train_frames, integer=True, minimum=0)
+        check_number("max_epochs", self.max_epochs, integer=True, minimum=0)
+        check_number("attention_window", self.attention_window, integer=True, minimum=1)
+        if self.attention_start not in ATTENTION_STARTS:
+            raise BudgetError(f"attention_start must be one of {', '.join(ATTENTION_STARTS)}; got {self.attention_start!r}")
+        for key in ("lr", "dropout", "weight_decay", "l2_c", "lbfgs_tolerance"):
             check_number(key, getattr(self, key), minimum=0)
         if self.memory_mb is not None:
             check_number("memory_mb", self.memory_mb, integer=True, minimum=0)
@@ -112,20 +140,27 @@ class TrainConfig:
     def steps_for(self, n_train: int) -> int:
         """Optimiser steps of a run with ``n_train`` examples."""
         if self.schedule == "steps":
-            return self.steps
+            if not self.max_epochs:
+                return self.steps
+            passes = math.ceil(self.max_epochs * n_train / self.batch_size)
+            return min(self.steps, max(self.steps // 4, passes))
         return max(1, math.ceil(self.epochs * n_train / self.batch_size))
 
     def doubled(self) -> TrainConfig:
-        """Twice the budget: the convergence check's setting."""
-        return replace(self, steps=2 * self.steps, epochs=2 * self.epochs)
+        """Twice the budget: the convergence check's setting (every run's steps doubled)."""
+        return replace(self, steps=2 * self.steps, epochs=2 * self.epochs, max_epochs=2 * self.max_epochs)
 
     def describe(self) -> str:
-        if self.schedule == "steps":
+        if self.schedule == "steps" and self.max_epochs:
+            budget = (f"{self.steps} steps a run, or {self.max_epochs} passes over a smaller subset (at least "
+                      f"{self.steps // 4} steps), learning rate {self.lr:g} decayed to 0 on a cosine")  # fmt: skip
+        elif self.schedule == "steps":
             budget = f"{self.steps} steps for every run, learning rate {self.lr:g} decayed to 0 on a cosine"
         else:
             budget = f"{self.epochs} epochs (steps grow with the subset), constant learning rate {self.lr:g}"
         decay = f", weight decay {self.weight_decay:g}" if self.weight_decay else ""
-        stepped = f"Adam, {budget}, batches of {self.batch_size}, dropout {self.dropout:g}{decay}"
+        frames = f" reading {self.train_frames} evenly spaced frames of each utterance a step" if self.train_frames else ""
+        stepped = f"Adam, {budget}, batches of {self.batch_size}{frames}, dropout {self.dropout:g}{decay}"
         if self.schedule != "steps":
             return stepped
         stepped_heads = ", ".join(name for name, head in HEADS.items() if not head.full_batch)
@@ -235,8 +270,8 @@ class DeviceFeatures:
         self.offsets_t = torch.from_numpy(self.offsets).to(device)
         self.mean, self.max = mean, maximum  # (N, D) float32
         self._meanmax: torch.Tensor | None = None
-        self._padded: tuple[torch.Tensor, torch.Tensor] | None = None
         self._centred: dict[torch.dtype, DeviceFeatures] = {}
+        self._windowed: dict[int, DeviceFeatures] = {}
         self.utt_sum, self.utt_sumsq = _frame_sums(frames, self.lengths)
 
     @classmethod
@@ -281,6 +316,20 @@ class DeviceFeatures:
             self._centred[dtype] = DeviceFeatures(frames, self.lengths, self.mean, self.max)
         return self._centred[dtype]
 
+    def windowed(self, width: int) -> DeviceFeatures:
+        """Each utterance's frames averaged over consecutive windows of ``width`` (the last may be shorter), in
+        float32: what fitted attention weighs when its window is wider than a frame (made once)."""
+        if width == 1:
+            return self
+        if width not in self._windowed:
+            sizes = [np.minimum(width, length - np.arange(0, length, width)) for length in self.lengths]
+            lengths = np.concatenate(sizes) if sizes else np.zeros(0, dtype=np.int64)
+            sums, _ = _frame_sums(self.frames, lengths)
+            frames = (sums / torch.from_numpy(lengths).to(sums.device).clamp_min(1).unsqueeze(1)).float()
+            windows = np.array([len(size) for size in sizes], dtype=np.int64)
+            self._windowed[width] = DeviceFeatures(frames, windows, self.mean, self.max)
+        return self._windowed[width]
+
     @property
     def dim(self) -> int:
         return int(self.frames.shape[1])
@@ -293,31 +342,20 @@ class DeviceFeatures:
             return self._meanmax
         return self.mean
 
-    def padded(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The utterances ``rows`` as float32 frames padded with zeros ``(n, T, D)``, and ``(n, T)`` marking real frames.
+    def gathered(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The utterances ``rows`` as attention's ``shared_logits`` reads them: their frames end to end in float32
+        ``(F, D)``, and ``(n, T)`` positions of each utterance's frames among them with a mask of real frames."""
+        index = torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(self.frames.device)
+        lengths = self.lengths_t[index]
+        starts = lengths.cumsum(0) - lengths
+        position = torch.arange(max(int(lengths.max()) if len(index) else 1, 1), device=self.frames.device)
+        present = position < lengths.unsqueeze(1)
+        source = (self.offsets_t[index].unsqueeze(1) + position)[present]  # every frame of the rows, in order
+        return self.frames[source].float(), torch.where(present, starts.unsqueeze(1) + position, 0), present
 
-        Every utterance is padded once, on first use (:meth:`padded_bytes`), and
-        kept for every later fit; a subset of rows is gathered from that, with
-        no copy when ``rows`` is every utterance.
-        """
-        frames, present = self.padded_all()
-        if len(rows) == len(self):
-            return frames, present
-        longest = max(int(self.lengths_t[rows].max()), 1) if len(rows) else 1
-        return frames[rows, :longest], present[rows, :longest]
-
-    def padded_all(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every utterance padded, as :meth:`padded` gives it: made on first use and kept."""
-        if self._padded is None:
-            position = torch.arange(max(int(self.lengths.max()) if len(self) else 1, 1), device=self.frames.device)
-            present = position < self.lengths_t.unsqueeze(1)
-            frames = self.frames[torch.where(present, self.offsets_t.unsqueeze(1) + position, 0)].float()
-            self._padded = frames.masked_fill_(~present.unsqueeze(-1), 0.0), present
-        return self._padded
-
-    def padded_bytes(self) -> int:
-        """Memory :meth:`padded` holds: every utterance's frames in float32, padded to the longest."""
-        return 0 if self._padded is not None else len(self) * max(int(self.lengths.max()) if len(self) else 1, 1) * (self.dim * 4 + 1)
+    def frame_means(self) -> torch.Tensor:
+        """Each utterance's mean frame ``(N, D)`` in float32, from the frames as held here."""
+        return (self.utt_sum / self.lengths_t.clamp_min(1).unsqueeze(1)).float()
 
     def standardisation(self, runs: list[Run], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-run ``(E, width)`` mean and std of its training inputs: pooled statistics ``kind``, or frames ("")."""
@@ -337,25 +375,30 @@ class DeviceFeatures:
             var = (selection @ self.utt_sumsq / count - mean.square()).clamp_min(0)
         return mean.float(), var.sqrt().float()
 
-    def batch(self, slots: torch.Tensor, width: int, kind: str) -> PackedBatch:
+    def batch(self, slots: torch.Tensor, width: int, kind: str, sample: FrameSample | None = None) -> PackedBatch:
         """Gather each member's slot utterances (``(E, B)``, -1 empty) into one batch on the device.
 
         Heads that pool first read the stored statistics ``kind``; frame heads
-        (``kind`` "") get the slots' frames packed end to end, ``width`` frames per member.
+        (``kind`` "") get the slots' frames packed end to end, ``width`` frames
+        per member: every frame, or the evenly spaced frames of ``sample``.
         """
         slots = slots.to(self.frames.device)  # a no-op in training, which keeps them there
         valid = slots >= 0
         safe = slots.clamp_min(0)
         if kind:
             return PackedBatch(n_slots=slots.shape[1], pooled=self.pooled(kind)[safe])
-        lengths = torch.where(valid, self.lengths_t[safe], 0)  # (E, B)
+        full = torch.where(valid, self.lengths_t[safe], 0)  # (E, B)
+        lengths = full if sample is None else sample.counts
         ends = lengths.cumsum(1)
         position = torch.arange(width, device=slots.device)
         slot = torch.searchsorted(ends, position.expand(len(slots), width).contiguous(), right=True)  # (E, W)
         in_batch = slot < slots.shape[1]
         slot = slot.clamp_max(slots.shape[1] - 1)
-        start = ends.gather(1, slot) - lengths.gather(1, slot)
-        frame = self.offsets_t[safe.gather(1, slot)] + (position - start)
+        taken = lengths.gather(1, slot)
+        rank = position - (ends.gather(1, slot) - taken)  # the frame's place among its slot's frames in the batch
+        if sample is not None:  # the rank-th of `taken` evenly spaced frames, from the slot's random start
+            rank = (sample.starts.gather(1, slot) + rank * full.gather(1, slot)) // taken.clamp_min(1)
+        frame = self.offsets_t[safe.gather(1, slot)] + rank
         frames = self.frames.index_select(0, torch.where(in_batch, frame, 0).view(-1)).view(*frame.shape, -1)  # gathers rows faster than [...]
         members = (slot.unsqueeze(1) == torch.arange(slots.shape[1], device=slots.device).view(1, -1, 1)) & in_batch.unsqueeze(1)
         return PackedBatch(n_slots=slots.shape[1], frames=frames, members=members, counts=lengths)
@@ -412,6 +455,32 @@ def data_order(run: Run, steps: int, batch_size: int) -> np.ndarray:
     return order
 
 
+@dataclass
+class FrameSample:
+    """Which frames a step reads of each slot's utterance: ``counts`` ``(E, B)`` evenly spaced frames of the
+    utterance's ``L``, the ``i``-th at ``(starts + i * L) // counts``, for a ``starts`` ``(E, B)`` in ``[0, L)``."""
+
+    counts: torch.Tensor
+    starts: torch.Tensor
+
+
+def frame_starts(run: Run, steps: int, batch_size: int) -> np.ndarray:
+    """Uniform draws ``(steps, batch_size)`` in [0, 1) that place each step's frame sample within its utterances.
+
+    From the run's own seed (a stream of its own, so the data order is the
+    one it would be without frame sampling), never from its mates'.
+    """
+    return np.random.default_rng(run.seed_sequence().spawn(2)[1]).random((steps, batch_size))
+
+
+def frame_samples(lengths: np.ndarray, orders: np.ndarray, draws: np.ndarray, per_utterance: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames per slot and their starts ``(steps, E, B)`` for slot utterances ``orders`` (-1 empty) of ``lengths``:
+    at most ``per_utterance`` evenly spaced frames of each (every frame of a shorter one)."""
+    full = np.append(lengths, 0)[orders]
+    counts = np.minimum(full, per_utterance)
+    return counts, np.floor(draws * full).astype(np.int64)
+
+
 def member_seeds(run: Run) -> tuple[int, int]:
     """A run's initialisation seed and 32-bit dropout key, from its own seed."""
     init, dropout = run.seed_sequence().generate_state(2)
@@ -429,9 +498,13 @@ class HeadCost:
         return 6.0 * self.macs_per_row * self.rows_per_slot * batch_size * members  # forward + backward
 
 
-def head_cost(head: str, features: FeatureSet | DeviceFeatures, n_classes: int) -> HeadCost:
+def head_cost(head: str, features: FeatureSet | DeviceFeatures, n_classes: int, config: TrainConfig) -> HeadCost:
+    """A stepped head's useful work: frames per slot are those its training steps read (:attr:`TrainConfig.train_frames`)."""
     head_class = HEADS[head]
-    rows = 1.0 if head_class.pools_first else float(np.mean(features.lengths)) if len(features) else 1.0
+    lengths = np.asarray(features.lengths, dtype=float)
+    if config.train_frames:
+        lengths = np.minimum(lengths, config.train_frames)
+    rows = 1.0 if head_class.pools_first else float(np.mean(lengths)) if len(lengths) else 1.0
     return HeadCost(head_class.matmul_flops(features.dim, n_classes), rows)
 
 
@@ -449,19 +522,19 @@ def members_per_chunk(
             budget_mb = int(0.6 * max(free, 0) / 2**20)
         else:
             budget_mb = CPU_CHUNK_MB
-    if solved(head, config):
+    if solved(head, config):  # attention's runs are fitted one at a time; a chunk shares their pooled start
         width = head_class.input_width(features.dim)
         # every row's logits and their gradients; the weights, their gradient and the L-BFGS history
         per_member = 4 * (n_classes * len(features) * 8 + width * (n_classes + 1) * (2 * LBFGS_HISTORY + 4))
-        if not head_class.pools_first:  # per row: frame scores, weights and their gradients; the pooled frames and theirs
-            longest = float(np.max(features.lengths)) if len(features) else 1.0
-            per_member += 4 * len(features) * (4 * longest + 3 * width)
         return max(1, int(budget_mb * 2**20 // per_member))
     if head_class.pools_first:
         return 4096
     longest = float(np.max(features.lengths)) if len(features) else 1.0
     mean = float(np.mean(features.lengths)) if len(features) else 1.0
-    rows = config.batch_size * min(longest, 2 * mean)  # packed frames per member, with slack for long batches
+    per_slot = min(longest, 2 * mean)  # with slack for long batches
+    if config.train_frames:
+        per_slot = min(per_slot, config.train_frames)
+    rows = config.batch_size * per_slot  # packed frames per member
     activation_bytes = 2 if uses_autocast(device, config) else 4
     # gathered frames in the product dtype (and attn_pool's standardised float32 copy); the slot membership;
     # per hidden unit: the activation, its dropout mask and its gradient
@@ -504,31 +577,27 @@ def train_runs(
         try:
             predictions += fit(head, inputs, labels, runs[start : start + chunk], n_classes, config, advance)
         except torch.cuda.OutOfMemoryError:
+            if solved(head, config) and not HEADS[head].pools_first:
+                raise BudgetError(
+                    f"CUDA out of memory fitting {head} on one run's frames; "
+                    "crop utterances shorter (--max-seconds) or train this head with --device cpu"
+                ) from None
             raise BudgetError(
-                f"CUDA out of memory training {head} with {min(chunk, len(runs))} runs at once; "
-                f"set a smaller --memory-mb (now {config.memory_mb or 'from free memory'})"
+                f"CUDA out of memory training {head} with {min(chunk, len(runs))} runs at once; set a smaller "
+                f"memory_mb in the study's config (now {config.memory_mb or 'from free memory'})"
             ) from None
     return predictions
 
 
 def prepared_inputs(head: str, inputs: DeviceFeatures, config: TrainConfig) -> DeviceFeatures:
     """What a head reads, made once per feature set (before free memory sizes the chunks, and outside any timing):
-    the stored statistics; for stepped frame heads the frames centred in the product dtype; for full-batch frame
-    heads every utterance padded, with an error that names what to change when they do not fit (fewer runs at
-    once would not help)."""
+    the stored statistics; for fitted attention the frames, averaged over its window; for stepped frame heads the
+    frames centred in the product dtype."""
     if HEADS[head].pools_first:
         return inputs
-    if not solved(head, config):
-        return inputs.centred(product_dtype(inputs.frames.device, config))
-    size = inputs.padded_bytes()
-    try:
-        inputs.padded_all()
-    except torch.cuda.OutOfMemoryError:
-        raise BudgetError(
-            f"CUDA out of memory padding every utterance's frames for {head} ({size / 2**30:.1f} GiB in float32); "
-            "crop utterances shorter (--max-seconds) or train this head with --device cpu"
-        ) from None
-    return inputs
+    if solved(head, config):
+        return inputs.windowed(config.attention_window)
+    return inputs.centred(product_dtype(inputs.frames.device, config))
 
 
 def _train_ensemble(head_name, inputs: DeviceFeatures, labels, runs, n_classes, config, advance, predict=True) -> list[np.ndarray]:
@@ -544,7 +613,14 @@ def _train_ensemble(head_name, inputs: DeviceFeatures, labels, runs, n_classes, 
     steps = config.steps_for(len(runs[0].train))
     optimiser, schedule = make_optimiser(head.parameters(), config, steps)
     orders = np.stack([data_order(run, steps, config.batch_size) for run in runs], axis=1)  # (steps, E, B)
-    widths = _packed_widths(inputs, orders) if not head_class.pools_first else None
+    widths, samples = None, None
+    if config.train_frames and not head_class.pools_first:
+        draws = np.stack([frame_starts(run, steps, config.batch_size) for run in runs], axis=1)
+        counts, starts = frame_samples(inputs.lengths, orders, draws, config.train_frames)
+        widths = bucketed(counts.sum(axis=-1).max(axis=-1))
+        samples = FrameSample(torch.from_numpy(counts).to(device), torch.from_numpy(starts).to(device))
+    elif not head_class.pools_first:
+        widths = _packed_widths(inputs, orders)
     order_t = torch.from_numpy(orders).to(device)
     label_t = torch.from_numpy(np.append(labels.astype(np.int64), 0)).to(device)  # index -1 -> a dummy label
     keys = torch.tensor([key for _, key in seeds], dtype=torch.int64, device=device)
@@ -553,7 +629,8 @@ def _train_ensemble(head_name, inputs: DeviceFeatures, labels, runs, n_classes, 
     head.train()
     for step in range(steps):
         slots = order_t[step]
-        batch = inputs.batch(slots, int(widths[step]) if widths is not None else 0, kind)
+        sample = FrameSample(samples.counts[step], samples.starts[step]) if samples is not None else None
+        batch = inputs.batch(slots, int(widths[step]) if widths is not None else 0, kind, sample)
         batch.keys = DropoutKeys(keys, step)
         with autocast:
             logits = head(batch)  # (E, B, C)
@@ -570,75 +647,134 @@ def _train_ensemble(head_name, inputs: DeviceFeatures, labels, runs, n_classes, 
 
 
 def _solve(head_name, inputs: DeviceFeatures, labels, runs, n_classes, config, advance) -> list[np.ndarray]:
-    """Each run's predictions from its head fitted to an optimum (:func:`fit_full_batch`)."""
+    """Each run's predictions from its head fitted to an optimum: the pooled heads all runs at once
+    (:func:`fit_full_batch`), attention each run alone (:func:`fit_attention`)."""
+    device = inputs.frames.device
+    if not HEADS[head_name].pools_first:
+        predictions = []
+        for run, head in zip(runs, fit_attention(inputs, labels, runs, n_classes, config), strict=True):
+            predictions.append(attention_logits(head, inputs, run.test)[0].argmax(-1).cpu().numpy())
+            if advance:
+                advance(1)
+        return predictions
     head = fit_full_batch(head_name, inputs, labels, runs, n_classes, config)
     if advance:
         advance(len(runs))
     rows = np.unique(np.concatenate([run.test for run in runs]))
     with torch.inference_mode():
-        predicted = full_batch_logits(head, inputs, torch.from_numpy(rows).to(inputs.frames.device)).argmax(-1)
+        predicted = head.shared_logits(inputs.pooled(head.pooled_kind)[torch.from_numpy(rows).to(device)]).argmax(-1)
     predicted = predicted.cpu().numpy()  # (E, rows)
     return [predicted[e, np.searchsorted(rows, run.test)] for e, run in enumerate(runs)]
 
 
-def full_batch_inputs(head: type[EnsembleHead], inputs: DeviceFeatures, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """What a full-batch head's ``shared_logits`` reads for the utterances ``rows``: pooled statistics, or padded frames."""
-    return (inputs.pooled(head.pooled_kind)[rows],) if head.pools_first else inputs.padded(rows)
-
-
-def full_batch_logits(head: EnsembleHead, inputs: DeviceFeatures, rows: torch.Tensor) -> torch.Tensor:
+@torch.inference_mode()
+def attention_logits(head: EnsembleHead, inputs: DeviceFeatures, rows: np.ndarray) -> torch.Tensor:
     """Every member's logits ``(E, len(rows), classes)`` for the utterances ``rows``."""
-    return head.shared_logits(*full_batch_inputs(type(head), inputs, rows))
+    return head.shared_logits(*inputs.gathered(rows))
 
 
-def fit_full_batch(
-    head_name: str, inputs: DeviceFeatures, labels: np.ndarray, runs: list[Run], n_classes: int, config: TrainConfig
-) -> EnsembleHead:
-    """Fit every run's head to an optimum: one full-batch L-BFGS on the sum of the runs' objectives.
+@dataclass
+class _Rows:
+    """Rows of a full-batch objective: what the head's ``shared_logits`` reads of them, their one-hot targets and
+    each member's weight on each row ``(E, rows)``: 1/n on the member's n training rows, else 0."""
 
-    A run's objective is its mean cross-entropy plus ``k |W|^2 / (2 C n)`` for
-    each penalised weight (scikit-learn's for the classifier, ``k`` = 1, with
-    ``n`` training examples; :meth:`EnsembleHead.penalties`), on its own
-    standardised inputs.  The objectives share no parameter, so mates only
-    change the path (L-BFGS's history and line search are joint): a convex head
-    ends at each run's own optimum, within :data:`LBFGS_TOLERANCE` of the run
-    solved alone; for ``attn_pool``, not convex, that runs end where they end
-    alone is checked (tests, and runs on EmoDB), not guaranteed.  Logits come from rows
-    shared by all runs (standardisation folded into the weights), so no run's
-    data is copied.  Every weight starts at zero; at most ``config.steps`` iterations.
-    """
-    device = inputs.frames.device
-    head_class = HEADS[head_name]
-    head = head_class([torch.Generator() for _ in runs], inputs.dim, n_classes, dropout=0.0)
-    head.set_standardisation(*inputs.standardisation(runs, head_class.pooled_kind))
-    head.to(device)
-    parameters = list(head.parameters())
-    with torch.no_grad():
-        for parameter in parameters:
-            parameter.zero_()  # one start for every run, whatever its seed
-    rows = np.unique(np.concatenate([run.train for run in runs]))  # every run's training rows, sorted
-    data = full_batch_inputs(head_class, inputs, torch.from_numpy(rows).to(device))  # built once, read by every iteration
-    share = torch.zeros(len(runs), len(rows), device=device)  # (E, rows): 1/n on a run's training rows
-    for e, run in enumerate(runs):  # once per fit, not per iteration
-        share[e, torch.from_numpy(np.searchsorted(rows, run.train)).to(device)] = 1 / len(run.train)
-    strength = torch.tensor([1 / (config.l2_c * len(run.train)) for run in runs], device=device)
-    target = torch.nn.functional.one_hot(torch.from_numpy(labels[rows].astype(np.int64)), n_classes)
-    target = target.to(device, torch.float32)
+    inputs: tuple[torch.Tensor, ...]
+    target: torch.Tensor
+    share: torch.Tensor
+
+
+def _minimise(head: EnsembleHead, rows: _Rows, strength: torch.Tensor, config: TrainConfig) -> EnsembleHead:
+    """Full-batch L-BFGS on ``head``'s weights: every member's mean cross-entropy over its rows plus
+    ``strength k |W|^2 / 2`` for each penalised weight (:meth:`EnsembleHead.penalties`); at most ``config.steps``
+    iterations, until no gradient element exceeds ``config.lbfgs_tolerance``."""
     optimiser = torch.optim.LBFGS(
-        parameters, max_iter=config.steps, history_size=LBFGS_HISTORY, tolerance_grad=LBFGS_TOLERANCE,
-        tolerance_change=0.0, line_search_fn="strong_wolfe",
+        list(head.parameters()), max_iter=config.steps, history_size=LBFGS_HISTORY,
+        tolerance_grad=config.lbfgs_tolerance, tolerance_change=0.0, line_search_fn="strong_wolfe",
     )  # fmt: skip
 
     def objective() -> torch.Tensor:
         optimiser.zero_grad()
-        losses = -(torch.log_softmax(head.shared_logits(*data), -1) * target).sum(-1)  # (E, rows)
         norms = sum(k * weight.square().flatten(1).sum(1) for weight, k in head.penalties())  # (E,)
-        loss = (share * losses).sum() + 0.5 * (strength * norms).sum()
+        logits = head.shared_logits(*rows.inputs)  # (E, rows, classes)
+        losses = torch.logsumexp(logits, -1) - (logits * rows.target).sum(-1)  # cross-entropy, (E, rows)
+        loss = (rows.share * losses).sum() + 0.5 * (strength * norms).sum()
         loss.backward()
         return loss
 
     optimiser.step(objective)
     return head.eval()
+
+
+def _targets(labels: np.ndarray, rows: np.ndarray, n_classes: int, device: torch.device) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.from_numpy(labels[rows].astype(np.int64)), n_classes).to(device, torch.float32)
+
+
+def _zero_head(head_class: type[EnsembleHead], n_members: int, dim: int, n_classes: int, stats, device) -> EnsembleHead:
+    """A head of ``n_members`` with every weight zero (one start for every run, whatever its seed)."""
+    head = head_class([torch.Generator() for _ in range(n_members)], dim, n_classes, dropout=0.0)
+    head.set_standardisation(*stats)
+    head.to(device)
+    with torch.no_grad():
+        for parameter in head.parameters():
+            parameter.zero_()
+    return head
+
+
+def fit_full_batch(
+    head_name: str, inputs: DeviceFeatures, labels: np.ndarray, runs: list[Run], n_classes: int, config: TrainConfig,
+    pooled: torch.Tensor | None = None, stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> EnsembleHead:  # fmt: skip
+    """Fit every run's pooled head to its optimum: one full-batch L-BFGS on the sum of the runs' objectives.
+
+    A run's objective is its mean cross-entropy plus ``k |W|^2 / (2 C n)`` for
+    each penalised weight (scikit-learn's for the classifier, ``k`` = 1, with
+    ``n`` training examples; :meth:`EnsembleHead.penalties`), on its own
+    standardised inputs.  The objectives share no parameter and are strictly
+    convex, so mates only change the path (L-BFGS's history and line search
+    are joint): each run ends at its own optimum, within
+    ``config.lbfgs_tolerance`` of the run solved alone.  Logits come from rows
+    shared by all runs (standardisation folded into the weights), so no run's
+    data is copied.  Every weight starts at zero.  ``pooled`` and ``stats``
+    replace the stored statistics and the runs' standardisation (attention's
+    start: :func:`fit_attention`).
+    """
+    device = inputs.frames.device
+    head_class = HEADS[head_name]
+    head = _zero_head(head_class, len(runs), inputs.dim, n_classes,
+                      stats or inputs.standardisation(runs, head_class.pooled_kind), device)  # fmt: skip
+    rows = np.unique(np.concatenate([run.train for run in runs]))  # every run's training rows, sorted
+    share = torch.zeros(len(runs), len(rows), device=device)
+    for e, run in enumerate(runs):  # once per fit, not per iteration
+        share[e, torch.from_numpy(np.searchsorted(rows, run.train)).to(device)] = 1 / len(run.train)
+    x = (inputs.pooled(head_class.pooled_kind) if pooled is None else pooled)[torch.from_numpy(rows).to(device)]
+    strength = torch.tensor([1 / (config.l2_c * len(run.train)) for run in runs], device=device)
+    return _minimise(head, _Rows((x,), _targets(labels, rows, n_classes, device), share), strength, config)
+
+
+def fit_attention(inputs: DeviceFeatures, labels: np.ndarray, runs: list[Run], n_classes: int, config: TrainConfig):
+    """Yield each run's attention head (one member), fitted alone to an optimum of its objective.
+
+    The objective is :func:`fit_full_batch`'s, with the score weights' stronger
+    penalty, on the run's own training utterances only.  The fit starts where attention is uniform and the
+    classifier is at its optimum for it: mean pooling of the run's standardised
+    frames, a convex problem solved for every run at once on the utterances'
+    mean frames (uniform attention pools exactly those).  A run never sees its
+    mates: the start is separable and each fit is its own.
+    """
+    device = inputs.frames.device
+    mean, std = inputs.standardisation(runs, "")
+    start = None
+    if config.attention_start == "pooled":
+        start = fit_full_batch("mean_pool", inputs, labels, runs, n_classes, config, inputs.frame_means(), (mean, std))
+    for e, run in enumerate(runs):
+        head = _zero_head(HEADS["attn_pool"], 1, inputs.dim, n_classes, (mean[e : e + 1], std[e : e + 1]), device)
+        if start is not None:
+            with torch.no_grad():
+                head.classifier.weight.copy_(start.classifier.weight[e : e + 1])
+                head.classifier.bias.copy_(start.classifier.bias[e : e + 1])
+        rows = _Rows(inputs.gathered(run.train), _targets(labels, run.train, n_classes, device),
+                     torch.full((1, 1), 1 / len(run.train), device=device))  # fmt: skip
+        yield _minimise(head, rows, torch.tensor([1 / (config.l2_c * len(run.train))], device=device), config)
 
 
 def _packed_widths(inputs: DeviceFeatures, orders: np.ndarray) -> np.ndarray:

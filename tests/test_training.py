@@ -178,7 +178,7 @@ def check_pooled_optimum(head: str, device: str) -> None:
         alone = training.fit_full_batch(head, inputs, labels, [run], 3, config)
         model, x_test = _reference_logreg(features, labels, run, kind)
         n_params = model.coef_.size + model.intercept_.size
-        weight_error = n_params**0.5 * training.LBFGS_TOLERANCE * config.l2_c * len(run.train)
+        weight_error = n_params**0.5 * config.lbfgs_tolerance * config.l2_c * len(run.train)
         bound = 2 * weight_error * (1 + float(np.linalg.norm(x_test, axis=1).max()))  # ours and scikit-learn's error
         expected = model.decision_function(x_test)
         expected -= expected.mean(1, keepdims=True)
@@ -210,10 +210,10 @@ def test_attention_s_shared_logits_are_its_forward_pass():
     width = int(features.lengths[:12].sum())
     with torch.inference_mode():
         packed = head(inputs.batch(slots, width, ""))
-        shared = training.full_batch_logits(head, inputs, torch.arange(12))
-        frames, present = inputs.padded(torch.arange(3))
+        shared = training.attention_logits(head, inputs, np.arange(12))
+        frames, index, present = inputs.gathered(np.arange(3))
         present[1] = False  # an utterance without frames must not turn a whole fit into NaN
-        assert torch.isfinite(head.shared_logits(frames, present)).all()
+        assert torch.isfinite(head.shared_logits(frames, index, present)).all()
     assert_float_close(shared, packed, depth=3)
 
 
@@ -298,6 +298,49 @@ def test_packed_batches_hold_each_slot_s_frames():
             assert int(batch.counts[e, b]) == len(expected)
 
 
+def test_a_frame_sample_takes_evenly_spaced_frames_of_each_slot_from_its_start():
+    features, _ = synthetic_features()  # lengths 3..20
+    inputs = DeviceFeatures.upload(features, torch.device("cpu"), half=False)
+    orders = np.array([[[2, 0, -1], [5, 7, 1]]])  # (steps, E, B)
+    draws = np.array([[[0.0, 0.5, 0.9], [0.99, 0.3, 0.7]]])
+    counts, starts = training.frame_samples(features.lengths, orders, draws, per_utterance=4)
+    sample = training.FrameSample(torch.from_numpy(counts[0]), torch.from_numpy(starts[0]))
+    batch = inputs.batch(torch.from_numpy(orders[0]), int(counts[0].sum(-1).max()), "", sample)
+    for e, row in enumerate(orders[0].tolist()):
+        for b, utt in enumerate(row):
+            frames = batch.frames[e][batch.members[e, b]].numpy()
+            if utt < 0:
+                assert len(frames) == 0 and int(batch.counts[e, b]) == 0
+                continue
+            length = int(features.lengths[utt])
+            taken = min(length, 4)
+            start = int(np.floor(draws[0, e, b] * length))
+            where = (start + np.arange(taken) * length) // taken  # spaced by length / taken, from the start
+            assert len(set(where)) == taken and where.min() >= 0 and where.max() < length
+            np.testing.assert_array_equal(frames, features.sequence(utt)[where].astype(np.float32))
+            assert int(batch.counts[e, b]) == taken  # the slot's mean is over the frames read
+
+
+def test_mlp_pool_trains_on_frame_samples_and_predicts_from_every_frame(monkeypatch):
+    features, labels = synthetic_features(n_per_class=40)
+    runs = runs_for(labels, size=25, seeds=(0,))
+    widths = []
+    real = DeviceFeatures.batch
+
+    def spy(self, slots, width, kind, sample=None):
+        frames = np.append(self.lengths, 0)[slots.cpu().numpy()].sum(-1).max()  # the widest member's utterances
+        widths.append((sample is not None, width, int(frames)))
+        return real(self, slots, width, kind, sample)
+
+    monkeypatch.setattr(DeviceFeatures, "batch", spy)
+    config = TrainConfig(steps=40, lr=3e-3, batch_size=8, train_frames=2)
+    predictions = train_runs("mlp_pool", features, labels, runs, 3, config)
+    training_steps = [w for w in widths if w[0]]
+    assert len(training_steps) == 40 and all(width <= 8 * 2 for _, width, _ in training_steps)  # at most 2 a slot
+    assert all(width >= frames for sampled, width, frames in widths if not sampled)  # evaluation: every frame
+    assert min(balanced_accuracy_score(labels[r.test], p) for r, p in zip(runs, predictions, strict=True)) > 0.8
+
+
 def test_bucketed_widths_pad_little_and_take_few_shapes():
     widths = np.arange(1, 20_000)
     padded = training.bucketed(widths)
@@ -325,7 +368,7 @@ def test_centred_frames_keep_their_spread_in_bf16_and_standardise_alike():
 
 
 def test_every_run_takes_the_same_steps_whatever_its_size():
-    config = TrainConfig(steps=40, batch_size=4)
+    config = TrainConfig(steps=40, batch_size=4, max_epochs=0)
     assert {config.steps_for(n) for n in (3, 20, 4000)} == {40}
     paper = TrainConfig(schedule="epochs", epochs=2, batch_size=4)
     assert paper.steps_for(20) == 10 and paper.steps_for(40) == 20
@@ -333,6 +376,13 @@ def test_every_run_takes_the_same_steps_whatever_its_size():
     order = data_order(run, steps=5, batch_size=4)
     assert order.shape == (5, 4) and (order[:, 3] == -1).all()  # 3 examples fill 3 of 4 slots
     assert sorted(order[0, :3]) == [0, 1, 2]
+
+
+def test_a_small_subset_stops_after_its_passes_but_never_before_a_quarter_of_the_steps():
+    config = TrainConfig(steps=400, batch_size=4, max_epochs=10)
+    assert [config.steps_for(n) for n in (4, 80, 120, 4000)] == [100, 200, 300, 400]  # floor, passes, passes, cap
+    doubled = config.doubled()  # the convergence check doubles every run's budget, whatever its size
+    assert [doubled.steps_for(n) for n in (4, 80, 120, 4000)] == [200, 400, 600, 800]
 
 
 def test_runs_of_different_step_counts_cannot_share_an_ensemble():
@@ -453,17 +503,14 @@ def test_frames_go_to_cuda_in_half_precision_only_from_a_float16_store(monkeypat
     assert DeviceFeatures.upload(features, cpu).frames.dtype == torch.float16  # upload follows the rule
 
 
-def test_out_of_device_memory_for_the_padded_frames_says_what_to_change(monkeypatch):
-    # fewer runs at once (--memory-mb) cannot help when the corpus's padded frames alone do not fit
+def test_out_of_device_memory_fitting_attention_says_what_to_change(monkeypatch):
+    # attention is fitted one run at a time, so fewer runs at once (memory_mb) cannot help
     features, labels = synthetic_features()
     runs = runs_for(labels, size=8)
 
-    def no_room(self):
+    def no_room(self, rows):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 11.30 GiB")
 
-    monkeypatch.setattr(DeviceFeatures, "padded_all", no_room)
-    said = r"padding every utterance's frames for attn_pool .*--max-seconds.*--device cpu"
-    with pytest.raises(BudgetError, match=said):
+    monkeypatch.setattr(DeviceFeatures, "gathered", no_room)
+    with pytest.raises(BudgetError, match=r"fitting attn_pool on one run's frames.*--max-seconds.*--device cpu"):
         train_runs("attn_pool", features, labels, runs, 3, TrainConfig(device="cpu"))
-    with pytest.raises(BudgetError, match=said):  # a study's cost model pads first, before any training
-        training.measure_unit_seconds("attn_pool", features, labels, runs, 3, TrainConfig(device="cpu"))
