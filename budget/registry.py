@@ -25,7 +25,7 @@ from budget import bimodal, training
 from budget.errors import BudgetError
 from budget.features.featureset import FeatureSet
 from budget.heads import HEADS
-from budget.training import DeviceFeatures, Run, TrainConfig
+from budget.training import CostModel, DeviceFeatures, Run, TrainConfig
 
 #: What a head's runs read: one feature set, or an audio and a text set aligned row for row.
 SINGLE, PAIR = ("single",), ("audio", "text")
@@ -56,10 +56,10 @@ class HeadSpec:
         """How many runs train (and are saved) together."""
         return 10
 
-    def unit_seconds(self, inputs: dict[str, FeatureSet], labels: np.ndarray, runs: list[Run], n_classes: int,
-                     config: TrainConfig, uploaded: DeviceFeatures | None) -> float:  # fmt: skip
-        """Measured seconds per unit: the cost model (0 where the head reports its own progress)."""
-        return 0.0
+    def cost_model(self, inputs: dict[str, FeatureSet], labels: np.ndarray, runs: list[Run], n_classes: int,
+                   config: TrainConfig, uploaded: DeviceFeatures | None) -> CostModel:  # fmt: skip
+        """Measured seconds per unit by training examples (free where the head reports its own progress)."""
+        return CostModel()
 
     def train(self, inputs: dict[str, FeatureSet], labels: np.ndarray, runs: list[Run], n_classes: int,
               config: TrainConfig, advance=None, uploaded: DeviceFeatures | None = None) -> list[np.ndarray]:  # fmt: skip
@@ -82,8 +82,8 @@ class EnsembleSpec(HeadSpec):
     def chunk(self, features: FeatureSet | None, config: TrainConfig, n_classes: int) -> int:
         return training.members_per_chunk(self.name, features, config, training.training_device(config), n_classes)
 
-    def unit_seconds(self, inputs, labels, runs, n_classes, config, uploaded) -> float:
-        return training.measure_unit_seconds(self.name, inputs["single"], labels, runs, n_classes, config, uploaded)
+    def cost_model(self, inputs, labels, runs, n_classes, config, uploaded) -> CostModel:
+        return training.cost_model(self.name, inputs["single"], labels, runs, n_classes, config, uploaded)
 
     def train(self, inputs, labels, runs, n_classes, config, advance=None, uploaded=None) -> list[np.ndarray]:
         return training.train_runs(self.name, inputs["single"], labels, runs, n_classes, config, advance, uploaded)
@@ -104,12 +104,13 @@ class ReferenceSpec(HeadSpec):
     def units(self, run: Run, config: TrainConfig) -> int:
         return 1
 
-    def unit_seconds(self, inputs, labels, runs, n_classes, config, uploaded) -> float:
-        if not runs:
-            return 0.0
-        started = time.perf_counter()
-        training.train_logreg(inputs["single"], labels, runs[0], config.l2_c)
-        return time.perf_counter() - started
+    def cost_model(self, inputs, labels, runs, n_classes, config, uploaded) -> CostModel:
+        def measure(sample: list[Run]) -> float:
+            started = time.perf_counter()
+            training.train_logreg(inputs["single"], labels, sample[0], config.l2_c)
+            return time.perf_counter() - started
+
+        return CostModel.probed(measure, runs)
 
     def train(self, inputs, labels, runs, n_classes, config, advance=None, uploaded=None) -> list[np.ndarray]:
         predictions = []

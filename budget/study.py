@@ -40,7 +40,7 @@ from budget.folds import N_FOLDS, assign_folds, fold_names, read_fold_file
 from budget.labels import class_order
 from budget.metrics import run_metrics
 from budget.progress import progress_bar
-from budget.registry import PAIR, head_spec
+from budget.registry import PAIR, HeadSpec, head_spec
 from budget.registry import train as train_head
 from budget.runfolder import CONVERGENCE, RESULT_KEY, RESULTS, RunFolder
 from budget.sampling import (
@@ -52,7 +52,7 @@ from budget.sampling import (
     read_sizes,
     size_value,
 )
-from budget.training import DeviceFeatures, Run, TrainConfig, frame_products
+from budget.training import CostModel, DeviceFeatures, Run, TrainConfig, frame_products
 
 Trainer = Callable[..., list[np.ndarray]]
 
@@ -285,23 +285,23 @@ class Study:
             return
         n_classes = len(data.classes)
         uploaded: dict[str, DeviceFeatures] = {}
-        costs = [
-            head_spec(job.head).unit_seconds(job.inputs, job.labels, job.runs, n_classes, train,
-                                             self._uploaded(job, train, uploaded))
+        models = [
+            head_spec(job.head).cost_model(job.inputs, job.labels, job.runs, n_classes, train,
+                                           self._uploaded(job, train, uploaded))
             for job in todo
         ]  # fmt: skip
-        total = sum(cost * sum(head_spec(job.head).units(run, train) for run in job.runs)
-                    for cost, job in zip(costs, todo, strict=True))  # fmt: skip
+        total = sum(_seconds(model, head_spec(job.head), job.runs, train) for model, job in zip(models, todo, strict=True))
         log(f"estimated training time: {_duration(total)} for {sum(len(j.runs) for j in todo)} runs "
-            f"(cost model: a few timed steps of each head)")  # fmt: skip
+            f"(cost model: each head timed at its smallest and largest size)")  # fmt: skip
         with progress_bar(max(total, 1e-9), "training", unit="s") as advance:
-            for job, cost in zip(todo, costs, strict=True):
+            for job, model in zip(todo, models, strict=True):
                 spec = head_spec(job.head)
                 for step_count in sorted({spec.units(run, train) for run in job.runs}):
                     group = [run for run in job.runs if spec.units(run, train) == step_count]
                     size = spec.chunk(job.single, train, n_classes)
                     for start in range(0, len(group), size):
                         chunk = group[start : start + size]
+                        cost = _seconds(model, spec, chunk, train) / sum(spec.units(run, train) for run in chunk)
                         tick = lambda n, cost=cost: advance(n * cost)  # noqa: E731
                         started = time.perf_counter()
                         predictions = self._fit(job, chunk, n_classes, train, tick, uploaded.get(job.name))
@@ -464,6 +464,11 @@ def inputs_digest(manifest: pd.DataFrame, folds: pd.Series, inputs: dict[str, Fe
         digest.update(np.ascontiguousarray(features.lengths, dtype=np.int64).tobytes())
         digest.update(np.ascontiguousarray(features.mean, dtype=np.float32).tobytes())
     return digest.hexdigest()[:16]
+
+
+def _seconds(model: CostModel, spec: HeadSpec, runs: list[Run], train: TrainConfig) -> float:
+    """What ``runs`` of one head cost by its model: every run's units at its own size's price."""
+    return sum(model.unit_seconds(len(run.train)) * spec.units(run, train) for run in runs)
 
 
 def _duration(seconds: float) -> str:

@@ -82,8 +82,9 @@ ATTENTION_STARTS = ("pooled", "zero")
 #: The paper's protocol, for the ``epochs`` schedule.
 PAPER_EPOCHS = 60
 PAPER_LR = 1e-4
-#: Runs the cost model fits to time the full-batch heads' L-BFGS.
-SOLVE_PROBE_RUNS = 8
+#: Runs the cost model fits to time the full-batch heads' L-BFGS, and steps it times of a stepped head.
+SOLVE_PROBE_RUNS = 4
+PROBE_STEPS = 20
 #: The full-batch heads' L-BFGS stops when no gradient element (of a member's mean loss) exceeds this:
 #: scikit-learn's lbfgs rule for the same objective (its ``tol``), so ``mean_pool`` stops where ``logreg`` does.
 DEFAULT_LBFGS_TOLERANCE = 1e-4
@@ -838,21 +839,61 @@ def warm_up(device: torch.device) -> None:
         torch.ones(8, 8, device=device).matmul(torch.ones(8, 8, device=device)).sum().item()
 
 
-def measure_unit_seconds(
-    head: str, features: FeatureSet, labels: np.ndarray, runs: list[Run], n_classes: int, config: TrainConfig,
-    uploaded: DeviceFeatures | None = None, timed_steps: int = 3,
-) -> float:  # fmt: skip
-    """Seconds per unit of :func:`units` for these runs: the cost model, from a few timed steps of one chunk.
+@dataclass(frozen=True)
+class CostModel:
+    """Seconds per unit of :func:`units` (a run-step, or one fit) for a run of ``n`` training examples: ``base +
+    per_example * n``, the line through probes timed at a job's smallest and largest size.
 
-    Ensembles are timed over ``timed_steps`` steps after a first (warm-up)
-    step and divided by the members stepped; the full-batch heads' L-BFGS
-    by one fit of a few runs.
+    A stepped run's units are its steps and a step's cost barely moves with
+    the subset; a fitted run is one unit whose cost grows with the examples it
+    fits (more rows, more iterations), so a probe at one size alone would
+    misprice every other.
     """
+
+    base: float = 0.0
+    per_example: float = 0.0
+
+    def unit_seconds(self, n_train: float) -> float:
+        return max(self.base + self.per_example * n_train, 0.0)
+
+    @classmethod
+    def probed(cls, measure: Callable[[list[Run]], float], runs: list[Run]) -> CostModel:
+        """Time ``measure`` (seconds per unit for some runs of one size) at the smallest and largest size of ``runs``."""
+        sizes = sorted({len(run.train) for run in runs})
+        if not sizes:
+            return cls()
+        probes = [(n, measure([run for run in runs if len(run.train) == n])) for n in dict.fromkeys((sizes[0], sizes[-1]))]
+        if len(probes) == 1:
+            return cls(probes[0][1])
+        (n0, s0), (n1, s1) = probes
+        slope = (s1 - s0) / (n1 - n0)
+        return cls(s0 - slope * n0, slope)
+
+
+def cost_model(
+    head: str, features: FeatureSet, labels: np.ndarray, runs: list[Run], n_classes: int, config: TrainConfig,
+    uploaded: DeviceFeatures | None = None,
+) -> CostModel:  # fmt: skip
+    """The cost of ``runs`` of an ensemble head: :func:`measure_unit_seconds` at their smallest and largest size."""
     if not runs:
-        return 0.0
+        return CostModel()
     device = training_device(config)
     warm_up(device)
     inputs = prepared_inputs(head, uploaded or DeviceFeatures.upload(features, device), config)  # untimed: once
+    return CostModel.probed(lambda sample: measure_unit_seconds(head, inputs, labels, sample, n_classes, config), runs)
+
+
+def measure_unit_seconds(
+    head: str, inputs: DeviceFeatures, labels: np.ndarray, runs: list[Run], n_classes: int, config: TrainConfig,
+    timed_steps: int = PROBE_STEPS,
+) -> float:  # fmt: skip
+    """Seconds per unit of :func:`units` for these runs (of one size), on :func:`prepared_inputs`.
+
+    Ensembles are timed over ``timed_steps`` steps of one chunk after a first
+    (warm-up) step and divided by the members stepped; fitted heads by the fit
+    of a few runs.
+    """
+    device = inputs.frames.device
     if solved(head, config):
         sample = runs[: min(SOLVE_PROBE_RUNS, members_per_chunk(head, inputs, config, device, n_classes))]
         started = time.perf_counter()

@@ -10,6 +10,7 @@ import pytest
 from corpus_builders import build_iemocap
 from typer.testing import CliRunner
 
+from budget import training
 from budget.cli import app
 from budget.errors import BudgetError
 from budget.registry import train as train_head
@@ -83,6 +84,23 @@ def test_interrupted_study_resumes_and_matches_an_uninterrupted_one(iemocap, tmp
         resumed.sort_values(key).drop(columns="train_seconds").reset_index(drop=True),
         reference.sort_values(key).drop(columns="train_seconds").reset_index(drop=True),
     )
+
+
+def test_the_estimate_prices_every_size_of_a_head_whose_cost_grows_with_it(iemocap, tmp_path, monkeypatch):
+    """A fitted run costs more the more examples it fits (more rows, more iterations): the printed estimate, from
+    probes at a job's smallest and largest size, prices each size, where a probe at the smallest alone would not."""
+    def synthetic_cost(head, inputs, labels, runs, *args, **kwargs) -> float:
+        assert len({len(run.train) for run in runs}) == 1  # each probe times runs of one size
+        return 0.5 * len(runs[0].train)  # seconds per fit: grows with the subset
+
+    monkeypatch.setattr(training, "measure_unit_seconds", synthetic_cost)
+    said = []
+    results = Study(config_for(iemocap, tmp_path, per_class=(1, 2, "full")), tmp_path / "run").run(log=said.append)
+    expected = 0.5 * results["n_train"].sum()
+    smallest_only = 0.5 * results["n_train"].min() * len(results)
+    (line,) = [line for line in said if line.startswith("estimated training time")]
+    printed = float(re.search(r"time: ([0-9.]+) min", line).group(1)) * 60
+    assert abs(printed - expected) <= 30 and smallest_only < 0.5 * expected  # printed to the minute
 
 
 def test_a_run_folder_holds_one_configuration(iemocap, tmp_path):
