@@ -238,6 +238,49 @@ def check_attention_fit(device: str) -> None:
     assert min(scores) > 0.6  # and it learned: three classes, chance is 1/3
 
 
+def test_attention_starts_at_its_optimum_under_uniform_attention(monkeypatch):
+    """fit_attention's start is attention's own objective minimised over the classifier with the score at zero:
+    the classifier's gradient there is below the tolerance (a start on other statistics would not be)."""
+    features, labels = synthetic_features(n_per_class=20)
+    runs = runs_for(labels, size=8)[:3]
+    starts = []
+    real = training._minimise
+
+    def record(head, rows, strength, config):
+        if isinstance(head, HEADS["attn_pool"]):
+            starts.append((head, rows, strength))
+            return head.eval()  # the start itself, unoptimised
+        return real(head, rows, strength, replace(config, lbfgs_tolerance=1e-7))
+
+    monkeypatch.setattr(training, "_minimise", record)
+    train_runs("attn_pool", features, labels, runs, 3, TrainConfig())
+    assert len(starts) == len(runs)
+    for head, rows, strength in starts:
+        assert (head.score.weight == 0).all()  # uniform attention
+        head.train()
+        logits = head.shared_logits(*rows.inputs)[0]
+        loss = (rows.share[0] * (torch.logsumexp(logits, -1) - (logits * rows.target).sum(-1))).sum()
+        loss = loss + 0.5 * strength[0] * sum(k * w.square().sum() for w, k in head.penalties())
+        loss.backward()
+        assert head.classifier.weight.grad.abs().max() < 1e-5 and head.classifier.bias.grad.abs().max() < 1e-5
+        assert head.score.weight.grad.abs().max() > 1e-4  # attention has something left to learn
+
+
+def test_windowed_frames_are_the_means_of_consecutive_frames():
+    features, labels = synthetic_features()
+    inputs = DeviceFeatures.upload(features, torch.device("cpu"), half=False)
+    windowed = inputs.windowed(4)
+    assert list(windowed.lengths) == [-(-length // 4) for length in features.lengths]
+    for utt in (0, 7):
+        frames = features.sequence(utt).astype(np.float64)
+        expected = np.stack([frames[i : i + 4].mean(0) for i in range(0, len(frames), 4)])
+        start = windowed.offsets[utt]
+        np.testing.assert_allclose(windowed.frames[start : start + len(expected)].numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert inputs.windowed(1) is inputs and inputs.windowed(4) is windowed  # made once
+    predictions = train_runs("attn_pool", features, labels, runs_for(labels, size=8), 3, TrainConfig(attention_window=4))
+    assert all(len(p) == len(r.test) for p, r in zip(predictions, runs_for(labels, size=8), strict=True))
+
+
 def _gens(n):
     return [torch.Generator().manual_seed(i) for i in range(n)]
 
