@@ -319,7 +319,7 @@ LrOption = Annotated[float | None, typer.Option("--lr", help="Adam learning rate
 BatchOption = Annotated[int | None, typer.Option("--batch-size", help="Training batch size (default 16).")]
 TrainFramesOption = Annotated[
     int | None,
-    typer.Option("--train-frames", help="Evenly spaced frames of each utterance an mlp_pool step reads (default 16; "
+    typer.Option("--train-frames", help="Evenly spaced frames of each utterance an mlp_pool step reads (default 8; "
                  "0: every frame, as before). Prediction always reads every frame."),
 ]  # fmt: skip
 DropoutOption = Annotated[float | None, typer.Option("--dropout", help="Dropout after each layer (default 0.2).")]

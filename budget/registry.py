@@ -76,6 +76,9 @@ class EnsembleSpec(HeadSpec):
     def schedule(self, config: TrainConfig) -> str:
         return "lbfgs" if training.solved(self.name, config) else config.schedule
 
+    def steps(self, config: TrainConfig, n_train: int) -> int:
+        return config.steps if training.solved(self.name, config) else config.steps_for(n_train)  # L-BFGS: its cap
+
     def units(self, run: Run, config: TrainConfig) -> int:
         return training.units(self.name, run, config)
 

@@ -67,22 +67,23 @@ from budget.sampling import size_value
 #: utterance slots per member in one evaluation batch
 EVAL_SLOTS = 64
 SCHEDULES = ("steps", "epochs")
-#: A CPU ensemble chunk's working set.  Frame heads are compute-bound on a CPU, so batching buys only the
-#: per-step overhead, and large working sets miss the caches.  mlp_pool in bf16 on a 2-core EPYC (EmoDB, 150
-#: steps, two rounds), ms a run-step for 1, 2, 4, 8 runs at once: LLDs 7.4-7.7, 5.9-6.3, 6.0-6.6, 5.9-6.2;
-#: Whisper tiny.en 7.5-8.2, 7.2-7.3, 6.6-7.1, 7.1.  This budget holds 6 and 4 of them.
-CPU_CHUNK_MB = 128
+#: A CPU ensemble chunk's working set, and the fewest runs it holds.  Frame heads are compute-bound on a CPU,
+#: so batching buys only each step's fixed cost (Adam, mask keys, kernel launches), and a working set far
+#: beyond the caches slows every product: a few tens of MB of activations, but never so few runs that the
+#: fixed cost falls on one or two (the scan is in benchmarks/RESULTS.md).
+CPU_CHUNK_MB = 32
+CPU_MIN_MEMBERS = 4
 #: Defaults of the ``steps`` schedule (chosen by the convergence check on EmoDB: README, Studies).
 DEFAULT_STEPS = 2000
 DEFAULT_LR = 1e-3
-DEFAULT_TRAIN_FRAMES = 16
-DEFAULT_MAX_EPOCHS = 0
+DEFAULT_TRAIN_FRAMES = 8
+DEFAULT_MAX_EPOCHS = 150
 DEFAULT_ATTENTION_WINDOW = 1
 ATTENTION_STARTS = ("pooled", "zero")
 #: The paper's protocol, for the ``epochs`` schedule.
 PAPER_EPOCHS = 60
 PAPER_LR = 1e-4
-#: Runs the cost model fits to time the full-batch heads' L-BFGS, and steps it times of a stepped head.
+#: Runs the cost model fits to time attention's L-BFGS, and steps it times of a stepped head.
 SOLVE_PROBE_RUNS = 4
 PROBE_STEPS = 20
 #: The full-batch heads' L-BFGS stops when no gradient element (of a member's mean loss) exceeds this:
@@ -515,19 +516,19 @@ def members_per_chunk(
     """How many runs one ensemble step holds within the memory budget (on CUDA, the memory free once
     :func:`prepared_inputs` has made what the head reads)."""
     head_class = HEADS[head]
-    budget_mb = config.memory_mb
+    budget_mb, fewest = config.memory_mb, 1
     if budget_mb is None:
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
             free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # torch's cache, unused
             budget_mb = int(0.6 * max(free, 0) / 2**20)
         else:
-            budget_mb = CPU_CHUNK_MB
+            budget_mb, fewest = CPU_CHUNK_MB, CPU_MIN_MEMBERS
     if solved(head, config):  # attention's runs are fitted one at a time; a chunk shares their pooled start
         width = head_class.input_width(features.dim)
         # every row's logits and their gradients; the weights, their gradient and the L-BFGS history
         per_member = 4 * (n_classes * len(features) * 8 + width * (n_classes + 1) * (2 * LBFGS_HISTORY + 4))
-        return max(1, int(budget_mb * 2**20 // per_member))
+        return max(fewest, int(budget_mb * 2**20 // per_member))
     if head_class.pools_first:
         return 4096
     longest = float(np.max(features.lengths)) if len(features) else 1.0
@@ -540,7 +541,7 @@ def members_per_chunk(
     # gathered frames in the product dtype (and attn_pool's standardised float32 copy); the slot membership;
     # per hidden unit: the activation, its dropout mask and its gradient
     per_member = rows * (features.dim * (activation_bytes + 4) + config.batch_size * 4 + head_class.hidden_units(features.dim) * 3 * activation_bytes)
-    return max(1, int(budget_mb * 2**20 // per_member))
+    return max(fewest, int(budget_mb * 2**20 // per_member))
 
 
 Advance = Callable[[int], None]
@@ -566,7 +567,7 @@ def train_runs(
         raise BudgetError(f"{head!r} is not an ensemble head ({', '.join(HEADS)}); budget.registry trains the others")
     if not runs:
         return []
-    if len({config.steps_for(len(run.train)) for run in runs}) != 1:
+    if not solved(head, config) and len({config.steps_for(len(run.train)) for run in runs}) != 1:
         raise BudgetError("runs trained together must take the same number of steps")
     device = training_device(config)
     inputs = uploaded or DeviceFeatures.upload(features, device)
@@ -889,18 +890,19 @@ def measure_unit_seconds(
 ) -> float:  # fmt: skip
     """Seconds per unit of :func:`units` for these runs (of one size), on :func:`prepared_inputs`.
 
-    Ensembles are timed over ``timed_steps`` steps of one chunk after a first
-    (warm-up) step and divided by the members stepped; fitted heads by the fit
-    of a few runs.
+    Ensembles are timed over ``timed_steps`` steps of one chunk and divided by
+    the members stepped; pooled heads by the fit of one chunk, attention by
+    the fits of a few runs.
     """
     device = inputs.frames.device
-    if solved(head, config):
-        sample = runs[: min(SOLVE_PROBE_RUNS, members_per_chunk(head, inputs, config, device, n_classes))]
+    if solved(head, config):  # pooled heads: one chunk, as they are fitted; attention: a few runs, each alone
+        chunk = members_per_chunk(head, inputs, config, device, n_classes)
+        sample = runs[: chunk if HEADS[head].pools_first else min(SOLVE_PROBE_RUNS, chunk)]
         started = time.perf_counter()
         _solve(head, inputs, labels, sample, n_classes, config, None)
         return (time.perf_counter() - started) / len(sample)
     sample = runs[: members_per_chunk(head, inputs, config, device, n_classes)]
-    probe = replace(config, schedule="steps", steps=timed_steps + 1)
+    probe = replace(config, schedule="steps", steps=timed_steps + 1, max_epochs=0)
     clock = []
 
     def tick(_n: int) -> None:
@@ -908,5 +910,8 @@ def measure_unit_seconds(
             torch.cuda.synchronize(device)
         clock.append(time.perf_counter())
 
+    # Twice, timing the second: the first builds a kernel for each new batch width, which a whole run pays once
+    # for a few dozen widths but a short probe would pay on nearly every step.
+    _train_ensemble(head, inputs, labels, sample, n_classes, probe, None, predict=False)
     _train_ensemble(head, inputs, labels, sample, n_classes, probe, tick, predict=False)
     return (clock[-1] - clock[0]) / timed_steps / len(sample)

@@ -25,9 +25,12 @@ def test_an_unknown_head_is_a_clear_error_naming_the_choices():
 
 def test_budgets_and_schedules_come_from_the_spec():
     run = Run(0, 0, 5, np.arange(20), np.arange(20, 30))
-    steps, epochs = TrainConfig(steps=300), TrainConfig(schedule="epochs", epochs=3, batch_size=4)
+    steps, epochs = TrainConfig(steps=300, max_epochs=0), TrainConfig(schedule="epochs", epochs=3, batch_size=4)
     assert head_spec("mlp_pool").units(run, steps) == 300 and head_spec("mlp_pool").steps(steps, 20) == 300
+    passes = TrainConfig(steps=300, max_epochs=10, batch_size=4)  # 10 passes over 20 examples: 50 steps < 300 / 4
+    assert head_spec("mlp_pool").units(run, passes) == 75 and head_spec("mlp_pool").steps(passes, 20) == 75
     assert head_spec("mlp_pool").units(run, epochs) == 15  # 3 passes over 20 examples in batches of 4
     assert head_spec("mean_pool").units(run, steps) == 1  # one full-batch fit
+    assert head_spec("attn_pool").steps(passes, 20) == 300  # its L-BFGS iteration cap, whatever the subset
     assert head_spec(LOGREG).steps(steps, 20) == 0 and head_spec(LOGREG).units(run, steps) == 1
     assert head_spec("align_lstm").schedule(epochs) == "epochs" and head_spec("align_lstm").budgeted
