@@ -417,7 +417,10 @@ class MLPPool(EnsembleHead):
         x = batch.frames
         scale = 1.0
         for i, (layer, dropout) in enumerate(zip(self.layers, self.layer_dropout, strict=True)):
-            weight, bias = self.folded(layer) if i == 0 else (layer.weight * scale, layer.bias.unsqueeze(1))
+            if i == 0:
+                weight, bias = self.folded(layer)
+            else:  # scaled on the product dtype's copy, in place: with few frames a step the weights outnumber them
+                weight, bias = layer.weight.to(x.dtype, copy=True).mul_(scale), layer.bias.unsqueeze(1)
             h = affine(x, weight, bias)
             keep, scale = dropout.keep(tuple(h.shape), batch.keys, h.dtype)
             x = relu_dropout(h, keep)
