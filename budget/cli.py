@@ -313,7 +313,11 @@ ScheduleOption = Annotated[
     typer.Option("--schedule", help="steps: the same optimiser steps for every size (default); "
                  "epochs: the paper's fixed epochs at a constant rate (steps grow with the subset)."),
 ]  # fmt: skip
-StepsOption = Annotated[int | None, typer.Option("--steps", help="Optimiser steps of every run of mlp_pool (default 2000); the L-BFGS iteration cap of the full-batch heads.")]
+StepsOption = Annotated[
+    int | None,
+    typer.Option("--steps", help="The most optimiser steps of an mlp_pool run (default 3000; a smaller subset stops after "
+                 "150 passes over it, never before a quarter of this); the L-BFGS iteration cap of the full-batch heads."),
+]  # fmt: skip
 EpochsOption = Annotated[int | None, typer.Option("--epochs", help="Epochs under --schedule epochs (default 60).")]
 LrOption = Annotated[float | None, typer.Option("--lr", help="Adam learning rate (default 1e-3; the paper's is 1e-4).")]
 BatchOption = Annotated[int | None, typer.Option("--batch-size", help="Training batch size (default 16).")]

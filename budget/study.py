@@ -290,9 +290,13 @@ class Study:
                                            self._uploaded(job, train, uploaded))
             for job in todo
         ]  # fmt: skip
-        total = sum(_seconds(model, head_spec(job.head), job.runs, train) for model, job in zip(models, todo, strict=True))
-        log(f"estimated training time: {_duration(total)} for {sum(len(j.runs) for j in todo)} runs "
-            f"(cost model: each head timed at its smallest and largest size)")  # fmt: skip
+        by_head: dict[str, float] = {}
+        for model, job in zip(models, todo, strict=True):
+            by_head[job.head] = by_head.get(job.head, 0.0) + _seconds(model, head_spec(job.head), job.runs, train)
+        total = sum(by_head.values())
+        heads = ", ".join(f"{head} {_duration(seconds)}" for head, seconds in by_head.items())
+        log(f"estimated training time: {_duration(total)} for {sum(len(j.runs) for j in todo)} runs ({heads}; "
+            "each head timed at its smallest and largest size)")  # fmt: skip
         with progress_bar(max(total, 1e-9), "training", unit="s") as advance:
             for job, model in zip(todo, models, strict=True):
                 spec = head_spec(job.head)
@@ -472,6 +476,8 @@ def _seconds(model: CostModel, spec: HeadSpec, runs: list[Run], train: TrainConf
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 9.5:
+        return f"{seconds:.1f} s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:

@@ -74,7 +74,7 @@ SCHEDULES = ("steps", "epochs")
 CPU_CHUNK_MB = 32
 CPU_MIN_MEMBERS = 4
 #: Defaults of the ``steps`` schedule (chosen by the convergence check on EmoDB: README, Studies).
-DEFAULT_STEPS = 2000
+DEFAULT_STEPS = 3000
 DEFAULT_LR = 1e-3
 DEFAULT_TRAIN_FRAMES = 8
 DEFAULT_MAX_EPOCHS = 150
