@@ -238,6 +238,7 @@ class EnsembleHead(nn.Module):
     pools_first: ClassVar[bool] = False
     pooled_kind: ClassVar[str] = ""  # the stored statistics a head that pools first reads: mean, or meanmax
     full_batch: ClassVar[bool] = False  # has shared_logits and penalties: can be fitted full-batch to an optimum
+    frame_mean: ClassVar[bool] = False  # averages a per-frame function over frames: a sample of frames estimates it
 
     def __init__(self, generators: list[torch.Generator], in_dim: int, n_classes: int, dropout: float):
         super().__init__()
@@ -391,6 +392,7 @@ class AttnPool(EnsembleHead):
 
 class MLPPool(EnsembleHead):
     name = "mlp_pool"
+    frame_mean = True
 
     def __init__(self, generators, in_dim, n_classes, dropout=DEFAULT_DROPOUT, depth=None, width=None):
         super().__init__(generators, in_dim, n_classes, dropout)

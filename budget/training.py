@@ -109,7 +109,7 @@ class TrainConfig:
     max_epochs: int = DEFAULT_MAX_EPOCHS  # under "steps": a run's passes over its subset, at most; 0: always `steps`
     lr: float = DEFAULT_LR
     batch_size: int = 16
-    train_frames: int = DEFAULT_TRAIN_FRAMES  # frames a stepped frame head reads of an utterance per step; 0: every frame
+    train_frames: int = DEFAULT_TRAIN_FRAMES  # frames of an utterance an mlp_pool step reads; 0: every frame
     attention_window: int = DEFAULT_ATTENTION_WINDOW  # fitted attention weighs means of this many frames; 1: each frame
     attention_start: str = "pooled"  # fitted attention starts at its mean-pooling optimum ("pooled") or at zero
     lbfgs_tolerance: float = DEFAULT_LBFGS_TOLERANCE  # the full-batch fits stop below this largest gradient element
@@ -504,7 +504,7 @@ def head_cost(head: str, features: FeatureSet | DeviceFeatures, n_classes: int, 
     """A stepped head's useful work: frames per slot are those its training steps read (:attr:`TrainConfig.train_frames`)."""
     head_class = HEADS[head]
     lengths = np.asarray(features.lengths, dtype=float)
-    if config.train_frames:
+    if config.train_frames and head_class.frame_mean:
         lengths = np.minimum(lengths, config.train_frames)
     rows = 1.0 if head_class.pools_first else float(np.mean(lengths)) if len(lengths) else 1.0
     return HeadCost(head_class.matmul_flops(features.dim, n_classes), rows)
@@ -534,7 +534,7 @@ def members_per_chunk(
     longest = float(np.max(features.lengths)) if len(features) else 1.0
     mean = float(np.mean(features.lengths)) if len(features) else 1.0
     per_slot = min(longest, 2 * mean)  # with slack for long batches
-    if config.train_frames:
+    if config.train_frames and head_class.frame_mean:
         per_slot = min(per_slot, config.train_frames)
     rows = config.batch_size * per_slot  # packed frames per member
     activation_bytes = 2 if uses_autocast(device, config) else 4
@@ -616,7 +616,7 @@ def _train_ensemble(head_name, inputs: DeviceFeatures, labels, runs, n_classes, 
     optimiser, schedule = make_optimiser(head.parameters(), config, steps)
     orders = np.stack([data_order(run, steps, config.batch_size) for run in runs], axis=1)  # (steps, E, B)
     widths, samples = None, None
-    if config.train_frames and not head_class.pools_first:
+    if config.train_frames and head_class.frame_mean:
         draws = np.stack([frame_starts(run, steps, config.batch_size) for run in runs], axis=1)
         counts, starts = frame_samples(inputs.lengths, orders, draws, config.train_frames)
         widths = bucketed(counts.sum(axis=-1).max(axis=-1))

@@ -382,6 +382,9 @@ def test_mlp_pool_trains_on_frame_samples_and_predicts_from_every_frame(monkeypa
     assert len(training_steps) == 40 and all(width <= 8 * 2 for _, width, _ in training_steps)  # at most 2 a slot
     assert all(width >= frames for sampled, width, frames in widths if not sampled)  # evaluation: every frame
     assert min(balanced_accuracy_score(labels[r.test], p) for r, p in zip(runs, predictions, strict=True)) > 0.8
+    widths.clear()  # attention does not average a per-frame function, so it never trains on a sample
+    train_runs("attn_pool", features, labels, runs, 3, replace(config, schedule="epochs", epochs=2))
+    assert widths and not any(sampled for sampled, _, _ in widths)
 
 
 def test_bucketed_widths_pad_little_and_take_few_shapes():
