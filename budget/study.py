@@ -305,11 +305,13 @@ class Study:
                     size = spec.chunk(job.single, train, n_classes)
                     for start in range(0, len(group), size):
                         chunk = group[start : start + size]
-                        cost = _seconds(model, spec, chunk, train) / sum(spec.units(run, train) for run in chunk)
+                        estimate = _seconds(model, spec, chunk, train)
+                        cost = estimate / sum(spec.units(run, train) for run in chunk)
                         tick = lambda n, cost=cost: advance(n * cost)  # noqa: E731
                         started = time.perf_counter()
                         predictions = self._fit(job, chunk, n_classes, train, tick, uploaded.get(job.name))
-                        self._write_part(table, job, chunk, predictions, data, time.perf_counter() - started, train)
+                        seconds = time.perf_counter() - started
+                        self._write_part(table, job, chunk, predictions, data, (seconds, estimate), train)
 
     def _uploaded(self, job: Job, train: TrainConfig, uploaded: dict[str, DeviceFeatures]) -> DeviceFeatures | None:
         """The job's features on the training device, uploaded once per feature set."""
@@ -371,7 +373,10 @@ class Study:
                     runs.append(Run(int(fold), seed, size, train_positions[subset], test_positions))
         return runs
 
-    def _write_part(self, table: str, job: Job, runs, predictions, data, seconds, train: TrainConfig) -> None:
+    def _write_part(self, table: str, job: Job, runs, predictions, data, seconds: tuple[float, float],
+                    train: TrainConfig) -> None:  # fmt: skip
+        """One part file for a trained chunk; ``seconds`` is (measured, estimated) for the whole chunk."""
+        measured, estimated = seconds
         rows = []
         for run, predicted in zip(runs, predictions, strict=True):
             rows.append(
@@ -386,7 +391,8 @@ class Study:
                     **run_metrics(job.labels[run.test], predicted, data.classes),
                     "schedule": head_spec(job.head).schedule(train),
                     "steps": head_spec(job.head).steps(train, len(run.train)),  # L-BFGS: its iteration cap
-                    "train_seconds": seconds / len(runs),
+                    "train_seconds": measured / len(runs),
+                    "estimated_seconds": estimated / len(runs),  # the cost model's price, to check the ETA against
                     "inputs": job.digest,
                 }
             )
@@ -481,7 +487,7 @@ def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
+        return f"{seconds / 60:.1f} min" if seconds < 600 else f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
 
 

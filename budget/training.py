@@ -859,14 +859,24 @@ class CostModel:
 
     @classmethod
     def probed(cls, measure: Callable[[list[Run]], float], runs: list[Run]) -> CostModel:
-        """Time ``measure`` (seconds per unit for some runs of one size) at the smallest and largest size of ``runs``."""
-        sizes = sorted({len(run.train) for run in runs})
-        if not sizes:
+        """Time ``measure`` (seconds per unit for some runs of one size) at the smallest and largest size of ``runs``.
+
+        A size is a size label: ``full`` runs hold a different number of
+        examples in each fold, and probing only those with the most examples
+        would time a chunk of a few runs, whose per-run overhead a study's
+        full chunks never pay.
+        """
+        by_size: dict[int | str, list[Run]] = {}
+        for run in runs:
+            by_size.setdefault(run.size, []).append(run)
+        if not by_size:
             return cls()
-        probes = [(n, measure([run for run in runs if len(run.train) == n])) for n in dict.fromkeys((sizes[0], sizes[-1]))]
-        if len(probes) == 1:
-            return cls(probes[0][1])
-        (n0, s0), (n1, s1) = probes
+        ordered = sorted(by_size.values(), key=lambda group: np.mean([len(run.train) for run in group]))
+        ends = ordered[:1] if len(ordered) == 1 else [ordered[0], ordered[-1]]
+        (n0, s0), *rest = [(float(np.mean([len(run.train) for run in group])), measure(group)) for group in ends]
+        if not rest or rest[0][0] == n0:
+            return cls(s0)
+        ((n1, s1),) = rest
         slope = (s1 - s0) / (n1 - n0)
         return cls(s0 - slope * n0, slope)
 

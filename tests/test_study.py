@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from corpus_builders import build_iemocap
@@ -81,8 +82,8 @@ def test_interrupted_study_resumes_and_matches_an_uninterrupted_one(iemocap, tmp
     assert calls == ["attn_pool"]  # only the unfinished head
     key = ["features", "head", "size", "fold", "seed"]
     pd.testing.assert_frame_equal(
-        resumed.sort_values(key).drop(columns="train_seconds").reset_index(drop=True),
-        reference.sort_values(key).drop(columns="train_seconds").reset_index(drop=True),
+        resumed.sort_values(key).drop(columns=["train_seconds", "estimated_seconds"]).reset_index(drop=True),
+        reference.sort_values(key).drop(columns=["train_seconds", "estimated_seconds"]).reset_index(drop=True),
     )
 
 
@@ -90,8 +91,8 @@ def test_the_estimate_prices_every_size_of_a_head_whose_cost_grows_with_it(iemoc
     """A fitted run costs more the more examples it fits (more rows, more iterations): the printed estimate, from
     probes at a job's smallest and largest size, prices each size, where a probe at the smallest alone would not."""
     def synthetic_cost(head, inputs, labels, runs, *args, **kwargs) -> float:
-        assert len({len(run.train) for run in runs}) == 1  # each probe times runs of one size
-        return 0.5 * len(runs[0].train)  # seconds per fit: grows with the subset
+        assert len({run.size for run in runs}) == 1  # each probe times runs of one size
+        return 0.5 * sum(len(run.train) for run in runs) / len(runs)  # seconds per fit: grows with the subset
 
     monkeypatch.setattr(training, "measure_unit_seconds", synthetic_cost)
     said = []
@@ -101,6 +102,21 @@ def test_the_estimate_prices_every_size_of_a_head_whose_cost_grows_with_it(iemoc
     (line,) = [line for line in said if line.startswith("estimated training time")]
     printed = float(re.search(r"time: ([0-9.]+) min", line).group(1)) * 60
     assert abs(printed - expected) <= 30 and smallest_only < 0.5 * expected  # printed to the minute
+    assert results["estimated_seconds"].sum() == pytest.approx(expected)  # each run keeps its price beside its time
+
+
+def test_the_cost_model_probes_full_on_every_fold_s_runs_not_on_the_largest_fold_alone():
+    """``full`` holds a different number of examples in each fold: probed on the runs of the largest fold only, a
+    stepped head was timed on an ensemble of a few runs, whose fixed cost per step a study's chunks share over
+    dozens (the main job's estimate came out 43% high)."""
+    def run(size, n, fold):
+        return training.Run(fold, 0, size, np.arange(n), np.arange(1))
+
+    runs = [run(4, 28, fold) for fold in range(10) for _ in range(3)]
+    runs += [run("full", 420 + fold, fold) for fold in range(10) for _ in range(3)]
+    model = training.CostModel.probed(lambda sample: 1.0 + 10.0 / len(sample), runs)  # a chunk's overhead, shared
+    assert model.unit_seconds(28) == pytest.approx(1 + 10 / 30)
+    assert model.unit_seconds(424.5) == pytest.approx(1 + 10 / 30)
 
 
 def test_a_run_folder_holds_one_configuration(iemocap, tmp_path):
