@@ -59,6 +59,12 @@ def fold_names(manifest: pd.DataFrame, folds: pd.Series) -> dict[int, str]:
     return {int(fold): "+".join(sorted(map(str, groups.unique()))) for fold, groups in manifest["group"].groupby(folds)}
 
 
+def classes_missing(manifest: pd.DataFrame, folds: pd.Series, classes: list[str]) -> dict[int, list[str]]:
+    """The classes each held-out fold lacks (a speaker who never expressed one), for folds that lack any."""
+    held = pd.crosstab(folds, manifest["label"]).reindex(columns=classes, fill_value=0)
+    return {int(fold): [c for c in classes if row[c] == 0] for fold, row in held.iterrows() if (row == 0).any()}
+
+
 def training_counts(manifest: pd.DataFrame, folds: pd.Series) -> pd.DataFrame:
     """Utterances per class available for training when each fold is the test fold.
 

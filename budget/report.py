@@ -32,6 +32,7 @@ from budget.analysis import (
 )
 from budget.features import display_name
 from budget.heads import ATTN_SCORE_PRIOR
+from budget.metrics import recall_column, result_classes
 from budget.plots import compare_plot, confusion_plot, curve_plot, recall_plot
 from budget.runfolder import FinishedStudy
 from budget.sampling import FULL, size_value
@@ -197,6 +198,17 @@ class _Document:
         return "\n".join(out)
 
 
+def _folds_lacking(results: pd.DataFrame) -> str:
+    """Which held-out folds lack which class, read from the recalls that are NaN; empty when none does."""
+    lacking = {}
+    for name in result_classes(results):
+        for fold in sorted(results.loc[results[recall_column(name)].isna(), "fold_name"].unique()):
+            lacking.setdefault(fold, []).append(name)
+    if not lacking:
+        return ""
+    return " (here " + ", ".join(f"{fold} has no {'/'.join(names)}" for fold, names in lacking.items()) + ")"
+
+
 def _schedule(train: dict, results: pd.DataFrame, products: str | None = None) -> str:
     """How each head family was trained, in words, from the results' ``schedule`` column (and, where the
     provenance records it, what the stepped heads multiplied in)."""
@@ -289,8 +301,10 @@ def build_report(
     _labels_needed_section(doc, results, table, fits, target)
 
     doc.heading("Unweighted accuracy")
-    doc.text("UA is the mean per-class recall on the held-out fold. Intervals are 95%, from a bootstrap over "
-             "held-out folds and seeds (not utterances).")  # fmt: skip
+    doc.text("UA is the mean per-class recall on the held-out fold, over the classes the fold holds: a class a "
+             "held-out speaker never expressed enters neither that fold's UA nor its macro-F1, and a class's "
+             "recall is averaged over the folds that hold it" + _folds_lacking(results) + ". Intervals are 95%, "
+             "from a bootstrap over held-out folds and seeds (not utterances).")  # fmt: skip
     shown = pd.DataFrame(
         {
             "features": table["features"].map(display_name),

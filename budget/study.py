@@ -36,7 +36,7 @@ from budget.errors import BudgetError, check_number
 from budget.features import FeatureStore, parse_feature_spec
 from budget.features.entries import FILE_IDENTITIES, FRAME_DTYPES, EntrySettings
 from budget.features.featureset import FeatureSet
-from budget.folds import N_FOLDS, assign_folds, fold_names, read_fold_file
+from budget.folds import N_FOLDS, assign_folds, classes_missing, fold_names, read_fold_file
 from budget.labels import class_order
 from budget.metrics import run_metrics
 from budget.progress import progress_bar
@@ -165,6 +165,13 @@ class StudyData:
     problems: pd.DataFrame
 
 
+def missing_classes_note(missing: dict[int, list[str]], names: dict[int, str]) -> str:
+    """One sentence on held-out folds that lack a class, and what that does to their metrics."""
+    listed = ", ".join(f"{names[fold]} (no {'/'.join(classes)})" for fold, classes in missing.items())
+    return (f"held-out folds without every class: {listed}; a fold's UA and macro-F1 average over the classes it "
+            "holds, and a class's recall over the folds that hold it")
+
+
 def prepare(config: StudyConfig, log=print, strict: bool = False) -> StudyData:
     """Load and scan the corpus (fetching EmoDB when missing), assign folds, check the sizes against every fold.
 
@@ -230,6 +237,8 @@ class Study:
                 log(note)
         if not data.problems.empty:
             log(f"{len(data.problems)} bad audio file(s) left out (see `budget corpus info`)")
+        if missing := classes_missing(data.manifest, data.folds, data.classes):
+            log(missing_classes_note(missing, data.fold_names))
         entries, loaded = self._load_features(extractors, data, log)
         return StudyInputs(data, loaded, entries, pairs)
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from budget.errors import BudgetError
-from budget.folds import assign_folds, fold_names, read_fold_file, training_counts
+from budget.folds import assign_folds, classes_missing, fold_names, read_fold_file, training_counts
 
 
 def synthetic_manifest(n_groups: int, per_group: int = 12, seed: int = 0) -> pd.DataFrame:
@@ -101,3 +101,10 @@ def test_a_bad_fold_file_is_one_clear_error(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(BudgetError, match=message):
         read_fold_file(path, synthetic_manifest(6, per_group=3))
+
+
+def test_classes_missing_names_each_fold_without_a_class():
+    manifest = pd.DataFrame({"group": ["a", "a", "b", "b", "c"], "label": ["sad", "angry", "sad", "sad", "angry"]})
+    folds = pd.Series([0, 0, 1, 1, 2])
+    assert classes_missing(manifest, folds, ["sad", "angry", "happy"]) == {0: ["happy"], 1: ["angry", "happy"], 2: ["sad", "happy"]}
+    assert classes_missing(manifest, folds, ["sad", "angry"]) == {1: ["angry"], 2: ["sad"]}

@@ -94,3 +94,14 @@ def test_the_report_says_how_each_head_family_was_trained():
     assert "products in" not in text  # run folders from before the provenance recorded it say nothing
     with_products = _schedule({"steps": 2000, "batch_size": 16, "dropout": 0.2}, results, "bf16 autocast")
     assert "dropout 0.2, products in bf16 autocast" in with_products
+
+
+def test_the_report_names_the_folds_that_lack_a_class_and_says_how_ua_treats_them(run_folder, tmp_path):
+    results = pd.read_parquet(run_folder / "results.parquet")
+    lacking = results["fold"] == results["fold"].max()
+    results.loc[lacking, "recall_angry"] = float("nan")  # as run_metrics writes a class the test fold lacks
+    results.loc[lacking, "fold_name"] = "08"
+    results.to_parquet(run_folder / "results.parquet")
+    build_report(run_folder, tmp_path / "report")
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "over the classes the fold holds" in markdown and "(here 08 has no angry)" in markdown

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -59,6 +60,19 @@ def test_ua_is_balanced_accuracy_the_mean_per_class_recall():
     assert metrics["ua"] == pytest.approx(np.mean(recalls))
     assert metrics["recall_sad"] == pytest.approx(recalls[2])
     assert np.array(eval(metrics["confusion"])).sum() == 200
+
+
+def test_a_class_the_test_fold_lacks_has_no_recall_and_stays_out_of_ua_without_a_warning():
+    """A held-out speaker who never expressed a class: scikit-learn warned on every such run (dozens of lines on
+    EmoDB's seven classes) and the class's recall was written as 0, which pulled its recall curve down."""
+    y_true = np.array([0, 0, 1, 1, 2, 2])  # no angry (3) in this fold
+    y_pred = np.array([0, 3, 1, 1, 2, 3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics = run_metrics(y_true, y_pred, ["neutral", "happy", "sad", "angry"])
+    assert np.isnan(metrics["recall_angry"]) and metrics["recall_neutral"] == 0.5
+    assert metrics["ua"] == pytest.approx((0.5 + 1 + 0.5) / 3)
+    assert metrics["macro_f1"] == pytest.approx(np.mean([2 / 3, 1, 2 / 3]))  # over the three classes held
 
 
 def _logits(head, features, labels, runs, config):
