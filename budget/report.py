@@ -31,7 +31,7 @@ from budget.analysis import (
     target_ladder,
 )
 from budget.features import display_name
-from budget.heads import ATTN_SCORE_PRIOR
+from budget.heads import ATTN_SCORE_PRIOR, HEADS
 from budget.metrics import recall_column, result_classes
 from budget.plots import compare_plot, confusion_plot, curve_plot, recall_plot
 from budget.runfolder import FinishedStudy
@@ -230,14 +230,19 @@ def _schedule(train: dict, results: pd.DataFrame, products: str | None = None) -
                          f"fitted to an optimum by full-batch L-BFGS from {start} (at most {train.get('steps')} "
                          "iterations; no dropout)")  # fmt: skip
         else:
-            if schedule == "steps":
+            if schedule == "steps" and train.get("max_epochs"):
+                steps = train.get("steps")
+                budget = (f"{train['max_epochs']} passes over its subset, from {steps // 4} to {steps} optimiser steps "
+                          f"(each run's are in the results' steps column), lr {train.get('lr')} decayed on a cosine")  # fmt: skip
+            elif schedule == "steps":
                 budget = f"{train.get('steps')} optimiser steps for every run, whatever its size, lr {train.get('lr')} decayed on a cosine"
             else:
                 budget = f"{train.get('epochs')} epochs at the constant lr {train.get('lr')} (the paper's protocol: steps grow with the subset)"
             frames = train.get("train_frames", 0)
             parts.append(
                 f"{names}: Adam, {budget}, batches of {train.get('batch_size')}"
-                + (f" reading {frames} evenly spaced frames of each utterance a step" if frames else "")
+                + (f" reading {frames} evenly spaced frames of each utterance a step"
+                   if frames and any(head in HEADS and HEADS[head].frame_mean for head in heads) else "")
                 + f", dropout {train.get('dropout')}"
                 + (f", products in {products}" if products else "")
             )

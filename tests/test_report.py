@@ -94,6 +94,11 @@ def test_the_report_says_how_each_head_family_was_trained():
     assert "products in" not in text  # run folders from before the provenance recorded it say nothing
     with_products = _schedule({"steps": 2000, "batch_size": 16, "dropout": 0.2}, results, "bf16 autocast")
     assert "dropout 0.2, products in bf16 autocast" in with_products
+    by_passes = _schedule({"steps": 3000, "max_epochs": 150, "lr": 0.001, "batch_size": 16, "train_frames": 8}, results)
+    assert "mlp_pool: Adam, 150 passes over its subset, from 750 to 3000 optimiser steps" in by_passes
+    assert "for every run" not in by_passes and "reading 8 evenly spaced frames" in by_passes
+    bimodal = pd.DataFrame({"head": ["align_lstm"], "schedule": ["steps"]})  # reads every frame whatever train_frames says
+    assert "frames of each utterance" not in _schedule({"steps": 3000, "train_frames": 8}, bimodal)
 
 
 def test_the_report_names_the_folds_that_lack_a_class_and_says_how_ua_treats_them(run_folder, tmp_path):
