@@ -15,7 +15,6 @@ runs.  No other module decides anything by a head's name.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -109,9 +108,7 @@ class ReferenceSpec(HeadSpec):
 
     def cost_model(self, inputs, labels, runs, n_classes, config, uploaded) -> CostModel:
         def measure(sample: list[Run]) -> float:
-            started = time.perf_counter()
-            training.train_logreg(inputs["single"], labels, sample[0], config.l2_c)
-            return time.perf_counter() - started
+            return training.short_call_seconds(lambda: training.train_logreg(inputs["single"], labels, sample[0], config.l2_c))
 
         return CostModel.probed(measure, runs)
 

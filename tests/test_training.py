@@ -549,6 +549,19 @@ def test_warm_up_pays_torch_s_first_optimiser_imports_before_the_cost_model_time
     assert result.stdout.strip() == "[]"
 
 
+def test_a_short_probe_is_timed_again_and_a_long_one_is_not():
+    """On the compare grid logreg's probe, a single fit of milliseconds, priced it at 3.7 times what it took."""
+    calls = []
+
+    def first_call_slow():
+        calls.append(1)
+        time.sleep(0.2 if len(calls) == 1 else 0.0)
+
+    assert training.short_call_seconds(first_call_slow, short=1.0) < 0.1 and len(calls) == 2
+    calls.clear()
+    assert training.short_call_seconds(first_call_slow, short=0.1) >= 0.2 and len(calls) == 1
+
+
 def test_frames_go_to_cuda_in_half_precision_only_from_a_float16_store(monkeypatch):
     # A float32 store may hold values beyond float16's 65504 (the store refuses float16 for them): on CUDA
     # they must stay float32, not become inf.  Decided without a GPU: the rule is a function of dtype and device.
