@@ -863,8 +863,9 @@ class CostModel:
 
         A size is a size label: ``full`` runs hold a different number of
         examples in each fold, and probing only those with the most examples
-        would time a chunk of a few runs, whose per-run overhead a study's
-        full chunks never pay.
+        would time an ensemble of one fold's few runs, where the study trains
+        every fold's ``full`` runs together whenever their budgets agree (at the
+        step cap).
         """
         by_size: dict[int | str, list[Run]] = {}
         for run in runs:
