@@ -31,6 +31,6 @@ def check_number(key: str, value, integer: bool = False, minimum: float | None =
         isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value)
         or (minimum is not None and value < minimum)
     ):  # fmt: skip
-        what = "an integer" if integer else "a number"
+        what = "an integer" if integer else "a finite number" if isinstance(value, float) and not math.isfinite(value) else "a number"
         bound = f" of at least {minimum:g}" if minimum is not None else ""
         raise BudgetError(f"{key} must be {what}{bound}; got {value!r}")

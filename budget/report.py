@@ -30,6 +30,7 @@ from budget.analysis import (
     recommend,
     target_ladder,
 )
+from budget.errors import check_number
 from budget.features import display_name
 from budget.heads import ATTN_SCORE_PRIOR, HEADS
 from budget.metrics import recall_column, result_classes
@@ -44,6 +45,11 @@ class Costs:
 
     seconds_per_label: float | None = None
     cost_per_hour: float | None = None
+
+    def __post_init__(self) -> None:
+        for key, value in (("seconds per label", self.seconds_per_label), ("cost per hour", self.cost_per_hour)):
+            if value is not None:
+                check_number(key, value, minimum=0)
 
     def describe(self, labels: float) -> str:
         if self.seconds_per_label is None or math.isinf(labels):

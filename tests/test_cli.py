@@ -126,10 +126,13 @@ def test_extract_errors_are_one_line(tmp_path):
 @pytest.mark.parametrize(
     ("option", "message"),
     [(("--max-seconds", "-1"), "max_seconds must be a number of at least 0; got -1"),
-     (("--max-seconds", "nan"), "max_seconds must be a number of at least 0; got nan"),
+     (("--max-seconds", "nan"), "max_seconds must be a finite number of at least 0; got nan"),
+     (("--max-seconds", "inf"), "max_seconds must be a finite number of at least 0; got inf"),
+     (("--batch-size", "-5"), "batch_size must be an integer of at least 1; got -5"),
+     (("--batch-size", "0"), "batch_size must be an integer of at least 1; got 0"),
      (("--identity", "name"), "utterance identity must be 'stat' or 'content'")],
 )  # fmt: skip
-def test_extract_refuses_a_bad_crop_or_identity_before_writing(tmp_path, option, message):
+def test_extract_refuses_a_bad_crop_batch_size_or_identity_before_writing(tmp_path, option, message):
     build_emodb(tmp_path / "emodb", emodb_names(4))
     result = invoke("extract", "--root", str(tmp_path / "emodb"), "--features", "lld", "--store", str(tmp_path / "store"), *option)
     lines = [line for line in result.output.splitlines() if line.strip() and "bad audio" not in line]

@@ -75,6 +75,16 @@ def test_plan_command(run_folder):
     assert "fitted ceiling" in unreachable.output and "below the target 0.900" in unreachable.output
 
 
+@pytest.mark.parametrize(("option", "message"), [
+    (("--seconds-per-label", "-5"), "seconds per label must be a number of at least 0; got -5.0"),
+    (("--cost-per-hour", "nan"), "cost per hour must be a finite number of at least 0; got nan"),
+])  # fmt: skip
+def test_plan_refuses_negative_or_non_finite_costs_in_one_line(run_folder, option, message):
+    """'104 labels take -0.1 annotator hours and cost nan at nan per hour' was printed for these."""
+    result = runner.invoke(app, ["plan", "--target", "0.70", str(run_folder), "--features", "lld", *option])
+    assert result.exit_code == 2 and result.output.strip() == f"error: {message}"
+
+
 def test_report_command_defaults_to_the_latest_run(run_folder, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["report"])

@@ -19,7 +19,7 @@ import soundfile as sf
 
 from budget import files
 from budget.audio import MAX_SECONDS, SAMPLE_RATE, load_audio
-from budget.errors import AudioError, BudgetError, ModelLoadError
+from budget.errors import AudioError, BudgetError, ModelLoadError, check_number
 from budget.features.base import FeatureExtractor, length_batches
 from budget.features.entries import (
     EXTRACTOR_FAILED,
@@ -117,6 +117,8 @@ class FeatureStore:
         """:meth:`extract` for several specs, in order; specs of one encoder that differ only in layer share one
         forward pass per batch (``hf:M:2`` and ``hf:M`` run the model once)."""
         settings = EntrySettings(max_seconds, frame_dtype, utterance_identity)
+        if batch_size is not None:  # None: the device's default
+            check_number("batch_size", batch_size, integer=True, minimum=1)
         groups: dict[object, list[FeatureExtractor]] = {}
         for extractor in extractors:
             groups.setdefault(extractor.shared_pass_key() or id(extractor), []).append(extractor)
