@@ -872,9 +872,9 @@ class CostModel:
             by_size.setdefault(run.size, []).append(run)
         if not by_size:
             return cls()
-        ordered = sorted(by_size.values(), key=lambda group: np.mean([len(run.train) for run in group]))
-        ends = ordered[:1] if len(ordered) == 1 else [ordered[0], ordered[-1]]
-        (n0, s0), *rest = [(float(np.mean([len(run.train) for run in group])), measure(group)) for group in ends]
+        examples = {size: float(np.mean([len(run.train) for run in group])) for size, group in by_size.items()}
+        ordered = sorted(examples, key=examples.__getitem__)
+        (n0, s0), *rest = [(examples[size], measure(by_size[size])) for size in dict.fromkeys((ordered[0], ordered[-1]))]
         if not rest or rest[0][0] == n0:
             return cls(s0)
         ((n1, s1),) = rest
