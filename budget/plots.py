@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentFormatter  # noqa: E402
 
+from budget import files  # noqa: E402
 from budget.analysis import CurveFit, confusion_at, solve_n  # noqa: E402
 from budget.features import display_name  # noqa: E402
 from budget.metrics import recall_column, result_classes  # noqa: E402
@@ -46,10 +47,13 @@ plt.rcParams.update(
 
 
 def _save(figure, folder: Path, name: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    figure.savefig(folder / f"{name}.svg", bbox_inches="tight")
-    figure.savefig(folder / f"{name}.png", bbox_inches="tight")
-    plt.close(figure)
+    """The figure as SVG and PNG in ``folder``, each written whole or not at all."""
+    files.make_folder(folder)
+    try:
+        for suffix in ("svg", "png"):
+            files.write_atomically(folder / f"{name}.{suffix}", lambda tmp, s=suffix: figure.savefig(tmp, format=s, bbox_inches="tight"))
+    finally:
+        plt.close(figure)
     return folder / f"{name}.png"
 
 

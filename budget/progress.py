@@ -40,6 +40,11 @@ class _RateColumn(ProgressColumn):
         return Text(f"{task.speed:.1f} {self.unit}/s" if task.speed else "", style="progress.data.speed")
 
 
+def note(message: str) -> None:
+    """One line on stderr, in a terminal and in logs alike: what long work is doing (waiting for a lock, say)."""
+    _console.print(message, highlight=False, soft_wrap=True)
+
+
 @contextmanager
 def progress_bar(total: int, description: str, unit: str = "it") -> Iterator[Callable[[int], None]]:
     """A bar with count, rate, elapsed time and ETA; yields ``advance(n)``."""

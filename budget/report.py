@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from budget import files
 from budget.analysis import (
     FAMILIES,
     PLAUSIBLE_LIMIT,
@@ -286,7 +287,7 @@ def build_report(
     results = folder.results
     costs = costs or Costs()
     out = Path(out_dir) if out_dir is not None else Path("reports") / folder.path.name
-    figures = out / "figures"
+    figures = files.make_folder(out / "figures")  # before any work: a folder the disk refuses is one error
     doc = _Document(f"Label budget report: {folder.path.name}")
     config, provenance = folder.config, folder.provenance
 
@@ -401,7 +402,6 @@ def build_report(
     doc.table(pd.DataFrame({"item": list(flat), "value": [str(v) for v in flat.values()]}))
     doc.text(f"results: {folder.path / 'results.parquet'}")
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(doc.markdown(out))
-    (out / "report.html").write_text(doc.html())
+    files.write_text(out / "report.md", doc.markdown(out))
+    files.write_text(out / "report.html", doc.html())
     return out / "report.html"

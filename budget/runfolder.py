@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +45,22 @@ class RunFolder:
         """The part files of ``results`` or of the ``convergence`` check."""
         return self.path / "parts" if table == RESULTS else self.path / table / "parts"
 
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """The folder's writer lock, held while a study trains into it: a second study on it is refused.
+
+        Temporary files a killed writer left are removed once the lock is held.
+        """
+        files.make_folder(self.path)
+        busy = f"another study is writing {self.path}; wait for it to finish, or choose another --run-dir"
+        with files.exclusive(self.path / ".lock", busy):
+            for leftover in self.path.rglob(".*.tmp"):
+                leftover.unlink(missing_ok=True)
+            yield
+
     def claim(self, digest: str, settings: dict) -> None:
         """Make the folder this configuration's, or fail when it holds a study with other settings."""
-        self.parts().mkdir(parents=True, exist_ok=True)
+        files.make_folder(self.parts())
         config_file = self.path / "config.json"
         if not config_file.is_file():
             files.write_json(config_file, {"digest": digest, **settings})
@@ -94,7 +109,7 @@ class RunFolder:
         """One chunk's result rows, atomically, under a name fixed by the runs it holds."""
         key = [rows[0]["features"], rows[0]["head"], [(row["size"], row["fold"], row["seed"]) for row in rows]]
         name = hashlib.sha1(json.dumps(key, default=int).encode()).hexdigest()[:16]
-        self.parts(table).mkdir(parents=True, exist_ok=True)
+        files.make_folder(self.parts(table))
         files.write_parquet(self.parts(table) / f"{name}.parquet", pd.DataFrame(rows))
 
     def write_table(self, table: pd.DataFrame, name: str = RESULTS) -> None:

@@ -107,9 +107,11 @@ class StudyConfig:
     def from_toml(cls, path: str | Path) -> StudyConfig:
         """Read a study configuration; unknown keys are an error."""
         try:
-            data = tomllib.loads(Path(path).read_text())
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except UnicodeDecodeError as error:
+            raise BudgetError(f"cannot read config {path}: not UTF-8 text (byte {error.start} is not)") from None
         except (OSError, tomllib.TOMLDecodeError) as error:
-            raise BudgetError(f"cannot read config {path}: {error}") from error
+            raise BudgetError(f"cannot read config {path}: {error}") from None
         return cls().with_overrides(**data)
 
     def with_overrides(self, **values) -> StudyConfig:
@@ -119,7 +121,12 @@ class StudyConfig:
         unknown = set(values) - own - train_keys - {"train"}
         if unknown:
             raise BudgetError(f"unknown study setting(s): {', '.join(sorted(unknown))}")
-        train_values = {k: v for k, v in {**values.pop("train", {}), **values}.items() if k in train_keys}
+        table = values.pop("train", {})
+        if not isinstance(table, dict):
+            raise BudgetError(f"train must be a table of training settings ([train] in a config file); got {table!r}")
+        if unknown := set(table) - train_keys:
+            raise BudgetError(f"unknown training setting(s) in [train]: {', '.join(sorted(unknown))}")
+        train_values = {k: v for k, v in {**table, **values}.items() if k in train_keys}
         values = {k: v for k, v in values.items() if k in own and v is not None}
         for key in ("features", "heads"):
             if key in values and isinstance(values[key], str):
@@ -246,21 +253,22 @@ class Study:
         """Train and write results from loaded inputs (on this machine, or one with neither corpus nor store)."""
         config, data = self.config, inputs.data
         self._names = [*config.features, *(f"{a}+{t}" for a, t in inputs.pairs)]
-        self.folder.claim(config.digest(), config.to_dict())
-        log(f"study folder: {self.run_dir} (running it again resumes)")
-        labels = data.manifest["label"].map({c: i for i, c in enumerate(data.classes)}).to_numpy()
-        jobs = self._jobs(data, inputs.features, inputs.pairs, labels)
-        log(f"training: {config.train.describe()}")
-        self._train(jobs, RESULTS, config.train, data, log)
-        if check_convergence != "none":
-            doubled = [job.doubled(check_convergence) for job in jobs if head_spec(job.head).budgeted]
-            which = "every size" if check_convergence == "all" else "the smallest and largest size and full"
-            log(f"convergence check: {which} of each curve again, with twice the budget")
-            self._train([job for job in doubled if job.runs], CONVERGENCE, config.train.doubled(), data, log)
-        self._write_provenance(data, inputs.entries)
-        results = self._table(RESULTS)
-        if check_convergence != "none":
-            self._table(CONVERGENCE)
+        with self.folder.writing():
+            self.folder.claim(config.digest(), config.to_dict())
+            log(f"study folder: {self.run_dir} (running it again resumes)")
+            labels = data.manifest["label"].map({c: i for i, c in enumerate(data.classes)}).to_numpy()
+            jobs = self._jobs(data, inputs.features, inputs.pairs, labels)
+            log(f"training: {config.train.describe()}")
+            self._train(jobs, RESULTS, config.train, data, log)
+            if check_convergence != "none":
+                doubled = [job.doubled(check_convergence) for job in jobs if head_spec(job.head).budgeted]
+                which = "every size" if check_convergence == "all" else "the smallest and largest size and full"
+                log(f"convergence check: {which} of each curve again, with twice the budget")
+                self._train([job for job in doubled if job.runs], CONVERGENCE, config.train.doubled(), data, log)
+            self._write_provenance(data, inputs.entries)
+            results = self._table(RESULTS)
+            if check_convergence != "none":
+                self._table(CONVERGENCE)
         return results
 
     def _table(self, name: str) -> pd.DataFrame:

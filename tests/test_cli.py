@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -116,6 +117,39 @@ def test_extract_then_features_then_cache_hit(tmp_path):
     row = next(line for line in listing.output.splitlines() if "lld" in line)
     cells = [cell.strip() for cell in row.split("│") if cell.strip()]
     assert cells[1:5] == ["34", "1", "5.0", "23"]  # frame width, layers, crop, utterances
+
+
+def _read_only(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.EROFS, "Read-only file system")
+
+
+def test_extract_into_a_read_only_store_is_one_error_line(tmp_path, monkeypatch):
+    """Tests run as root, so the disk's refusal is simulated; a store that already holds the features is still read."""
+    build_emodb(tmp_path / "emodb", emodb_names(4))
+    args = ("extract", "--root", str(tmp_path / "emodb"), "--features", "lld", "--store", str(tmp_path / "store"))
+    monkeypatch.setattr(Path, "mkdir", _read_only)
+    refused = invoke(*args)
+    lines = [line for line in refused.output.splitlines() if line.strip()]
+    assert refused.exit_code == 2 and len(lines) == 1, refused.output
+    assert lines[0].startswith("error: cannot create the folder") and "Read-only file system" in lines[0]
+    monkeypatch.undo()
+    assert invoke(*args).exit_code == 0
+    monkeypatch.setattr(Path, "mkdir", _read_only)
+    assert "4 already stored, 0 extracted" in invoke(*args).output
+
+
+def test_a_report_into_a_read_only_folder_is_one_error_line(tmp_path, monkeypatch):
+    from analysis_helpers import synthetic_results
+
+    run = tmp_path / "run"
+    run.mkdir()
+    synthetic_results(sizes=(10, 20), folds=4, seeds=1).to_parquet(run / "results.parquet")
+    monkeypatch.setattr(Path, "mkdir", _read_only)
+    result = invoke("report", str(run), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2 and result.output.startswith("error: cannot create the folder"), result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_extract_errors_are_one_line(tmp_path):

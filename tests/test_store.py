@@ -248,9 +248,11 @@ def test_audio_that_cannot_be_used_is_not_retried_until_the_file_changes(tmp_pat
     assert (again.calls, report.cached, len(report.failures)) == (0, 20, 1)
 
 
-def test_studies_that_find_everything_stored_share_the_store_with_a_writer(tmp_path, corpus):
+def test_studies_that_find_everything_stored_share_the_store_with_a_writer(tmp_path, corpus, monkeypatch):
     """Reading needs no lock: a second reader, even beside a held writer's lock, is served."""
     import fcntl
+
+    monkeypatch.setattr("budget.features.entries.WRITER_WAIT_SECONDS", 0.2)
 
     store = FeatureStore(tmp_path / "store")
     report = store.extract(CountingExtractor(), corpus)
@@ -261,6 +263,22 @@ def test_studies_that_find_everything_stored_share_the_store_with_a_writer(tmp_p
         assert len(store.load(reader, corpus)) == 20
         with pytest.raises(BudgetError, match="another extraction is writing"):
             store.extract(CountingExtractor(), make_corpus(tmp_path / "more", n=21))  # new work still needs the lock
+
+
+def test_a_second_extraction_waits_for_the_writer_then_extracts_only_what_it_left(tmp_path, corpus, capsys):
+    import fcntl
+    import threading
+
+    store = FeatureStore(tmp_path / "store")
+    entry = store.extract(CountingExtractor(), corpus.iloc[:10]).entry
+    held = (entry / ".lock").open("w")
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process extracting into this entry
+    threading.Timer(0.5, held.close).start()  # ... that finishes half a second later
+    second = CountingExtractor()
+    report = store.extract(second, corpus)
+    assert (report.cached, report.extracted, second.utterances) == (10, 10, 10)
+    waited = capsys.readouterr().err
+    assert "another extraction is writing" in waited and "waiting for it" in waited
 
 
 @pytest.mark.parametrize("part", ["frames.npy", "mean.npy", "index.parquet"])

@@ -304,6 +304,55 @@ def test_a_config_value_of_the_wrong_type_is_one_error_line_and_writes_nothing(l
     assert not (tmp_path / "run").exists() and not (tmp_path / "store").exists()
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [('train = "x"', "train must be a table"), ("train = 3", "train must be a table"),
+     ("train = [1, 2]", "train must be a table"), ("[train]\nsteps = 5\nstesp = 9", "unknown training setting.*stesp"),
+     (b"seeds = 2\n# \xe9t\xe9\n", "not UTF-8 text")],
+)  # fmt: skip
+def test_a_bad_config_file_is_one_error_line_and_writes_nothing(text, message, tmp_path, iemocap):
+    toml = tmp_path / "study.toml"
+    head = f'corpus = "iemocap"\nroot = "{iemocap}"\nstore = "{tmp_path / "store"}"\n'.encode()
+    toml.write_bytes(head + (text if isinstance(text, bytes) else text.encode()) + b"\n")
+    result = runner.invoke(app, ["curve", "--config", str(toml), "--run-dir", str(tmp_path / "run"), "--device", "cpu"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), result.output
+    assert re.search(message, lines[0]), lines[0]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "store").exists()
+
+
+def test_a_second_study_on_a_folder_being_written_is_refused_and_writes_nothing(iemocap, tmp_path):
+    import fcntl
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with (run / ".lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a study training into it
+        with pytest.raises(BudgetError, match="another study is writing"):
+            Study(config_for(iemocap, tmp_path, heads=("logreg",), per_class=(1,)), run).run(log=lambda _: None)
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]
+
+
+def test_a_read_only_run_folder_is_one_error_and_no_traceback(iemocap, tmp_path, monkeypatch):
+    """Tests run as root here, so the disk's refusal is simulated: mkdir and writes raise EROFS."""
+    import errno
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    config = config_for(iemocap, tmp_path, heads=("logreg",), per_class=(1,))
+    Study(config, tmp_path / "first").run(log=lambda _: None)  # the store holds the features: reading it needs no writes
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(BudgetError, match=r"cannot create the folder .*run: Read-only file system"):
+        Study(config, tmp_path / "run").run(log=lambda _: None)
+    monkeypatch.undo()
+    (tmp_path / "run").mkdir()
+    monkeypatch.setattr("os.replace", read_only)  # the folder exists, no file can be put in place
+    monkeypatch.setattr(Path, "unlink", read_only)  # nor removed: the cleanup of a failed write fails too
+    with pytest.raises(BudgetError, match=r"cannot write .*config.json: Read-only file system"):
+        Study(config, tmp_path / "run").run(log=lambda _: None)
+
+
 def test_a_single_size_may_be_written_without_a_list():
     assert StudyConfig().with_overrides(per_class=30).per_class == (30,)
 

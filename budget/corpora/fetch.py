@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from budget import files
 from budget.audio import scan_audio
 from budget.corpora import data_dir, find_root, get_adapter
 from budget.errors import BudgetError
@@ -60,7 +61,7 @@ def fetch_corpus(
     target = parent / adapter.name
     if target.exists() and not force:
         return target
-    parent.mkdir(parents=True, exist_ok=True)
+    files.make_folder(parent)
     for leftover in parent.glob(f".{adapter.name}.*.partial*"):
         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 

@@ -32,7 +32,6 @@ refuses them (use ``frame_dtype="float32"``).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -51,6 +50,7 @@ from budget import files
 from budget.audio import MAX_SECONDS, MIN_SECONDS, SAMPLE_RATE
 from budget.errors import BudgetError, check_number
 from budget.features.base import FeatureExtractor
+from budget.progress import note as _note
 
 STORE_ENV = "BUDGET_STORE_DIR"
 FRAME_DTYPES = ("float16", "float32")
@@ -59,6 +59,8 @@ _INDEX_COLUMNS = ["key", "utt_id", "offset", "n_frames", "ok", "reason"]
 #: How an audio file is known: by path, size and modification time (cheap), or by a hash of its bytes (survives
 #: ``cp -p`` and ``touch -r``, which keep size and date while changing content).
 FILE_IDENTITIES = ("stat", "content")
+#: How long an extraction waits for another one writing the same entry before it gives up.
+WRITER_WAIT_SECONDS = 30 * 60
 #: The arrays of one shard, each in ``<shard>.<name>.npy``.
 SHARD_ARRAYS = ("frames", "mean", "max")
 #: How a failure of the extractor itself (not of the audio) begins: such utterances are tried again.
@@ -140,16 +142,11 @@ class Entry:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        self.shards.mkdir(parents=True, exist_ok=True)
-        with (self.folder / ".lock").open("w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise BudgetError(f"another extraction is writing {self.folder}; wait for it to finish") from None
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        """The entry's writer lock: a second extraction waits for the first (up to :data:`WRITER_WAIT_SECONDS`)."""
+        files.make_folder(self.shards)
+        busy = f"another extraction is writing {self.folder}"
+        with files.exclusive(self.folder / ".lock", busy, WRITER_WAIT_SECONDS, log=_note):
+            yield
 
     def meta(self) -> dict:
         return files.read_json(self.folder / "entry.json")
