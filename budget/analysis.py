@@ -87,15 +87,28 @@ def bootstrap_means(grid: np.ndarray, n_boot: int, rng: np.random.Generator) -> 
     return np.nanmean(picked.reshape(n_boot, -1), axis=1)
 
 
-def mean_interval(grid: np.ndarray, rng: np.random.Generator, n_boot: int = BOOTSTRAP) -> tuple[float, float, float]:
-    """Mean, and the 95% interval from the bootstrap standard error with a t quantile on folds - 1."""
+#: Folds below which a report says its intervals are wide for want of folds (the t quantile on folds - 1 grows fast).
+FEW_FOLDS = 5
+
+
+def mean_interval(
+    grid: np.ndarray, rng: np.random.Generator, n_boot: int = BOOTSTRAP, bounds: tuple[float, float] | None = None
+) -> tuple[float, float, float]:
+    """Mean, and the 95% interval from the bootstrap standard error with a t quantile on folds - 1.
+
+    ``bounds``: the range the quantity cannot leave (an accuracy's [0, 1]); the
+    interval is cut to it, which keeps its coverage of any value inside.
+    """
     mean = float(np.nanmean(grid))
     n_folds = grid.shape[0]
     if n_folds < 2:
         return mean, float("nan"), float("nan")
     se = float(np.std(bootstrap_means(grid, n_boot, rng), ddof=1)) * math.sqrt(n_folds / (n_folds - 1))
     half = stats.t.ppf(0.975, n_folds - 1) * se
-    return mean, mean - half, mean + half
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return mean, low, high
 
 
 def aggregate(results: pd.DataFrame, metric: str = "ua", seed: int = 0) -> pd.DataFrame:
@@ -104,7 +117,7 @@ def aggregate(results: pd.DataFrame, metric: str = "ua", seed: int = 0) -> pd.Da
     n_classes = len(result_classes(results)) or 1
     rows = []
     for (features, head, size), runs in results.groupby([*CURVE_KEYS, "size"], sort=False):
-        mean, low, high = mean_interval(_grid(runs, metric), rng)
+        mean, low, high = mean_interval(_grid(runs, metric), rng, bounds=(0.0, 1.0))  # every metric is a rate
         rows.append(
             {
                 "features": features,
@@ -583,6 +596,7 @@ class Plan:
     marginal_per_100: float  # UA points per 100 more labels in total, at the largest measured size
     class_needs: pd.DataFrame  # per class: recall at the largest size, gain per doubling
     notes: list[str]
+    first_reaching: tuple[float, float] | None = None  # the smallest measured size whose mean UA reaches the target, its UA
 
     @property
     def beyond_limit(self) -> bool:
@@ -594,6 +608,13 @@ class Plan:
 
         curve = f"{display_name(self.features)} + {self.head}"
         if math.isinf(self.per_class):
+            if self.first_reaching is not None:
+                size, ua = self.first_reaching
+                return (
+                    f"{curve}: {size:g} per class already measured UA {ua:.3f}, at or above the target "
+                    f"{self.target:.3f}; the fitted {self.law} law does not rise to the target (the measured curve "
+                    "does not grow steadily with labels here), so what was measured is the answer"
+                )
             if self.ceiling is not None and self.ceiling <= self.target:
                 return (
                     f"{curve}: the fitted ceiling is {self.ceiling:.3f} UA, below the "
@@ -662,6 +683,8 @@ def plan(results: pd.DataFrame, target: float, features: str, head: str, curve: 
     low, high = curve.interval([next_step])
     expected = float(curve.predict([next_step])[0])
     family = FAMILIES[law]
+    reaching = np.flatnonzero(curve.ua >= target)
+    first = int(reaching[np.argmin(curve.n[reaching])]) if len(reaching) else None
     return Plan(
         features=features,
         head=head,
@@ -681,6 +704,7 @@ def plan(results: pd.DataFrame, target: float, features: str, head: str, curve: 
         class_needs=class_needs(results, features, head, classes),
         notes=[*curve.flags, *([f"the {law} law passes 100% UA by {next_step:g} per class: shown as 1.000 there, a trend "
                                 "rather than a value"] if expected > 1 else [])],
+        first_reaching=None if first is None else (float(curve.n[first]), float(curve.ua[first])),
     )
 
 

@@ -16,7 +16,14 @@ from typing import Annotated
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
+
+try:  # typer 0.29 and later carry their own click, whose errors all derive from TyperException
+    from typer import TyperException as CommandLineError
+except ImportError:  # earlier typer uses click itself
+    from click import ClickException as CommandLineError
 
 from budget.audio import MAX_SECONDS, MIN_SECONDS, scan_audio
 from budget.corpora import CORPORA, data_dir, find_root, get_adapter, load_corpus
@@ -24,7 +31,32 @@ from budget.errors import BudgetError
 from budget.folds import N_FOLDS, assign_folds, fold_names
 from budget.sampling import corpus_ceiling
 
+
+class _Commands(TyperGroup):
+    """The command group; a mistake in the command line itself (an unknown option, a missing value) is one
+    ``error:`` line and status 2, as every other mistake is, not the CLI library's boxed usage text."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except CommandLineError as error:
+            if type(error).__name__ == "NoArgsIsHelpError":  # `budget` alone: the help text, as --help prints it
+                error.show()
+            else:
+                context = getattr(error, "ctx", None)
+                hint = f"; see `{context.command_path} --help`" if context is not None else ""
+                err.print(f"[bold red]error:[/] {escape(error.format_message().rstrip('.'))}{hint}", soft_wrap=True)
+            code = error.exit_code
+        except typer.Abort:
+            err.print("aborted")
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="How many labelled examples does a speech emotion recognition model need?",
     no_args_is_help=True,
     add_completion=False,

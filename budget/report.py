@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from scipy import stats
 
 from budget import files
 from budget.analysis import (
     FAMILIES,
+    FEW_FOLDS,
     PLAUSIBLE_LIMIT,
     Plan,
     aggregate,
@@ -216,6 +218,17 @@ def _folds_lacking(results: pd.DataFrame) -> str:
     return " (here " + ", ".join(f"{fold} has no {'/'.join(names)}" for fold, names in lacking.items()) + ")"
 
 
+def _few_folds(results: pd.DataFrame) -> str:
+    """A sentence on intervals made wide by too few held-out folds; empty with :data:`FEW_FOLDS` or more."""
+    folds = results["fold"].nunique()
+    if folds >= FEW_FOLDS or folds < 2:
+        return ""
+    quantile = stats.t.ppf(0.975, folds - 1)
+    return (f" This study has only {folds} held-out folds, so every interval is wide: on {folds} folds the 95% "
+            f"interval is {quantile:.2f} standard errors either side of the mean (on 10 folds, "
+            f"{stats.t.ppf(0.975, 9):.2f}); more speakers (groups) give more folds and narrower intervals.")  # fmt: skip
+
+
 def _schedule(train: dict, results: pd.DataFrame, products: str | None = None) -> str:
     """How each head family was trained, in words, from the results' ``schedule`` column (and, where the
     provenance records it, what the stepped heads multiplied in)."""
@@ -316,7 +329,7 @@ def build_report(
     doc.text("UA is the mean per-class recall on the held-out fold, over the classes the fold holds: a class a "
              "held-out speaker never expressed enters neither that fold's UA nor its macro-F1, and a class's "
              "recall is averaged over the folds that hold it" + _folds_lacking(results) + ". Intervals are 95%, "
-             "from a bootstrap over held-out folds and seeds (not utterances).")  # fmt: skip
+             "from a bootstrap over held-out folds and seeds (not utterances), cut to [0, 1]." + _few_folds(results))  # fmt: skip
     shown = pd.DataFrame(
         {
             "features": table["features"].map(display_name),

@@ -67,6 +67,11 @@ class RunFolder:
         elif files.read_json(config_file).get("digest") != digest:
             raise BudgetError(f"{self.path} holds a study with other settings; choose another --run-dir or remove it")
 
+    def recorded_train(self) -> dict:
+        """The training settings the folder's study was claimed with (empty for a new folder)."""
+        config_file = self.path / "config.json"
+        return files.read_json(config_file).get("train", {}) if config_file.is_file() else {}
+
     def part_files(self, table: str = RESULTS) -> list[Path]:
         folder = self.parts(table)
         return sorted(folder.glob("*.parquet")) if folder.is_dir() else []

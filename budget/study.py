@@ -52,7 +52,7 @@ from budget.sampling import (
     read_sizes,
     size_value,
 )
-from budget.training import CostModel, DeviceFeatures, Run, TrainConfig, frame_products
+from budget.training import CostModel, DeviceFeatures, Run, TrainConfig, frame_products, with_products
 
 Trainer = Callable[..., list[np.ndarray]]
 
@@ -157,6 +157,7 @@ class StudyConfig:
             settings.pop("frame_dtype")
         settings["train"].pop("device")
         settings["train"].pop("memory_mb")
+        settings["train"]["bf16"] = with_products(self.train).bf16  # the products decided, not "where fast"
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -214,10 +215,14 @@ class Study:
     def __init__(self, config: StudyConfig, run_dir: str | Path, trainer: Trainer = train_head):
         from budget.features.base import resolve_device
 
-        self.config = replace(config, train=replace(config.train, device=resolve_device(config.train.device)))
         self.run_dir = Path(run_dir)
         self.folder = RunFolder(self.run_dir)
         self.trainer = trainer
+        train = replace(config.train, device=resolve_device(config.train.device))
+        started = self.folder.recorded_train().get("bf16") if train.bf16 is None else None
+        self.kept_products = isinstance(started, bool) and started != with_products(train).bf16
+        train = replace(train, bf16=started) if isinstance(started, bool) else with_products(train)
+        self.config = replace(config, train=train)
 
     def finished(self) -> pd.DataFrame:
         """Every run finished so far."""
@@ -256,6 +261,9 @@ class Study:
         with self.folder.writing():
             self.folder.claim(config.digest(), config.to_dict())
             log(f"study folder: {self.run_dir} (running it again resumes)")
+            if self.kept_products:
+                log(f"this study started with {frame_products(config.train)} products and keeps them, although this "
+                    "device would choose otherwise (bf16 = true or false in its config decides)")  # fmt: skip
             labels = data.manifest["label"].map({c: i for i, c in enumerate(data.classes)}).to_numpy()
             jobs = self._jobs(data, inputs.features, inputs.pairs, labels)
             log(f"training: {config.train.describe()}")

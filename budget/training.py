@@ -118,7 +118,7 @@ class TrainConfig:
     l2_c: float = 1.0  # inverse L2 strength (scikit-learn's C) of logreg and, under "steps", of the full-batch heads
     device: str = "auto"  # resolved by the study: CUDA when present
     memory_mb: int | None = None  # activation budget per ensemble chunk; None: CPU_CHUNK_MB on CPU, from free memory on CUDA
-    bf16: bool = True  # bf16 autocast for frame heads' products where the device runs it fast (uses_autocast)
+    bf16: bool | None = None  # bf16 autocast for frame heads' products; None: where the device runs it fast (resolved)
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -134,7 +134,7 @@ class TrainConfig:
             check_number(key, getattr(self, key), minimum=0)
         if self.memory_mb is not None:
             check_number("memory_mb", self.memory_mb, integer=True, minimum=0)
-        if not isinstance(self.device, str) or not isinstance(self.bf16, bool):
+        if not isinstance(self.device, str) or not isinstance(self.bf16, bool | None):
             raise BudgetError(f"device must be a string and bf16 true or false; got {self.device!r}, {self.bf16!r}")
         if not self.lr > 0 or not self.dropout < 1 or not self.l2_c > 0:
             raise BudgetError(f"lr and l2_c must be positive and dropout below 1; got {self.lr}, {self.l2_c}, {self.dropout}")
@@ -206,13 +206,32 @@ def training_device(config: TrainConfig) -> torch.device:
     return torch.device(resolve_device(config.device))
 
 
-def uses_autocast(device: torch.device, config: TrainConfig) -> bool:
-    """bf16 autocast for matrix products: on CUDA cards that support it, and on CPUs that multiply bf16 in hardware."""
-    if not config.bf16:
-        return False
+def fast_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 products fast: a CUDA card that supports them, a CPU that has them in hardware."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and cpu_has_fast_bf16()
+
+
+def with_products(config: TrainConfig) -> TrainConfig:
+    """``config`` with its product precision decided: ``bf16`` left unset becomes whether its device runs bf16 fast.
+
+    The decision is the device's, never a timing's, and a study records it
+    with its settings, so a study resumed elsewhere keeps the products it
+    started with.
+    """
+    if config.bf16 is not None:
+        return config
+    return replace(config, bf16=fast_bf16(training_device(config)))
+
+
+def uses_autocast(device: torch.device, config: TrainConfig) -> bool:
+    """bf16 autocast for matrix products: as the config says, or (unset) where :func:`fast_bf16`."""
+    if device.type not in ("cpu", "cuda"):
+        return False
+    if config.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise BudgetError(f"{device} has no bf16 products; set bf16 = false for this study")
+    return fast_bf16(device) if config.bf16 is None else config.bf16
 
 
 def frame_products(config: TrainConfig) -> str:

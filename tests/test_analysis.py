@@ -84,6 +84,34 @@ def test_the_interval_has_its_coverage():
     assert 0.90 <= hits / trials <= 0.99
 
 
+def test_an_accuracy_interval_on_four_folds_stays_within_0_and_1_and_keeps_its_coverage():
+    """Near 100% on 4 folds, t on 3 degrees of freedom runs past 1; the interval is cut there, covering as often."""
+    rng = np.random.default_rng(11)
+    truth, hits, trials, above = 0.95, 0, 300, 0
+    for _ in range(trials):
+        grid = truth + rng.normal(0, 0.04, (4, 1)) + rng.normal(0, 0.01, (4, 3))
+        _, low, high = mean_interval(grid, rng, n_boot=400, bounds=(0.0, 1.0))
+        _, _, unbounded = mean_interval(grid, rng, n_boot=400)
+        assert 0.0 <= low <= high <= 1.0
+        above += unbounded > 1
+        hits += low <= truth <= high
+    assert above > trials / 4  # the case the bound exists for is common here
+    assert 0.90 <= hits / trials <= 0.995
+    results = synthetic_results(sizes=(10,), folds=4, seeds=2, fold_sd=0.06, law=lambda n: 0.97 + 0 * n)
+    table = aggregate(results)
+    assert (table["ci_high"] <= 1.0).all() and (table["ci_low"] >= 0.0).all()
+
+
+def test_a_plan_on_a_curve_that_falls_names_the_measured_size_that_reached_the_target():
+    measured = {3: 0.25, 6: 0.20, 12: 0.19, 24: 0.18}  # falls with labels: no law of the family rises to 0.22
+    law = np.vectorize(lambda n: measured[int(round(n))])
+    results = synthetic_results(sizes=tuple(measured), law=law, full=False)
+    answer = plan(results, 0.22, "lld", "mlp_pool")
+    assert math.isinf(answer.per_class) and answer.first_reaching[0] == 3
+    statement = answer.statement()
+    assert "3 per class already measured UA 0.2" in statement and "does not reach" not in statement
+
+
 def test_feature_gains_are_paired_by_fold_and_seed():
     """Fold effects shared by both feature sets cancel: a constant 3-point gain is measured exactly."""
     base = synthetic_results(sizes=(10, 20), folds=5, seeds=2, fold_sd=0.05)

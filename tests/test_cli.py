@@ -69,6 +69,10 @@ def test_bad_files_are_reported_and_left_out_or_fatal_with_strict(tmp_path):
         (("corpus", "info", "--corpus", "iemocap"), "iemocap: not found at"),
         (("corpus", "info", "--root", "/nonexistent/emodb"), "does not exist"),
         (("corpus", "fetch", "ravdess"), "not free to redistribute"),
+        (("curve", "--modle", "mlp_pool"), "No such option: --modle (Possible options: --fold-file, --model)"),
+        (("curve", "--seeds"), "Option '--seeds' requires an argument"),
+        (("curve", "--seeds", "three"), "Invalid value for '--seeds'"),
+        (("frobnicate",), "No such command 'frobnicate'; see `"),
     ],
 )
 def test_errors_are_one_line_without_traceback(args, message):

@@ -60,6 +60,16 @@ def test_report_has_every_section_and_embedded_figures(run_folder, tmp_path):
     assert "figures/" not in page  # self-contained
 
 
+def test_a_report_on_few_folds_says_its_intervals_are_wide_for_that_reason(run_folder, tmp_path):
+    build_report(run_folder, tmp_path / "few")  # the fixture's study has 4 folds
+    assert "only 4 held-out folds, so every interval is wide" in (tmp_path / "few" / "report.md").read_text()
+    results = pd.read_parquet(run_folder / "results.parquet")
+    more = pd.concat([results, results.assign(fold=results["fold"] + 4)], ignore_index=True)  # 8 folds
+    more.to_parquet(run_folder / "results.parquet")
+    build_report(run_folder, tmp_path / "many")
+    assert "held-out folds, so every interval is wide" not in (tmp_path / "many" / "report.md").read_text()
+
+
 def test_missing_results_is_a_clear_error(tmp_path):
     with pytest.raises(BudgetError, match="no results.parquet"):
         FinishedStudy.open(tmp_path)

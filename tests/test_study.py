@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -123,6 +124,48 @@ def test_a_run_folder_holds_one_configuration(iemocap, tmp_path):
     Study(config_for(iemocap, tmp_path, per_class=(1,)), tmp_path / "run").run(log=lambda _: None)
     with pytest.raises(BudgetError, match="holds a study with other settings"):
         Study(config_for(iemocap, tmp_path, per_class=(2,)), tmp_path / "run").run(log=lambda _: None)
+
+
+def test_the_product_precision_is_a_setting_of_the_folder_and_a_resumed_study_keeps_it(iemocap, tmp_path, monkeypatch):
+    config = config_for(iemocap, tmp_path, heads=("mlp_pool",), per_class=(1,), seeds=1)
+    monkeypatch.setattr(training, "cpu_has_fast_bf16", lambda: True)
+    fast = config.digest()
+    first = Study(config, tmp_path / "run").run(log=lambda _: None)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["bf16"] is True
+    monkeypatch.setattr(training, "cpu_has_fast_bf16", lambda: False)  # the same study on a CPU without fast bf16
+    assert config.digest() != fast  # a new study there gets a folder of its own
+    resumed = Study(config, tmp_path / "run")
+    assert resumed.config.train.bf16 is True  # the folder's study keeps the products it started with
+    lines = []
+    pd.testing.assert_frame_equal(resumed.run(log=lines.append), first)
+    assert any("started with bf16 autocast products and keeps them" in line for line in lines)
+    assert Study(config, tmp_path / "other").config.train.bf16 is False
+
+
+def test_the_same_study_beside_a_cpu_burner_gives_identical_results_for_every_head(iemocap, tmp_path):
+    """The load of the machine decides nothing: not the products, not a chunk, not a run's numbers."""
+    import multiprocessing
+    import os
+
+    heads = ("mean_pool", "meanmax_pool", "attn_pool", "mlp_pool", "logreg")
+    config = config_for(iemocap, tmp_path, heads=heads, per_class=(1, 2), seeds=1)
+    quiet = Study(config, tmp_path / "quiet").run(log=lambda _: None)
+    burners = [multiprocessing.get_context("spawn").Process(target=_burn, daemon=True) for _ in range(os.cpu_count() or 2)]
+    for burner in burners:
+        burner.start()
+    try:
+        loaded = Study(config, tmp_path / "loaded").run(log=lambda _: None)
+    finally:
+        for burner in burners:
+            burner.kill()
+    measured = [c for c in quiet.columns if c not in ("train_seconds", "estimated_seconds")]
+    pd.testing.assert_frame_equal(quiet[measured], loaded[measured])
+    assert len(quiet) == 5 * 2 * 5 and "confusion" in measured
+
+
+def _burn() -> None:
+    while True:
+        pass
 
 
 def test_sizes_no_fold_can_supply_are_an_error(iemocap, tmp_path):
