@@ -244,8 +244,9 @@ def extract(
     frame_dtype: Annotated[str, typer.Option("--frame-dtype", help="Stored frames: float16 or float32.")] = "float16",
     strict: Annotated[bool, typer.Option("--strict", help="Fail on any bad audio file instead of skipping it.")] = False,
     identity: Annotated[
-        str, typer.Option("--identity", help="Know audio files by stat (path, size, date) or content (a hash of the bytes).")
-    ] = "stat",
+        str, typer.Option("--identity", help="Know audio files by content (a hash of their bytes) or stat "
+                                     "(path, size, date: no reading, for very large corpora).")
+    ] = "content",
 ) -> None:
     """Extract features for a corpus into the feature store (only what it does not hold yet)."""
     from budget.features import FeatureStore, parse_feature_specs
@@ -371,6 +372,11 @@ StudyFrameDtypeOption = Annotated[
 ]
 StudyMaxSeconds = Annotated[float | None, typer.Option("--max-seconds", help="Crop utterances (default 5 s; 0: none).")]
 StudyCorpusOption = Annotated[str | None, typer.Option("--corpus", "-c", help="Corpus adapter (default emodb).")]
+StudyIdentityOption = Annotated[
+    str | None,
+    typer.Option("--identity", help="Know audio files by content (a hash of their bytes) or stat (path, size, date), "
+                 "as `budget extract --identity` (default: the config's, else content)."),
+]  # fmt: skip
 
 
 @dataclass
@@ -400,6 +406,7 @@ class StudyOptions:
     folds: FoldsOption = None
     fold_file: FoldFileOption = None
     frame_dtype: StudyFrameDtypeOption = None
+    identity: StudyIdentityOption = None
     config: ConfigOption = None
     run_dir: RunDirOption = None
     strict: StrictOption = False
@@ -415,7 +422,7 @@ class StudyOptions:
             per_class=per_class, n=n, seeds=self.seeds, schedule=self.schedule, steps=self.steps, epochs=self.epochs,
             lr=self.lr, batch_size=self.batch_size, train_frames=self.train_frames, dropout=self.dropout, device=self.device, store=text(self.store),
             max_seconds=self.max_seconds, layer=self.layer, n_folds=self.folds, fold_file=text(self.fold_file),
-            frame_dtype=self.frame_dtype,
+            frame_dtype=self.frame_dtype, file_identity=self.identity,
         )  # fmt: skip
 
 

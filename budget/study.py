@@ -74,7 +74,7 @@ class StudyConfig:
     seeds: int = 3
     n_folds: int = N_FOLDS
     fold_file: str | None = None  # a CSV of utt_id (or group) and fold: a published design instead of n_folds
-    file_identity: str = "stat"  # how the store knows an audio file: "stat" (path, size, date) or "content" (its bytes)
+    file_identity: str = "content"  # how the store knows an audio file: "content" (its bytes) or "stat" (path, size, date)
     max_seconds: float = MAX_SECONDS  # 0: no crop
     frame_dtype: str = "float16"  # how the store keeps frames: the same setting as `budget extract --frame-dtype`
     layer: int | None = None  # pick one layer of an 'all' feature entry

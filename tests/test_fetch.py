@@ -5,14 +5,18 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import re
+import shutil
 import threading
+import urllib.request
 import zipfile
-import zlib
 from pathlib import Path
 
 import pytest
 from corpus_builders import build_emodb, emodb_names
+from typer.testing import CliRunner
 
+from budget.cli import app
 from budget.corpora import load_corpus
 from budget.corpora.fetch import fetch_corpus
 from budget.errors import BudgetError
@@ -35,8 +39,8 @@ def pinned_to(monkeypatch):
 
 
 def pin_list(folder: Path, out: Path) -> Path:
-    rows = [f"{p.name},{p.stat().st_size},{zlib.crc32(p.read_bytes()):08x}" for p in sorted(folder.rglob("*.wav"))]
-    out.write_text("# test pins\nname,bytes,crc32\n" + "\n".join(rows) + "\n")
+    rows = [f"{p.name},{p.stat().st_size},{hashlib.sha256(p.read_bytes()).hexdigest()}" for p in sorted(folder.rglob("*.wav"))]
+    out.write_text("# test pins\nname,bytes,sha256\n" + "\n".join(rows) + "\n")
     return out
 
 
@@ -71,6 +75,13 @@ def server(emodb_source, emodb_zip, tmp_path_factory):
         "not-a-zip.zip": b"<html>moved</html>" * 100,
         "short.zip": zip_folder(build_emodb(tmp_path_factory.mktemp("short"), emodb_names(530))),
     }
+    tampered = tmp_path_factory.mktemp("tampered")
+    shutil.copytree(emodb_source, tampered, dirs_exist_ok=True)
+    victim = sorted((tampered / "wav").glob("*.wav"))[7]
+    audio = bytearray(victim.read_bytes())
+    audio[-1] ^= 0x01  # one bit of one sample: same size, a valid zip with its own correct CRCs
+    victim.write_bytes(bytes(audio))
+    payloads["tampered.zip"] = zip_folder(tampered)
     corrupt = bytearray(emodb_zip)
     middle = len(corrupt) // 2
     corrupt[middle : middle + 64] = bytes(64)
@@ -175,12 +186,33 @@ def test_an_archive_that_differs_from_the_pinned_files_is_refused(server, emodb_
     pins = pin_list(emodb_source, tmp_path / "pins.csv")
     pinned_to(str(pins))
     assert fetch_corpus("emodb", dest=tmp_path / "ok", url=f"{server}/download.zip") == tmp_path / "ok" / "emodb"
-    lines = pins.read_text().splitlines()
-    lines[3] = lines[3].rsplit(",", 1)[0] + ",00000000"  # one published file with another CRC
-    pins.write_text("\n".join(lines) + "\n")
-    with pytest.raises(BudgetError, match=r"not the published corpus \(1 file\(s\) differ; first: .*CRC-32"):
-        fetch_corpus("emodb", dest=tmp_path / "bad", url=f"{server}/download.zip")
+    result = CliRunner().invoke(app, ["corpus", "fetch", "emodb", "--dest", str(tmp_path / "bad"), "--url", f"{server}/tampered.zip"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert re.match(r"error: emodb: the archive is not the published corpus \(1 file\(s\) differ; first: \w+\.wav: \d+ "
+                    r"bytes, SHA-256 .*; not installed", lines[0]), lines[0]  # fmt: skip
     assert leftovers(tmp_path / "bad") == []
+
+
+def test_the_official_address_is_fetched_over_https_and_over_http_only_where_https_cannot_connect(
+    server, tmp_path, monkeypatch, capsys
+):  # fmt: skip
+    import dataclasses
+
+    from budget import corpora
+
+    requested = []
+    real_open = urllib.request.urlopen
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, **kw: requested.append(url) or real_open(url, **kw))
+    plain_only = server.replace("http://", "https://") + "/download.zip"  # the loopback server speaks no TLS
+    monkeypatch.setitem(corpora.CORPORA, "emodb", dataclasses.replace(corpora.CORPORA["emodb"], url=plain_only))
+    assert fetch_corpus("emodb", dest=tmp_path) == tmp_path / "emodb"
+    assert requested == [plain_only, server + "/download.zip"]
+    assert "downloading over http instead" in capsys.readouterr().err
+    requested.clear()
+    with pytest.raises(BudgetError, match="404"):  # a mirror's address is fetched as given, never rewritten
+        fetch_corpus("emodb", dest=tmp_path / "again", url=f"{server}/gone.zip")
+    assert requested == [f"{server}/gone.zip"]
 
 
 def test_the_shipped_pins_match_the_real_emodb(shared_emodb, pinned_to):

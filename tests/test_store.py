@@ -133,7 +133,27 @@ def test_changed_audio_file_invalidates_exactly_that_file(tmp_path, corpus):
     features = store.load(again, corpus)
     assert features.lengths[5] == 60  # the new 0.6 s file, not the stale one
     (listed,) = store.summary().itertuples()
-    assert (listed.utterances, listed.identity) == (20, "stat")  # the superseded version is not counted
+    assert (listed.utterances, listed.identity) == (20, "content")  # the superseded version is not counted
+
+
+@pytest.mark.parametrize(("identity", "served_stale"), [("content", False), ("stat", True)])
+def test_other_audio_of_the_same_size_and_date_is_extracted_again_by_default(tmp_path, corpus, identity, served_stale):
+    """`cp` then `touch -r`: the default (content) identity sees the new audio; the stat opt-in cannot."""
+    import os
+
+    store = FeatureStore(tmp_path / "store")
+    store.extract(CountingExtractor(), corpus, utterance_identity=identity)
+    import soundfile as sf
+
+    target = Path(corpus["path"].iloc[5])
+    kept = target.stat()
+    samples, rate = sf.read(target, dtype="int16")
+    sf.write(target, samples[::-1].copy(), rate, subtype="PCM_16")  # other audio: the same samples reversed
+    os.utime(target, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+    assert target.stat().st_size == kept.st_size and target.stat().st_mtime_ns == kept.st_mtime_ns
+    again = CountingExtractor()
+    report = store.extract(again, corpus, utterance_identity=identity)
+    assert (report.extracted == 0) is served_stale and again.utterances == (0 if served_stale else 1)
 
 
 def test_content_identity_survives_a_copy(tmp_path, corpus):

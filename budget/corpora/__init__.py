@@ -50,7 +50,7 @@ class CorpusAdapter:
     description: str
     url: str | None = None  # official download, only for corpora free to redistribute
     expected_utterances: int | None = None  # what a complete download holds
-    pinned_files: str | None = None  # a CSV beside this module: name, bytes and CRC-32 of every audio file of the download
+    pinned_files: str | None = None  # a CSV beside this module: name, bytes and SHA-256 of every audio file of the download
 
 
 CORPORA: dict[str, CorpusAdapter] = {

@@ -17,8 +17,8 @@ import pandas as pd
 
 from budget.corpora.manifest import make_manifest, match_file_names
 
-#: The official download, as published by the corpus authors.
-EMODB_URL = "http://emodb.bilderbar.info/download/download.zip"
+#: The official download, as published by the corpus authors (fetched over https where the host answers it).
+EMODB_URL = "https://emodb.bilderbar.info/download/download.zip"
 EMODB_UTTERANCES = 535
 
 EMOTION_LETTERS = {

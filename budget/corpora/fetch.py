@@ -4,13 +4,16 @@ Only corpora whose authors publish a free download have a URL (EmoDB).
 IEMOCAP, RAVDESS and CREMA-D come under licences that need the user's own
 agreement, so the toolkit never fetches them.
 
-The archive is streamed to a hidden temporary file beside the target, its
-size and every member's CRC are checked, it is unpacked into a hidden
-temporary folder, every audio file must match the published corpus's (names,
-sizes and CRC-32s pinned beside this module), the adapter must read the
-expected utterances from it and every audio file must open; only then is the folder renamed into place.  An
-interrupted or corrupt download therefore leaves nothing that looks like a
-corpus, and leftovers of a killed run are removed by the next one.
+The archive is fetched over https, or over http where the host does not
+answer https, streamed to a hidden temporary file beside the target; its size
+and every member's CRC are checked, it is unpacked into a hidden temporary
+folder, and every audio file must be the published corpus's: names, sizes and
+SHA-256s are pinned beside this module and checked on every fetch, so neither
+the transport nor a mirror can change what a study reads.  The adapter must
+read the expected utterances and every audio file must open; only then is the
+folder renamed into place.  An interrupted, corrupt or tampered download
+therefore leaves nothing that looks like a corpus, and leftovers of a killed
+run are removed by the next one.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from budget import files
 from budget.audio import scan_audio
 from budget.corpora import data_dir, find_root, get_adapter
 from budget.errors import BudgetError
-from budget.progress import byte_progress
+from budget.progress import byte_progress, note
 
 _CHUNK = 1 << 16
 
@@ -47,8 +50,8 @@ def fetch_corpus(
     """Fetch corpus ``name`` into ``dest`` (default: the data folder) and return its root.
 
     ``url`` overrides the official address (a mirror); ``sha256``, when given,
-    must match the downloaded archive.  An existing copy is kept unless
-    ``force``.
+    must match the downloaded archive (the audio files are checked against
+    their pins whatever the address).  An existing copy is kept unless ``force``.
     """
     adapter = get_adapter(name)
     source = url or adapter.url
@@ -67,7 +70,7 @@ def fetch_corpus(
 
     with tempfile.TemporaryDirectory(prefix=f".{adapter.name}.", suffix=".partial", dir=parent) as work:
         archive = Path(work) / "download.zip"
-        digest = _download(source, archive, timeout)
+        digest = _download_secure_first(source, archive, timeout) if url is None else _download(source, archive, timeout)
         if sha256 is not None and digest != sha256.lower():
             raise BudgetError(f"{adapter.name}: downloaded archive has sha256 {digest}, expected {sha256.lower()}")
         unpacked = Path(work) / "unpacked"
@@ -94,7 +97,28 @@ def fetch_corpus(
     return target
 
 
-def _download(url: str, archive: Path, timeout: float) -> str:
+def _download_secure_first(url: str, archive: Path, timeout: float) -> str:
+    """The official address over https; over plain http only when no https connection can be made."""
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("http", "https"):
+        return _download(url, archive, timeout)
+    secure = "https://" + rest
+    try:
+        return _download(secure, archive, timeout, connect_errors=True)
+    except _NoConnection as error:
+        note(f"{secure}: {error.reason}; downloading over http instead (every file is checked against its pinned SHA-256)")
+    return _download("http://" + rest, archive, timeout)
+
+
+class _NoConnection(Exception):
+    """No connection could be made (refused, no TLS, a certificate refused): nothing was received."""
+
+    def __init__(self, reason):
+        super().__init__(str(reason))
+        self.reason = reason
+
+
+def _download(url: str, archive: Path, timeout: float, connect_errors: bool = False) -> str:
     """Stream ``url`` into ``archive``; return its sha256.  A short read is an error."""
     digest = hashlib.sha256()
     received = 0
@@ -109,6 +133,8 @@ def _download(url: str, archive: Path, timeout: float) -> str:
                     received += len(chunk)
                     bar.update(task, advance=len(chunk))
     except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+        if connect_errors and received == 0 and not isinstance(error, urllib.error.HTTPError):
+            raise _NoConnection(getattr(error, "reason", error)) from error
         raise BudgetError(f"download of {url} failed after {received} bytes: {error}") from error
     if expected is not None and received != expected:
         raise BudgetError(f"download of {url} was cut short: {received} of {expected} bytes")
@@ -134,8 +160,8 @@ def _unpack(archive: Path, folder: Path) -> None:
 
 
 def _check_pinned(name: str, root: Path, pins: Path) -> None:
-    """Every audio file the pin list names, with its size and CRC-32, and no other: a tampered or different archive is refused."""
-    expected = pd.read_csv(pins, comment="#", dtype={"name": str, "bytes": "int64", "crc32": str}).set_index("name")
+    """Every audio file the pin list names, with its size and SHA-256, and no other: a tampered or different archive is refused."""
+    expected = pd.read_csv(pins, comment="#", dtype={"name": str, "bytes": "int64", "sha256": str}).set_index("name")
     suffixes = {Path(n).suffix.lower() for n in expected.index}
     found = {p.name: p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file()}
     problems = [f"{n}: missing" for n in expected.index if n not in found]
@@ -143,9 +169,11 @@ def _check_pinned(name: str, root: Path, pins: Path) -> None:
     for file_name, path in sorted(found.items()):
         if file_name in expected.index:
             data = path.read_bytes()
-            size, crc = expected.loc[file_name, "bytes"], expected.loc[file_name, "crc32"]
-            if len(data) != size or f"{zlib.crc32(data):08x}" != crc:
-                problems.append(f"{file_name}: {len(data)} bytes, CRC-32 {zlib.crc32(data):08x}; published: {size} bytes, {crc}")
+            digest = hashlib.sha256(data).hexdigest()
+            size, published = expected.loc[file_name, "bytes"], expected.loc[file_name, "sha256"]
+            if len(data) != size or digest != published:
+                problems.append(f"{file_name}: {len(data)} bytes, SHA-256 {digest[:12]}...; published: {size} bytes, "
+                                f"{published[:12]}...")  # fmt: skip
     if problems:
         raise BudgetError(f"{name}: the archive is not the published corpus ({len(problems)} file(s) differ; first: "
                           f"{problems[0]}); not installed")  # fmt: skip

@@ -11,10 +11,11 @@ Layout of a store folder::
 **Keys.**  An entry's key hashes the extractor's full identity (model name,
 checksum of its weight files, layer, precision, extractor version) and the
 audio settings (sample rate, crop, frame dtype); an utterance's key hashes its
-audio file's resolved path, size and modification time (or, with
-``utterance_identity="content"``, the file's bytes), or for text features
-the transcript itself.  Changing any of these never serves stale features:
-a changed setting is a new entry, a changed file a new key.
+audio file's bytes (or, with ``utterance_identity="stat"``, its resolved path,
+size and modification time: no reading, for corpora too large to hash at
+every study), or for text features the transcript itself.  Changing any of
+these never serves stale features: a changed setting is a new entry, a changed
+file a new key.
 
 **Atomicity.**  Each batch becomes one shard.  Its arrays are written under
 temporary names and renamed into place, and its index is renamed last: a shard
@@ -58,7 +59,7 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 _INDEX_COLUMNS = ["key", "utt_id", "offset", "n_frames", "ok", "reason"]
 #: How an audio file is known: by path, size and modification time (cheap), or by a hash of its bytes (survives
 #: ``cp -p`` and ``touch -r``, which keep size and date while changing content).
-FILE_IDENTITIES = ("stat", "content")
+FILE_IDENTITIES = ("content", "stat")
 #: How long an extraction waits for another one writing the same entry before it gives up.
 WRITER_WAIT_SECONDS = 30 * 60
 #: The arrays of one shard, each in ``<shard>.<name>.npy``.
@@ -85,7 +86,7 @@ class EntrySettings:
 
     max_seconds: float | None = MAX_SECONDS  # None: whole files
     frame_dtype: str = "float16"
-    utterance_identity: str = "stat"
+    utterance_identity: str = "content"
 
     def __post_init__(self):
         if self.max_seconds is not None:
@@ -95,7 +96,7 @@ class EntrySettings:
         if self.frame_dtype not in FRAME_DTYPES:
             raise BudgetError(f"frame dtype must be one of {', '.join(FRAME_DTYPES)}; got {self.frame_dtype!r}")
         if self.utterance_identity not in FILE_IDENTITIES:
-            raise BudgetError(f"utterance identity must be 'stat' or 'content'; got {self.utterance_identity!r}")
+            raise BudgetError(f"utterance identity must be 'content' or 'stat'; got {self.utterance_identity!r}")
 
     def identity(self, extractor: FeatureExtractor) -> dict:
         """Everything an entry's features depend on."""
@@ -120,8 +121,12 @@ class EntrySettings:
         for path, text in zip(manifest["path"], manifest["text"], strict=True):
             if extractor.modality == "text":
                 blob = b"text\0" + str(text).encode()
+            elif self.utterance_identity == "content" and Path(path).is_file():
+                with Path(path).open("rb") as handle:  # streamed: the key of b"content\0" and the file's bytes
+                    keys.append(hashlib.file_digest(handle, lambda: hashlib.sha1(b"content\0")).hexdigest())
+                continue
             elif self.utterance_identity == "content":
-                blob = b"content\0" + (Path(path).read_bytes() if Path(path).is_file() else str(path).encode())
+                blob = b"content\0" + str(path).encode()
             else:
                 resolved = Path(path).resolve()
                 try:

@@ -86,7 +86,7 @@ class FeatureStore:
         batch_size: int | None = None,
         batch_seconds: float = 160.0,
         frame_dtype: str = "float16",
-        utterance_identity: str = "stat",
+        utterance_identity: str = "content",
     ) -> ExtractionReport:
         """Extract what the store lacks for ``manifest``; return what was done.
 
@@ -112,7 +112,7 @@ class FeatureStore:
         batch_size: int | None = None,
         batch_seconds: float = 160.0,
         frame_dtype: str = "float16",
-        utterance_identity: str = "stat",
+        utterance_identity: str = "content",
     ) -> list[ExtractionReport]:
         """:meth:`extract` for several specs, in order; specs of one encoder that differ only in layer share one
         forward pass per batch (``hf:M:2`` and ``hf:M`` run the model once)."""
@@ -293,7 +293,7 @@ class FeatureStore:
         layer: int | None = None,
         max_seconds: float | None = MAX_SECONDS,
         frame_dtype: str = "float16",
-        utterance_identity: str = "stat",
+        utterance_identity: str = "content",
     ) -> FeatureSet:
         """The stored features of ``manifest``'s utterances, in its order.
 
