@@ -64,10 +64,10 @@ from scipy.optimize import OptimizeWarning, curve_fit
 
 from budget.errors import BudgetError
 from budget.metrics import recall_column, result_classes
+from budget.results import CURVE_KEYS, RESULT_KEY, sort_results
 from budget.sampling import is_balanced, size_value
 
 BOOTSTRAP = 1000
-CURVE_KEYS = ["features", "head"]
 
 
 # -- aggregation -----------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def aggregate(results: pd.DataFrame, metric: str = "ua", seed: int = 0) -> pd.Da
                 "runs": len(runs),
             }
         )
-    return sort_cells(pd.DataFrame(rows))
+    return sort_results(pd.DataFrame(rows))
 
 
 #: A cell whose mean UA moves by more than this with twice the training budget is not converged.
@@ -152,7 +152,7 @@ def convergence_table(results: pd.DataFrame, doubled: pd.DataFrame) -> pd.DataFr
     columns = ["features", "head", "size", "ua_default", "ua_doubled", "change_points", "change_se_points", "runs", "flagged"]
     if doubled.empty:
         return pd.DataFrame(columns=columns)
-    key = ["features", "head", "size", "fold", "seed"]
+    key = RESULT_KEY
     paired = doubled[[*key, "ua"]].merge(results[[*key, "ua"]], on=key, suffixes=("_doubled", "_default"))
     table = paired.groupby(["features", "head", "size"], sort=False).agg(
         ua_default=("ua_default", "mean"), ua_doubled=("ua_doubled", "mean"), runs=("ua_default", "size")
@@ -160,18 +160,10 @@ def convergence_table(results: pd.DataFrame, doubled: pd.DataFrame) -> pd.DataFr
     folds = (paired["ua_doubled"] - paired["ua_default"]).groupby([paired[k] for k in key[:4]], sort=False).mean()
     spread = folds.groupby(level=[0, 1, 2], sort=False).agg(["std", "size"])
     table["change_se_points"] = 100 * (spread["std"] / np.sqrt(spread["size"])).where(spread["size"] > 1, 0.0)
-    table = sort_cells(table.reset_index())
+    table = sort_results(table.reset_index())
     table["change_points"] = 100 * (table["ua_doubled"] - table["ua_default"])
     table["flagged"] = (table["ua_doubled"] - table["ua_default"]).abs() > CONVERGENCE_TOLERANCE
     return table[columns]
-
-
-def sort_cells(table: pd.DataFrame) -> pd.DataFrame:
-    """Rows by features and head in order of first appearance, then sizes ascending (``full`` last)."""
-    rank = {key: pd.Series(pd.unique(table[key])) for key in CURVE_KEYS}
-    keys = pd.DataFrame({key: table[key].map({v: i for i, v in enumerate(rank[key])}) for key in CURVE_KEYS})
-    keys["size"] = table["size"].map(size_value)
-    return table.loc[keys.sort_values([*CURVE_KEYS, "size"], kind="stable").index].reset_index(drop=True)
 
 
 def feature_gains(results: pd.DataFrame, seed: int = 0) -> pd.DataFrame:

@@ -307,9 +307,11 @@ def _run_study(command: str, study_config, options: StudyOptions, check_converge
     log = lambda line: err.print(line, soft_wrap=True)  # noqa: E731
     results = Study(study_config, folder).run(log=log, strict=options.strict, check_convergence=check_convergence)
     if check_convergence != "none":
+        from budget.analysis import convergence_table
         from budget.runfolder import FinishedStudy
 
-        table = FinishedStudy.open(folder).convergence
+        finished = FinishedStudy.open(folder)
+        table = convergence_table(finished.results, finished.doubled)
         for row in table[table["flagged"]].itertuples():
             noise = abs(row.change_points) < 2 * row.change_se_points
             err.print(f"[bold yellow]not converged:[/] {row.features} + {row.head} at {row.size} per class moves "
@@ -474,17 +476,17 @@ def curve(
     ] = False,
 ) -> None:
     """UA against training-set size: a budget curve for one head on each feature set."""
+    from budget.analysis import aggregate
     from budget.features import display_name
-    from budget.study import summarise
 
     check = ("all" if check_every_size else "ends") if check_convergence else "none"
     results, folder = _run_study("curve", options.study_config(model, per_class, n), options, check)
-    summary = summarise(results)
+    summary = aggregate(results)
     table = Table("features", "head", "per class", "training examples", "UA mean ± std", "runs", title="budget curve")
     for row in summary.itertuples():
         table.add_row(
             display_name(row.features), row.head, row.size, f"{row.n_train:.0f}",
-            f"{row.ua_mean:.3f} ± {row.ua_std:.3f}", str(row.runs),
+            f"{row.mean:.3f} ± {row.std:.3f}", str(row.runs),
         )  # fmt: skip
     out.print(table)
     _finish(folder, report, target)
@@ -508,10 +510,9 @@ def compare(
     ] = False,
 ) -> None:
     """The paper's Table 1 at one training size: UA per head and feature set, and each set's gain over the first."""
-    from budget.analysis import feature_gains
+    from budget.analysis import aggregate, feature_gains
     from budget.features import display_name
     from budget.registry import ACOUSTIC_HEADS
-    from budget.study import summarise
 
     study_config = options.study_config(models, per_class, n)
     if models is None and options.config is None:
@@ -520,7 +521,7 @@ def compare(
     if sizes is None or len(sizes) != 1:
         raise BudgetError("compare runs one size: give --n (total) or --per-class with one value")
     results, folder = _run_study("compare", study_config, options, "all" if check_convergence else "none")
-    summary = summarise(results)
+    summary = aggregate(results)
     feature_sets = list(dict.fromkeys(summary["features"]))
     names = [display_name(f) for f in feature_sets]
     header = [f"{n}\nUA mean ± std" for n in names] + [f"{n}\nvs {names[0]}" for n in names[1:]]
@@ -529,8 +530,8 @@ def compare(
     table = Table("head", *header)
     gains = feature_gains(results).set_index(["head", "features"])["gain_points"]
     for head, rows in summary.groupby("head", sort=False):
-        ua = rows.set_index("features")["ua_mean"]
-        std = rows.set_index("features")["ua_std"]
+        ua = rows.set_index("features")["mean"]
+        std = rows.set_index("features")["std"]
         cells = [f"{ua[f]:.3f} ± {std[f]:.3f}" if f in ua else "-" for f in feature_sets]
         table.add_row(head, *cells, *[f"{gains[head, f]:+.1f} pts" if (head, f) in gains else "-" for f in feature_sets[1:]])
     out.print(table)

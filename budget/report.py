@@ -26,6 +26,7 @@ from budget.analysis import (
     Plan,
     aggregate,
     backtest_depth,
+    convergence_table,
     feature_gains,
     fit_curve,
     labels_needed,
@@ -345,7 +346,7 @@ def build_report(
     doc.table(shown)
     _gains_section(doc, results)
 
-    convergence = folder.convergence
+    convergence = convergence_table(folder.results, folder.doubled)
     if not convergence.empty:
         doc.heading("Convergence check")
         doc.text("These cells were trained again with twice the optimiser budget, on the same runs. A cell whose mean "

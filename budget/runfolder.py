@@ -9,10 +9,8 @@
     <run>/convergence/parts/*.parquet  the convergence check's runs at twice the budget
     <run>/convergence.parquet          those runs as one table (and convergence.csv)
 
-A results table has one row per (features, head, size, fold, seed):
-:data:`RESULT_KEY`.  ``size`` holds the size as written (``"125"`` or
-``"full"``); :mod:`budget.sampling` turns it into a number.  A folder belongs
-to one configuration: claiming it with other settings is an error.
+Its tables are :mod:`budget.results` tables.  A folder belongs to one
+configuration: claiming it with other settings is an error.
 """
 
 from __future__ import annotations
@@ -27,11 +25,10 @@ from pathlib import Path
 import pandas as pd
 
 from budget import files
-from budget.analysis import CURVE_KEYS, convergence_table
 from budget.errors import BudgetError
 from budget.metrics import result_classes
+from budget.results import CURVE_KEYS, RESULT_KEY
 
-RESULT_KEY = ["features", "head", "size", "fold", "seed"]
 RESULTS, CONVERGENCE = "results", "convergence"
 
 
@@ -161,10 +158,6 @@ class FinishedStudy:
     def train(self) -> dict:
         """The training settings the study ran with (its schedule, budget and regularisation)."""
         return self.config.get("train", {})
-
-    @property
-    def convergence(self) -> pd.DataFrame:
-        return convergence_table(self.results, self.doubled)
 
     def curves(self) -> list[tuple[str, str]]:
         return list(self.results[CURVE_KEYS].drop_duplicates().itertuples(index=False, name=None))

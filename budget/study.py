@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from budget.analysis import sort_cells
 from budget.audio import MAX_SECONDS, MIN_SECONDS, scan_audio
 from budget.corpora import get_adapter, load_corpus
 from budget.corpora.fetch import ensure_corpus
@@ -42,7 +41,8 @@ from budget.metrics import run_metrics
 from budget.progress import progress_bar
 from budget.registry import PAIR, HeadSpec, head_spec
 from budget.registry import train as train_head
-from budget.runfolder import CONVERGENCE, RESULT_KEY, RESULTS, RunFolder
+from budget.results import RESULT_KEY, sort_results
+from budget.runfolder import CONVERGENCE, RESULTS, RunFolder
 from budget.sampling import (
     SizePlan,
     balanced_subset,
@@ -50,7 +50,6 @@ from budget.sampling import (
     parse_sizes,
     plan_sizes,
     read_sizes,
-    size_value,
 )
 from budget.training import CostModel, DeviceFeatures, Run, TrainConfig, frame_products, with_products
 
@@ -281,7 +280,7 @@ class Study:
 
     def _table(self, name: str) -> pd.DataFrame:
         """The finished runs of ``results`` or ``convergence`` in the configured order, written as one table."""
-        table = self.folder.finished(name).sort_values(RESULT_KEY, key=self._sort_key).reset_index(drop=True)
+        table = sort_results(self.folder.finished(name), {"features": self._names, "head": list(self.config.heads)})
         self.folder.write_table(table, name)
         return table
 
@@ -376,13 +375,6 @@ class Study:
                 log(f"{extractor.spec}: {len(features.missing)} utterance(s) have no features and are left out")
             loaded[extractor.spec] = features
         return entries, loaded
-
-    def _sort_key(self, column: pd.Series) -> pd.Series:
-        """Features and heads in the configured order, sizes ascending with ``full`` last."""
-        order = {"features": self._names, "head": self.config.heads}.get(column.name)
-        if order is not None:
-            return column.map({name: i for i, name in enumerate(order)})
-        return column.map(size_value) if column.name == "size" else column
 
     def _runs(self, data: StudyData, keep: np.ndarray) -> list[Run]:
         """Every (size, fold, seed) run: balanced subsets nested within a (fold, seed), the whole fold for ``full``."""
@@ -542,12 +534,4 @@ def git_revision() -> str | None:
     return revision + ("+dirty" if dirty else "")
 
 
-def summarise(results: pd.DataFrame) -> pd.DataFrame:
-    """UA mean and std over folds and seeds per (features, head, size), in the results' order."""
-    table = results.groupby(["features", "head", "size"], sort=False).agg(
-        ua_mean=("ua", "mean"), ua_std=("ua", "std"), n_train=("n_train", "mean"), runs=("ua", "size")
-    )
-    return sort_cells(table.reset_index())
-
-
-__all__ = ["Study", "StudyConfig", "default_run_dir", "prepare", "summarise"]
+__all__ = ["Study", "StudyConfig", "default_run_dir", "prepare"]

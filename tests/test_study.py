@@ -13,10 +13,11 @@ from corpus_builders import build_iemocap
 from typer.testing import CliRunner
 
 from budget import training
+from budget.analysis import convergence_table
 from budget.cli import app
 from budget.errors import BudgetError
 from budget.registry import train as train_head
-from budget.study import Study, StudyConfig, summarise
+from budget.study import Study, StudyConfig
 from budget.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,13 +173,15 @@ def test_sizes_no_fold_can_supply_are_an_error(iemocap, tmp_path):
         Study(config_for(iemocap, tmp_path, per_class=(50,)), tmp_path / "run").run(log=lambda _: None)
 
 
-def test_summary_orders_sizes_numerically():
-    results = pd.DataFrame(
-        {"features": "f", "head": "h", "size": ["full", "10", "2", "10"], "ua": [0.9, 0.6, 0.4, 0.8], "n_train": [99, 40, 8, 40]}
-    )
-    summary = summarise(results)
-    assert list(summary["size"]) == ["2", "10", "full"]
-    assert summary.loc[1, "ua_mean"] == pytest.approx(0.7)  # (0.6 + 0.8) / 2: one rounding, approx's 1e-6 holds
+def test_results_are_ordered_as_configured_with_sizes_numerically():
+    from budget.results import sort_results
+
+    table = pd.DataFrame({"features": ["b", "a", "b", "b", "a"], "head": "h", "size": ["full", "10", "2", "10", "2"],
+                          "fold": [0, 1, 0, 1, 0], "seed": 0})  # fmt: skip
+    ordered = sort_results(table, {"features": ["b", "a"]})
+    assert list(zip(ordered["features"], ordered["size"], strict=True)) == [
+        ("b", "2"), ("b", "10"), ("b", "full"), ("a", "2"), ("a", "10")]  # fmt: skip
+    assert list(sort_results(table)["features"][:1]) == ["b"]  # unlisted: in order of first appearance
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "experiments").glob("*.toml")), ids=lambda p: p.name)
@@ -257,14 +260,14 @@ def test_convergence_check_retrains_the_end_sizes_and_flags_an_under_trained_cel
     Study(config, tmp_path / "run").run(log=lambda _: None, check_convergence="ends")
     doubled = pd.read_parquet(tmp_path / "run" / "convergence.parquet")
     assert set(doubled["size"]) == {"1", "3", "full"} and (doubled["steps"] == 2).all()
-    table = FinishedStudy.open(tmp_path / "run").convergence
+    finished = FinishedStudy.open(tmp_path / "run")
+    table = convergence_table(finished.results, finished.doubled)
     assert list(table["size"]) == ["1", "3", "full"] and (table["runs"] == 10).all()
     moved = (table["ua_doubled"] - table["ua_default"]).abs() > 0.01
     assert list(table["flagged"]) == list(moved)
 
 
 def test_convergence_table_flags_moves_beyond_one_point():
-    from budget.analysis import convergence_table
 
     key = {"features": "f", "head": "h", "fold": [0, 1], "seed": 0}
     results = pd.concat([pd.DataFrame({**key, "size": s, "ua": [0.5, 0.6]}) for s in ("2", "8")])
