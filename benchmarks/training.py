@@ -37,21 +37,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from budget.engine.config import TrainConfig, solved
+from budget.engine.cost import head_cost
+from budget.engine.device import training_device, uses_autocast, warm_up
+from budget.engine.packed import DeviceFeatures
+from budget.engine.runs import train_runs
+from budget.grid import Run
 from budget.heads import HEADS, mlp_shape
 from budget.metrics import run_metrics
 from budget.registry import LOGREG, head_spec
 from budget.sampling import balanced_subset, read_sizes
-from budget.training import (
-    DeviceFeatures,
-    Run,
-    TrainConfig,
-    head_cost,
-    solved,
-    train_runs,
-    training_device,
-    uses_autocast,
-    warm_up,
-)  # fmt: skip
 
 IEMOCAP_CLASSES = {"neutral": 1708, "happy": 1636, "angry": 1103, "sad": 1084}
 IEMOCAP_SESSIONS = (1085, 1023, 1151, 1031, 1241)

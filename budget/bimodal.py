@@ -19,7 +19,7 @@ transcript is one zero token.
 
 Runs train one model at a time: ``nn.LSTM`` has no ensemble axis, and vmapping
 many cuDNN LSTMs is not supported, so this path does not use the ensemble
-trainer of :mod:`budget.training`.  Each run is seeded by itself, as there, and
+trainer of :mod:`budget.engine`.  Each run is seeded by itself, as there, and
 takes the same step budget and data order.
 """
 
@@ -30,20 +30,15 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from budget.engine.adam import EVAL_SLOTS, make_optimiser
+from budget.engine.config import TrainConfig
+from budget.engine.device import training_device
+from budget.engine.packed import DeviceFeatures, data_order, member_seeds
 from budget.errors import BudgetError
 from budget.features.featureset import FeatureSet
+from budget.grid import Run
 from budget.heads import DEFAULT_DROPOUT
 from budget.progress import progress_bar
-from budget.training import (
-    EVAL_SLOTS,
-    DeviceFeatures,
-    Run,
-    TrainConfig,
-    data_order,
-    make_optimiser,
-    member_seeds,
-    training_device,
-)
 
 #: head name -> the modalities it reads
 MODALITIES: dict[str, tuple[str, ...]] = {

@@ -28,7 +28,7 @@ train on the store's pooled statistics: the same function, far cheaper.
 Heads marked ``full_batch`` (the pooled heads and ``attn_pool``) can also
 compute every member's logits for the same rows at once (``shared_logits``),
 with each member's standardisation folded into its weights: the form the
-trainer fits to an optimum by L-BFGS (:mod:`budget.training`).
+trainer fits to an optimum by L-BFGS (:mod:`budget.engine.lbfgs`).
 
 **Dropout without per-member generators.**  A mask element is a hash of
 (member key, step, layer, position in the member's batch, unit): a
@@ -42,7 +42,7 @@ training subset (never the test fold), held as buffers.
 
 **mlp_pool's step touches each activation as few times as it can.**  Its
 frames arrive centred on the corpus mean in the product dtype
-(:meth:`budget.training.DeviceFeatures.centred`), and the member's
+(:meth:`budget.engine.packed.DeviceFeatures.centred`), and the member's
 standardisation is folded into the first layer's weights, so no pass
 standardises them.  ReLU and dropout run in place as one autograd function
 whose backward reads only its output, and dropout's 1/keep is folded into the

@@ -6,7 +6,7 @@ reads, what a run costs and how many runs train together, and hands it the
 runs.  No other module decides anything by a head's name.
 
 * the ensemble heads of :mod:`budget.heads` (``mean_pool``, ``meanmax_pool``,
-  ``attn_pool``, ``mlp_pool``), trained by :mod:`budget.training`;
+  ``attn_pool``, ``mlp_pool``), trained by :mod:`budget.engine`;
 * ``logreg``, the reference: scikit-learn's logistic regression on pooled
   features, solved exactly, so it has no budget to check;
 * the bimodal alignment model and its ablations (:mod:`budget.bimodal`), on
@@ -20,11 +20,18 @@ from typing import ClassVar
 
 import numpy as np
 
-from budget import bimodal, training
+from budget import bimodal
+from budget.engine.config import TrainConfig, solved
+from budget.engine.cost import CostModel, members_per_chunk, short_call_seconds
+from budget.engine.cost import cost_model as measured_cost
+from budget.engine.cost import units as run_units
+from budget.engine.device import training_device
+from budget.engine.packed import DeviceFeatures
+from budget.engine.runs import train_logreg, train_runs
 from budget.errors import BudgetError
 from budget.features.featureset import FeatureSet
+from budget.grid import Run
 from budget.heads import HEADS
-from budget.training import CostModel, DeviceFeatures, Run, TrainConfig
 
 #: What a head's runs read: one feature set, or an audio and a text set aligned row for row.
 SINGLE, PAIR = ("single",), ("audio", "text")
@@ -73,22 +80,22 @@ class EnsembleSpec(HeadSpec):
     uploads: ClassVar[bool] = True
 
     def schedule(self, config: TrainConfig) -> str:
-        return "lbfgs" if training.solved(self.name, config) else config.schedule
+        return "lbfgs" if solved(self.name, config) else config.schedule
 
     def steps(self, config: TrainConfig, n_train: int) -> int:
-        return config.steps if training.solved(self.name, config) else config.steps_for(n_train)  # L-BFGS: its cap
+        return config.steps if solved(self.name, config) else config.steps_for(n_train)  # L-BFGS: its cap
 
     def units(self, run: Run, config: TrainConfig) -> int:
-        return training.units(self.name, run, config)
+        return run_units(self.name, run, config)
 
     def chunk(self, features: FeatureSet | None, config: TrainConfig, n_classes: int) -> int:
-        return training.members_per_chunk(self.name, features, config, training.training_device(config), n_classes)
+        return members_per_chunk(self.name, features, config, training_device(config), n_classes)
 
     def cost_model(self, inputs, labels, runs, n_classes, config, uploaded) -> CostModel:
-        return training.cost_model(self.name, inputs["single"], labels, runs, n_classes, config, uploaded)
+        return measured_cost(self.name, inputs["single"], labels, runs, n_classes, config, uploaded)
 
     def train(self, inputs, labels, runs, n_classes, config, advance=None, uploaded=None) -> list[np.ndarray]:
-        return training.train_runs(self.name, inputs["single"], labels, runs, n_classes, config, advance, uploaded)
+        return train_runs(self.name, inputs["single"], labels, runs, n_classes, config, advance, uploaded)
 
 
 @dataclass(frozen=True)
@@ -108,14 +115,14 @@ class ReferenceSpec(HeadSpec):
 
     def cost_model(self, inputs, labels, runs, n_classes, config, uploaded) -> CostModel:
         def measure(sample: list[Run]) -> float:
-            return training.short_call_seconds(lambda: training.train_logreg(inputs["single"], labels, sample[0], config.l2_c))
+            return short_call_seconds(lambda: train_logreg(inputs["single"], labels, sample[0], config.l2_c))
 
         return CostModel.probed(measure, runs)
 
     def train(self, inputs, labels, runs, n_classes, config, advance=None, uploaded=None) -> list[np.ndarray]:
         predictions = []
         for run in runs:
-            predictions.append(training.train_logreg(inputs["single"], labels, run, config.l2_c))
+            predictions.append(train_logreg(inputs["single"], labels, run, config.l2_c))
             if advance:
                 advance(1)
         return predictions

@@ -31,11 +31,16 @@ import pandas as pd
 from budget.audio import MAX_SECONDS, MIN_SECONDS, scan_audio
 from budget.corpora import get_adapter, load_corpus
 from budget.corpora.fetch import ensure_corpus
+from budget.engine.config import TrainConfig
+from budget.engine.cost import CostModel
+from budget.engine.device import frame_products, with_products
+from budget.engine.packed import DeviceFeatures
 from budget.errors import BudgetError, check_number
 from budget.features import FeatureStore, parse_feature_spec
 from budget.features.entries import FILE_IDENTITIES, FRAME_DTYPES, EntrySettings
 from budget.features.featureset import FeatureSet
 from budget.folds import N_FOLDS, assign_folds, classes_missing, fold_names, read_fold_file
+from budget.grid import Run
 from budget.labels import class_order
 from budget.metrics import run_metrics
 from budget.progress import progress_bar
@@ -51,7 +56,6 @@ from budget.sampling import (
     plan_sizes,
     read_sizes,
 )
-from budget.training import CostModel, DeviceFeatures, Run, TrainConfig, frame_products, with_products
 
 Trainer = Callable[..., list[np.ndarray]]
 

@@ -12,9 +12,9 @@ from test_training import runs_for, synthetic_features
 from tolerances import assert_float_close
 
 from budget.bimodal import AlignLSTM, train_bimodal_runs
+from budget.engine.config import TrainConfig
 from budget.errors import BudgetError
 from budget.study import Study, StudyConfig
-from budget.training import TrainConfig
 
 
 def test_alignment_shapes_and_weights_over_valid_frames_only():
@@ -93,8 +93,8 @@ def test_text_alone_stays_near_chance_on_emodb(minilm, shared_emodb, tmp_path):
     from budget.corpora import load_corpus
     from budget.features import FeatureStore, parse_feature_spec
     from budget.folds import assign_folds
+    from budget.grid import Run
     from budget.sampling import balanced_subset
-    from budget.training import Run
 
     manifest = load_corpus("emodb", shared_emodb, classes="neutral,happy,sad,angry")
     extractor = parse_feature_spec(minilm).configure("cpu")

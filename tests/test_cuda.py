@@ -21,8 +21,9 @@ from test_training import (
     synthetic_features,
 )
 
+from budget.engine.config import TrainConfig
+from budget.engine.runs import train_runs
 from budget.heads import HEADS
-from budget.training import TrainConfig, train_runs
 
 pytestmark = [
     pytest.mark.cuda,

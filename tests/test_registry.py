@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from budget.engine.config import TrainConfig
 from budget.errors import BudgetError
+from budget.grid import Run
 from budget.heads import HEADS
 from budget.registry import ACOUSTIC_HEADS, LOGREG, PAIR, REGISTRY, SINGLE, head_spec
-from budget.training import Run, TrainConfig
 
 
 def test_every_head_is_registered_once_with_what_it_reads():

@@ -12,13 +12,15 @@ import pytest
 from corpus_builders import build_iemocap
 from typer.testing import CliRunner
 
-from budget import training
+import budget.engine.cost as engine_cost
+import budget.engine.device as engine_device
+from budget import grid
 from budget.analysis import convergence_table
 from budget.cli import app
+from budget.engine.config import TrainConfig
 from budget.errors import BudgetError
 from budget.registry import train as train_head
 from budget.study import Study, StudyConfig
-from budget.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,7 +98,7 @@ def test_the_estimate_prices_every_size_of_a_head_whose_cost_grows_with_it(iemoc
         assert len({run.size for run in runs}) == 1  # each probe times runs of one size
         return 0.5 * sum(len(run.train) for run in runs) / len(runs)  # seconds per fit: grows with the subset
 
-    monkeypatch.setattr(training, "measure_unit_seconds", synthetic_cost)
+    monkeypatch.setattr(engine_cost, "measure_unit_seconds", synthetic_cost)
     said = []
     results = Study(config_for(iemocap, tmp_path, per_class=(1, 2, "full")), tmp_path / "run").run(log=said.append)
     expected = 0.5 * results["n_train"].sum()
@@ -112,11 +114,11 @@ def test_the_cost_model_probes_full_on_every_fold_s_runs_not_on_the_largest_fold
     stepped head was timed on an ensemble of a few runs, whose fixed cost per step a study's chunks share over
     dozens (the main job's estimate came out 43% high)."""
     def run(size, n, fold):
-        return training.Run(fold, 0, size, np.arange(n), np.arange(1))
+        return grid.Run(fold, 0, size, np.arange(n), np.arange(1))
 
     runs = [run(4, 28, fold) for fold in range(10) for _ in range(3)]
     runs += [run("full", 420 + fold, fold) for fold in range(10) for _ in range(3)]
-    model = training.CostModel.probed(lambda sample: 1.0 + 10.0 / len(sample), runs)  # a chunk's overhead, shared
+    model = engine_cost.CostModel.probed(lambda sample: 1.0 + 10.0 / len(sample), runs)  # a chunk's overhead, shared
     assert model.unit_seconds(28) == pytest.approx(1 + 10 / 30)
     assert model.unit_seconds(424.5) == pytest.approx(1 + 10 / 30)
 
@@ -129,11 +131,11 @@ def test_a_run_folder_holds_one_configuration(iemocap, tmp_path):
 
 def test_the_product_precision_is_a_setting_of_the_folder_and_a_resumed_study_keeps_it(iemocap, tmp_path, monkeypatch):
     config = config_for(iemocap, tmp_path, heads=("mlp_pool",), per_class=(1,), seeds=1)
-    monkeypatch.setattr(training, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(engine_device, "cpu_has_fast_bf16", lambda: True)
     fast = config.digest()
     first = Study(config, tmp_path / "run").run(log=lambda _: None)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["bf16"] is True
-    monkeypatch.setattr(training, "cpu_has_fast_bf16", lambda: False)  # the same study on a CPU without fast bf16
+    monkeypatch.setattr(engine_device, "cpu_has_fast_bf16", lambda: False)  # the same study on a CPU without fast bf16
     assert config.digest() != fast  # a new study there gets a folder of its own
     resumed = Study(config, tmp_path / "run")
     assert resumed.config.train.bf16 is True  # the folder's study keeps the products it started with

@@ -13,14 +13,23 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 from tolerances import assert_float_close, decided_by_margin
 
-from budget import training
+import budget.engine.adam as engine_adam
+import budget.engine.config as engine_config
+import budget.engine.cost as engine_cost
+import budget.engine.device as engine_device
+import budget.engine.lbfgs as engine_lbfgs
+import budget.engine.packed as engine_packed
+from budget.engine.config import TrainConfig
+from budget.engine.cost import members_per_chunk
+from budget.engine.packed import DeviceFeatures, data_order
+from budget.engine.runs import train_runs
 from budget.errors import BudgetError
 from budget.features.featureset import FeatureSet
+from budget.grid import Run
 from budget.heads import HEADS, EnsembleLinear, PackedBatch
 from budget.metrics import run_metrics
 from budget.registry import head_spec
 from budget.sampling import balanced_subset
-from budget.training import DeviceFeatures, Run, TrainConfig, data_order, members_per_chunk, train_runs
 
 
 def synthetic_features(n_per_class=30, n_classes=3, dim=6, seed=0) -> tuple[FeatureSet, np.ndarray]:
@@ -78,21 +87,21 @@ def test_a_class_the_test_fold_lacks_has_no_recall_and_stays_out_of_ua_without_a
 def _logits(head, features, labels, runs, config):
     """Train ``runs`` as one ensemble and return the test logits of every member (the engine's own steps)."""
     captured = {}
-    real = training._predict
+    real = engine_adam._predict
 
     def keep_logits(model, inputs, runs_, kind, autocast):
         with torch.inference_mode():
             model.eval()
-            slots = torch.from_numpy(training._pad([r.test for r in runs_], -1).numpy())
+            slots = torch.from_numpy(engine_packed.pad_rows([r.test for r in runs_], -1).numpy())
             width = int(np.append(inputs.lengths, 0)[slots.numpy()].sum(1).max())
             captured["logits"] = model(inputs.batch(slots, width, kind)).float()
         return real(model, inputs, runs_, kind, autocast)
 
-    original, training._predict = training._predict, keep_logits
+    original, engine_adam._predict = engine_adam._predict, keep_logits
     try:
         predictions = train_runs(head, features, labels, runs, 3, config)
     finally:
-        training._predict = original
+        engine_adam._predict = original
     return captured["logits"], predictions
 
 
@@ -123,8 +132,8 @@ def test_a_run_never_reads_its_mates(head, monkeypatch):
     run, mate = runs_for(labels, size=8)[:2]
     config = stepped(head)
     first, _ = _logits(head, features, labels, [run, mate], config)
-    real = training.member_seeds
-    monkeypatch.setattr(training, "member_seeds", lambda r: tuple(v ^ 0xABCDEF for v in real(r)) if r is mate else real(r))
+    real = engine_packed.member_seeds
+    monkeypatch.setattr(engine_adam, "member_seeds", lambda r: tuple(v ^ 0xABCDEF for v in real(r)) if r is mate else real(r))
     second, _ = _logits(head, features, labels, [run, mate], config)
     assert not torch.equal(first[1], second[1])  # the mate did change
     assert torch.equal(first[0], second[0])
@@ -187,9 +196,9 @@ def check_pooled_optimum(head: str, device: str) -> None:
     config = TrainConfig(steps=500, device=device)
     inputs = DeviceFeatures.upload(features, torch.device(device), half=False)
     kind = HEADS[head].pooled_kind
-    together = training.fit_full_batch(head, inputs, labels, runs, 3, config)
+    together = engine_lbfgs.fit_full_batch(head, inputs, labels, runs, 3, config)
     for e, run in enumerate(runs):
-        alone = training.fit_full_batch(head, inputs, labels, [run], 3, config)
+        alone = engine_lbfgs.fit_full_batch(head, inputs, labels, [run], 3, config)
         model, x_test = _reference_logreg(features, labels, run, kind)
         n_params = model.coef_.size + model.intercept_.size
         weight_error = n_params**0.5 * config.lbfgs_tolerance * config.l2_c * len(run.train)
@@ -203,11 +212,11 @@ def check_pooled_optimum(head: str, device: str) -> None:
 
 
 def test_full_batch_heads_are_solved_only_under_the_step_budget():
-    assert training.solved("mean_pool", TrainConfig())
-    assert training.solved("attn_pool", TrainConfig())
-    assert not training.solved("mean_pool", TrainConfig(schedule="epochs"))  # the paper's protocol: Adam, dropout
-    assert not training.solved("attn_pool", TrainConfig(schedule="epochs"))
-    assert not training.solved("mlp_pool", TrainConfig())
+    assert engine_config.solved("mean_pool", TrainConfig())
+    assert engine_config.solved("attn_pool", TrainConfig())
+    assert not engine_config.solved("mean_pool", TrainConfig(schedule="epochs"))  # the paper's protocol: Adam, dropout
+    assert not engine_config.solved("attn_pool", TrainConfig(schedule="epochs"))
+    assert not engine_config.solved("mlp_pool", TrainConfig())
     assert head_spec("meanmax_pool").schedule(TrainConfig()) == "lbfgs"
     assert head_spec("meanmax_pool").schedule(TrainConfig(schedule="epochs")) == "epochs"
     assert head_spec("logreg").schedule(TrainConfig()) == "logreg" and not head_spec("logreg").budgeted
@@ -224,7 +233,7 @@ def test_attention_s_shared_logits_are_its_forward_pass():
     width = int(features.lengths[:12].sum())
     with torch.inference_mode():
         packed = head(inputs.batch(slots, width, ""))
-        shared = training.attention_logits(head, inputs, np.arange(12))
+        shared = engine_lbfgs.attention_logits(head, inputs, np.arange(12))
         frames, index, present = inputs.gathered(np.arange(3))
         present[1] = False  # an utterance without frames must not turn a whole fit into NaN
         assert torch.isfinite(head.shared_logits(frames, index, present)).all()
@@ -258,7 +267,7 @@ def test_attention_starts_at_its_optimum_under_uniform_attention(monkeypatch):
     features, labels = synthetic_features(n_per_class=20)
     runs = runs_for(labels, size=8)[:3]
     starts = []
-    real = training._minimise
+    real = engine_lbfgs._minimise
 
     def record(head, rows, strength, config):
         if isinstance(head, HEADS["attn_pool"]):
@@ -266,7 +275,7 @@ def test_attention_starts_at_its_optimum_under_uniform_attention(monkeypatch):
             return head.eval()  # the start itself, unoptimised
         return real(head, rows, strength, replace(config, lbfgs_tolerance=1e-7))
 
-    monkeypatch.setattr(training, "_minimise", record)
+    monkeypatch.setattr(engine_lbfgs, "_minimise", record)
     train_runs("attn_pool", features, labels, runs, 3, TrainConfig())
     assert len(starts) == len(runs)
     for head, rows, strength in starts:
@@ -360,8 +369,8 @@ def test_a_frame_sample_takes_evenly_spaced_frames_of_each_slot_from_its_start()
     inputs = DeviceFeatures.upload(features, torch.device("cpu"), half=False)
     orders = np.array([[[2, 0, -1], [5, 7, 1]]])  # (steps, E, B)
     draws = np.array([[[0.0, 0.5, 0.9], [0.99, 0.3, 0.7]]])
-    counts, starts = training.frame_samples(features.lengths, orders, draws, per_utterance=4)
-    sample = training.FrameSample(torch.from_numpy(counts[0]), torch.from_numpy(starts[0]))
+    counts, starts = engine_packed.frame_samples(features.lengths, orders, draws, per_utterance=4)
+    sample = engine_packed.FrameSample(torch.from_numpy(counts[0]), torch.from_numpy(starts[0]))
     batch = inputs.batch(torch.from_numpy(orders[0]), int(counts[0].sum(-1).max()), "", sample)
     for e, row in enumerate(orders[0].tolist()):
         for b, utt in enumerate(row):
@@ -403,10 +412,10 @@ def test_mlp_pool_trains_on_frame_samples_and_predicts_from_every_frame(monkeypa
 
 def test_bucketed_widths_pad_little_and_take_few_shapes():
     widths = np.arange(1, 20_000)
-    padded = training.bucketed(widths)
+    padded = engine_packed.bucketed(widths)
     assert np.all(padded >= widths) and np.all(padded <= widths * (1 + 1 / 32))
     assert len(np.unique(padded[widths >= 1024])) <= 32 * 5  # at most 32 shapes an octave, 1024 to 20,000 frames
-    assert np.array_equal(training.bucketed(widths[:64]), widths[:64])  # short batches keep their width
+    assert np.array_equal(engine_packed.bucketed(widths[:64]), widths[:64])  # short batches keep their width
 
 
 def test_centred_frames_keep_their_spread_in_bf16_and_standardise_alike():
@@ -468,32 +477,32 @@ def test_a_small_memory_budget_chunks_the_ensemble_without_changing_results():
 
 def test_cpu_bf16_is_detected_never_assumed(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(training, "cpu_has_fast_bf16", lambda: False)  # an AVX2 CPU emulating bf16
-    assert not training.uses_autocast(cpu, TrainConfig())
-    monkeypatch.setattr(training, "cpu_has_fast_bf16", lambda: True)  # AVX-512 BF16 or AMX
-    assert training.uses_autocast(cpu, TrainConfig())
-    assert not training.uses_autocast(cpu, TrainConfig(bf16=False))
+    monkeypatch.setattr(engine_device, "cpu_has_fast_bf16", lambda: False)  # an AVX2 CPU emulating bf16
+    assert not engine_device.uses_autocast(cpu, TrainConfig())
+    monkeypatch.setattr(engine_device, "cpu_has_fast_bf16", lambda: True)  # AVX-512 BF16 or AMX
+    assert engine_device.uses_autocast(cpu, TrainConfig())
+    assert not engine_device.uses_autocast(cpu, TrainConfig(bf16=False))
 
 
 def test_cpu_bf16_is_read_from_the_instruction_set_never_timed(monkeypatch):
     # A timing probe on a busy machine chose float32 in one process of three: the choice must not depend on load.
-    training.cpu_has_fast_bf16.cache_clear()
+    engine_device.cpu_has_fast_bf16.cache_clear()
 
     def no_clock():
         raise AssertionError("the bf16 choice must not time anything")
 
     monkeypatch.setattr(time, "perf_counter", no_clock)
-    fast = training.cpu_has_fast_bf16()
-    flags = training._cpu_flags()
+    fast = engine_device.cpu_has_fast_bf16()
+    flags = engine_device._cpu_flags()
     if flags:  # Linux: torch's detection agrees with the kernel's flags
         assert fast == bool({"avx512_bf16", "amx_bf16"} & flags)
-    training.cpu_has_fast_bf16.cache_clear()
+    engine_device.cpu_has_fast_bf16.cache_clear()
 
 
 @pytest.mark.parametrize("head", ["attn_pool", "mlp_pool"])
 def test_cpu_bf16_keeps_what_a_head_learns(head):  # attn_pool steps only under the paper's schedule
     """Where this CPU trains frame heads in bf16: the same UA as float32 within the spread of seeds."""
-    if not training.uses_autocast(torch.device("cpu"), TrainConfig()):
+    if not engine_device.uses_autocast(torch.device("cpu"), TrainConfig()):
         pytest.skip("this CPU has no bf16 products (AVX-512 BF16 or AMX), so training keeps float32 here")
     check_bf16_keeps_ua(head, "cpu")
 
@@ -538,7 +547,7 @@ def test_warm_up_pays_torch_s_first_optimiser_imports_before_the_cost_model_time
 
     probe = (
         "import sys, torch\n"
-        "from budget.training import warm_up\n"
+        "from budget.engine.device import warm_up\n"
         "warm_up(torch.device('cpu'))\n"
         "before = set(sys.modules)\n"
         "p = torch.zeros(2, requires_grad=True)\n"
@@ -557,9 +566,9 @@ def test_a_short_probe_is_timed_again_and_a_long_one_is_not():
         calls.append(1)
         time.sleep(0.2 if len(calls) == 1 else 0.0)
 
-    assert training.short_call_seconds(first_call_slow, short=1.0) < 0.1 and len(calls) == 2
+    assert engine_cost.short_call_seconds(first_call_slow, short=1.0) < 0.1 and len(calls) == 2
     calls.clear()
-    assert training.short_call_seconds(first_call_slow, short=0.1) >= 0.2 and len(calls) == 1
+    assert engine_cost.short_call_seconds(first_call_slow, short=0.1) >= 0.2 and len(calls) == 1
 
 
 def test_frames_go_to_cuda_in_half_precision_only_from_a_float16_store(monkeypatch):

@@ -1,0 +1,103 @@
+"""Stepped heads: every run of a chunk as one ensemble, advanced by Adam, then asked for its test predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from budget.engine.config import TrainConfig
+from budget.engine.device import autocast_for
+from budget.engine.packed import (
+    DeviceFeatures,
+    FrameSample,
+    bucketed,
+    data_order,
+    frame_samples,
+    frame_starts,
+    member_seeds,
+    packed_widths,
+    pad_rows,
+)
+from budget.grid import Run
+from budget.heads import HEADS, DropoutKeys, EnsembleHead
+
+#: utterance slots per member in one evaluation batch
+EVAL_SLOTS = 64
+
+
+def make_optimiser(parameters, config: TrainConfig, steps: int):
+    """AdamW and its learning-rate schedule: a cosine to zero over ``steps``, or constant (the paper's).
+
+    Adam's fused kernel on CPU and CUDA: one pass over each parameter a step
+    rather than one per arithmetic operation.
+    """
+    parameters = list(parameters)
+    fused = all(parameter.device.type in ("cpu", "cuda") for parameter in parameters)
+    optimiser = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+    if config.schedule == "steps":
+        return optimiser, torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
+    return optimiser, torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
+
+
+def train_ensemble(head_name, inputs: DeviceFeatures, labels, runs, n_classes, config, advance, predict=True) -> list[np.ndarray]:
+    """Step ``runs`` as one ensemble on :func:`prepared_inputs` and return each run's test predictions."""
+    device = inputs.frames.device
+    head_class = HEADS[head_name]
+    kind = head_class.pooled_kind
+    seeds = [member_seeds(run) for run in runs]
+    generators = [torch.Generator().manual_seed(init) for init, _ in seeds]
+    head: EnsembleHead = head_class(generators, inputs.dim, n_classes, dropout=config.dropout)
+    head.set_standardisation(*inputs.standardisation(runs, kind))
+    head.to(device)
+    steps = config.steps_for(len(runs[0].train))
+    optimiser, schedule = make_optimiser(head.parameters(), config, steps)
+    orders = np.stack([data_order(run, steps, config.batch_size) for run in runs], axis=1)  # (steps, E, B)
+    widths, samples = None, None
+    if config.train_frames and head_class.frame_mean:
+        draws = np.stack([frame_starts(run, steps, config.batch_size) for run in runs], axis=1)
+        counts, starts = frame_samples(inputs.lengths, orders, draws, config.train_frames)
+        widths = bucketed(counts.sum(axis=-1).max(axis=-1))
+        samples = FrameSample(torch.from_numpy(counts).to(device), torch.from_numpy(starts).to(device))
+    elif not head_class.pools_first:
+        widths = packed_widths(inputs, orders)
+    order_t = torch.from_numpy(orders).to(device)
+    label_t = torch.from_numpy(np.append(labels.astype(np.int64), 0)).to(device)  # index -1 -> a dummy label
+    keys = torch.tensor([key for _, key in seeds], dtype=torch.int64, device=device)
+    loss_fn = nn.CrossEntropyLoss(reduction="none")
+    autocast = autocast_for(device, config)
+    head.train()
+    for step in range(steps):
+        slots = order_t[step]
+        sample = FrameSample(samples.counts[step], samples.starts[step]) if samples is not None else None
+        batch = inputs.batch(slots, int(widths[step]) if widths is not None else 0, kind, sample)
+        batch.keys = DropoutKeys(keys, step)
+        with autocast:
+            logits = head(batch)  # (E, B, C)
+        valid = (slots >= 0).float()
+        losses = loss_fn(logits.float().reshape(-1, n_classes), label_t[slots].reshape(-1)).view_as(valid)
+        loss = ((losses * valid).sum(1) / valid.sum(1)).sum()  # each member's mean: members never mix
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        if advance:
+            advance(len(runs))
+    return _predict(head, inputs, runs, kind, autocast) if predict else []
+
+
+@torch.inference_mode()
+def _predict(head: EnsembleHead, inputs: DeviceFeatures, runs: list[Run], kind: str, autocast) -> list[np.ndarray]:
+    head.eval()
+    device = inputs.frames.device
+    tests = pad_rows([run.test for run in runs], -1).numpy()
+    outputs = []
+    for start in range(0, tests.shape[1], EVAL_SLOTS):
+        slots = tests[:, start : start + EVAL_SLOTS]
+        width = int(packed_widths(inputs, slots))
+        batch = inputs.batch(torch.from_numpy(slots).to(device), width, kind)
+        with autocast:
+            outputs.append(head(batch).float().argmax(-1).cpu().numpy())
+    predicted = np.concatenate(outputs, axis=1)
+    return [predicted[e, : len(run.test)] for e, run in enumerate(runs)]
+

@@ -1,0 +1,125 @@
+"""The training settings every run of a study shares (:class:`TrainConfig`), with their defaults and checks."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from budget.errors import BudgetError, check_number
+from budget.heads import DEFAULT_DROPOUT, HEADS
+
+SCHEDULES = ("steps", "epochs")
+
+
+#: Defaults of the ``steps`` schedule (chosen by the convergence check on EmoDB: README, Studies).
+DEFAULT_STEPS = 3000
+
+
+DEFAULT_LR = 1e-3
+
+
+DEFAULT_TRAIN_FRAMES = 8
+
+
+DEFAULT_MAX_EPOCHS = 150
+
+
+DEFAULT_ATTENTION_WINDOW = 1
+
+
+ATTENTION_STARTS = ("pooled", "zero")
+
+
+#: The paper's protocol, for the ``epochs`` schedule.
+PAPER_EPOCHS = 60
+
+
+PAPER_LR = 1e-4
+
+
+#: The full-batch heads' L-BFGS stops when no gradient element (of a member's mean loss) exceeds this:
+#: scikit-learn's lbfgs rule for the same objective (its ``tol``), so ``mean_pool`` stops where ``logreg`` does.
+DEFAULT_LBFGS_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by every run of a study.
+
+    ``schedule="steps"``: ``steps`` optimiser steps for every run, learning
+    rate ``lr`` decayed to zero on a cosine; with ``max_epochs``, a run on a
+    small subset stops sooner, after that many passes over it, but never
+    before a quarter of ``steps``.  ``schedule="epochs"``: the paper's
+    ``epochs`` passes over each run's subset at the constant ``lr``.
+    """
+
+    schedule: str = "steps"
+    steps: int = DEFAULT_STEPS
+    epochs: int = PAPER_EPOCHS
+    max_epochs: int = DEFAULT_MAX_EPOCHS  # under "steps": a run's passes over its subset, at most; 0: always `steps`
+    lr: float = DEFAULT_LR
+    batch_size: int = 16
+    train_frames: int = DEFAULT_TRAIN_FRAMES  # frames of an utterance an mlp_pool step reads; 0: every frame
+    attention_window: int = DEFAULT_ATTENTION_WINDOW  # fitted attention weighs means of this many frames; 1: each frame
+    attention_start: str = "pooled"  # fitted attention starts at its mean-pooling optimum ("pooled") or at zero
+    lbfgs_tolerance: float = DEFAULT_LBFGS_TOLERANCE  # the full-batch fits stop below this largest gradient element
+    dropout: float = DEFAULT_DROPOUT
+    weight_decay: float = 0.0
+    l2_c: float = 1.0  # inverse L2 strength (scikit-learn's C) of logreg and, under "steps", of the full-batch heads
+    device: str = "auto"  # resolved by the study: CUDA when present
+    memory_mb: int | None = None  # activation budget per ensemble chunk; None: CPU_CHUNK_MB on CPU, from free memory on CUDA
+    bf16: bool | None = None  # bf16 autocast for frame heads' products; None: where the device runs it fast (resolved)
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise BudgetError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        for key in ("steps", "epochs", "batch_size"):
+            check_number(key, getattr(self, key), integer=True, minimum=1)
+        check_number("train_frames", self.train_frames, integer=True, minimum=0)
+        check_number("max_epochs", self.max_epochs, integer=True, minimum=0)
+        check_number("attention_window", self.attention_window, integer=True, minimum=1)
+        if self.attention_start not in ATTENTION_STARTS:
+            raise BudgetError(f"attention_start must be one of {', '.join(ATTENTION_STARTS)}; got {self.attention_start!r}")
+        for key in ("lr", "dropout", "weight_decay", "l2_c", "lbfgs_tolerance"):
+            check_number(key, getattr(self, key), minimum=0)
+        if self.memory_mb is not None:
+            check_number("memory_mb", self.memory_mb, integer=True, minimum=0)
+        if not isinstance(self.device, str) or not isinstance(self.bf16, bool | None):
+            raise BudgetError(f"device must be a string and bf16 true or false; got {self.device!r}, {self.bf16!r}")
+        if not self.lr > 0 or not self.dropout < 1 or not self.l2_c > 0:
+            raise BudgetError(f"lr and l2_c must be positive and dropout below 1; got {self.lr}, {self.l2_c}, {self.dropout}")
+
+    def steps_for(self, n_train: int) -> int:
+        """Optimiser steps of a run with ``n_train`` examples."""
+        if self.schedule == "steps":
+            if not self.max_epochs:
+                return self.steps
+            passes = math.ceil(self.max_epochs * n_train / self.batch_size)
+            return min(self.steps, max(self.steps // 4, passes))
+        return max(1, math.ceil(self.epochs * n_train / self.batch_size))
+
+    def doubled(self) -> TrainConfig:
+        """Twice the budget: the convergence check's setting (every run's steps doubled)."""
+        return replace(self, steps=2 * self.steps, epochs=2 * self.epochs, max_epochs=2 * self.max_epochs)
+
+    def describe(self) -> str:
+        if self.schedule == "steps" and self.max_epochs:
+            budget = (f"{self.steps} steps a run, or {self.max_epochs} passes over a smaller subset (at least "
+                      f"{self.steps // 4} steps), learning rate {self.lr:g} decayed to 0 on a cosine")  # fmt: skip
+        elif self.schedule == "steps":
+            budget = f"{self.steps} steps for every run, learning rate {self.lr:g} decayed to 0 on a cosine"
+        else:
+            budget = f"{self.epochs} epochs (steps grow with the subset), constant learning rate {self.lr:g}"
+        decay = f", weight decay {self.weight_decay:g}" if self.weight_decay else ""
+        frames = f" reading {self.train_frames} evenly spaced frames of each utterance a step" if self.train_frames else ""
+        stepped = f"Adam, {budget}, batches of {self.batch_size}{frames}, dropout {self.dropout:g}{decay}"
+        if self.schedule != "steps":
+            return stepped
+        stepped_heads = ", ".join(name for name, head in HEADS.items() if not head.full_batch)
+        solved = ", ".join(name for name, head in HEADS.items() if head.full_batch)
+        return f"{stepped_heads}: {stepped}; {solved}: L2 (C = {self.l2_c:g}) fitted to an optimum by full-batch L-BFGS"
+
+
+def solved(head: str, config: TrainConfig) -> bool:
+    """Whether an ensemble head's runs are fitted to an optimum by full-batch L-BFGS rather than stepped."""
+    return config.schedule == "steps" and HEADS[head].full_batch

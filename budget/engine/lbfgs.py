@@ -1,0 +1,147 @@
+"""Fitted heads: each run's L2-penalised objective solved to an optimum by full-batch L-BFGS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from budget.engine.config import TrainConfig
+from budget.engine.packed import DeviceFeatures
+from budget.grid import Run
+from budget.heads import HEADS, EnsembleHead
+
+LBFGS_HISTORY = 20
+
+
+def solve(head_name, inputs: DeviceFeatures, labels, runs, n_classes, config, advance) -> list[np.ndarray]:
+    """Each run's predictions from its head fitted to an optimum: the pooled heads all runs at once
+    (:func:`fit_full_batch`), attention each run alone (:func:`fit_attention`)."""
+    device = inputs.frames.device
+    if not HEADS[head_name].pools_first:
+        predictions = []
+        for run, head in zip(runs, fit_attention(inputs, labels, runs, n_classes, config), strict=True):
+            predictions.append(attention_logits(head, inputs, run.test)[0].argmax(-1).cpu().numpy())
+            if advance:
+                advance(1)
+        return predictions
+    head = fit_full_batch(head_name, inputs, labels, runs, n_classes, config)
+    if advance:
+        advance(len(runs))
+    rows = np.unique(np.concatenate([run.test for run in runs]))
+    with torch.inference_mode():
+        predicted = head.shared_logits(inputs.pooled(head.pooled_kind)[torch.from_numpy(rows).to(device)]).argmax(-1)
+    predicted = predicted.cpu().numpy()  # (E, rows)
+    return [predicted[e, np.searchsorted(rows, run.test)] for e, run in enumerate(runs)]
+
+
+@torch.inference_mode()
+def attention_logits(head: EnsembleHead, inputs: DeviceFeatures, rows: np.ndarray) -> torch.Tensor:
+    """Every member's logits ``(E, len(rows), classes)`` for the utterances ``rows``."""
+    return head.shared_logits(*inputs.gathered(rows))
+
+
+@dataclass
+class _Rows:
+    """Rows of a full-batch objective: what the head's ``shared_logits`` reads of them, their one-hot targets and
+    each member's weight on each row ``(E, rows)``: 1/n on the member's n training rows, else 0."""
+
+    inputs: tuple[torch.Tensor, ...]
+    target: torch.Tensor
+    share: torch.Tensor
+
+
+def _minimise(head: EnsembleHead, rows: _Rows, strength: torch.Tensor, config: TrainConfig) -> EnsembleHead:
+    """Full-batch L-BFGS on ``head``'s weights: every member's mean cross-entropy over its rows plus
+    ``strength k |W|^2 / 2`` for each penalised weight (:meth:`EnsembleHead.penalties`); at most ``config.steps``
+    iterations, until no gradient element exceeds ``config.lbfgs_tolerance``."""
+    optimiser = torch.optim.LBFGS(
+        list(head.parameters()), max_iter=config.steps, history_size=LBFGS_HISTORY,
+        tolerance_grad=config.lbfgs_tolerance, tolerance_change=0.0, line_search_fn="strong_wolfe",
+    )  # fmt: skip
+
+    def objective() -> torch.Tensor:
+        optimiser.zero_grad()
+        norms = sum(k * weight.square().flatten(1).sum(1) for weight, k in head.penalties())  # (E,)
+        logits = head.shared_logits(*rows.inputs)  # (E, rows, classes)
+        losses = torch.logsumexp(logits, -1) - (logits * rows.target).sum(-1)  # cross-entropy, (E, rows)
+        loss = (rows.share * losses).sum() + 0.5 * (strength * norms).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(objective)
+    return head.eval()
+
+
+def _targets(labels: np.ndarray, rows: np.ndarray, n_classes: int, device: torch.device) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.from_numpy(labels[rows].astype(np.int64)), n_classes).to(device, torch.float32)
+
+
+def _zero_head(head_class: type[EnsembleHead], n_members: int, dim: int, n_classes: int, stats, device) -> EnsembleHead:
+    """A head of ``n_members`` with every weight zero (one start for every run, whatever its seed)."""
+    head = head_class([torch.Generator() for _ in range(n_members)], dim, n_classes, dropout=0.0)
+    head.set_standardisation(*stats)
+    head.to(device)
+    with torch.no_grad():
+        for parameter in head.parameters():
+            parameter.zero_()
+    return head
+
+
+def fit_full_batch(
+    head_name: str, inputs: DeviceFeatures, labels: np.ndarray, runs: list[Run], n_classes: int, config: TrainConfig,
+    pooled: torch.Tensor | None = None, stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> EnsembleHead:  # fmt: skip
+    """Fit every run's pooled head to its optimum: one full-batch L-BFGS on the sum of the runs' objectives.
+
+    A run's objective is its mean cross-entropy plus ``k |W|^2 / (2 C n)`` for
+    each penalised weight (scikit-learn's for the classifier, ``k`` = 1, with
+    ``n`` training examples; :meth:`EnsembleHead.penalties`), on its own
+    standardised inputs.  The objectives share no parameter and are strictly
+    convex, so mates only change the path (L-BFGS's history and line search
+    are joint): each run ends at its own optimum, within
+    ``config.lbfgs_tolerance`` of the run solved alone.  Logits come from rows
+    shared by all runs (standardisation folded into the weights), so no run's
+    data is copied.  Every weight starts at zero.  ``pooled`` and ``stats``
+    replace the stored statistics and the runs' standardisation (attention's
+    start: :func:`fit_attention`).
+    """
+    device = inputs.frames.device
+    head_class = HEADS[head_name]
+    head = _zero_head(head_class, len(runs), inputs.dim, n_classes,
+                      stats or inputs.standardisation(runs, head_class.pooled_kind), device)  # fmt: skip
+    rows = np.unique(np.concatenate([run.train for run in runs]))  # every run's training rows, sorted
+    share = torch.zeros(len(runs), len(rows), device=device)
+    for e, run in enumerate(runs):  # once per fit, not per iteration
+        share[e, torch.from_numpy(np.searchsorted(rows, run.train)).to(device)] = 1 / len(run.train)
+    x = (inputs.pooled(head_class.pooled_kind) if pooled is None else pooled)[torch.from_numpy(rows).to(device)]
+    strength = torch.tensor([1 / (config.l2_c * len(run.train)) for run in runs], device=device)
+    return _minimise(head, _Rows((x,), _targets(labels, rows, n_classes, device), share), strength, config)
+
+
+def fit_attention(inputs: DeviceFeatures, labels: np.ndarray, runs: list[Run], n_classes: int, config: TrainConfig):
+    """Yield each run's attention head (one member), fitted alone to an optimum of its objective.
+
+    The objective is :func:`fit_full_batch`'s, with the score weights' stronger
+    penalty, on the run's own training utterances only.  The fit starts where attention is uniform and the
+    classifier is at its optimum for it: mean pooling of the run's standardised
+    frames, a convex problem solved for every run at once on the utterances'
+    mean frames (uniform attention pools exactly those).  A run never sees its
+    mates: the start is separable and each fit is its own.
+    """
+    device = inputs.frames.device
+    mean, std = inputs.standardisation(runs, "")
+    start = None
+    if config.attention_start == "pooled":
+        start = fit_full_batch("mean_pool", inputs, labels, runs, n_classes, config, inputs.frame_means(), (mean, std))
+    for e, run in enumerate(runs):
+        head = _zero_head(HEADS["attn_pool"], 1, inputs.dim, n_classes, (mean[e : e + 1], std[e : e + 1]), device)
+        if start is not None:
+            with torch.no_grad():
+                head.classifier.weight.copy_(start.classifier.weight[e : e + 1])
+                head.classifier.bias.copy_(start.classifier.bias[e : e + 1])
+        rows = _Rows(inputs.gathered(run.train), _targets(labels, run.train, n_classes, device),
+                     torch.full((1, 1), 1 / len(run.train), device=device))  # fmt: skip
+        yield _minimise(head, rows, torch.tensor([1 / (config.l2_c * len(run.train))], device=device), config)
+

@@ -1,0 +1,275 @@
+"""A feature set on the device (:class:`DeviceFeatures`) and what a run draws from it: its data order, frame
+samples and seeds, fixed up front from the run's own seed."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from budget.engine.config import TrainConfig, solved
+from budget.engine.device import product_dtype
+from budget.features.featureset import FeatureSet
+from budget.grid import Run
+from budget.heads import HEADS, PackedBatch
+
+
+class DeviceFeatures:
+    """A feature set on the device: pooled statistics and packed frames, with per-utterance sums."""
+
+    def __init__(self, frames: torch.Tensor, lengths: np.ndarray, mean: torch.Tensor, maximum: torch.Tensor):
+        self.frames = frames  # (total frames, D)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+        device = frames.device
+        self.lengths_t = torch.from_numpy(self.lengths).to(device)
+        self.offsets_t = torch.from_numpy(self.offsets).to(device)
+        self.mean, self.max = mean, maximum  # (N, D) float32
+        self._meanmax: torch.Tensor | None = None
+        self._centred: dict[torch.dtype, DeviceFeatures] = {}
+        self._windowed: dict[int, DeviceFeatures] = {}
+        self.utt_sum, self.utt_sumsq = _frame_sums(frames, self.lengths)
+
+    @classmethod
+    def upload(cls, features: FeatureSet, device: torch.device, half: bool | None = None) -> DeviceFeatures:
+        """The feature set on ``device``, frames in :meth:`upload_dtype` (float16 when ``half``)."""
+        if half is None:
+            dtype = cls.upload_dtype(features.frames.dtype, device)
+        else:
+            dtype = torch.float16 if half else torch.float32
+        frames = torch.from_numpy(np.ascontiguousarray(features.frames)).to(device, dtype)
+        return cls(
+            frames,
+            features.lengths,
+            torch.from_numpy(features.mean.astype(np.float32)).to(device),
+            torch.from_numpy(features.max.astype(np.float32)).to(device),
+        )
+
+    @staticmethod
+    def upload_dtype(stored: np.dtype, device: torch.device) -> torch.dtype:
+        """float16 on CUDA where the store holds float16 (nothing lost, half the memory); float32 otherwise: a
+        float32 store may hold values float16 cannot (beyond 65504), and CPU kernels are slower in float16."""
+        return torch.float16 if device.type == "cuda" and np.dtype(stored) == np.float16 else torch.float32
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def centred(self, dtype: torch.dtype) -> DeviceFeatures:
+        """The frames less their mean over every utterance, in ``dtype``: what stepped frame heads read (made once).
+
+        Rounded to bf16, a frame keeps 8 significant bits of its value;
+        centred, those bits describe how it varies rather than its offset (a
+        feature of mean 1000 and spread 1 would otherwise lose its spread).
+        The copy's standardisation statistics are its own, so a head
+        standardises it exactly as it would the frames themselves.
+        """
+        if dtype not in self._centred:
+            centre = (self.utt_sum.sum(0) / max(int(self.lengths.sum()), 1)).float()
+            frames = torch.empty(self.frames.shape, dtype=dtype, device=self.frames.device)
+            rows = max(1, 2**24 // max(self.dim, 1))
+            for start in range(0, len(frames), rows):  # by blocks: no float32 copy of every frame at once
+                frames[start : start + rows] = self.frames[start : start + rows].float() - centre
+            self._centred[dtype] = DeviceFeatures(frames, self.lengths, self.mean, self.max)
+        return self._centred[dtype]
+
+    def windowed(self, width: int) -> DeviceFeatures:
+        """Each utterance's frames averaged over consecutive windows of ``width`` (the last may be shorter), in
+        float32: what fitted attention weighs when its window is wider than a frame (made once)."""
+        if width == 1:
+            return self
+        if width not in self._windowed:
+            sizes = [np.minimum(width, length - np.arange(0, length, width)) for length in self.lengths]
+            lengths = np.concatenate(sizes) if sizes else np.zeros(0, dtype=np.int64)
+            sums, _ = _frame_sums(self.frames, lengths)
+            frames = (sums / torch.from_numpy(lengths).to(sums.device).clamp_min(1).unsqueeze(1)).float()
+            windows = np.array([len(size) for size in sizes], dtype=np.int64)
+            self._windowed[width] = DeviceFeatures(frames, windows, self.mean, self.max)
+        return self._windowed[width]
+
+    @property
+    def dim(self) -> int:
+        return int(self.frames.shape[1])
+
+    def pooled(self, kind: str) -> torch.Tensor:
+        """Stored statistics: ``mean``, or ``meanmax`` (mean and max side by side)."""
+        if kind == "meanmax":
+            if self._meanmax is None:
+                self._meanmax = torch.cat([self.mean, self.max], dim=1)
+            return self._meanmax
+        return self.mean
+
+    def gathered(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The utterances ``rows`` as attention's ``shared_logits`` reads them: their frames end to end in float32
+        ``(F, D)``, and ``(n, T)`` positions of each utterance's frames among them with a mask of real frames."""
+        index = torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(self.frames.device)
+        lengths = self.lengths_t[index]
+        starts = lengths.cumsum(0) - lengths
+        position = torch.arange(max(int(lengths.max()) if len(index) else 1, 1), device=self.frames.device)
+        present = position < lengths.unsqueeze(1)
+        source = (self.offsets_t[index].unsqueeze(1) + position)[present]  # every frame of the rows, in order
+        return self.frames[source].float(), torch.where(present, starts.unsqueeze(1) + position, 0), present
+
+    def frame_means(self) -> torch.Tensor:
+        """Each utterance's mean frame ``(N, D)`` in float32, from the frames as held here."""
+        return (self.utt_sum / self.lengths_t.clamp_min(1).unsqueeze(1)).float()
+
+    def standardisation(self, runs: list[Run], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-run ``(E, width)`` mean and std of its training inputs: pooled statistics ``kind``, or frames ("")."""
+        device = self.frames.device
+        selection = torch.zeros(len(runs), len(self) + 1, dtype=torch.float64, device=device)
+        index = pad_rows([run.train for run in runs], len(self)).to(device)
+        selection.scatter_(1, index, 1.0)
+        selection = selection[:, :-1]
+        if kind:
+            x = self.pooled(kind).double()
+            count = selection.sum(1, keepdim=True)
+            mean = selection @ x / count
+            var = (selection @ x.square() / count - mean.square()).clamp_min(0)
+        else:
+            count = (selection @ self.lengths_t.double().unsqueeze(1)).clamp_min(1)
+            mean = selection @ self.utt_sum / count
+            var = (selection @ self.utt_sumsq / count - mean.square()).clamp_min(0)
+        return mean.float(), var.sqrt().float()
+
+    def batch(self, slots: torch.Tensor, width: int, kind: str, sample: FrameSample | None = None) -> PackedBatch:
+        """Gather each member's slot utterances (``(E, B)``, -1 empty) into one batch on the device.
+
+        Heads that pool first read the stored statistics ``kind``; frame heads
+        (``kind`` "") get the slots' frames packed end to end, ``width`` frames
+        per member: every frame, or the evenly spaced frames of ``sample``.
+        """
+        slots = slots.to(self.frames.device)  # a no-op in training, which keeps them there
+        valid = slots >= 0
+        safe = slots.clamp_min(0)
+        if kind:
+            return PackedBatch(n_slots=slots.shape[1], pooled=self.pooled(kind)[safe])
+        full = torch.where(valid, self.lengths_t[safe], 0)  # (E, B)
+        lengths = full if sample is None else sample.counts
+        ends = lengths.cumsum(1)
+        position = torch.arange(width, device=slots.device)
+        slot = torch.searchsorted(ends, position.expand(len(slots), width).contiguous(), right=True)  # (E, W)
+        in_batch = slot < slots.shape[1]
+        slot = slot.clamp_max(slots.shape[1] - 1)
+        taken = lengths.gather(1, slot)
+        rank = position - (ends.gather(1, slot) - taken)  # the frame's place among its slot's frames in the batch
+        if sample is not None:  # the rank-th of `taken` evenly spaced frames, from the slot's random start
+            rank = (sample.starts.gather(1, slot) + rank * full.gather(1, slot)) // taken.clamp_min(1)
+        frame = self.offsets_t[safe.gather(1, slot)] + rank
+        frames = self.frames.index_select(0, torch.where(in_batch, frame, 0).view(-1)).view(*frame.shape, -1)  # gathers rows faster than [...]
+        members = (slot.unsqueeze(1) == torch.arange(slots.shape[1], device=slots.device).view(1, -1, 1)) & in_batch.unsqueeze(1)
+        return PackedBatch(n_slots=slots.shape[1], frames=frames, members=members, counts=lengths)
+
+
+def _frame_sums(frames: torch.Tensor, lengths: np.ndarray, block_elements: int = 2**25) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-utterance sums of frames and of their squares, in float64, by blocks of whole utterances.
+
+    Cumulative sums rather than scatter-adds, so the result is the same on
+    every run and device.
+    """
+    ends = np.cumsum(lengths)
+    per_block = max(1, block_elements // max(frames.shape[1], 1))
+    sums, squares = [], []
+    first = 0
+    while first < len(lengths):
+        start = int(ends[first] - lengths[first])
+        last = max(first + 1, int(np.searchsorted(ends, start + per_block, side="right")))
+        block = frames[start : int(ends[last - 1])].double()
+        zero = block.new_zeros(1, block.shape[1])
+        bounds = torch.from_numpy(ends[first:last] - start).to(frames.device)
+        starts = bounds - torch.from_numpy(lengths[first:last]).to(frames.device)
+        for out, values in ((sums, block), (squares, block.square())):
+            cumulative = torch.cat([zero, values.cumsum(0)])
+            out.append(cumulative[bounds] - cumulative[starts])
+        first = last
+    if not sums:
+        empty = frames.new_zeros(0, frames.shape[1], dtype=torch.float64)
+        return empty, empty
+    return torch.cat(sums), torch.cat(squares)
+
+
+def pad_rows(rows: list[np.ndarray], fill: int) -> torch.Tensor:
+    """Ragged index lists to one ``(E, longest)`` int64 tensor padded with ``fill``."""
+    longest = max((len(r) for r in rows), default=0)
+    out = np.full((len(rows), max(longest, 1)), fill, dtype=np.int64)
+    for e, r in enumerate(rows):
+        out[e, : len(r)] = r
+    return torch.from_numpy(out)
+
+
+def data_order(run: Run, steps: int, batch_size: int) -> np.ndarray:
+    """A run's utterance positions for every step ``(steps, batch_size)``: its subset reshuffled each pass.
+
+    A subset smaller than the batch leaves the extra slots empty (-1).  Drawn
+    from the run's own seed, so it never depends on other runs.
+    """
+    rng = np.random.default_rng(run.seed_sequence().spawn(1)[0])
+    per_step = min(batch_size, len(run.train))
+    passes = math.ceil(steps * per_step / len(run.train))
+    stream = run.train[np.argsort(rng.random((passes, len(run.train))), axis=1)].reshape(-1)
+    order = np.full((steps, batch_size), -1, dtype=np.int64)
+    order[:, :per_step] = stream[: steps * per_step].reshape(steps, per_step)
+    return order
+
+
+@dataclass
+class FrameSample:
+    """Which frames a step reads of each slot's utterance: ``counts`` ``(E, B)`` evenly spaced frames of the
+    utterance's ``L``, the ``i``-th at ``(starts + i * L) // counts``, for a ``starts`` ``(E, B)`` in ``[0, L)``."""
+
+    counts: torch.Tensor
+    starts: torch.Tensor
+
+
+def frame_starts(run: Run, steps: int, batch_size: int) -> np.ndarray:
+    """Uniform draws ``(steps, batch_size)`` in [0, 1) that place each step's frame sample within its utterances.
+
+    From the run's own seed (a stream of its own, so the data order is the
+    one it would be without frame sampling), never from its mates'.
+    """
+    return np.random.default_rng(run.seed_sequence().spawn(2)[1]).random((steps, batch_size))
+
+
+def frame_samples(lengths: np.ndarray, orders: np.ndarray, draws: np.ndarray, per_utterance: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames per slot and their starts ``(steps, E, B)`` for slot utterances ``orders`` (-1 empty) of ``lengths``:
+    at most ``per_utterance`` evenly spaced frames of each (every frame of a shorter one)."""
+    full = np.append(lengths, 0)[orders]
+    counts = np.minimum(full, per_utterance)
+    return counts, np.floor(draws * full).astype(np.int64)
+
+
+def member_seeds(run: Run) -> tuple[int, int]:
+    """A run's initialisation seed and 32-bit dropout key, from its own seed."""
+    init, dropout = run.seed_sequence().generate_state(2)
+    return int(init), int(dropout)
+
+
+def packed_widths(inputs: DeviceFeatures, orders: np.ndarray) -> np.ndarray:
+    """Per step (the first axis of ``orders``), the batch's packed width: known up front, so steps never wait on
+    the device."""
+    lengths = np.append(inputs.lengths, 0)  # slot -1 -> no frames
+    return bucketed(lengths[orders].sum(axis=-1).max(axis=-1))
+
+
+def bucketed(frames: np.ndarray) -> np.ndarray:
+    """Frame counts rounded up, by at most 1/32, to a multiple of a power of two.
+
+    A study's products then take a few dozen shapes rather than one per
+    step: CPU matrix libraries build a kernel for each new shape, and with a
+    new width every step an mlp_pool step ran about a quarter slower.
+    """
+    frames = np.maximum(np.asarray(frames, dtype=np.int64), 1)
+    grain = 2 ** np.maximum(np.floor(np.log2(frames)).astype(np.int64) - 5, 0)
+    return -(-frames // grain) * grain
+
+
+def prepared_inputs(head: str, inputs: DeviceFeatures, config: TrainConfig) -> DeviceFeatures:
+    """What a head reads, made once per feature set (before free memory sizes the chunks, and outside any timing):
+    the stored statistics; for fitted attention the frames, averaged over its window; for stepped frame heads the
+    frames centred in the product dtype."""
+    if HEADS[head].pools_first:
+        return inputs
+    if solved(head, config):
+        return inputs.windowed(config.attention_window)
+    return inputs.centred(product_dtype(inputs.frames.device, config))

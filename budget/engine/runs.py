@@ -1,0 +1,77 @@
+"""Training runs of one head: the entry point (:func:`train_runs`) and the reference, scikit-learn's logreg."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from budget.engine.adam import train_ensemble
+from budget.engine.config import TrainConfig, solved
+from budget.engine.cost import members_per_chunk
+from budget.engine.device import training_device
+from budget.engine.lbfgs import solve
+from budget.engine.packed import DeviceFeatures, prepared_inputs
+from budget.errors import BudgetError
+from budget.features.featureset import FeatureSet
+from budget.grid import Run
+from budget.heads import HEADS
+
+Advance = Callable[[int], None]
+
+
+def train_runs(
+    head: str,
+    features: FeatureSet,
+    labels: np.ndarray,
+    runs: list[Run],
+    n_classes: int,
+    config: TrainConfig,
+    advance: Advance | None = None,
+    uploaded: DeviceFeatures | None = None,
+) -> list[np.ndarray]:
+    """Train every run and return its predictions on its test positions.
+
+    Runs of one call must share a step count (any sizes under the ``steps``
+    schedule).  ``labels`` are class indices aligned with the feature set's
+    rows.  ``advance(n)`` is told of every n run-steps done.
+    """
+    if head not in HEADS:
+        raise BudgetError(f"{head!r} is not an ensemble head ({', '.join(HEADS)}); budget.registry trains the others")
+    if not runs:
+        return []
+    if not solved(head, config) and len({config.steps_for(len(run.train)) for run in runs}) != 1:
+        raise BudgetError("runs trained together must take the same number of steps")
+    device = training_device(config)
+    inputs = uploaded or DeviceFeatures.upload(features, device)
+    fit = solve if solved(head, config) else train_ensemble
+    inputs = prepared_inputs(head, inputs, config)  # before free memory sizes the chunks
+    chunk = members_per_chunk(head, inputs, config, device, n_classes)
+    predictions: list[np.ndarray] = []
+    for start in range(0, len(runs), chunk):
+        try:
+            predictions += fit(head, inputs, labels, runs[start : start + chunk], n_classes, config, advance)
+        except torch.cuda.OutOfMemoryError:
+            if solved(head, config) and not HEADS[head].pools_first:
+                raise BudgetError(
+                    f"CUDA out of memory fitting {head} on one run's frames; "
+                    "crop utterances shorter (--max-seconds) or train this head with --device cpu"
+                ) from None
+            raise BudgetError(
+                f"CUDA out of memory training {head} with {min(chunk, len(runs))} runs at once; set a smaller "
+                f"memory_mb in the study's config (now {config.memory_mb or 'from free memory'})"
+            ) from None
+    return predictions
+
+
+def train_logreg(features: FeatureSet, labels: np.ndarray, run: Run, c: float) -> np.ndarray:
+    """The reference: scikit-learn logistic regression on standardised mean-pooled features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+    model.fit(features.mean[run.train], labels[run.train])
+    return model.predict(features.mean[run.test])
+
