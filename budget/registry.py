@@ -30,11 +30,8 @@ from budget.engine.packed import DeviceFeatures
 from budget.engine.runs import train_logreg, train_runs
 from budget.errors import BudgetError
 from budget.features.featureset import FeatureSet
-from budget.grid import Run
+from budget.grid import PAIR, SINGLE, Run
 from budget.heads import HEADS
-
-#: What a head's runs read: one feature set, or an audio and a text set aligned row for row.
-SINGLE, PAIR = ("single",), ("audio", "text")
 
 
 @dataclass(frozen=True)

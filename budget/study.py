@@ -15,49 +15,36 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
-import subprocess
-import time
 import tomllib
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from budget.audio import MAX_SECONDS, MIN_SECONDS, scan_audio
 from budget.corpora import get_adapter, load_corpus
 from budget.corpora.fetch import ensure_corpus
 from budget.engine.config import TrainConfig
-from budget.engine.cost import CostModel
 from budget.engine.device import frame_products, with_products
-from budget.engine.packed import DeviceFeatures
 from budget.errors import BudgetError, check_number
+from budget.execute import LocalExecutor, Trainer
 from budget.features import FeatureStore, parse_feature_spec
 from budget.features.entries import FILE_IDENTITIES, FRAME_DTYPES, EntrySettings
 from budget.features.featureset import FeatureSet
 from budget.folds import N_FOLDS, assign_folds, classes_missing, fold_names, read_fold_file
-from budget.grid import Run
+from budget.grid import PAIR, build_jobs
 from budget.labels import class_order
-from budget.metrics import run_metrics
-from budget.progress import progress_bar
-from budget.registry import PAIR, HeadSpec, head_spec
+from budget.provenance import study_provenance
+from budget.registry import head_spec
 from budget.registry import train as train_head
-from budget.results import RESULT_KEY, sort_results
+from budget.results import sort_results
 from budget.runfolder import CONVERGENCE, RESULTS, RunFolder
 from budget.sampling import (
     SizePlan,
-    balanced_subset,
-    curve_ends,
     parse_sizes,
     plan_sizes,
     read_sizes,
 )
-
-Trainer = Callable[..., list[np.ndarray]]
 
 #: The default pretrained encoder: a self-supervised successor of the paper's wav2vec.
 DEFAULT_ENCODER = "hf:microsoft/wavlm-base-plus"
@@ -268,15 +255,20 @@ class Study:
                 log(f"this study started with {frame_products(config.train)} products and keeps them, although this "
                     "device would choose otherwise (bf16 = true or false in its config decides)")  # fmt: skip
             labels = data.manifest["label"].map({c: i for i, c in enumerate(data.classes)}).to_numpy()
-            jobs = self._jobs(data, inputs.features, inputs.pairs, labels)
+            reads = {head: head_spec(head).inputs for head in config.heads}
+            jobs = build_jobs(reads, inputs.features, inputs.pairs, data.manifest, data.folds, labels,
+                              data.plan.sizes, config.seeds)  # fmt: skip
+            executor = LocalExecutor(self.folder, self.trainer, data.classes, data.fold_names, log)
             log(f"training: {config.train.describe()}")
-            self._train(jobs, RESULTS, config.train, data, log)
+            executor.run(jobs, RESULTS, config.train)
             if check_convergence != "none":
                 doubled = [job.doubled(check_convergence) for job in jobs if head_spec(job.head).budgeted]
                 which = "every size" if check_convergence == "all" else "the smallest and largest size and full"
                 log(f"convergence check: {which} of each curve again, with twice the budget")
-                self._train([job for job in doubled if job.runs], CONVERGENCE, config.train.doubled(), data, log)
-            self._write_provenance(data, inputs.entries)
+                executor.run([job for job in doubled if job.runs], CONVERGENCE, config.train.doubled())
+            self.folder.write_provenance(study_provenance(
+                config, data.manifest, data.classes, data.fold_names, data.plan.sizes, data.plan.skipped,
+                len(data.problems), inputs.entries))  # fmt: skip
             results = self._table(RESULTS)
             if check_convergence != "none":
                 self._table(CONVERGENCE)
@@ -287,72 +279,6 @@ class Study:
         table = sort_results(self.folder.finished(name), {"features": self._names, "head": list(self.config.heads)})
         self.folder.write_table(table, name)
         return table
-
-    def _jobs(self, data: StudyData, loaded: dict[str, FeatureSet], pairs, labels: np.ndarray) -> list[Job]:
-        """One job per (features, head): every size, fold and seed of it."""
-        jobs = []
-        for head in self.config.heads:
-            if head_spec(head).inputs == PAIR:
-                inputs_by_name = {f"{a}+{t}": {"audio": loaded[a], "text": loaded[t]} for a, t in pairs}
-            else:
-                inputs_by_name = {spec: {"single": features} for spec, features in loaded.items()}
-            for name, inputs in inputs_by_name.items():
-                keep = data.manifest["utt_id"].isin(set.intersection(*(set(f.utt_ids) for f in inputs.values()))).to_numpy()
-                inputs = {part: f.select(data.manifest["utt_id"].to_numpy()[keep]) for part, f in inputs.items()}
-                digest = inputs_digest(data.manifest[keep], data.folds[keep], inputs)
-                jobs.append(Job(name, head, inputs, labels[keep], self._runs(data, keep), digest))
-        return jobs
-
-    def _train(self, jobs: list[Job], table: str, train: TrainConfig, data: StudyData, log) -> None:
-        """Train what ``table``'s parts lack, one part file per chunk, with one progress bar and ETA for everything."""
-        finished = self.folder.current(table, {(job.name, job.head): job.digest for job in jobs}, log)
-        done = {tuple(str(v) for v in row) for row in finished[RESULT_KEY].itertuples(index=False)}
-        todo = [job.without(done) for job in jobs]
-        todo = [job for job in todo if job.runs]
-        if not todo:
-            return
-        n_classes = len(data.classes)
-        uploaded: dict[str, DeviceFeatures] = {}
-        models = [
-            head_spec(job.head).cost_model(job.inputs, job.labels, job.runs, n_classes, train,
-                                           self._uploaded(job, train, uploaded))
-            for job in todo
-        ]  # fmt: skip
-        by_head: dict[str, float] = {}
-        for model, job in zip(models, todo, strict=True):
-            by_head[job.head] = by_head.get(job.head, 0.0) + _seconds(model, head_spec(job.head), job.runs, train)
-        total = sum(by_head.values())
-        heads = ", ".join(f"{head} {_duration(seconds)}" for head, seconds in by_head.items())
-        log(f"estimated training time: {_duration(total)} for {sum(len(j.runs) for j in todo)} runs ({heads}; "
-            "each head timed at its smallest and largest size)")  # fmt: skip
-        with progress_bar(max(total, 1e-9), "training", unit="s") as advance:
-            for job, model in zip(todo, models, strict=True):
-                spec = head_spec(job.head)
-                for step_count in sorted({spec.units(run, train) for run in job.runs}):
-                    group = [run for run in job.runs if spec.units(run, train) == step_count]
-                    size = spec.chunk(job.single, train, n_classes)
-                    for start in range(0, len(group), size):
-                        chunk = group[start : start + size]
-                        estimate = _seconds(model, spec, chunk, train)
-                        cost = estimate / sum(spec.units(run, train) for run in chunk)
-                        tick = lambda n, cost=cost: advance(n * cost)  # noqa: E731
-                        started = time.perf_counter()
-                        predictions = self._fit(job, chunk, n_classes, train, tick, uploaded.get(job.name))
-                        seconds = time.perf_counter() - started
-                        self._write_part(table, job, chunk, predictions, data, (seconds, estimate), train)
-
-    def _uploaded(self, job: Job, train: TrainConfig, uploaded: dict[str, DeviceFeatures]) -> DeviceFeatures | None:
-        """The job's features on the training device, uploaded once per feature set."""
-        if not head_spec(job.head).uploads:
-            return None
-        if job.name not in uploaded:
-            import torch
-
-            uploaded[job.name] = DeviceFeatures.upload(job.single, torch.device(train.device))
-        return uploaded[job.name]
-
-    def _fit(self, job: Job, runs: list[Run], n_classes: int, train: TrainConfig, advance, uploaded) -> list[np.ndarray]:
-        return self.trainer(job.head, job.inputs, job.labels, runs, n_classes, train, advance=advance, uploaded=uploaded)
 
     def _pairs(self, extractors) -> list[tuple[str, str]]:
         """(audio, text) spec pairs for bimodal heads; an error, before any work, when a modality is missing."""
@@ -380,71 +306,6 @@ class Study:
             loaded[extractor.spec] = features
         return entries, loaded
 
-    def _runs(self, data: StudyData, keep: np.ndarray) -> list[Run]:
-        """Every (size, fold, seed) run: balanced subsets nested within a (fold, seed), the whole fold for ``full``."""
-        folds = data.folds.to_numpy()[keep]
-        labels = data.manifest["label"].to_numpy()[keep]
-        runs = []
-        for size in data.plan.sizes:
-            for fold in sorted(set(folds)):
-                train_positions = np.flatnonzero(folds != fold)
-                test_positions = np.flatnonzero(folds == fold)
-                for seed in range(self.config.seeds):
-                    subset = balanced_subset(labels[train_positions], size, seed, int(fold))
-                    runs.append(Run(int(fold), seed, size, train_positions[subset], test_positions))
-        return runs
-
-    def _write_part(self, table: str, job: Job, runs, predictions, data, seconds: tuple[float, float],
-                    train: TrainConfig) -> None:  # fmt: skip
-        """One part file for a trained chunk; ``seconds`` is (measured, estimated) for the whole chunk."""
-        measured, estimated = seconds
-        rows = []
-        for run, predicted in zip(runs, predictions, strict=True):
-            rows.append(
-                {
-                    "features": job.name,
-                    "head": job.head,
-                    "size": str(run.size),
-                    "n_train": len(run.train),
-                    "fold": run.fold,
-                    "fold_name": data.fold_names[run.fold],
-                    "seed": run.seed,
-                    **run_metrics(job.labels[run.test], predicted, data.classes),
-                    "schedule": head_spec(job.head).schedule(train),
-                    "steps": head_spec(job.head).steps(train, len(run.train)),  # L-BFGS: its iteration cap
-                    "train_seconds": measured / len(runs),
-                    "estimated_seconds": estimated / len(runs),  # the cost model's price, to check the ETA against
-                    "inputs": job.digest,
-                }
-            )
-        self.folder.write_part(rows, table)
-
-    def _write_provenance(self, data: StudyData, entries: dict[str, str]) -> None:
-        manifest_csv = data.manifest[["utt_id", "label", "group"]].to_csv(index=False).encode()
-        provenance = {
-            "corpus": get_adapter(self.config.corpus).name,
-            "classes": data.classes,
-            "utterances": len(data.manifest),
-            "class_counts": data.manifest["label"].value_counts().reindex(data.classes).astype(int).to_dict(),
-            "groups": int(data.manifest["group"].nunique()),
-            "folds": {str(k): v for k, v in data.fold_names.items()},
-            "manifest_sha256": hashlib.sha256(manifest_csv).hexdigest(),
-            "bad_audio_files": len(data.problems),
-            "sizes": [str(s) for s in data.plan.sizes],
-            "skipped_sizes": data.plan.skipped,
-            "feature_store": str(FeatureStore(self.config.store).root),
-            "feature_entries": entries,
-            "seeds": list(range(self.config.seeds)),
-            "device": self.config.train.device,
-            "frame_products": frame_products(self.config.train),
-            "versions": package_versions(),
-            "git_revision": git_revision(),
-            "machine": f"{platform.machine()} {platform.processor()} {os.cpu_count()} cores, Python {platform.python_version()}",
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        self.folder.write_provenance(provenance)
-
-
 @dataclass
 class StudyInputs:
     """A study's corpus and loaded features: everything training needs, and picklable."""
@@ -453,89 +314,6 @@ class StudyInputs:
     features: dict[str, FeatureSet]
     entries: dict[str, str]  # feature spec -> store entry
     pairs: list[tuple[str, str]]  # (audio, text) specs for bimodal heads
-
-
-@dataclass
-class Job:
-    """Every run of one head on one feature set (or audio + text pair)."""
-
-    name: str
-    head: str
-    inputs: dict[str, FeatureSet]
-    labels: np.ndarray
-    runs: list[Run]
-    digest: str = ""  # identity of the job's inputs (inputs_digest): results trained on other inputs are stale
-
-    @property
-    def single(self) -> FeatureSet | None:
-        return self.inputs.get("single")
-
-    def without(self, done: set[tuple[str, ...]]) -> Job:
-        keep = [r for r in self.runs if (self.name, self.head, str(r.size), str(r.fold), str(r.seed)) not in done]
-        return replace(self, runs=keep)
-
-    def doubled(self, which: str) -> Job:
-        """The runs the convergence check repeats: all, or those of :func:`budget.sampling.curve_ends` (``ends``)."""
-        if which == "all":
-            return self
-        ends = curve_ends({r.size for r in self.runs})
-        return replace(self, runs=[r for r in self.runs if r.size in ends])
-
-
-def inputs_digest(manifest: pd.DataFrame, folds: pd.Series, inputs: dict[str, FeatureSet]) -> str:
-    """What a job's results depend on besides the settings: its utterances, labels, groups, folds and features.
-
-    Features enter by content (lengths and pooled statistics), so changed audio,
-    model weights or extraction settings change the digest even where the store's
-    entry name or a file's size and date do not.
-    """
-    digest = hashlib.sha256(manifest[["utt_id", "label", "group"]].assign(fold=folds.to_numpy()).to_csv(index=False).encode())
-    for part, features in sorted(inputs.items()):
-        digest.update(part.encode())
-        digest.update(np.ascontiguousarray(features.lengths, dtype=np.int64).tobytes())
-        digest.update(np.ascontiguousarray(features.mean, dtype=np.float32).tobytes())
-    return digest.hexdigest()[:16]
-
-
-def _seconds(model: CostModel, spec: HeadSpec, runs: list[Run], train: TrainConfig) -> float:
-    """What ``runs`` of one head cost by its model: every run's units at its own size's price."""
-    return sum(model.unit_seconds(len(run.train)) * spec.units(run, train) for run in runs)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 9.5:
-        return f"{seconds:.1f} s"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min" if seconds < 600 else f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in ("budget-ser", "torch", "transformers", "scikit-learn", "numpy", "pandas", "pyAudioAnalysis"):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def git_revision() -> str | None:
-    """The source tree's commit, when budget runs from a git checkout."""
-    source = Path(__file__).resolve().parent.parent
-    try:
-        revision = subprocess.run(
-            ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return revision + ("+dirty" if dirty else "")
 
 
 __all__ = ["Study", "StudyConfig", "default_run_dir", "prepare"]

@@ -7,9 +7,9 @@ import pytest
 
 from budget.engine.config import TrainConfig
 from budget.errors import BudgetError
-from budget.grid import Run
+from budget.grid import PAIR, SINGLE, Run
 from budget.heads import HEADS
-from budget.registry import ACOUSTIC_HEADS, LOGREG, PAIR, REGISTRY, SINGLE, head_spec
+from budget.registry import ACOUSTIC_HEADS, LOGREG, REGISTRY, head_spec
 
 
 def test_every_head_is_registered_once_with_what_it_reads():

@@ -1,0 +1,71 @@
+"""What a study records beside its results: the corpus it read, the store entries, the machine and the code."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import pandas as pd
+
+from budget.corpora import get_adapter
+from budget.engine.device import frame_products
+from budget.features import FeatureStore
+
+
+def study_provenance(config, manifest: pd.DataFrame, classes: list[str], fold_names: dict[int, str], sizes: list,
+                     skipped: list[str], bad_files: int, entries: dict[str, str]) -> dict:  # fmt: skip
+    """The provenance of a study with ``config`` (a :class:`budget.study.StudyConfig`) on ``manifest``."""
+    manifest_csv = manifest[["utt_id", "label", "group"]].to_csv(index=False).encode()
+    provenance = {
+        "corpus": get_adapter(config.corpus).name,
+        "classes": classes,
+        "utterances": len(manifest),
+        "class_counts": manifest["label"].value_counts().reindex(classes).astype(int).to_dict(),
+        "groups": int(manifest["group"].nunique()),
+        "folds": {str(k): v for k, v in fold_names.items()},
+        "manifest_sha256": hashlib.sha256(manifest_csv).hexdigest(),
+        "bad_audio_files": bad_files,
+        "sizes": [str(s) for s in sizes],
+        "skipped_sizes": skipped,
+        "feature_store": str(FeatureStore(config.store).root),
+        "feature_entries": entries,
+        "seeds": list(range(config.seeds)),
+        "device": config.train.device,
+        "frame_products": frame_products(config.train),
+        "versions": package_versions(),
+        "git_revision": git_revision(),
+        "machine": f"{platform.machine()} {platform.processor()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return provenance
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in ("budget-ser", "torch", "transformers", "scikit-learn", "numpy", "pandas", "pyAudioAnalysis"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_revision() -> str | None:
+    """The source tree's commit, when budget runs from a git checkout."""
+    source = Path(__file__).resolve().parent.parent
+    try:
+        revision = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return revision + ("+dirty" if dirty else "")
