@@ -107,13 +107,13 @@ def train_cell(grid: Grid, head: str, runs: list[Run], config: TrainConfig) -> d
     device = training_device(config)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    fitted = not head_spec(head).uploads or solved(head, config)
+    fitted = not head_spec(head).uploads or solved(HEADS[head], config)
     seconds = math.inf
     for _ in range(2 if fitted else 1):  # fitted heads take milliseconds: timed warm, the best of two
         synchronise(device)
         started = time.perf_counter()
         if head_spec(head).uploads:
-            predictions = train_runs(head, grid.host, grid.labels, runs, grid.n_classes, config, uploaded=grid.features)
+            predictions = train_runs(HEADS[head], grid.host, grid.labels, runs, grid.n_classes, config, uploaded=grid.features)
         else:  # the reference, solved by scikit-learn one run at a time
             predictions = head_spec(head).train({"single": grid.host}, grid.labels, runs, grid.n_classes, config)
         synchronise(device)
@@ -124,7 +124,7 @@ def train_cell(grid: Grid, head: str, runs: list[Run], config: TrainConfig) -> d
 def floor_share(grid: Grid, head: str, runs: list[Run], config: TrainConfig, seconds: float) -> tuple[float, float]:
     """A stepped head's achieved FLOP/s over ``runs`` taking ``seconds`` a run, and the floor's on its shapes."""
     device = training_device(config)
-    cost = head_cost(head, grid.features, grid.n_classes, config)
+    cost = head_cost(HEADS[head], grid.features, grid.n_classes, config)
     achieved = cost.flops_per_step(1, config.batch_size) * config.steps_for(len(runs[0].train)) / seconds
     autocast = uses_autocast(device, config)
     rows = int(config.batch_size * cost.rows_per_slot)
@@ -140,7 +140,7 @@ def alone_seconds(grid: Grid, head: str, runs: list[Run], config: TrainConfig, s
     chosen = runs[:: max(1, len(runs) // sample)][:sample]
     started = time.perf_counter()
     for run in chosen:
-        train_runs(head, grid.host, grid.labels, [run], grid.n_classes, config, uploaded=grid.features)
+        train_runs(HEADS[head], grid.host, grid.labels, [run], grid.n_classes, config, uploaded=grid.features)
     synchronise(device)
     return (time.perf_counter() - started) / len(chosen)
 
@@ -286,7 +286,7 @@ def main() -> None:
                     line += (f"{old['seconds']:>10.3f}{old['seconds'] / now['seconds']:>9.1f}x{old['ua'].mean():>11.3f}"
                              f"{f'{change.mean():+.1f} ± {se:.1f}':>15}")  # fmt: skip
                 print(line, flush=True)
-            if head_spec(head).uploads and not solved(head, config):  # `runs` and `now`: the largest size's
+            if head_spec(head).uploads and not solved(HEADS[head], config):  # `runs` and `now`: the largest size's
                 achieved, floor = floor_share(grid, head, runs, config, now["seconds"])
                 alone = f", {alone_seconds(grid, head, runs, config, args.alone):.3f} s a run alone" if args.alone else ""
                 print(f"  {head} at {sizes[-1]}: {achieved / 1e9:.1f} GFLOP/s of a {floor / 1e9:.1f} GFLOP/s floor "

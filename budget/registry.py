@@ -31,7 +31,7 @@ from budget.engine.runs import train_logreg, train_runs
 from budget.errors import BudgetError
 from budget.features.featureset import FeatureSet
 from budget.grid import PAIR, SINGLE, Run
-from budget.heads import HEADS
+from budget.heads import HEADS, EnsembleHead
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,11 @@ class HeadSpec:
     inputs: ClassVar[tuple[str, ...]] = SINGLE
     budgeted: ClassVar[bool] = True  # has an optimiser budget the convergence check can double
     uploads: ClassVar[bool] = False  # trains from features uploaded to the device once per feature set
+
+    #: whether a training step reads a sample of each utterance's frames (``train_frames``)
+    samples_frames: ClassVar[bool] = False
+    #: whether the head weighs frames by a learned score (attention), with its own penalty
+    scores_frames: ClassVar[bool] = False
 
     def schedule(self, config: TrainConfig) -> str:
         """What trained the runs, for the results table."""
@@ -76,23 +81,36 @@ class EnsembleSpec(HeadSpec):
 
     uploads: ClassVar[bool] = True
 
+    @property
+    def module(self) -> type[EnsembleHead]:
+        """The head's torch module class, which the engine trains."""
+        return HEADS[self.name]
+
+    @property
+    def samples_frames(self) -> bool:
+        return self.module.frame_mean
+
+    @property
+    def scores_frames(self) -> bool:
+        return self.module.full_batch and not self.module.pools_first
+
     def schedule(self, config: TrainConfig) -> str:
-        return "lbfgs" if solved(self.name, config) else config.schedule
+        return "lbfgs" if solved(self.module, config) else config.schedule
 
     def steps(self, config: TrainConfig, n_train: int) -> int:
-        return config.steps if solved(self.name, config) else config.steps_for(n_train)  # L-BFGS: its cap
+        return config.steps if solved(self.module, config) else config.steps_for(n_train)  # L-BFGS: its cap
 
     def units(self, run: Run, config: TrainConfig) -> int:
-        return run_units(self.name, run, config)
+        return run_units(self.module, run, config)
 
     def chunk(self, features: FeatureSet | None, config: TrainConfig, n_classes: int) -> int:
-        return members_per_chunk(self.name, features, config, training_device(config), n_classes)
+        return members_per_chunk(self.module, features, config, training_device(config), n_classes)
 
     def cost_model(self, inputs, labels, runs, n_classes, config, uploaded) -> CostModel:
-        return measured_cost(self.name, inputs["single"], labels, runs, n_classes, config, uploaded)
+        return measured_cost(self.module, inputs["single"], labels, runs, n_classes, config, uploaded)
 
     def train(self, inputs, labels, runs, n_classes, config, advance=None, uploaded=None) -> list[np.ndarray]:
-        return train_runs(self.name, inputs["single"], labels, runs, n_classes, config, advance, uploaded)
+        return train_runs(self.module, inputs["single"], labels, runs, n_classes, config, advance, uploaded)
 
 
 @dataclass(frozen=True)

@@ -36,9 +36,10 @@ from budget.analysis import (
 )
 from budget.errors import check_number
 from budget.features import display_name
-from budget.heads import ATTN_SCORE_PRIOR, HEADS
+from budget.heads import ATTN_SCORE_PRIOR
 from budget.metrics import recall_column, result_classes
 from budget.plots import compare_plot, confusion_plot, curve_plot, recall_plot
+from budget.registry import REGISTRY, head_spec
 from budget.runfolder import FinishedStudy
 from budget.sampling import FULL, size_value
 
@@ -241,9 +242,10 @@ def _schedule(train: dict, results: pd.DataFrame, products: str | None = None) -
             parts.append(f"{names}: scikit-learn's logistic regression (L2, C = {train.get('l2_c', 1.0):g}) on standardised "
                          "mean-pooled features")  # fmt: skip
         elif schedule == "lbfgs":
-            prior = f"; attention's frame score {ATTN_SCORE_PRIOR:g} x width times as strongly" if "attn_pool" in heads else ""
+            attends = any(head_spec(head).scores_frames for head in heads if head in REGISTRY)
+            prior = f"; attention's frame score {ATTN_SCORE_PRIOR:g} x width times as strongly" if attends else ""
             start = "a zero start"
-            if "attn_pool" in heads:
+            if attends:
                 window = train.get("attention_window", 1)
                 start += (", attention from its mean-pooling optimum" if train.get("attention_start", "zero") == "pooled"
                           else "") + (f", weighing means of {window} frames" if window > 1 else "")  # fmt: skip
@@ -263,7 +265,7 @@ def _schedule(train: dict, results: pd.DataFrame, products: str | None = None) -
             parts.append(
                 f"{names}: Adam, {budget}, batches of {train.get('batch_size')}"
                 + (f" reading {frames} evenly spaced frames of each utterance a step"
-                   if frames and any(head in HEADS and HEADS[head].frame_mean for head in heads) else "")
+                   if frames and any(head in REGISTRY and head_spec(head).samples_frames for head in heads) else "")
                 + f", dropout {train.get('dropout')}"
                 + (f", products in {products}" if products else "")
             )

@@ -42,10 +42,10 @@ def test_batched_equals_one_at_a_time_on_cuda(head):
     features, labels = synthetic_features()
     runs = stepped_runs(head, labels)
     config = replace(stepped(head), device="cuda", bf16=False)
-    together = train_runs(head, features, labels, runs, 3, config)
-    cpu = train_runs(head, features, labels, runs, 3, replace(config, device="cpu"))
+    together = train_runs(HEADS[head], features, labels, runs, 3, config)
+    cpu = train_runs(HEADS[head], features, labels, runs, 3, replace(config, device="cpu"))
     for e, run in enumerate(runs):
-        (alone,) = train_runs(head, features, labels, [run], 3, config)
+        (alone,) = train_runs(HEADS[head], features, labels, [run], 3, config)
         agree = np.mean(alone == together[e])
         assert agree >= 0.9, f"run {e}: {agree:.0%} of predictions agree alone and batched"
         assert np.mean(cpu[e] == together[e]) >= 0.9  # CUDA and CPU train the same model

@@ -99,7 +99,7 @@ def _logits(head, features, labels, runs, config):
 
     original, engine_adam._predict = engine_adam._predict, keep_logits
     try:
-        predictions = train_runs(head, features, labels, runs, 3, config)
+        predictions = train_runs(HEADS[head], features, labels, runs, 3, config)
     finally:
         engine_adam._predict = original
     return captured["logits"], predictions
@@ -196,9 +196,9 @@ def check_pooled_optimum(head: str, device: str) -> None:
     config = TrainConfig(steps=500, device=device)
     inputs = DeviceFeatures.upload(features, torch.device(device), half=False)
     kind = HEADS[head].pooled_kind
-    together = engine_lbfgs.fit_full_batch(head, inputs, labels, runs, 3, config)
+    together = engine_lbfgs.fit_full_batch(HEADS[head], inputs, labels, runs, 3, config)
     for e, run in enumerate(runs):
-        alone = engine_lbfgs.fit_full_batch(head, inputs, labels, [run], 3, config)
+        alone = engine_lbfgs.fit_full_batch(HEADS[head], inputs, labels, [run], 3, config)
         model, x_test = _reference_logreg(features, labels, run, kind)
         n_params = model.coef_.size + model.intercept_.size
         weight_error = n_params**0.5 * config.lbfgs_tolerance * config.l2_c * len(run.train)
@@ -212,11 +212,11 @@ def check_pooled_optimum(head: str, device: str) -> None:
 
 
 def test_full_batch_heads_are_solved_only_under_the_step_budget():
-    assert engine_config.solved("mean_pool", TrainConfig())
-    assert engine_config.solved("attn_pool", TrainConfig())
-    assert not engine_config.solved("mean_pool", TrainConfig(schedule="epochs"))  # the paper's protocol: Adam, dropout
-    assert not engine_config.solved("attn_pool", TrainConfig(schedule="epochs"))
-    assert not engine_config.solved("mlp_pool", TrainConfig())
+    assert engine_config.solved(HEADS["mean_pool"], TrainConfig())
+    assert engine_config.solved(HEADS["attn_pool"], TrainConfig())
+    assert not engine_config.solved(HEADS["mean_pool"], TrainConfig(schedule="epochs"))  # the paper's protocol: Adam, dropout
+    assert not engine_config.solved(HEADS["attn_pool"], TrainConfig(schedule="epochs"))
+    assert not engine_config.solved(HEADS["mlp_pool"], TrainConfig())
     assert head_spec("meanmax_pool").schedule(TrainConfig()) == "lbfgs"
     assert head_spec("meanmax_pool").schedule(TrainConfig(schedule="epochs")) == "epochs"
     assert head_spec("logreg").schedule(TrainConfig()) == "logreg" and not head_spec("logreg").budgeted
@@ -251,10 +251,10 @@ def check_attention_fit(device: str) -> None:
     features, labels = synthetic_features(n_per_class=40)
     runs = runs_for(labels, size=8) + runs_for(labels, size=25)
     config = TrainConfig(steps=500, device=device)
-    together = train_runs("attn_pool", features, labels, runs, 3, config)
-    doubled = train_runs("attn_pool", features, labels, runs, 3, config.doubled())
+    together = train_runs(HEADS["attn_pool"], features, labels, runs, 3, config)
+    doubled = train_runs(HEADS["attn_pool"], features, labels, runs, 3, config.doubled())
     for e, run in enumerate(runs):
-        (alone,) = train_runs("attn_pool", features, labels, [run], 3, config)
+        (alone,) = train_runs(HEADS["attn_pool"], features, labels, [run], 3, config)
         np.testing.assert_array_equal(together[e], alone)
         np.testing.assert_array_equal(together[e], doubled[e])
     scores = [balanced_accuracy_score(labels[r.test], p) for r, p in zip(runs, together, strict=True)]
@@ -276,7 +276,7 @@ def test_attention_starts_at_its_optimum_under_uniform_attention(monkeypatch):
         return real(head, rows, strength, replace(config, lbfgs_tolerance=1e-7))
 
     monkeypatch.setattr(engine_lbfgs, "_minimise", record)
-    train_runs("attn_pool", features, labels, runs, 3, TrainConfig())
+    train_runs(HEADS["attn_pool"], features, labels, runs, 3, TrainConfig())
     assert len(starts) == len(runs)
     for head, rows, strength in starts:
         assert (head.score.weight == 0).all()  # uniform attention
@@ -300,7 +300,7 @@ def test_windowed_frames_are_the_means_of_consecutive_frames():
         start = windowed.offsets[utt]
         np.testing.assert_allclose(windowed.frames[start : start + len(expected)].numpy(), expected, rtol=1e-5, atol=1e-6)
     assert inputs.windowed(1) is inputs and inputs.windowed(4) is windowed  # made once
-    predictions = train_runs("attn_pool", features, labels, runs_for(labels, size=8), 3, TrainConfig(attention_window=4))
+    predictions = train_runs(HEADS["attn_pool"], features, labels, runs_for(labels, size=8), 3, TrainConfig(attention_window=4))
     assert all(len(p) == len(r.test) for p, r in zip(predictions, runs_for(labels, size=8), strict=True))
 
 
@@ -317,7 +317,7 @@ def _layers(head: str, dim: int) -> int:
 def test_heads_learn_a_separable_problem(head):
     features, labels = synthetic_features(n_per_class=40)
     runs = runs_for(labels, size=25, seeds=(0,))
-    predictions = train_runs(head, features, labels, runs, 3, TrainConfig(steps=400, lr=3e-3, batch_size=8))
+    predictions = train_runs(HEADS[head], features, labels, runs, 3, TrainConfig(steps=400, lr=3e-3, batch_size=8))
     for run, predicted in zip(runs, predictions, strict=True):
         assert balanced_accuracy_score(labels[run.test], predicted) > 0.8
 
@@ -400,13 +400,13 @@ def test_mlp_pool_trains_on_frame_samples_and_predicts_from_every_frame(monkeypa
 
     monkeypatch.setattr(DeviceFeatures, "batch", spy)
     config = TrainConfig(steps=40, lr=3e-3, batch_size=8, train_frames=2)
-    predictions = train_runs("mlp_pool", features, labels, runs, 3, config)
+    predictions = train_runs(HEADS["mlp_pool"], features, labels, runs, 3, config)
     training_steps = [w for w in widths if w[0]]
     assert len(training_steps) == 40 and all(width <= 8 * 2 for _, width, _ in training_steps)  # at most 2 a slot
     assert all(width >= frames for sampled, width, frames in widths if not sampled)  # evaluation: every frame
     assert min(balanced_accuracy_score(labels[r.test], p) for r, p in zip(runs, predictions, strict=True)) > 0.8
     widths.clear()  # attention does not average a per-frame function, so it never trains on a sample
-    train_runs("attn_pool", features, labels, runs, 3, replace(config, schedule="epochs", epochs=2))
+    train_runs(HEADS["attn_pool"], features, labels, runs, 3, replace(config, schedule="epochs", epochs=2))
     assert widths and not any(sampled for sampled, _, _ in widths)
 
 
@@ -458,7 +458,7 @@ def test_runs_of_different_step_counts_cannot_share_an_ensemble():
     features, labels = synthetic_features()
     runs = runs_for(labels, size=8)[:1] + runs_for(labels, size=10)[:1]
     with pytest.raises(BudgetError, match="same number of steps"):
-        train_runs("mean_pool", features, labels, runs, 3, TrainConfig(schedule="epochs", epochs=1, batch_size=4))
+        train_runs(HEADS["mean_pool"], features, labels, runs, 3, TrainConfig(schedule="epochs", epochs=1, batch_size=4))
 
 
 def test_a_small_memory_budget_chunks_the_ensemble_without_changing_results():
@@ -467,7 +467,7 @@ def test_a_small_memory_budget_chunks_the_ensemble_without_changing_results():
     roomy = TrainConfig(steps=6, lr=3e-3, batch_size=5)
     tight = TrainConfig(steps=6, lr=3e-3, batch_size=5, memory_mb=0)
     cpu = torch.device("cpu")
-    assert members_per_chunk("mlp_pool", features, tight, cpu, 3) == 1 < members_per_chunk("mlp_pool", features, roomy, cpu, 3)
+    assert members_per_chunk(HEADS["mlp_pool"], features, tight, cpu, 3) == 1 < members_per_chunk(HEADS["mlp_pool"], features, roomy, cpu, 3)
     together, _ = _logits("mlp_pool", features, labels, runs, roomy)
     bound = roomy.steps * roomy.lr * _layers("mlp_pool", features.dim)  # as in the batched-equals-alone test
     for e, run in enumerate(runs):
@@ -515,7 +515,7 @@ def check_bf16_keeps_ua(head: str, device: str) -> None:
     schedule = "epochs" if HEADS[head].full_batch else "steps"  # full-batch fits run in float32
     for bf16 in (False, True):
         config = TrainConfig(schedule=schedule, steps=300, epochs=32, lr=3e-3, batch_size=8, device=device, bf16=bf16)
-        predictions = train_runs(head, features, labels, runs, 3, config)
+        predictions = train_runs(HEADS[head], features, labels, runs, 3, config)
         scores[bf16] = np.array([balanced_accuracy_score(labels[r.test], p) for r, p in zip(runs, predictions, strict=True)])
     spread = max(scores[False].std(ddof=1), 1 / len(runs[0].test))  # one test utterance at the least
     assert abs(scores[True].mean() - scores[False].mean()) <= 2 * spread
@@ -529,7 +529,7 @@ def test_the_convergence_check_flags_a_tiny_budget_and_passes_a_sufficient_one()
     runs = runs_for(labels, size=25, seeds=(0, 1))
 
     def results(config):
-        predictions = train_runs("mlp_pool", features, labels, runs, 3, config)
+        predictions = train_runs(HEADS["mlp_pool"], features, labels, runs, 3, config)
         return pd.DataFrame([{"features": "synthetic", "head": "mlp_pool", "size": "25", "fold": r.fold, "seed": r.seed,
                               "ua": balanced_accuracy_score(labels[r.test], p)} for r, p in zip(runs, predictions, strict=True)])  # fmt: skip
 
@@ -595,4 +595,4 @@ def test_out_of_device_memory_fitting_attention_says_what_to_change(monkeypatch)
 
     monkeypatch.setattr(DeviceFeatures, "gathered", no_room)
     with pytest.raises(BudgetError, match=r"fitting attn_pool on one run's frames.*--max-seconds.*--device cpu"):
-        train_runs("attn_pool", features, labels, runs, 3, TrainConfig(device="cpu"))
+        train_runs(HEADS["attn_pool"], features, labels, runs, 3, TrainConfig(device="cpu"))

@@ -20,7 +20,7 @@ from budget.engine.packed import (
     pad_rows,
 )
 from budget.grid import Run
-from budget.heads import HEADS, DropoutKeys, EnsembleHead
+from budget.heads import DropoutKeys, EnsembleHead
 
 #: utterance slots per member in one evaluation batch
 EVAL_SLOTS = 64
@@ -40,10 +40,9 @@ def make_optimiser(parameters, config: TrainConfig, steps: int):
     return optimiser, torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
 
 
-def train_ensemble(head_name, inputs: DeviceFeatures, labels, runs, n_classes, config, advance, predict=True) -> list[np.ndarray]:
+def train_ensemble(head_class: type[EnsembleHead], inputs: DeviceFeatures, labels, runs, n_classes, config, advance, predict=True) -> list[np.ndarray]:
     """Step ``runs`` as one ensemble on :func:`prepared_inputs` and return each run's test predictions."""
     device = inputs.frames.device
-    head_class = HEADS[head_name]
     kind = head_class.pooled_kind
     seeds = [member_seeds(run) for run in runs]
     generators = [torch.Generator().manual_seed(init) for init, _ in seeds]

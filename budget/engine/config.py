@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, replace
 
 from budget.errors import BudgetError, check_number
-from budget.heads import DEFAULT_DROPOUT, HEADS
+from budget.heads import DEFAULT_DROPOUT, HEADS, EnsembleHead
 
 SCHEDULES = ("steps", "epochs")
 
@@ -120,6 +120,6 @@ class TrainConfig:
         return f"{stepped_heads}: {stepped}; {solved}: L2 (C = {self.l2_c:g}) fitted to an optimum by full-batch L-BFGS"
 
 
-def solved(head: str, config: TrainConfig) -> bool:
+def solved(head: type[EnsembleHead], config: TrainConfig) -> bool:
     """Whether an ensemble head's runs are fitted to an optimum by full-batch L-BFGS rather than stepped."""
-    return config.schedule == "steps" and HEADS[head].full_batch
+    return config.schedule == "steps" and head.full_batch

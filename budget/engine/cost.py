@@ -16,7 +16,7 @@ from budget.engine.lbfgs import LBFGS_HISTORY, solve
 from budget.engine.packed import DeviceFeatures, prepared_inputs
 from budget.features.featureset import FeatureSet
 from budget.grid import Run
-from budget.heads import HEADS
+from budget.heads import EnsembleHead
 
 #: A CPU ensemble chunk's working set, and the fewest runs it holds.  Frame heads are compute-bound on a CPU,
 #: so batching buys only each step's fixed cost (Adam, mask keys, kernel launches), and a working set far
@@ -46,22 +46,21 @@ class HeadCost:
         return 6.0 * self.macs_per_row * self.rows_per_slot * batch_size * members  # forward + backward
 
 
-def head_cost(head: str, features: FeatureSet | DeviceFeatures, n_classes: int, config: TrainConfig) -> HeadCost:
+def head_cost(head: type[EnsembleHead], features: FeatureSet | DeviceFeatures, n_classes: int, config: TrainConfig) -> HeadCost:
     """A stepped head's useful work: frames per slot are those its training steps read (:attr:`TrainConfig.train_frames`)."""
-    head_class = HEADS[head]
     lengths = np.asarray(features.lengths, dtype=float)
-    if config.train_frames and head_class.frame_mean:
+    if config.train_frames and head.frame_mean:
         lengths = np.minimum(lengths, config.train_frames)
-    rows = 1.0 if head_class.pools_first else float(np.mean(lengths)) if len(lengths) else 1.0
-    return HeadCost(head_class.matmul_flops(features.dim, n_classes), rows)
+    rows = 1.0 if head.pools_first else float(np.mean(lengths)) if len(lengths) else 1.0
+    return HeadCost(head.matmul_flops(features.dim, n_classes), rows)
 
 
 def members_per_chunk(
-    head: str, features: FeatureSet | DeviceFeatures, config: TrainConfig, device: torch.device, n_classes: int
+    head: type[EnsembleHead], features: FeatureSet | DeviceFeatures, config: TrainConfig, device: torch.device,
+    n_classes: int,
 ) -> int:
     """How many runs one ensemble step holds within the memory budget (on CUDA, the memory free once
     :func:`prepared_inputs` has made what the head reads)."""
-    head_class = HEADS[head]
     budget_mb, fewest = config.memory_mb, 1
     if budget_mb is None:
         if device.type == "cuda":
@@ -71,26 +70,26 @@ def members_per_chunk(
         else:
             budget_mb, fewest = CPU_CHUNK_MB, CPU_MIN_MEMBERS
     if solved(head, config):  # attention's runs are fitted one at a time; a chunk shares their pooled start
-        width = head_class.input_width(features.dim)
+        width = head.input_width(features.dim)
         # every row's logits and their gradients; the weights, their gradient and the L-BFGS history
         per_member = 4 * (n_classes * len(features) * 8 + width * (n_classes + 1) * (2 * LBFGS_HISTORY + 4))
         return max(fewest, int(budget_mb * 2**20 // per_member))
-    if head_class.pools_first:
+    if head.pools_first:
         return 4096
     longest = float(np.max(features.lengths)) if len(features) else 1.0
     mean = float(np.mean(features.lengths)) if len(features) else 1.0
     per_slot = min(longest, 2 * mean)  # with slack for long batches
-    if config.train_frames and head_class.frame_mean:
+    if config.train_frames and head.frame_mean:
         per_slot = min(per_slot, config.train_frames)
     rows = config.batch_size * per_slot  # packed frames per member
     activation_bytes = 2 if uses_autocast(device, config) else 4
     # gathered frames in the product dtype (and attn_pool's standardised float32 copy); the slot membership;
     # per hidden unit: the activation, its dropout mask and its gradient
-    per_member = rows * (features.dim * (activation_bytes + 4) + config.batch_size * 4 + head_class.hidden_units(features.dim) * 3 * activation_bytes)
+    per_member = rows * (features.dim * (activation_bytes + 4) + config.batch_size * 4 + head.hidden_units(features.dim) * 3 * activation_bytes)
     return max(fewest, int(budget_mb * 2**20 // per_member))
 
 
-def units(head: str, run: Run, config: TrainConfig) -> int:
+def units(head: type[EnsembleHead], run: Run, config: TrainConfig) -> int:
     """A run's units of work for the cost model and progress: its optimiser steps, or one fit for a solved head."""
     return 1 if solved(head, config) else config.steps_for(len(run.train))
 
@@ -138,7 +137,8 @@ class CostModel:
 
 
 def cost_model(
-    head: str, features: FeatureSet, labels: np.ndarray, runs: list[Run], n_classes: int, config: TrainConfig,
+    head: type[EnsembleHead], features: FeatureSet, labels: np.ndarray, runs: list[Run], n_classes: int,
+    config: TrainConfig,
     uploaded: DeviceFeatures | None = None,
 ) -> CostModel:  # fmt: skip
     """The cost of ``runs`` of an ensemble head: :func:`measure_unit_seconds` at their smallest and largest size."""
@@ -165,7 +165,8 @@ def short_call_seconds(work: Callable[[], object], short: float = 1.0) -> float:
 
 
 def measure_unit_seconds(
-    head: str, inputs: DeviceFeatures, labels: np.ndarray, runs: list[Run], n_classes: int, config: TrainConfig,
+    head: type[EnsembleHead], inputs: DeviceFeatures, labels: np.ndarray, runs: list[Run], n_classes: int,
+    config: TrainConfig,
     timed_steps: int = PROBE_STEPS,
 ) -> float:  # fmt: skip
     """Seconds per unit of :func:`units` for these runs (of one size), on :func:`prepared_inputs`.
@@ -177,7 +178,7 @@ def measure_unit_seconds(
     device = inputs.frames.device
     if solved(head, config):  # pooled heads: one chunk, as they are fitted; attention: a few runs, each alone
         chunk = members_per_chunk(head, inputs, config, device, n_classes)
-        sample = runs[: chunk if HEADS[head].pools_first else min(SOLVE_PROBE_RUNS, chunk)]
+        sample = runs[: chunk if head.pools_first else min(SOLVE_PROBE_RUNS, chunk)]
         return short_call_seconds(lambda: solve(head, inputs, labels, sample, n_classes, config, None)) / len(sample)
     sample = runs[: members_per_chunk(head, inputs, config, device, n_classes)]
     probe = replace(config, schedule="steps", steps=timed_steps + 1, max_epochs=0)

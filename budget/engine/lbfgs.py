@@ -10,23 +10,23 @@ import torch
 from budget.engine.config import TrainConfig
 from budget.engine.packed import DeviceFeatures
 from budget.grid import Run
-from budget.heads import HEADS, EnsembleHead
+from budget.heads import AttnPool, EnsembleHead, MeanPool
 
 LBFGS_HISTORY = 20
 
 
-def solve(head_name, inputs: DeviceFeatures, labels, runs, n_classes, config, advance) -> list[np.ndarray]:
+def solve(head_class: type[EnsembleHead], inputs: DeviceFeatures, labels, runs, n_classes, config, advance) -> list[np.ndarray]:
     """Each run's predictions from its head fitted to an optimum: the pooled heads all runs at once
     (:func:`fit_full_batch`), attention each run alone (:func:`fit_attention`)."""
     device = inputs.frames.device
-    if not HEADS[head_name].pools_first:
+    if not head_class.pools_first:
         predictions = []
         for run, head in zip(runs, fit_attention(inputs, labels, runs, n_classes, config), strict=True):
             predictions.append(attention_logits(head, inputs, run.test)[0].argmax(-1).cpu().numpy())
             if advance:
                 advance(1)
         return predictions
-    head = fit_full_batch(head_name, inputs, labels, runs, n_classes, config)
+    head = fit_full_batch(head_class, inputs, labels, runs, n_classes, config)
     if advance:
         advance(len(runs))
     rows = np.unique(np.concatenate([run.test for run in runs]))
@@ -90,8 +90,8 @@ def _zero_head(head_class: type[EnsembleHead], n_members: int, dim: int, n_class
 
 
 def fit_full_batch(
-    head_name: str, inputs: DeviceFeatures, labels: np.ndarray, runs: list[Run], n_classes: int, config: TrainConfig,
-    pooled: torch.Tensor | None = None, stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+    head_class: type[EnsembleHead], inputs: DeviceFeatures, labels: np.ndarray, runs: list[Run], n_classes: int,
+    config: TrainConfig, pooled: torch.Tensor | None = None, stats: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> EnsembleHead:  # fmt: skip
     """Fit every run's pooled head to its optimum: one full-batch L-BFGS on the sum of the runs' objectives.
 
@@ -108,7 +108,6 @@ def fit_full_batch(
     start: :func:`fit_attention`).
     """
     device = inputs.frames.device
-    head_class = HEADS[head_name]
     head = _zero_head(head_class, len(runs), inputs.dim, n_classes,
                       stats or inputs.standardisation(runs, head_class.pooled_kind), device)  # fmt: skip
     rows = np.unique(np.concatenate([run.train for run in runs]))  # every run's training rows, sorted
@@ -134,9 +133,9 @@ def fit_attention(inputs: DeviceFeatures, labels: np.ndarray, runs: list[Run], n
     mean, std = inputs.standardisation(runs, "")
     start = None
     if config.attention_start == "pooled":
-        start = fit_full_batch("mean_pool", inputs, labels, runs, n_classes, config, inputs.frame_means(), (mean, std))
+        start = fit_full_batch(MeanPool, inputs, labels, runs, n_classes, config, inputs.frame_means(), (mean, std))
     for e, run in enumerate(runs):
-        head = _zero_head(HEADS["attn_pool"], 1, inputs.dim, n_classes, (mean[e : e + 1], std[e : e + 1]), device)
+        head = _zero_head(AttnPool, 1, inputs.dim, n_classes, (mean[e : e + 1], std[e : e + 1]), device)
         if start is not None:
             with torch.no_grad():
                 head.classifier.weight.copy_(start.classifier.weight[e : e + 1])

@@ -13,7 +13,7 @@ from budget.engine.config import TrainConfig, solved
 from budget.engine.device import product_dtype
 from budget.features.featureset import FeatureSet
 from budget.grid import Run
-from budget.heads import HEADS, PackedBatch
+from budget.heads import EnsembleHead, PackedBatch
 
 
 class DeviceFeatures:
@@ -264,11 +264,11 @@ def bucketed(frames: np.ndarray) -> np.ndarray:
     return -(-frames // grain) * grain
 
 
-def prepared_inputs(head: str, inputs: DeviceFeatures, config: TrainConfig) -> DeviceFeatures:
+def prepared_inputs(head: type[EnsembleHead], inputs: DeviceFeatures, config: TrainConfig) -> DeviceFeatures:
     """What a head reads, made once per feature set (before free memory sizes the chunks, and outside any timing):
     the stored statistics; for fitted attention the frames, averaged over its window; for stepped frame heads the
     frames centred in the product dtype."""
-    if HEADS[head].pools_first:
+    if head.pools_first:
         return inputs
     if solved(head, config):
         return inputs.windowed(config.attention_window)

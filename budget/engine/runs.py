@@ -16,13 +16,13 @@ from budget.engine.packed import DeviceFeatures, prepared_inputs
 from budget.errors import BudgetError
 from budget.features.featureset import FeatureSet
 from budget.grid import Run
-from budget.heads import HEADS
+from budget.heads import EnsembleHead
 
 Advance = Callable[[int], None]
 
 
 def train_runs(
-    head: str,
+    head: type[EnsembleHead],
     features: FeatureSet,
     labels: np.ndarray,
     runs: list[Run],
@@ -37,8 +37,8 @@ def train_runs(
     schedule).  ``labels`` are class indices aligned with the feature set's
     rows.  ``advance(n)`` is told of every n run-steps done.
     """
-    if head not in HEADS:
-        raise BudgetError(f"{head!r} is not an ensemble head ({', '.join(HEADS)}); budget.registry trains the others")
+    if not (isinstance(head, type) and issubclass(head, EnsembleHead)):
+        raise BudgetError(f"{head!r} is not an ensemble head; budget.registry trains the others")
     if not runs:
         return []
     if not solved(head, config) and len({config.steps_for(len(run.train)) for run in runs}) != 1:
@@ -53,13 +53,13 @@ def train_runs(
         try:
             predictions += fit(head, inputs, labels, runs[start : start + chunk], n_classes, config, advance)
         except torch.cuda.OutOfMemoryError:
-            if solved(head, config) and not HEADS[head].pools_first:
+            if solved(head, config) and not head.pools_first:
                 raise BudgetError(
-                    f"CUDA out of memory fitting {head} on one run's frames; "
+                    f"CUDA out of memory fitting {head.name} on one run's frames; "
                     "crop utterances shorter (--max-seconds) or train this head with --device cpu"
                 ) from None
             raise BudgetError(
-                f"CUDA out of memory training {head} with {min(chunk, len(runs))} runs at once; set a smaller "
+                f"CUDA out of memory training {head.name} with {min(chunk, len(runs))} runs at once; set a smaller "
                 f"memory_mb in the study's config (now {config.memory_mb or 'from free memory'})"
             ) from None
     return predictions
