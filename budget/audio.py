@@ -124,3 +124,13 @@ def scan_audio(manifest: pd.DataFrame, min_seconds: float = MIN_SECONDS) -> Audi
     usable["sample_rate"] = rates
     usable["channels"] = channels
     return AudioScan(usable.reset_index(drop=True), pd.DataFrame(problems, columns=["utt_id", "path", "reason"]))
+
+
+def usable_audio(manifest: pd.DataFrame, strict: bool = False, min_seconds: float = MIN_SECONDS) -> AudioScan:
+    """:func:`scan_audio`, stopping on any bad file with ``strict``, and an error when no file is usable."""
+    scan = scan_audio(manifest, min_seconds)
+    if strict:
+        scan.raise_if_problems()
+    if scan.usable.empty:
+        raise BudgetError(f"none of the {len(manifest)} audio files is usable")
+    return scan

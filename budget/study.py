@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from budget.audio import MAX_SECONDS, MIN_SECONDS, scan_audio
-from budget.corpora import get_adapter, load_corpus
-from budget.corpora.fetch import ensure_corpus
+from budget.audio import MAX_SECONDS, usable_audio
+from budget.corpora import get_adapter
+from budget.corpora.fetch import load_fetching
 from budget.engine.config import TrainConfig
 from budget.engine.device import frame_products, with_products
 from budget.errors import BudgetError, check_number
@@ -45,6 +45,7 @@ from budget.sampling import (
     plan_sizes,
     read_sizes,
 )
+from budget.settings import option
 
 #: The default pretrained encoder: a self-supervised successor of the paper's wav2vec.
 DEFAULT_ENCODER = "hf:microsoft/wavlm-base-plus"
@@ -54,22 +55,33 @@ DEFAULT_ENCODER = "hf:microsoft/wavlm-base-plus"
 class StudyConfig:
     """Everything that defines a study.  TOML files under ``experiments/`` hold these keys."""
 
-    corpus: str = "emodb"
-    root: str | None = None
-    classes: str | None = None
-    features: tuple[str, ...] = ("lld", DEFAULT_ENCODER)
+    corpus: str = field(default="emodb", metadata=option("--corpus", "Corpus adapter (default emodb).", "-c"))
+    root: str | None = field(default=None, metadata=option(
+        "--root", "The corpus folder (or CSV file); default: <data dir>/<corpus>, see BUDGET_DATA_DIR."))
+    classes: str | None = field(default=None, metadata=option(
+        "--classes", "Classes to keep, e.g. neutral,happy,sad,angry; merge with +, e.g. happy+excited; presets "
+        "iemocap4, basic4; 'all'. Default: the corpus's own (IEMOCAP: iemocap4)."))
+    features: tuple[str, ...] = field(default=("lld", DEFAULT_ENCODER), metadata=option(
+        "--features", "Feature specs, comma-separated or repeated (default: lld and hf:microsoft/wavlm-base-plus).", "-f"))
     heads: tuple[str, ...] = ("mlp_pool",)
     per_class: tuple[int | str, ...] | None = None  # sizes per class ("full" = all); None: the default schedule
     n: tuple[int, ...] | None = None  # or sizes in total, divided by the number of classes
-    seeds: int = 3
-    n_folds: int = N_FOLDS
-    fold_file: str | None = None  # a CSV of utt_id (or group) and fold: a published design instead of n_folds
-    file_identity: str = "content"  # how the store knows an audio file: "content" (its bytes) or "stat" (path, size, date)
-    max_seconds: float = MAX_SECONDS  # 0: no crop
-    frame_dtype: str = "float16"  # how the store keeps frames: the same setting as `budget extract --frame-dtype`
-    layer: int | None = None  # pick one layer of an 'all' feature entry
+    seeds: int = field(default=3, metadata=option("--seeds", "Seeds per size and fold (default 3)."))
+    n_folds: int = field(default=N_FOLDS, metadata=option(
+        "--folds", "Speaker-independent folds when a corpus has more than 10 groups (default 5)."))
+    fold_file: str | None = field(default=None, metadata=option(
+        "--fold-file", "A CSV of utt_id (or group) and fold: a published fold design."))
+    file_identity: str = field(default="content", metadata=option(
+        "--identity", "Know audio files by content (a hash of their bytes) or stat (path, size, date), as `budget "
+        "extract --identity` (default content)."))
+    max_seconds: float = field(default=MAX_SECONDS, metadata=option(
+        "--max-seconds", "Crop utterances (default 5 s; 0: none)."))
+    frame_dtype: str = field(default="float16", metadata=option(
+        "--frame-dtype", "Stored frames to read: float16 (default) or float32, as extracted."))
+    layer: int | None = field(default=None, metadata=option("--layer", "Pick one layer of features stored with :all."))
     precision: str = "fp32"
-    store: str | None = None
+    store: str | None = field(default=None, metadata=option(
+        "--store", "Feature store folder; default: $BUDGET_STORE_DIR or ~/.cache/budget/features."))
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
@@ -175,13 +187,8 @@ def prepare(config: StudyConfig, log=print, strict: bool = False) -> StudyData:
 
     Bad audio files are left out, or with ``strict`` stop the study.
     """
-    manifest = load_corpus(config.corpus, ensure_corpus(config.corpus, config.root, log), config.classes)
-    scan = scan_audio(manifest, MIN_SECONDS)
-    if strict:
-        scan.raise_if_problems()
+    scan = usable_audio(load_fetching(config.corpus, config.root, config.classes, log), strict)
     usable = scan.usable
-    if usable.empty:
-        raise BudgetError(f"{config.corpus}: no usable audio")
     folds = read_fold_file(config.fold_file, usable) if config.fold_file else assign_folds(usable, config.n_folds)
     classes = class_order(usable["label"])
     plan = plan_sizes(parse_sizes(config.per_class, config.n, len(classes)), usable, folds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -283,23 +284,44 @@ def test_convergence_table_flags_moves_beyond_one_point():
 
 
 def test_a_config_file_s_training_settings_hold_unless_typed_on_the_command_line(tmp_path):
-    from budget.cli import StudyOptions
+    from budget.cli.studies import StudyOptions
 
     toml = tmp_path / "study.toml"
     toml.write_text('device = "cpu"\nsteps = 7\nseeds = 2\nepochs = 11\nframe_dtype = "float32"\n')
-    from_file = StudyOptions(config=toml).study_config(None, None, None)
+    from_file = StudyOptions({}, config=toml).study_config(None, None, None)
     assert (from_file.train.device, from_file.train.steps, from_file.seeds, from_file.train.epochs) == ("cpu", 7, 2, 11)
     assert from_file.frame_dtype == "float32"
-    typed = StudyOptions(config=toml, device="auto", steps=9, seeds=1, epochs=3, frame_dtype="float16").study_config(None, None, None)
+    typed = StudyOptions(dict(device="auto", steps=9, seeds=1, epochs=3, frame_dtype="float16"), config=toml)
+    typed = typed.study_config(None, None, None)
     assert (typed.train.device, typed.train.steps, typed.seeds, typed.train.epochs, typed.frame_dtype) == ("auto", 9, 1, 3, "float16")
 
 
 def test_repeated_feature_options_add_up_as_a_comma_separated_list_does():
-    from budget.cli import StudyOptions
+    from budget.cli.studies import StudyOptions
 
-    repeated = StudyOptions(features=["lld", "hf:some/model"]).study_config(None, None, None)
-    assert repeated.features == StudyOptions(features=["lld,hf:some/model"]).study_config(None, None, None).features
+    repeated = StudyOptions({"features": ["lld", "hf:some/model"]}).study_config(None, None, None)
+    assert repeated.features == StudyOptions({"features": ["lld,hf:some/model"]}).study_config(None, None, None).features
     assert repeated.features == ("lld", "hf:some/model")
+
+
+def test_every_study_option_on_the_command_line_is_a_config_key_of_the_same_name_and_back():
+    """One declaration per setting: the options of curve and compare and the TOML keys they set are listed from
+    the configs' fields, and each option typed sets the key of its name."""
+    from typer.main import get_command
+
+    from budget.cli.studies import RUN_OPTIONS, study_settings
+    from budget.settings import cli_form
+
+    command = get_command(app)
+    own = {"curve": {"model", "per_class", "n", "target", "report", "check_convergence", "check_every_size"},
+           "compare": {"models", "per_class", "n", "report", "check_convergence"}}  # fmt: skip
+    keys = {f.name for owner in (StudyConfig, TrainConfig) for f in fields(owner) if cli_form(f.metadata)}
+    assert keys == set(study_settings()) and {"seeds", "steps", "n_folds", "file_identity", "device"} <= keys
+    for name, extra in own.items():
+        params = {param.name for param in command.commands[name].params}
+        assert params == keys | set(RUN_OPTIONS) | extra, name
+    for key in keys:  # every such key is also a TOML key
+        assert StudyConfig().with_overrides(**{key: None}) == StudyConfig()
 
 
 def test_a_study_reads_the_features_budget_extract_stored_with_the_same_frame_dtype(iemocap, tmp_path, monkeypatch):
@@ -458,7 +480,7 @@ def test_a_fold_file_shapes_the_study_from_the_command_line(iemocap, tmp_path, m
 def test_folds_from_the_command_line_shape_a_24_speaker_corpus(tmp_path):
     from conftest import write_wav
 
-    from budget.cli import StudyOptions
+    from budget.cli.studies import StudyOptions
     from budget.study import prepare
 
     rows = ["path,label,speaker"]
@@ -467,7 +489,7 @@ def test_folds_from_the_command_line_shape_a_24_speaker_corpus(tmp_path):
             write_wav(tmp_path / "audio" / f"a{speaker:02d}_{i}.wav", seconds=0.2, seed=speaker * 4 + i)
             rows.append(f"audio/a{speaker:02d}_{i}.wav,{label},actor{speaker:02d}")
     (tmp_path / "corpus.csv").write_text("\n".join(rows) + "\n")
-    config = StudyOptions(corpus="csv", root=tmp_path / "corpus.csv", folds=6).study_config(None, None, None)
+    config = StudyOptions({"corpus": "csv", "root": str(tmp_path / "corpus.csv"), "n_folds": 6}).study_config(None, None, None)
     data = prepare(config, log=lambda _: None)
     assert data.folds.nunique() == 6 and len(data.fold_names) == 6
     assert all(len(name.split("+")) == 4 for name in data.fold_names.values())  # 24 actors, 4 to a fold

@@ -32,7 +32,7 @@ import pandas as pd
 
 from budget import files
 from budget.audio import scan_audio
-from budget.corpora import data_dir, find_root, get_adapter
+from budget.corpora import data_dir, find_root, get_adapter, load_corpus
 from budget.errors import BudgetError
 from budget.progress import byte_progress, note
 
@@ -194,3 +194,8 @@ def ensure_corpus(name: str, root: str | Path | None = None, log=print) -> Path:
         log(f"{adapter.name} is not in {data_dir()}; fetching it from {adapter.url}")
         fetch_corpus(adapter.name)
     return find_root(adapter.name, root)
+
+
+def load_fetching(name: str, root: str | Path | None = None, classes: str | None = None, log=print) -> pd.DataFrame:
+    """The corpus's manifest (:func:`budget.corpora.load_corpus`), fetching a freely downloadable one when missing."""
+    return load_corpus(name, ensure_corpus(name, root, log), classes)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from budget.errors import BudgetError, check_number
 from budget.heads import DEFAULT_DROPOUT, HEADS, EnsembleHead
+from budget.settings import option
 
 SCHEDULES = ("steps", "epochs")
 
@@ -53,20 +54,28 @@ class TrainConfig:
     ``epochs`` passes over each run's subset at the constant ``lr``.
     """
 
-    schedule: str = "steps"
-    steps: int = DEFAULT_STEPS
-    epochs: int = PAPER_EPOCHS
+    schedule: str = field(default="steps", metadata=option(
+        "--schedule", "steps: the same optimiser steps for every size (default); epochs: the paper's fixed epochs at a "
+        "constant rate (steps grow with the subset)."))
+    steps: int = field(default=DEFAULT_STEPS, metadata=option(
+        "--steps", "The most optimiser steps of an mlp_pool run (default 3000; a smaller subset stops after 150 passes "
+        "over it, never before a quarter of this); the L-BFGS iteration cap of the full-batch heads."))
+    epochs: int = field(default=PAPER_EPOCHS, metadata=option("--epochs", "Epochs under --schedule epochs (default 60)."))
     max_epochs: int = DEFAULT_MAX_EPOCHS  # under "steps": a run's passes over its subset, at most; 0: always `steps`
-    lr: float = DEFAULT_LR
-    batch_size: int = 16
-    train_frames: int = DEFAULT_TRAIN_FRAMES  # frames of an utterance an mlp_pool step reads; 0: every frame
+    lr: float = field(default=DEFAULT_LR, metadata=option(
+        "--lr", "Adam learning rate (default 1e-3; the paper's is 1e-4)."))
+    batch_size: int = field(default=16, metadata=option("--batch-size", "Training batch size (default 16)."))
+    train_frames: int = field(default=DEFAULT_TRAIN_FRAMES, metadata=option(
+        "--train-frames", "Evenly spaced frames of each utterance an mlp_pool step reads (default 8; 0: every frame). "
+        "Prediction always reads every frame."))
     attention_window: int = DEFAULT_ATTENTION_WINDOW  # fitted attention weighs means of this many frames; 1: each frame
     attention_start: str = "pooled"  # fitted attention starts at its mean-pooling optimum ("pooled") or at zero
     lbfgs_tolerance: float = DEFAULT_LBFGS_TOLERANCE  # the full-batch fits stop below this largest gradient element
-    dropout: float = DEFAULT_DROPOUT
+    dropout: float = field(default=DEFAULT_DROPOUT, metadata=option("--dropout", "Dropout after each layer (default 0.2)."))
     weight_decay: float = 0.0
     l2_c: float = 1.0  # inverse L2 strength (scikit-learn's C) of logreg and, under "steps", of the full-batch heads
-    device: str = "auto"  # resolved by the study: CUDA when present
+    device: str = field(default="auto", metadata=option(  # resolved by the study
+        "--device", "auto (CUDA when present), cpu or cuda[:N] (default: the config's, else auto)."))
     memory_mb: int | None = None  # activation budget per ensemble chunk; None: CPU_CHUNK_MB on CPU, from free memory on CUDA
     bf16: bool | None = None  # bf16 autocast for frame heads' products; None: where the device runs it fast (resolved)
 
