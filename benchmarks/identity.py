@@ -81,8 +81,8 @@ def main() -> None:
         extractor = parse_feature_spec("lld")
         work = {
             "header scan (every study)": lambda: scan_audio(manifest),
-            "stat keys": lambda: EntrySettings(utterance_identity="stat").utterance_keys(extractor, manifest),
-            "content keys": lambda: EntrySettings(utterance_identity="content").utterance_keys(extractor, manifest),
+            "stat keys": lambda: EntrySettings(file_identity="stat").utterance_keys(extractor, manifest),
+            "content keys": lambda: EntrySettings(file_identity="content").utterance_keys(extractor, manifest),
         }
         for what, call in work.items():
             warm = min(timed(call) for _ in range(args.repeats))

@@ -143,7 +143,7 @@ class StudyConfig:
 
     def entry_settings(self) -> EntrySettings:
         """How the study's features are stored: the same settings ``budget extract`` names its entries by."""
-        return EntrySettings(self.max_seconds or None, self.frame_dtype, self.file_identity)
+        return EntrySettings(self.max_seconds, self.frame_dtype, self.file_identity)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self), default=str))
@@ -153,10 +153,9 @@ class StudyConfig:
         settings = self.to_dict()
         for key in ("store", "root", "file_identity"):  # where things are and how files are known: the same results
             settings.pop(key)
-        if settings["fold_file"] is None:  # a setting added later enters only when set: older run folders still resume
-            settings.pop("fold_file")
-        if settings["frame_dtype"] == "float16":
-            settings.pop("frame_dtype")
+        for key, default in (("fold_file", None), ("frame_dtype", "float16")):  # at their defaults these two stay out,
+            if settings[key] == default:  # so a study's digest (and folder) does not move when a setting is added
+                settings.pop(key)
         settings["train"].pop("device")
         settings["train"].pop("memory_mb")
         settings["train"]["bf16"] = with_products(self.train).bf16  # the products decided, not "where fast"

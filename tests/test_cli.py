@@ -168,7 +168,7 @@ def test_extract_errors_are_one_line(tmp_path):
      (("--max-seconds", "inf"), "max_seconds must be a finite number of at least 0; got inf"),
      (("--batch-size", "-5"), "batch_size must be an integer of at least 1; got -5"),
      (("--batch-size", "0"), "batch_size must be an integer of at least 1; got 0"),
-     (("--identity", "name"), "utterance identity must be 'content' or 'stat'")],
+     (("--identity", "name"), "file_identity must be 'content' or 'stat'")],
 )  # fmt: skip
 def test_extract_refuses_a_bad_crop_batch_size_or_identity_before_writing(tmp_path, option, message):
     build_emodb(tmp_path / "emodb", emodb_names(4))

@@ -142,7 +142,7 @@ def test_other_audio_of_the_same_size_and_date_is_extracted_again_by_default(tmp
     import os
 
     store = FeatureStore(tmp_path / "store")
-    store.extract(CountingExtractor(), corpus, utterance_identity=identity)
+    store.extract(CountingExtractor(), corpus, file_identity=identity)
     import soundfile as sf
 
     target = Path(corpus["path"].iloc[5])
@@ -152,16 +152,16 @@ def test_other_audio_of_the_same_size_and_date_is_extracted_again_by_default(tmp
     os.utime(target, ns=(kept.st_atime_ns, kept.st_mtime_ns))
     assert target.stat().st_size == kept.st_size and target.stat().st_mtime_ns == kept.st_mtime_ns
     again = CountingExtractor()
-    report = store.extract(again, corpus, utterance_identity=identity)
+    report = store.extract(again, corpus, file_identity=identity)
     assert (report.extracted == 0) is served_stale and again.utterances == (0 if served_stale else 1)
 
 
 def test_content_identity_survives_a_copy(tmp_path, corpus):
     store = FeatureStore(tmp_path / "store")
-    store.extract(CountingExtractor(), corpus, utterance_identity="content")
+    store.extract(CountingExtractor(), corpus, file_identity="content")
     moved = corpus.copy()
     moved["path"] = [str(Path(p).rename(Path(p).with_name("moved_" + Path(p).name))) for p in corpus["path"]]
-    report = store.extract(CountingExtractor(), moved, utterance_identity="content")
+    report = store.extract(CountingExtractor(), moved, file_identity="content")
     assert report.cached == 20
 
 
@@ -314,10 +314,16 @@ def test_a_shard_cut_short_is_extracted_again_not_served(tmp_path, corpus, part)
     assert len(features) == 20 and not features.missing
 
 
+def test_no_crop_is_0_or_none_alike():
+    from budget.features.entries import EntrySettings
+
+    assert EntrySettings(0).max_seconds is None and EntrySettings(0) == EntrySettings(None)
+
+
 def test_an_entry_s_settings_are_checked_once_for_extraction_and_loading_alike(tmp_path, corpus):
     store = FeatureStore(tmp_path / "store")
-    for bad, message in (({"max_seconds": 0}, "max_seconds must be positive"), ({"frame_dtype": "int8"}, "frame dtype"),
-                         ({"utterance_identity": "name"}, "utterance identity")):  # fmt: skip
+    for bad, message in (({"max_seconds": -1}, "max_seconds must be a number of at least 0"),
+                         ({"frame_dtype": "int8"}, "frame dtype"), ({"file_identity": "name"}, "file_identity")):  # fmt: skip
         with pytest.raises(BudgetError, match=message):
             store.extract(CountingExtractor(), corpus, **bad)
         with pytest.raises(BudgetError, match=message):

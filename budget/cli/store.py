@@ -46,8 +46,8 @@ def extract(
     ] = None,
     frame_dtype: Annotated[str, typer.Option("--frame-dtype", help="Stored frames: float16 or float32.")] = "float16",
     strict: Annotated[bool, typer.Option("--strict", help="Fail on any bad audio file instead of skipping it.")] = False,
-    identity: Annotated[
-        str, typer.Option("--identity", help="Know audio files by content (a hash of their bytes) or stat "
+    file_identity: Annotated[
+        str, typer.Option("--identity", "--file-identity", help="Know audio files by content (a hash of their bytes) or stat "
                                      "(path, size, date: no reading, for very large corpora).")
     ] = "content",
 ) -> None:
@@ -58,8 +58,8 @@ def extract(
     manifest = usable_manifest(corpus, root, classes, strict)
     feature_store = FeatureStore(store)
     reports = feature_store.extract_all(
-        extractors, manifest, max_seconds=max_seconds or None, batch_size=batch_size, frame_dtype=frame_dtype,
-        utterance_identity=identity,
+        extractors, manifest, max_seconds=max_seconds, batch_size=batch_size, frame_dtype=frame_dtype,
+        file_identity=file_identity,
     )  # fmt: skip
     for extractor, report in zip(extractors, reports, strict=True):
         speed = (

@@ -68,9 +68,8 @@ def cpu_has_fast_bf16() -> bool:
 
     Such CPUs run bf16 products several times faster than float32; others
     emulate them and run them many times slower.  Read from the instruction
-    set, never timed: a timing probe on a busy machine chose float32 for one
-    process in three here, and the choice changes both a study's numbers and
-    its cost.
+    set, never timed: a timing depends on the machine's load, and the choice
+    changes both a study's numbers and its cost.
     """
     probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     if all(probe is None for probe in probes):  # an older torch: the kernel's own flags
@@ -90,8 +89,8 @@ def _cpu_flags() -> set[str]:
 @functools.cache
 def warm_up(device: torch.device) -> None:
     """Pay torch's one-time costs before anything is timed: constructing its first optimiser imports
-    ``torch._dynamo`` (about 800 modules, near a second on a 2-core CPU), ten times a pooled head's fit; a
-    GPU's first product creates its BLAS handle."""
+    ``torch._dynamo``, which costs more than a pooled head's fit; a GPU's first product creates its BLAS
+    handle."""
     torch.optim.SGD([torch.zeros(1, requires_grad=True)])
     if device.type == "cuda":
         torch.ones(8, 8, device=device).matmul(torch.ones(8, 8, device=device)).sum().item()

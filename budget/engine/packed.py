@@ -256,8 +256,8 @@ def bucketed(frames: np.ndarray) -> np.ndarray:
     """Frame counts rounded up, by at most 1/32, to a multiple of a power of two.
 
     A study's products then take a few dozen shapes rather than one per
-    step: CPU matrix libraries build a kernel for each new shape, and with a
-    new width every step an mlp_pool step ran about a quarter slower.
+    step: CPU matrix libraries build a kernel for each new shape, which a new
+    width every step would pay on every step (benchmarks/RESULTS.md).
     """
     frames = np.maximum(np.asarray(frames, dtype=np.int64), 1)
     grain = 2 ** np.maximum(np.floor(np.log2(frames)).astype(np.int64) - 5, 0)

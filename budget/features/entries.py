@@ -11,7 +11,7 @@ Layout of a store folder::
 **Keys.**  An entry's key hashes the extractor's full identity (model name,
 checksum of its weight files, layer, precision, extractor version) and the
 audio settings (sample rate, crop, frame dtype); an utterance's key hashes its
-audio file's bytes (or, with ``utterance_identity="stat"``, its resolved path,
+audio file's bytes (or, with ``file_identity="stat"``, its resolved path,
 size and modification time: no reading, for corpora too large to hash at
 every study), or for text features the transcript itself.  Changing any of
 these never serves stale features: a changed setting is a new entry, a changed
@@ -84,19 +84,19 @@ class EntrySettings:
     so what ``budget extract`` writes is what a study with the same settings reads.
     """
 
-    max_seconds: float | None = MAX_SECONDS  # None: whole files
+    max_seconds: float | None = MAX_SECONDS  # 0 or None: whole files (held as None)
     frame_dtype: str = "float16"
-    utterance_identity: str = "content"
+    file_identity: str = "content"
 
     def __post_init__(self):
         if self.max_seconds is not None:
             check_number("max_seconds", self.max_seconds, minimum=0)
             if self.max_seconds == 0:
-                raise BudgetError("max_seconds must be positive (None keeps whole files)")
+                object.__setattr__(self, "max_seconds", None)
         if self.frame_dtype not in FRAME_DTYPES:
             raise BudgetError(f"frame dtype must be one of {', '.join(FRAME_DTYPES)}; got {self.frame_dtype!r}")
-        if self.utterance_identity not in FILE_IDENTITIES:
-            raise BudgetError(f"utterance identity must be 'content' or 'stat'; got {self.utterance_identity!r}")
+        if self.file_identity not in FILE_IDENTITIES:
+            raise BudgetError(f"file_identity must be 'content' or 'stat'; got {self.file_identity!r}")
 
     def identity(self, extractor: FeatureExtractor) -> dict:
         """Everything an entry's features depend on."""
@@ -106,7 +106,7 @@ class EntrySettings:
                 "sample_rate": SAMPLE_RATE,
                 "max_seconds": self.max_seconds,
                 "min_seconds": MIN_SECONDS,
-                "utterance_identity": self.utterance_identity,
+                "utterance_identity": self.file_identity,  # the stored key: entry names derive from it
             }
         return identity
 
@@ -121,11 +121,11 @@ class EntrySettings:
         for path, text in zip(manifest["path"], manifest["text"], strict=True):
             if extractor.modality == "text":
                 blob = b"text\0" + str(text).encode()
-            elif self.utterance_identity == "content" and Path(path).is_file():
+            elif self.file_identity == "content" and Path(path).is_file():
                 with Path(path).open("rb") as handle:  # streamed: the key of b"content\0" and the file's bytes
                     keys.append(hashlib.file_digest(handle, lambda: hashlib.sha1(b"content\0")).hexdigest())
                 continue
-            elif self.utterance_identity == "content":
+            elif self.file_identity == "content":
                 blob = b"content\0" + str(path).encode()
             else:
                 resolved = Path(path).resolve()

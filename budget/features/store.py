@@ -86,20 +86,20 @@ class FeatureStore:
         batch_size: int | None = None,
         batch_seconds: float = 160.0,
         frame_dtype: str = "float16",
-        utterance_identity: str = "content",
+        file_identity: str = "content",
     ) -> ExtractionReport:
         """Extract what the store lacks for ``manifest``; return what was done.
 
         Batches hold utterances of similar length (at most ``batch_size``
         utterances and ``batch_seconds`` of padded audio).  The default batch
         is 16 on CUDA and 8 on a CPU, where larger batches do not run faster
-        (Whisper tiny.en on 2 cores: 3.9 utt/s one at a time, 3.3 in 16s).
+        (benchmarks/extraction.py measures it).
         Utterances that fail (bad audio, too short for the model) are recorded
         and skipped.
         """
         (report,) = self.extract_all(
             [extractor], manifest, max_seconds=max_seconds, batch_size=batch_size, batch_seconds=batch_seconds,
-            frame_dtype=frame_dtype, utterance_identity=utterance_identity,
+            frame_dtype=frame_dtype, file_identity=file_identity,
         )  # fmt: skip
         return report
 
@@ -112,11 +112,11 @@ class FeatureStore:
         batch_size: int | None = None,
         batch_seconds: float = 160.0,
         frame_dtype: str = "float16",
-        utterance_identity: str = "content",
+        file_identity: str = "content",
     ) -> list[ExtractionReport]:
         """:meth:`extract` for several specs, in order; specs of one encoder that differ only in layer share one
         forward pass per batch (``hf:M:2`` and ``hf:M`` run the model once)."""
-        settings = EntrySettings(max_seconds, frame_dtype, utterance_identity)
+        settings = EntrySettings(max_seconds, frame_dtype, file_identity)
         if batch_size is not None:  # None: the device's default
             check_number("batch_size", batch_size, integer=True, minimum=1)
         groups: dict[object, list[FeatureExtractor]] = {}
@@ -293,14 +293,14 @@ class FeatureStore:
         layer: int | None = None,
         max_seconds: float | None = MAX_SECONDS,
         frame_dtype: str = "float16",
-        utterance_identity: str = "content",
+        file_identity: str = "content",
     ) -> FeatureSet:
         """The stored features of ``manifest``'s utterances, in its order.
 
         ``layer`` picks one hidden state from an entry that stored them all.
         Raises when nothing was extracted for this configuration.
         """
-        settings = EntrySettings(max_seconds, frame_dtype, utterance_identity)
+        settings = EntrySettings(max_seconds, frame_dtype, file_identity)
         entry = settings.entry(self.root, extractor)
         if not entry.described():
             failed = entry.index() if entry.shards.is_dir() else pd.DataFrame()
