@@ -1,5 +1,7 @@
 """Classifier heads, each an *ensemble*: E independent models advanced in one step.
 
+(One file for the four heads: they share the base class, the packed batch and the dropout hash below.)
+
 A budget study is hundreds of small trainings.  Every head here holds its
 parameters with a leading member axis (``(E, in, out)`` weights) and runs all
 members with batched matrix products, so one optimiser step trains them all.

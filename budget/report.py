@@ -1,5 +1,7 @@
 """Reports an annotation lead can read: ``report.md`` and a self-contained ``report.html``.
 
+(One file: the document builder and its sections, in the order a reader meets them.)
+
 A report states what was run, the UA table with intervals, the figures, the
 fitted laws, the plan for a target (when one is given) and the provenance.
 Both files are written from one list of blocks; the HTML embeds its figures,

@@ -1,5 +1,7 @@
 """Learning-curve laws fitted to a curve's mean UA, and the backtest that chooses among them.
 
+(One file: each law's formula, inverse, starts and bounds are read side by side in :data:`FAMILIES`.)
+
 **Learning curves.**  Five laws of mean UA against training examples per class
 ``n`` are fitted (``FAMILIES`` holds their formulas, parameter bounds and the
 fewest sizes each needs): the families that extrapolate best on the
