@@ -136,6 +136,7 @@ class _Padded:
 
 def train_bimodal_runs(
     head: str,
+    modalities: tuple[str, ...],
     audio: FeatureSet | None,
     text: FeatureSet | None,
     labels: np.ndarray,
@@ -146,10 +147,11 @@ def train_bimodal_runs(
 ) -> list[np.ndarray]:
     """Train each run of a bimodal head (or an ablation) and return its test predictions.
 
-    ``audio`` and ``text`` are aligned row for row with ``labels``; an
-    ablation needs only its own modality.
+    ``head`` names the model in messages; ``modalities`` are what it reads
+    (:data:`MODALITIES`, handed in by the registry).  ``audio`` and ``text``
+    are aligned row for row with ``labels``; an ablation needs only its own
+    modality.
     """
-    modalities = MODALITIES[head]
     sources = {"audio": audio, "text": text}
     for modality in modalities:
         if sources[modality] is None:

@@ -150,7 +150,8 @@ class BimodalSpec(HeadSpec):
     inputs: ClassVar[tuple[str, ...]] = PAIR
 
     def train(self, inputs, labels, runs, n_classes, config, advance=None, uploaded=None) -> list[np.ndarray]:
-        return bimodal.train_bimodal_runs(self.name, inputs.get("audio"), inputs.get("text"), labels, runs, n_classes, config)
+        return bimodal.train_bimodal_runs(self.name, bimodal.MODALITIES[self.name], inputs.get("audio"), inputs.get("text"),
+                                          labels, runs, n_classes, config)  # fmt: skip
 
 
 LOGREG = "logreg"

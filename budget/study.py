@@ -1,10 +1,10 @@
 """Studies: a grid of runs (features x heads x sizes x folds x seeds) to one results table.
 
-A study reads a corpus, extracts what the feature store lacks, draws
-class-balanced subsets from the training folds, trains every head on every
-feature set with runs that share a size trained together, and writes a tidy
-table with one row per (features, head, size, fold, seed) into a run folder
-(:mod:`budget.runfolder`).
+A study reads a corpus, extracts what the feature store lacks, builds its
+grid of runs (:mod:`budget.grid`: class-balanced subsets of the training
+folds), hands it to an executor (:mod:`budget.execute`) that trains every head
+on every feature set, and writes a tidy table with one row per (features,
+head, size, fold, seed) into a run folder (:mod:`budget.runfolder`).
 
 Running a study again skips the runs its parts already hold, so a crash or
 Ctrl-C loses only the group in flight.  A run folder belongs to one
@@ -253,7 +253,7 @@ class Study:
     def run_inputs(self, inputs: StudyInputs, log=print, check_convergence: str = "none") -> pd.DataFrame:
         """Train and write results from loaded inputs (on this machine, or one with neither corpus nor store)."""
         config, data = self.config, inputs.data
-        self._names = [*config.features, *(f"{a}+{t}" for a, t in inputs.pairs)]
+        order = {"features": [*config.features, *(f"{a}+{t}" for a, t in inputs.pairs)], "head": list(config.heads)}
         with self.folder.writing():
             self.folder.claim(config.digest(), config.to_dict())
             log(f"study folder: {self.run_dir} (running it again resumes)")
@@ -275,14 +275,14 @@ class Study:
             self.folder.write_provenance(study_provenance(
                 config, data.manifest, data.classes, data.fold_names, data.plan.sizes, data.plan.skipped,
                 len(data.problems), inputs.entries))  # fmt: skip
-            results = self._table(RESULTS)
+            results = self._table(RESULTS, order)
             if check_convergence != "none":
-                self._table(CONVERGENCE)
+                self._table(CONVERGENCE, order)
         return results
 
-    def _table(self, name: str) -> pd.DataFrame:
+    def _table(self, name: str, order: dict[str, list[str]]) -> pd.DataFrame:
         """The finished runs of ``results`` or ``convergence`` in the configured order, written as one table."""
-        table = sort_results(self.folder.finished(name), {"features": self._names, "head": list(self.config.heads)})
+        table = sort_results(self.folder.finished(name), order)
         self.folder.write_table(table, name)
         return table
 

@@ -11,7 +11,7 @@ from corpus_builders import build_iemocap
 from test_training import runs_for, synthetic_features
 from tolerances import assert_float_close
 
-from budget.bimodal import AlignLSTM, train_bimodal_runs
+from budget.bimodal import MODALITIES, AlignLSTM, train_bimodal_runs
 from budget.engine.config import TrainConfig
 from budget.errors import BudgetError
 from budget.study import Study, StudyConfig
@@ -50,12 +50,12 @@ def test_training_learns_from_either_modality_and_is_deterministic():
     run = runs_for(labels, size=12, seeds=(0,))[0]
     config = TrainConfig(schedule="epochs", epochs=8, lr=5e-3, batch_size=12)
     for head in ("align_lstm", "align_lstm_audio", "align_lstm_text"):
-        (predicted,) = train_bimodal_runs(head, audio, text, labels, [run], 3, config, hidden=16)
+        (predicted,) = train_bimodal_runs(head, MODALITIES[head], audio, text, labels, [run], 3, config, hidden=16)
         assert np.mean(predicted == labels[run.test]) > 0.7, head
-    (again,) = train_bimodal_runs("align_lstm_text", audio, text, labels, [run], 3, config, hidden=16)
+    (again,) = train_bimodal_runs("align_lstm_text", MODALITIES["align_lstm_text"], audio, text, labels, [run], 3, config, hidden=16)
     np.testing.assert_array_equal(again, predicted)
     with pytest.raises(BudgetError, match="needs text features"):
-        train_bimodal_runs("align_lstm_text", audio, None, labels, [run], 3, config)
+        train_bimodal_runs("align_lstm_text", MODALITIES["align_lstm_text"], audio, None, labels, [run], 3, config)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_text_alone_stays_near_chance_on_emodb(minilm, shared_emodb, tmp_path):
         train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
         runs.append(Run(fold, 0, 40, train[balanced_subset(labels[train], 40, 0)], test))
     config = TrainConfig(schedule="epochs", epochs=8, lr=3e-3, batch_size=32)  # long enough to memorise what the text offers
-    predictions = train_bimodal_runs("align_lstm_text", None, text, labels, runs, 4, config, hidden=32)
+    predictions = train_bimodal_runs("align_lstm_text", MODALITIES["align_lstm_text"], None, text, labels, runs, 4, config, hidden=32)
     ua = [np.mean([np.mean(p[labels[r.test] == c] == c) for c in range(4)]) for r, p in zip(runs, predictions, strict=True)]
     assert np.mean(ua) < 0.40  # chance is 0.25; a model that read emotion from text would be far above
 
