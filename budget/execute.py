@@ -1,21 +1,27 @@
-"""Executing a study's jobs: chunks trained in turn, timed against the cost model, each written as one part.
+"""Executing a study's jobs: chunks trained, timed against the cost model, each written as one part.
 
-:class:`LocalExecutor` trains in this process.  It is the one seam another
-executor (a cluster's) replaces: it receives the jobs of one table, trains
-what the run folder's parts lack, and hands every trained chunk to the run
-folder, so resuming, provenance and tables do not depend on where runs train.
+An executor receives the jobs of one table, trains what the run folder's
+parts lack, and writes every trained chunk to the run folder from this
+process, so resuming, provenance and tables do not depend on where runs
+train.  :class:`LocalExecutor` trains in this process; :class:`RayExecutor`
+sends each chunk to a Ray cluster as a task (a local one, or one joined by
+address), each feature set put into Ray's object store once.  A run never
+depends on which runs share its chunk, and the chunks are the same either
+way, so both give the same results.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from budget.engine.config import TrainConfig
 from budget.engine.cost import CostModel
 from budget.engine.packed import DeviceFeatures
+from budget.errors import BudgetError
 from budget.grid import Job, Run
 from budget.metrics import run_metrics
 from budget.progress import progress_bar
@@ -27,8 +33,21 @@ from budget.runfolder import RunFolder
 Trainer = Callable[..., list[np.ndarray]]
 
 
-class LocalExecutor:
-    """Trains a study's jobs in this process into ``folder``, one part file per chunk, with one progress bar and ETA."""
+@dataclass
+class Chunk:
+    """Runs of one job trained (and written) together, and what the cost model priced them at."""
+
+    job: Job
+    runs: list[Run]
+    estimate: float  # seconds
+    units: int  # the runs' units of work (steps, or fits), for progress within the chunk
+
+
+class Executor:
+    """What every executor shares: which runs ``table``'s parts lack, the estimate, the chunks, the result rows.
+
+    A subclass trains the chunks (:meth:`train_chunks`) and hands each trained one to :meth:`finish`.
+    """
 
     def __init__(self, folder: RunFolder, trainer: Trainer, classes: list[str], fold_names: dict[int, str], log):
         self.folder, self.trainer, self.classes, self.fold_names, self.log = folder, trainer, classes, fold_names, log
@@ -37,40 +56,45 @@ class LocalExecutor:
         """Train what ``table``'s parts lack."""
         finished = self.folder.current(table, {(job.name, job.head): job.digest for job in jobs}, self.log)
         done = {tuple(str(v) for v in row) for row in finished[RESULT_KEY].itertuples(index=False)}
-        todo = [job.without(done) for job in jobs]
-        todo = [job for job in todo if job.runs]
+        todo = [job for job in (job.without(done) for job in jobs) if job.runs]
         if not todo:
             return
-        n_classes = len(self.classes)
         uploaded: dict[str, DeviceFeatures] = {}
-        models = [
-            head_spec(job.head).cost_model(job.inputs, job.labels, job.runs, n_classes, train,
-                                           _uploaded(job, train, uploaded))
-            for job in todo
-        ]  # fmt: skip
+        chunks = self._chunks(todo, train, uploaded)
         by_head: dict[str, float] = {}
-        for model, job in zip(models, todo, strict=True):
-            by_head[job.head] = by_head.get(job.head, 0.0) + _seconds(model, head_spec(job.head), job.runs, train)
+        for chunk in chunks:
+            by_head[chunk.job.head] = by_head.get(chunk.job.head, 0.0) + chunk.estimate
         total = sum(by_head.values())
         heads = ", ".join(f"{head} {_duration(seconds)}" for head, seconds in by_head.items())
-        self.log(f"estimated training time: {_duration(total)} for {sum(len(j.runs) for j in todo)} runs ({heads}; "
-                 "each head timed at its smallest and largest size)")  # fmt: skip
+        self.log(f"estimated training time: {_duration(total)}{self.where} for {sum(len(j.runs) for j in todo)} runs "
+                 f"({heads}; each head timed at its smallest and largest size)")  # fmt: skip
         with progress_bar(max(total, 1e-9), "training", unit="s") as advance:
-            for job, model in zip(todo, models, strict=True):
-                spec = head_spec(job.head)
-                for step_count in sorted({spec.units(run, train) for run in job.runs}):
-                    group = [run for run in job.runs if spec.units(run, train) == step_count]
-                    size = spec.chunk(job.single, train, n_classes)
-                    for start in range(0, len(group), size):
-                        chunk = group[start : start + size]
-                        estimate = _seconds(model, spec, chunk, train)
-                        cost = estimate / sum(spec.units(run, train) for run in chunk)
-                        tick = lambda n, cost=cost: advance(n * cost)  # noqa: E731
-                        started = time.perf_counter()
-                        predictions = self.trainer(job.head, job.inputs, job.labels, chunk, n_classes, train,
-                                                   advance=tick, uploaded=uploaded.get(job.name))  # fmt: skip
-                        seconds = time.perf_counter() - started
-                        self.folder.write_part(self._rows(job, chunk, predictions, (seconds, estimate), train), table)
+            self.train_chunks(chunks, table, train, uploaded, advance)
+
+    where = ""  # how the estimate's seconds are spent (one process, or a cluster's workers together)
+
+    def train_chunks(self, chunks: list[Chunk], table: str, train: TrainConfig, uploaded, advance) -> None:
+        raise NotImplementedError
+
+    def finish(self, chunk: Chunk, predictions: list[np.ndarray], seconds: float, table: str, train: TrainConfig) -> None:
+        """Write a trained chunk as one part."""
+        self.folder.write_part(self._rows(chunk.job, chunk.runs, predictions, (seconds, chunk.estimate), train), table)
+
+    def _chunks(self, todo: list[Job], train: TrainConfig, uploaded: dict[str, DeviceFeatures]) -> list[Chunk]:
+        """Every job's runs in chunks of one step count, as many as train together, each priced by its job's model."""
+        n_classes = len(self.classes)
+        chunks = []
+        for job in todo:
+            spec = head_spec(job.head)
+            model = spec.cost_model(job.inputs, job.labels, job.runs, n_classes, train, _uploaded(job, train, uploaded))
+            for step_count in sorted({spec.units(run, train) for run in job.runs}):
+                group = [run for run in job.runs if spec.units(run, train) == step_count]
+                size = spec.chunk(job.single, train, n_classes)
+                for start in range(0, len(group), size):
+                    runs = group[start : start + size]
+                    units = sum(spec.units(run, train) for run in runs)
+                    chunks.append(Chunk(job, runs, _seconds(model, spec, runs, train), units))
+        return chunks
 
     def _rows(self, job: Job, runs: list[Run], predictions, seconds: tuple[float, float], train: TrainConfig) -> list[dict]:
         """A trained chunk's result rows; ``seconds`` is (measured, estimated) for the whole chunk."""
@@ -94,6 +118,114 @@ class LocalExecutor:
             }
             for run, predicted in zip(runs, predictions, strict=True)
         ]
+
+
+class LocalExecutor(Executor):
+    """Trains the chunks in this process, in turn."""
+
+    def train_chunks(self, chunks: list[Chunk], table: str, train: TrainConfig, uploaded, advance) -> None:
+        for chunk in chunks:
+            cost = chunk.estimate / max(chunk.units, 1)
+            started = time.perf_counter()
+            predictions = self.trainer(chunk.job.head, chunk.job.inputs, chunk.job.labels, chunk.runs, len(self.classes),
+                                       train, advance=lambda n, cost=cost: advance(n * cost),
+                                       uploaded=uploaded.get(chunk.job.name))  # fmt: skip
+            self.finish(chunk, predictions, time.perf_counter() - started, table, train)
+
+
+#: How to say which executor: ``local``, ``ray`` (a local Ray cluster) or ``ray:ADDRESS`` (``ray:auto``: a running one).
+EXECUTORS = ("local", "ray", "ray:ADDRESS")
+
+
+def check_executor(spec: str) -> None:
+    if not isinstance(spec, str) or not (spec in ("local", "ray") or (spec.startswith("ray:") and len(spec) > 4)):
+        raise BudgetError(f"executor must be one of {', '.join(EXECUTORS)}; got {spec!r}")
+
+
+def require(spec: str) -> None:
+    """Fail now, before any work, when the executor ``spec`` names cannot run here (Ray not installed)."""
+    check_executor(spec)
+    if spec != "local":
+        _ray()
+
+
+def make_executor(spec: str, folder: RunFolder, trainer: Trainer, classes: list[str], fold_names: dict[int, str],
+                  log) -> Executor:  # fmt: skip
+    """The executor ``spec`` names (:data:`EXECUTORS`)."""
+    check_executor(spec)
+    if spec == "local":
+        return LocalExecutor(folder, trainer, classes, fold_names, log)
+    return RayExecutor(folder, trainer, classes, fold_names, log, address=spec.partition(":")[2] or None)
+
+
+class RayExecutor(Executor):
+    """Trains the chunks as Ray tasks, each with as many CPUs (and torch threads) as this process trains with,
+    so a task multiplies as in-process training does (the fitted heads' optima depend on the threads' order of
+    summation), and a quarter of a GPU on CUDA, so small heads share a card.
+
+    Each job's feature sets go into the object store once; a task returns its
+    predictions and this process writes them.  A worker that dies has its
+    task run again (Ray's retries); a user error in a task (bad input, out of
+    memory) is raised here as the same one-line error as in-process.
+    """
+
+    where = " of work across the cluster's workers"
+
+    def __init__(self, folder, trainer, classes, fold_names, log, address: str | None = None):
+        super().__init__(folder, trainer, classes, fold_names, log)
+        self.address = address
+
+    def train_chunks(self, chunks: list[Chunk], table: str, train: TrainConfig, uploaded, advance) -> None:
+        ray = _ray()
+        started_here = not ray.is_initialized()
+        if started_here:
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:
+            import torch
+
+            threads, gpu = torch.get_num_threads(), (0.25 if train.device.startswith("cuda") else 0)
+            task = ray.remote(num_cpus=threads, num_gpus=gpu, max_retries=3)(_train_chunk)
+            inputs = {}
+            for chunk in chunks:
+                if chunk.job.name not in inputs:
+                    inputs[chunk.job.name] = ray.put(chunk.job.inputs)
+            pending = {
+                task.remote(self.trainer, chunk.job.head, inputs[chunk.job.name], chunk.job.labels, chunk.runs,
+                            len(self.classes), train, threads): chunk
+                for chunk in chunks
+            }  # fmt: skip
+            while pending:
+                (ready,), _ = ray.wait(list(pending), num_returns=1)
+                chunk = pending.pop(ready)
+                try:
+                    predictions, seconds = ray.get(ready)
+                except ray.exceptions.RayTaskError as error:
+                    if isinstance(error.cause, BudgetError):
+                        raise error.cause from None
+                    raise
+                self.finish(chunk, predictions, seconds, table, train)
+                advance(chunk.estimate)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+
+def _train_chunk(trainer: Trainer, head: str, inputs, labels, runs, n_classes: int, train: TrainConfig, threads: int):
+    """A Ray task: one chunk's predictions and the seconds they took, with the driver's torch threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    predictions = trainer(head, inputs, labels, runs, n_classes, train)
+    return predictions, time.perf_counter() - started
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise BudgetError("the ray executor needs Ray: pip install \"budget-ser[ray]\"") from None
+    return ray
 
 
 def _uploaded(job: Job, train: TrainConfig, uploaded: dict[str, DeviceFeatures]) -> DeviceFeatures | None:

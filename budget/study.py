@@ -27,7 +27,8 @@ from budget.corpora.fetch import load_fetching
 from budget.engine.config import TrainConfig
 from budget.engine.device import frame_products, with_products
 from budget.errors import BudgetError, check_number
-from budget.execute import LocalExecutor, Trainer
+from budget.execute import Trainer, check_executor, make_executor
+from budget.execute import require as require_executor
 from budget.features import FeatureStore, parse_feature_spec
 from budget.features.entries import FILE_IDENTITIES, FRAME_DTYPES, EntrySettings
 from budget.features.featureset import FeatureSet
@@ -82,6 +83,9 @@ class StudyConfig:
     precision: str = "fp32"
     store: str | None = field(default=None, metadata=option(
         "--store", "Feature store folder; default: $BUDGET_STORE_DIR or ~/.cache/budget/features."))
+    executor: str = field(default="local", metadata=option(
+        "--executor", "Where runs train: local (this process, default), ray (a local Ray cluster) or ray:ADDRESS "
+        "(ray:auto joins a running one); the results are the same."))
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
@@ -91,6 +95,7 @@ class StudyConfig:
         for head in self.heads:
             head_spec(head)
         check_number("seeds", self.seeds, integer=True, minimum=1)
+        check_executor(self.executor)
         check_number("n_folds", self.n_folds, integer=True, minimum=2)
         check_number("max_seconds", self.max_seconds, minimum=0)
         if self.layer is not None:
@@ -151,7 +156,8 @@ class StudyConfig:
     def digest(self) -> str:
         """A hash of the settings that change results (not the device or where things are stored)."""
         settings = self.to_dict()
-        for key in ("store", "root", "file_identity"):  # where things are and how files are known: the same results
+        # where things are, how files are known and where runs train: none of them changes a result
+        for key in ("store", "root", "file_identity", "executor"):
             settings.pop(key)
         for key, default in (("fold_file", None), ("frame_dtype", "float16")):  # at their defaults these two stay out,
             if settings[key] == default:  # so a study's digest (and folder) does not move when a setting is added
@@ -232,6 +238,7 @@ class Study:
         ``all``: retrain those cells with twice the budget into
         ``convergence.parquet`` (see :func:`budget.analysis.convergence_table`).
         """
+        require_executor(self.config.executor)
         return self.run_inputs(self.load_inputs(log, strict), log, check_convergence)
 
     def load_inputs(self, log=print, strict: bool = False) -> StudyInputs:
@@ -254,6 +261,7 @@ class Study:
         """Train and write results from loaded inputs (on this machine, or one with neither corpus nor store)."""
         config, data = self.config, inputs.data
         order = {"features": [*config.features, *(f"{a}+{t}" for a, t in inputs.pairs)], "head": list(config.heads)}
+        executor = make_executor(config.executor, self.folder, self.trainer, data.classes, data.fold_names, log)
         with self.folder.writing():
             self.folder.claim(config.digest(), config.to_dict())
             log(f"study folder: {self.run_dir} (running it again resumes)")
@@ -264,7 +272,6 @@ class Study:
             reads = {head: head_spec(head).inputs for head in config.heads}
             jobs = build_jobs(reads, inputs.features, inputs.pairs, data.manifest, data.folds, labels,
                               data.plan.sizes, config.seeds)  # fmt: skip
-            executor = LocalExecutor(self.folder, self.trainer, data.classes, data.fold_names, log)
             log(f"training: {config.train.describe()}")
             executor.run(jobs, RESULTS, config.train)
             if check_convergence != "none":

@@ -428,6 +428,18 @@ def test_a_read_only_run_folder_is_one_error_and_no_traceback(iemocap, tmp_path,
         Study(config, tmp_path / "run").run(log=lambda _: None)
 
 
+def test_the_ray_executor_without_ray_is_one_error_line_before_any_work(iemocap, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as where the optional extra is not installed
+    result = runner.invoke(app, ["curve", "--corpus", "iemocap", "--root", str(iemocap), "-f", "lld", "--model", "logreg",
+                                 "--store", str(tmp_path / "store"), "--run-dir", str(tmp_path / "run"),
+                                 "--executor", "ray"])  # fmt: skip
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and lines == ['error: the ray executor needs Ray: pip install "budget-ser[ray]"']
+    assert not (tmp_path / "run").exists() and not (tmp_path / "store").exists()
+
+
 def test_a_single_size_may_be_written_without_a_list():
     assert StudyConfig().with_overrides(per_class=30).per_class == (30,)
 

@@ -91,7 +91,7 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except BudgetError as error:
-            err.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper

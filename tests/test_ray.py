@@ -1,0 +1,69 @@
+"""Studies on a Ray cluster: the same results as in-process, user errors as one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from corpus_builders import build_iemocap
+
+from budget.engine.config import TrainConfig
+from budget.errors import BudgetError
+from budget.registry import train as train_head
+from budget.study import Study, StudyConfig
+
+ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'budget-ser[ray]')")
+
+
+@pytest.fixture(scope="module")
+def iemocap(tmp_path_factory):
+    return build_iemocap(tmp_path_factory.mktemp("iemocap"))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local cluster of 2 CPUs for the module (a study joins a running cluster and leaves it running)."""
+    tests = str(Path(__file__).resolve().parent)  # workers unpickle this module's trainers
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": tests}})  # fmt: skip
+    yield
+    ray.shutdown()
+
+
+def config_for(root, tmp_path, **overrides) -> StudyConfig:
+    settings = dict(corpus="iemocap", root=str(root), features=("lld",), heads=("logreg", "mean_pool", "attn_pool", "mlp_pool"),
+                    per_class=(1, 2), seeds=2, store=str(tmp_path / "store"),
+                    train=TrainConfig(steps=20, lr=1e-2, batch_size=4, device="cpu"))  # fmt: skip
+    return StudyConfig(**{**settings, **overrides})
+
+
+def measured(results: pd.DataFrame) -> pd.DataFrame:
+    return results.drop(columns=["train_seconds", "estimated_seconds"])
+
+
+def test_a_study_on_ray_gives_the_results_it_gives_in_process(iemocap, tmp_path, cluster):
+    local = Study(config_for(iemocap, tmp_path), tmp_path / "local").run(log=lambda _: None)
+    lines = []
+    on_ray = Study(config_for(iemocap, tmp_path, executor="ray"), tmp_path / "ray").run(log=lines.append)
+    pd.testing.assert_frame_equal(measured(local), measured(on_ray))
+    assert any("across the cluster's workers" in line for line in lines)
+    assert config_for(iemocap, tmp_path, executor="ray").digest() == config_for(iemocap, tmp_path).digest()
+
+
+def _refusing_trainer(head, inputs, labels, runs, n_classes, config, **kwargs):
+    if head == "mean_pool":
+        raise BudgetError("mean_pool cannot read these features")
+    return train_head(head, inputs, labels, runs, n_classes, config, **kwargs)
+
+
+def test_a_user_error_in_a_task_is_the_same_one_line_error(iemocap, tmp_path, cluster):
+    study = Study(config_for(iemocap, tmp_path, executor="ray", heads=("logreg", "mean_pool")), tmp_path / "run",
+                  trainer=_refusing_trainer)  # fmt: skip
+    with pytest.raises(BudgetError, match="^mean_pool cannot read these features$"):
+        study.run(log=lambda _: None)
+
+
+def test_an_unknown_executor_is_one_clear_error():
+    with pytest.raises(BudgetError, match="executor must be one of local, ray, ray:ADDRESS"):
+        StudyConfig(executor="slurm")
