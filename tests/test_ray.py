@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -22,11 +24,16 @@ def iemocap(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def crash_marker(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("crash") / "crashed-once"
+
+
+@pytest.fixture(scope="module")
+def cluster(crash_marker):
     """One local cluster of 2 CPUs for the module (a study joins a running cluster and leaves it running)."""
     tests = str(Path(__file__).resolve().parent)  # workers unpickle this module's trainers
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": {"PYTHONPATH": tests}})  # fmt: skip
+             runtime_env={"env_vars": {"PYTHONPATH": tests, "CRASH_MARKER": str(crash_marker)}})  # fmt: skip
     yield
     ray.shutdown()
 
@@ -62,6 +69,24 @@ def test_a_user_error_in_a_task_is_the_same_one_line_error(iemocap, tmp_path, cl
                   trainer=_refusing_trainer)  # fmt: skip
     with pytest.raises(BudgetError, match="^mean_pool cannot read these features$"):
         study.run(log=lambda _: None)
+
+
+def _crashing_trainer(head, inputs, labels, runs, n_classes, config, **kwargs):
+    """Kills its worker process the first time it is called anywhere on the cluster."""
+    marker = Path(os.environ["CRASH_MARKER"])
+    if head == "mlp_pool" and not marker.exists():
+        marker.touch()
+        os._exit(1)
+    return train_head(head, inputs, labels, runs, n_classes, config, **kwargs)
+
+
+def test_a_worker_that_dies_mid_study_has_its_task_run_again_with_the_same_results(iemocap, tmp_path, cluster,
+                                                                                  crash_marker):  # fmt: skip
+    config = config_for(iemocap, tmp_path, heads=("logreg", "mlp_pool"))
+    local = Study(config, tmp_path / "local").run(log=lambda _: None)
+    on_ray = Study(replace(config, executor="ray"), tmp_path / "ray", trainer=_crashing_trainer).run(log=lambda _: None)
+    assert crash_marker.exists()  # a worker died
+    pd.testing.assert_frame_equal(measured(local), measured(on_ray))
 
 
 def test_an_unknown_executor_is_one_clear_error():
