@@ -22,6 +22,7 @@ from budget.engine.config import TrainConfig
 from budget.engine.cost import CostModel
 from budget.engine.packed import DeviceFeatures
 from budget.errors import BudgetError
+from budget.features.distributed import Cluster, check_executor, require_ray
 from budget.grid import Job, Run
 from budget.metrics import run_metrics
 from budget.progress import progress_bar
@@ -133,20 +134,11 @@ class LocalExecutor(Executor):
             self.finish(chunk, predictions, time.perf_counter() - started, table, train)
 
 
-#: How to say which executor: ``local``, ``ray`` (a local Ray cluster) or ``ray:ADDRESS`` (``ray:auto``: a running one).
-EXECUTORS = ("local", "ray", "ray:ADDRESS")
-
-
-def check_executor(spec: str) -> None:
-    if not isinstance(spec, str) or not (spec in ("local", "ray") or (spec.startswith("ray:") and len(spec) > 4)):
-        raise BudgetError(f"executor must be one of {', '.join(EXECUTORS)}; got {spec!r}")
-
-
 def require(spec: str) -> None:
     """Fail now, before any work, when the executor ``spec`` names cannot run here (Ray not installed)."""
     check_executor(spec)
     if spec != "local":
-        _ray()
+        require_ray()
 
 
 def make_executor(spec: str, folder: RunFolder, trainer: Trainer, classes: list[str], fold_names: dict[int, str],
@@ -155,7 +147,7 @@ def make_executor(spec: str, folder: RunFolder, trainer: Trainer, classes: list[
     check_executor(spec)
     if spec == "local":
         return LocalExecutor(folder, trainer, classes, fold_names, log)
-    return RayExecutor(folder, trainer, classes, fold_names, log, address=spec.partition(":")[2] or None)
+    return RayExecutor(folder, trainer, classes, fold_names, log, spec)
 
 
 class RayExecutor(Executor):
@@ -171,16 +163,12 @@ class RayExecutor(Executor):
 
     where = " of work across the cluster's workers"
 
-    def __init__(self, folder, trainer, classes, fold_names, log, address: str | None = None):
+    def __init__(self, folder, trainer, classes, fold_names, log, spec: str = "ray"):
         super().__init__(folder, trainer, classes, fold_names, log)
-        self.address = address
+        self.spec = spec
 
     def train_chunks(self, chunks: list[Chunk], table: str, train: TrainConfig, uploaded, advance) -> None:
-        ray = _ray()
-        started_here = not ray.is_initialized()
-        if started_here:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        try:
+        with Cluster(self.spec) as ray:
             import torch
 
             threads, gpu = torch.get_num_threads(), (0.25 if train.device.startswith("cuda") else 0)
@@ -205,9 +193,6 @@ class RayExecutor(Executor):
                     raise
                 self.finish(chunk, predictions, seconds, table, train)
                 advance(chunk.estimate)
-        finally:
-            if started_here:
-                ray.shutdown()
 
 
 def _train_chunk(trainer: Trainer, head: str, inputs, labels, runs, n_classes: int, train: TrainConfig, threads: int):
@@ -218,14 +203,6 @@ def _train_chunk(trainer: Trainer, head: str, inputs, labels, runs, n_classes: i
     started = time.perf_counter()
     predictions = trainer(head, inputs, labels, runs, n_classes, train)
     return predictions, time.perf_counter() - started
-
-
-def _ray():
-    try:
-        import ray
-    except ImportError:
-        raise BudgetError("the ray executor needs Ray: pip install \"budget-ser[ray]\"") from None
-    return ray
 
 
 def _uploaded(job: Job, train: TrainConfig, uploaded: dict[str, DeviceFeatures]) -> DeviceFeatures | None:

@@ -27,9 +27,10 @@ from budget.corpora.fetch import load_fetching
 from budget.engine.config import TrainConfig
 from budget.engine.device import frame_products, with_products
 from budget.errors import BudgetError, check_number
-from budget.execute import Trainer, check_executor, make_executor
+from budget.execute import Trainer, make_executor
 from budget.execute import require as require_executor
 from budget.features import FeatureStore, parse_feature_spec
+from budget.features.distributed import check_executor
 from budget.features.entries import FILE_IDENTITIES, FRAME_DTYPES, EntrySettings
 from budget.features.featureset import FeatureSet
 from budget.folds import N_FOLDS, assign_folds, classes_missing, fold_names, read_fold_file
@@ -308,7 +309,7 @@ class Study:
         store = FeatureStore(self.config.store)
         entries, loaded = {}, {}
         stored = asdict(self.config.entry_settings())
-        reports = store.extract_all(extractors, data.manifest, **stored)
+        reports = store.extract_all(extractors, data.manifest, executor=self.config.executor, **stored)
         for extractor, report in zip(extractors, reports, strict=True):
             if report.extracted:
                 log(f"extracted {extractor.spec} for {report.extracted} utterances ({report.seconds:.0f} s)")

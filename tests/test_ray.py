@@ -92,3 +92,24 @@ def test_a_worker_that_dies_mid_study_has_its_task_run_again_with_the_same_resul
 def test_an_unknown_executor_is_one_clear_error():
     with pytest.raises(BudgetError, match="executor must be one of local, ray, ray:ADDRESS"):
         StudyConfig(executor="slurm")
+
+
+def test_extraction_on_ray_stores_what_local_extraction_stores_and_resumes_alike(tmp_path, cluster):
+    """Batches run on the workers; the caller commits each as a shard, so a half-done extraction resumes."""
+    import numpy as np
+    from corpus_builders import build_emodb, emodb_names
+
+    from budget.corpora import load_corpus
+    from budget.features import FeatureStore, parse_feature_spec
+
+    manifest = load_corpus("emodb", build_emodb(tmp_path / "emodb", emodb_names(24)))
+    lld = parse_feature_spec("lld").configure("cpu", "fp32")
+    local, on_ray = FeatureStore(tmp_path / "local"), FeatureStore(tmp_path / "ray")
+    local.extract(lld, manifest, batch_size=4)
+    half = on_ray.extract(lld, manifest.iloc[:10], batch_size=4, executor="ray")
+    rest = on_ray.extract(lld, manifest, batch_size=4, executor="ray")
+    assert (half.extracted, rest.cached, rest.extracted) == (10, 10, 14)
+    a, b = local.load(lld, manifest), on_ray.load(lld, manifest)
+    np.testing.assert_array_equal(a.lengths, b.lengths)
+    np.testing.assert_array_equal(a.frames, b.frames)
+    np.testing.assert_array_equal(a.mean, b.mean)

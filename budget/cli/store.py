@@ -50,16 +50,22 @@ def extract(
         str, typer.Option("--identity", "--file-identity", help="Know audio files by content (a hash of their bytes) or stat "
                                      "(path, size, date: no reading, for very large corpora).")
     ] = "content",
+    executor: Annotated[
+        str, typer.Option("--executor", help="Where batches run: local (this process), ray (a local Ray cluster) or "
+                          "ray:ADDRESS (ray:auto joins a running one).")
+    ] = "local",
 ) -> None:
     """Extract features for a corpus into the feature store (only what it does not hold yet)."""
+    from budget.execute import require
     from budget.features import FeatureStore, parse_feature_specs
 
+    require(executor)  # before any work: Ray installed where asked for
     extractors = [e.configure(device, precision) for e in parse_feature_specs(joined(features))]
     manifest = usable_manifest(corpus, root, classes, strict)
     feature_store = FeatureStore(store)
     reports = feature_store.extract_all(
         extractors, manifest, max_seconds=max_seconds, batch_size=batch_size, frame_dtype=frame_dtype,
-        file_identity=file_identity,
+        file_identity=file_identity, executor=executor,
     )  # fmt: skip
     for extractor, report in zip(extractors, reports, strict=True):
         speed = (

@@ -21,6 +21,7 @@ from budget import files
 from budget.audio import MAX_SECONDS, SAMPLE_RATE, load_audio
 from budget.errors import AudioError, BudgetError, ModelLoadError, check_number
 from budget.features.base import FeatureExtractor, length_batches
+from budget.features.distributed import extract_on_cluster
 from budget.features.entries import (
     EXTRACTOR_FAILED,
     SHARD_ARRAYS,
@@ -87,6 +88,7 @@ class FeatureStore:
         batch_seconds: float = 160.0,
         frame_dtype: str = "float16",
         file_identity: str = "content",
+        executor: str = "local",
     ) -> ExtractionReport:
         """Extract what the store lacks for ``manifest``; return what was done.
 
@@ -95,11 +97,11 @@ class FeatureStore:
         is 16 on CUDA and 8 on a CPU, where larger batches do not run faster
         (benchmarks/extraction.py measures it).
         Utterances that fail (bad audio, too short for the model) are recorded
-        and skipped.
+        and skipped.  ``executor``: see :meth:`extract_all`.
         """
         (report,) = self.extract_all(
             [extractor], manifest, max_seconds=max_seconds, batch_size=batch_size, batch_seconds=batch_seconds,
-            frame_dtype=frame_dtype, file_identity=file_identity,
+            frame_dtype=frame_dtype, file_identity=file_identity, executor=executor,
         )  # fmt: skip
         return report
 
@@ -113,9 +115,11 @@ class FeatureStore:
         batch_seconds: float = 160.0,
         frame_dtype: str = "float16",
         file_identity: str = "content",
+        executor: str = "local",
     ) -> list[ExtractionReport]:
         """:meth:`extract` for several specs, in order; specs of one encoder that differ only in layer share one
-        forward pass per batch (``hf:M:2`` and ``hf:M`` run the model once)."""
+        forward pass per batch (``hf:M:2`` and ``hf:M`` run the model once).  ``executor`` ``ray`` or
+        ``ray:ADDRESS`` runs the batches on a Ray cluster's workers (:mod:`budget.features.distributed`)."""
         settings = EntrySettings(max_seconds, frame_dtype, file_identity)
         if batch_size is not None:  # None: the device's default
             check_number("batch_size", batch_size, integer=True, minimum=1)
@@ -124,13 +128,13 @@ class FeatureStore:
             groups.setdefault(extractor.shared_pass_key() or id(extractor), []).append(extractor)
         reports: dict[int, ExtractionReport] = {}
         for group in groups.values():
-            for extractor, report in zip(group, self._extract_group(group, manifest, settings, batch_size, batch_seconds),
-                                         strict=True):  # fmt: skip
+            extracted = self._extract_group(group, manifest, settings, batch_size, batch_seconds, executor)
+            for extractor, report in zip(group, extracted, strict=True):
                 reports[id(extractor)] = report
         return [reports[id(extractor)] for extractor in extractors]
 
     def _extract_group(
-        self, group, manifest, settings: EntrySettings, batch_size, batch_seconds
+        self, group, manifest, settings: EntrySettings, batch_size, batch_seconds, executor: str = "local"
     ) -> list[ExtractionReport]:  # fmt: skip
         """Extract for extractors that share a forward pass: one run over what any of their entries lacks."""
         started = time.perf_counter()
@@ -150,7 +154,7 @@ class FeatureStore:
                     locks.enter_context(target.entry.lock())
                     target.entry.sweep()
                     target.todo = to_extract(target.keys, target.entry.index())
-                audio_seconds = self._run(targets, runner, manifest, settings, batch_size, batch_seconds)
+                audio_seconds = self._run(targets, runner, manifest, settings, batch_size, batch_seconds, executor)
                 for target in targets:
                     target.known = target.entry.index()
                     if not target.entry.described() and len(target.known):
@@ -193,10 +197,11 @@ class FeatureStore:
             return str(row["text"])
         return load_audio(row["path"], max_seconds=max_seconds)
 
-    def _run(self, targets: list[_Target], runner, manifest, settings: EntrySettings, batch_size, batch_seconds) -> float:
-        """Extract what any target lacks, batch by batch, with one pass of ``runner`` per batch; each target
-        commits one shard per batch holding its own missing rows (its layer, where the pass serves several).
-        Return the audio seconds read."""
+    def _run(self, targets: list[_Target], runner, manifest, settings: EntrySettings, batch_size, batch_seconds,
+             executor: str = "local") -> float:  # fmt: skip
+        """Extract what any target lacks, batch by batch, with one pass of ``runner`` per batch (here, or on
+        ``executor``'s workers); each target commits one shard per batch holding its own missing rows (its layer,
+        where the pass serves several).  Return the audio seconds read."""
         needed = [set(t.todo) for t in targets]
         todo = sorted(set().union(*needed))
         if not todo:
@@ -206,19 +211,16 @@ class FeatureStore:
         lengths = self._lengths(runner, rows, max_seconds)
         max_total = int(batch_seconds * SAMPLE_RATE) if runner.modality == "audio" else 1 << 62
         batches = length_batches(lengths, batch_size, max_total, exact=not runner.pads_exactly)
+        read = (self._read_batch(runner, manifest, [todo[i] for i in batch], max_seconds) for batch in batches)
+        if executor == "local":
+            extracted = ((p, x, r, self._extract_batch(runner, x, r)) for p, x, r in read)
+        else:
+            import torch
+
+            extracted = extract_on_cluster(executor, runner, read, FeatureStore._extract_batch, torch.get_num_threads())
         audio_seconds = 0.0
         with progress_bar(len(todo), f"extracting {', '.join(t.extractor.spec for t in targets)}", unit="utt") as advance:
-            for batch in batches:
-                positions = [todo[i] for i in batch]
-                inputs, reasons = [], []
-                for p in positions:
-                    try:
-                        inputs.append(self._input(runner, manifest.iloc[p], max_seconds))
-                        reasons.append("")
-                    except AudioError as error:
-                        inputs.append(None)
-                        reasons.append(error.reason)
-                outputs = self._extract_batch(runner, inputs, reasons)
+            for positions, inputs, reasons, outputs in extracted:
                 if runner.modality == "audio":
                     audio_seconds += sum(len(x) for x in inputs if x is not None) / SAMPLE_RATE
                 for target, wanted in zip(targets, needed, strict=True):
@@ -237,8 +239,20 @@ class FeatureStore:
                         [reasons[i] for i in own],
                         settings.frame_dtype,
                     )
-                advance(len(batch))
+                advance(len(positions))
         return audio_seconds
+
+    def _read_batch(self, runner, manifest, positions: list[int], max_seconds) -> tuple[list[int], list, list[str]]:
+        """A batch's inputs, read here (audio or text), with the reason for each that cannot be read."""
+        inputs, reasons = [], []
+        for p in positions:
+            try:
+                inputs.append(self._input(runner, manifest.iloc[p], max_seconds))
+                reasons.append("")
+            except AudioError as error:
+                inputs.append(None)
+                reasons.append(error.reason)
+        return positions, inputs, reasons
 
     @staticmethod
     def _extract_batch(extractor, inputs, reasons) -> list[np.ndarray | None]:
