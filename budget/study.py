@@ -30,7 +30,7 @@ from budget.errors import BudgetError, check_number
 from budget.execute import Trainer, make_executor
 from budget.execute import require as require_executor
 from budget.features import FeatureStore, parse_feature_spec
-from budget.features.distributed import check_executor
+from budget.features.distributed import check_executor, cluster
 from budget.features.entries import FILE_IDENTITIES, FRAME_DTYPES, EntrySettings
 from budget.features.featureset import FeatureSet
 from budget.folds import N_FOLDS, assign_folds, classes_missing, fold_names, read_fold_file
@@ -240,7 +240,8 @@ class Study:
         ``convergence.parquet`` (see :func:`budget.analysis.convergence_table`).
         """
         require_executor(self.config.executor)
-        return self.run_inputs(self.load_inputs(log, strict), log, check_convergence)
+        with cluster(self.config.executor):  # one Ray cluster for the extraction and every table
+            return self.run_inputs(self.load_inputs(log, strict), log, check_convergence)
 
     def load_inputs(self, log=print, strict: bool = False) -> StudyInputs:
         """Scan the corpus, extract what the store lacks and load every feature set: what training needs."""

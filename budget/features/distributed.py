@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 
 from budget.errors import BudgetError
 
@@ -48,6 +49,11 @@ class Cluster:
     def __exit__(self, *exc) -> None:
         if self.started:
             self.ray.shutdown()
+
+
+def cluster(spec: str):
+    """:class:`Cluster` for a Ray executor, nothing for ``local``: a block whose Ray work shares one cluster."""
+    return nullcontext() if spec == "local" else Cluster(spec)
 
 
 def extract_on_cluster(spec: str, runner, batches: Iterable, extract: Callable, threads: int) -> Iterator:

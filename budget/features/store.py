@@ -21,7 +21,7 @@ from budget import files
 from budget.audio import MAX_SECONDS, SAMPLE_RATE, load_audio
 from budget.errors import AudioError, BudgetError, ModelLoadError, check_number
 from budget.features.base import FeatureExtractor, length_batches
-from budget.features.distributed import extract_on_cluster
+from budget.features.distributed import cluster, extract_on_cluster
 from budget.features.entries import (
     EXTRACTOR_FAILED,
     SHARD_ARRAYS,
@@ -127,10 +127,11 @@ class FeatureStore:
         for extractor in extractors:
             groups.setdefault(extractor.shared_pass_key() or id(extractor), []).append(extractor)
         reports: dict[int, ExtractionReport] = {}
-        for group in groups.values():
-            extracted = self._extract_group(group, manifest, settings, batch_size, batch_seconds, executor)
-            for extractor, report in zip(group, extracted, strict=True):
-                reports[id(extractor)] = report
+        with cluster(executor):  # one Ray cluster for every group
+            for group in groups.values():
+                extracted = self._extract_group(group, manifest, settings, batch_size, batch_seconds, executor)
+                for extractor, report in zip(group, extracted, strict=True):
+                    reports[id(extractor)] = report
         return [reports[id(extractor)] for extractor in extractors]
 
     def _extract_group(
