@@ -21,8 +21,7 @@ import numpy as np
 from budget.engine.config import TrainConfig
 from budget.engine.cost import CostModel
 from budget.engine.packed import DeviceFeatures
-from budget.errors import BudgetError
-from budget.features.distributed import Cluster, check_executor, require_ray
+from budget.features.distributed import Cluster, check_executor, fetched, require_ray
 from budget.grid import Job, Run
 from budget.metrics import run_metrics
 from budget.progress import progress_bar
@@ -143,7 +142,7 @@ def require(spec: str) -> None:
 
 def make_executor(spec: str, folder: RunFolder, trainer: Trainer, classes: list[str], fold_names: dict[int, str],
                   log) -> Executor:  # fmt: skip
-    """The executor ``spec`` names (:data:`EXECUTORS`)."""
+    """The executor ``spec`` names (:data:`budget.features.distributed.EXECUTORS`)."""
     check_executor(spec)
     if spec == "local":
         return LocalExecutor(folder, trainer, classes, fold_names, log)
@@ -185,12 +184,7 @@ class RayExecutor(Executor):
             while pending:
                 (ready,), _ = ray.wait(list(pending), num_returns=1)
                 chunk = pending.pop(ready)
-                try:
-                    predictions, seconds = ray.get(ready)
-                except ray.exceptions.RayTaskError as error:
-                    if isinstance(error.cause, BudgetError):
-                        raise error.cause from None
-                    raise
+                predictions, seconds = fetched(ray, lambda ready=ready: ray.get(ready))
                 self.finish(chunk, predictions, seconds, table, train)
                 advance(chunk.estimate)
 

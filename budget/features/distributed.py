@@ -51,6 +51,17 @@ class Cluster:
             self.ray.shutdown()
 
 
+def fetched(ray, fetch: Callable):
+    """``fetch()`` (a ``ray.get``), with a user error raised in a task raised here as itself: one line, as
+    in-process."""
+    try:
+        return fetch()
+    except ray.exceptions.RayTaskError as error:
+        if isinstance(error.cause, BudgetError):
+            raise error.cause from None
+        raise
+
+
 def cluster(spec: str):
     """:class:`Cluster` for a Ray executor, nothing for ``local``: a block whose Ray work shares one cluster."""
     return nullcontext() if spec == "local" else Cluster(spec)
@@ -90,12 +101,7 @@ def extract_on_cluster(spec: str, runner, batches: Iterable, extract: Callable, 
         while more and pool.has_free():
             more = submit()
         while submitted:
-            try:
-                outputs, reasons = pool.get_next()  # in submission order
-            except ray.exceptions.RayTaskError as error:
-                if isinstance(error.cause, BudgetError):
-                    raise error.cause from None
-                raise
+            outputs, reasons = fetched(ray, pool.get_next)  # in submission order
             key, inputs = submitted.popleft()
             yield key, inputs, reasons, outputs
             more = more and submit()
