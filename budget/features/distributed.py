@@ -1,9 +1,9 @@
 """Extraction on a Ray cluster: batches sent to workers that hold the encoder, shards committed by the caller.
 
 The caller reads every batch's audio (so workers need neither the corpus nor
-the store) and each worker actor loads the encoder once.  Results come back
-in any order; each becomes its own shard, so an interrupted distributed
-extraction resumes as a local one does.
+the store) and each worker actor loads the encoder once.  Each returned batch
+becomes its own shard, so an interrupted distributed extraction resumes as a
+local one does.
 """
 
 from __future__ import annotations
