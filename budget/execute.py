@@ -26,11 +26,12 @@ from budget.grid import Job, Run
 from budget.metrics import run_metrics
 from budget.progress import progress_bar
 from budget.registry import HeadSpec, head_spec
-from budget.results import RESULT_KEY
+from budget.results import RESULT_KEY, RunOutput
 from budget.runfolder import RunFolder
 
-#: :func:`budget.registry.train`'s protocol: head, inputs by part, labels, runs, classes, config; tests hand in their own.
-Trainer = Callable[..., list[np.ndarray]]
+#: :func:`budget.registry.train`'s protocol: head, inputs by part, labels, runs, classes, config, giving each run's
+#: predictions (or :class:`budget.results.RunOutput`); tests hand in their own.
+Trainer = Callable[..., list[np.ndarray | RunOutput]]
 
 
 @dataclass
@@ -68,7 +69,8 @@ class Executor:
         heads = ", ".join(f"{head} {_duration(seconds)}" for head, seconds in by_head.items())
         self.log(f"estimated training time: {_duration(total)}{self.where} for {sum(len(j.runs) for j in todo)} runs "
                  f"({heads}; each head timed at its smallest and largest size)")  # fmt: skip
-        with progress_bar(max(total, 1e-9), "training", unit="s") as advance:
+        self.trained, runs = 0, sum(len(chunk.runs) for chunk in chunks)
+        with progress_bar(max(total, 1e-9), "training", unit="s", done=lambda: f"{self.trained}/{runs} runs") as advance:
             self.train_chunks(chunks, table, train, uploaded, advance)
 
     where = ""  # how the estimate's seconds are spent (one process, or a cluster's workers together)
@@ -76,9 +78,10 @@ class Executor:
     def train_chunks(self, chunks: list[Chunk], table: str, train: TrainConfig, uploaded, advance) -> None:
         raise NotImplementedError
 
-    def finish(self, chunk: Chunk, predictions: list[np.ndarray], seconds: float, table: str, train: TrainConfig) -> None:
+    def finish(self, chunk: Chunk, predictions: list[np.ndarray | RunOutput], seconds: float, table: str, train: TrainConfig) -> None:
         """Write a trained chunk as one part."""
         self.folder.write_part(self._rows(chunk.job, chunk.runs, predictions, (seconds, chunk.estimate), train), table)
+        self.trained += len(chunk.runs)
 
     def _chunks(self, todo: list[Job], train: TrainConfig, uploaded: dict[str, DeviceFeatures]) -> list[Chunk]:
         """Every job's runs in chunks of one step count, as many as train together, each priced by its job's model."""
@@ -100,6 +103,7 @@ class Executor:
         """A trained chunk's result rows; ``seconds`` is (measured, estimated) for the whole chunk."""
         measured, estimated = seconds
         spec = head_spec(job.head)
+        outputs = [RunOutput.of(output) for output in predictions]
         return [
             {
                 "features": job.name,
@@ -109,14 +113,15 @@ class Executor:
                 "fold": run.fold,
                 "fold_name": self.fold_names[run.fold],
                 "seed": run.seed,
-                **run_metrics(job.labels[run.test], predicted, self.classes),
+                **run_metrics(job.labels[run.test], output.predictions, self.classes),
                 "schedule": spec.schedule(train),
                 "steps": spec.steps(train, len(run.train)),  # L-BFGS: its iteration cap
                 "train_seconds": measured / len(runs),
                 "estimated_seconds": estimated / len(runs),  # the cost model's price, to check the ETA against
                 "inputs": job.digest,
+                **output.columns(),
             }
-            for run, predicted in zip(runs, predictions, strict=True)
+            for run, output in zip(runs, outputs, strict=True)
         ]
 
 

@@ -61,6 +61,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from budget.errors import BudgetError
+
 DEFAULT_DROPOUT = 0.2
 #: mlp_pool capacity target: the MLP gets about this many parameters whatever the input width.
 MLP_PARAMETERS = 196_608
@@ -233,22 +235,66 @@ def relu_dropout(h: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
     return _ReluDropout.apply(h, keep)
 
 
+class LayerMix(nn.Module):
+    """Softmax-normalised weights over an encoder's stacked hidden states, one set per member (the weighted sum of
+    SUPERB's probing protocol).  Zero logits at the start: every layer weighs the same."""
+
+    def __init__(self, n_members: int, layers: int):
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(n_members, layers))
+
+    def weights(self) -> torch.Tensor:
+        """``(E, stacked)``, each row summing to 1, in float32."""
+        return torch.softmax(self.logits.float(), dim=-1)
+
+
 class EnsembleHead(nn.Module):
-    """Base of the heads: per-member input standardisation and the classifier layer."""
+    """Base of the heads: per-member input standardisation and the classifier layer.
+
+    ``stacked`` > 1: the inputs are that many hidden states side by side
+    (layer-major, ``in_dim`` each), each standardised, then mixed by learned
+    weights (:class:`LayerMix`) into one ``in_dim``-wide input; only heads
+    whose first operation is linear in their input (``mixes_layers``) take them.
+    """
 
     name: ClassVar[str]
     pools_first: ClassVar[bool] = False
     pooled_kind: ClassVar[str] = ""  # the stored statistics a head that pools first reads: mean, or meanmax
     full_batch: ClassVar[bool] = False  # has shared_logits and penalties: can be fitted full-batch to an optimum
     frame_mean: ClassVar[bool] = False  # averages a per-frame function over frames: a sample of frames estimates it
+    mixes_layers: ClassVar[bool] = False  # can learn weights over stacked hidden states (stacked > 1)
 
-    def __init__(self, generators: list[torch.Generator], in_dim: int, n_classes: int, dropout: float):
+    def __init__(self, generators: list[torch.Generator], in_dim: int, n_classes: int, dropout: float, stacked: int = 1):
         super().__init__()
+        if stacked > 1 and not self.mixes_layers:
+            raise BudgetError(f"{self.name} reads one layer; learned layer weights train with "
+                              f"{', '.join(h.name for h in HEADS.values() if h.mixes_layers)}")  # fmt: skip
         self.n_members = len(generators)
         self.in_dim = in_dim
-        self.register_buffer("shift", torch.zeros(self.n_members, 1, self.input_width(in_dim)))
-        self.register_buffer("scale", torch.ones(self.n_members, 1, self.input_width(in_dim)))
+        self.stacked = stacked
+        self.register_buffer("shift", torch.zeros(self.n_members, 1, self.input_width(in_dim) * stacked))
+        self.register_buffer("scale", torch.ones(self.n_members, 1, self.input_width(in_dim) * stacked))
         self.dropout = EnsembleDropout(dropout, layer=0)
+        self.mix = LayerMix(self.n_members, stacked) if stacked > 1 else None
+
+    def layer_weights(self) -> torch.Tensor | None:
+        """Each member's learned weights over the layers ``(E, stacked)``; None for one layer."""
+        return None if self.mix is None else self.mix.weights().detach()
+
+    def coefficients(self) -> torch.Tensor:
+        """What multiplies each raw input column on its way to the mixed input ``(E, 1, width * stacked)``: the
+        member's standardisation scale, times its weight on the column's layer."""
+        if self.mix is None:
+            return self.scale
+        return self.scale * self.mix.weights().repeat_interleave(self.scale.shape[-1] // self.stacked, dim=1).unsqueeze(1)
+
+    def mixed(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardised inputs ``(E, M, width * stacked)`` mixed over layers to ``(E, M, width)`` (as is for one)."""
+        if self.mix is None:
+            return x
+        n_members, rows, _ = x.shape
+        weights = self.mix.weights().to(x.dtype).view(n_members, 1, self.stacked, 1)
+        return (x.view(n_members, rows, self.stacked, -1) * weights).sum(2)
 
     @classmethod
     def input_width(cls, in_dim: int) -> int:
@@ -288,11 +334,13 @@ class EnsembleHead(nn.Module):
         return self.folded(self.classifier)
 
     def folded(self, layer: EnsembleLinear) -> tuple[torch.Tensor, torch.Tensor]:
-        """``layer``'s weights ``(E, in, out)`` and biases ``(E, 1, out)`` on unstandardised inputs, differentiably
-        (in float32 even under autocast)."""
+        """``layer``'s weights ``(E, in * stacked, out)`` and biases ``(E, 1, out)`` on raw inputs: each member's
+        standardisation (and layer weights) folded in, differentiably (in float32 even under autocast)."""
         with torch.autocast(layer.weight.device.type, enabled=False):
-            weight = layer.weight * self.scale.transpose(1, 2)
-            bias = layer.bias.unsqueeze(1) - torch.bmm(self.shift * self.scale, layer.weight)
+            coefficients = self.coefficients()
+            stacked = layer.weight.repeat(1, self.stacked, 1)  # row l * in + d: the weight of input d, whatever its layer
+            weight = stacked * coefficients.transpose(1, 2)
+            bias = layer.bias.unsqueeze(1) - torch.bmm(self.shift * coefficients, stacked)
         return weight, bias
 
 
@@ -301,13 +349,14 @@ class MeanPool(EnsembleHead):
     pools_first = True
     pooled_kind = "mean"
     full_batch = True
+    mixes_layers = True
 
-    def __init__(self, generators, in_dim, n_classes, dropout=DEFAULT_DROPOUT):
-        super().__init__(generators, in_dim, n_classes, dropout)
+    def __init__(self, generators, in_dim, n_classes, dropout=DEFAULT_DROPOUT, stacked=1):
+        super().__init__(generators, in_dim, n_classes, dropout, stacked)
         self.classifier = EnsembleLinear(generators, self.input_width(in_dim), n_classes)
 
     def forward(self, batch: PackedBatch) -> torch.Tensor:
-        return self.classifier(self.dropout(self.standardise(batch.pooled), batch.keys))
+        return self.classifier(self.dropout(self.mixed(self.standardise(batch.pooled)), batch.keys))
 
     def shared_logits(self, pooled: torch.Tensor) -> torch.Tensor:
         """Every member's logits ``(E, N, classes)`` for the same ``(N, width)`` pooled rows, without dropout.
@@ -324,6 +373,7 @@ class MeanPool(EnsembleHead):
 class MeanMaxPool(MeanPool):
     name = "meanmax_pool"
     pooled_kind = "meanmax"
+    mixes_layers = False  # the max of a mix is not a mix of the layers' maxima
 
     @classmethod
     def input_width(cls, in_dim: int) -> int:
@@ -347,8 +397,8 @@ class AttnPool(EnsembleHead):
     name = "attn_pool"
     full_batch = True
 
-    def __init__(self, generators, in_dim, n_classes, dropout=DEFAULT_DROPOUT):
-        super().__init__(generators, in_dim, n_classes, dropout)
+    def __init__(self, generators, in_dim, n_classes, dropout=DEFAULT_DROPOUT, stacked=1):
+        super().__init__(generators, in_dim, n_classes, dropout, stacked)
         self.score = EnsembleLinear(generators, in_dim, 1)
         self.classifier = EnsembleLinear(generators, in_dim, n_classes)
 
@@ -395,9 +445,10 @@ class AttnPool(EnsembleHead):
 class MLPPool(EnsembleHead):
     name = "mlp_pool"
     frame_mean = True
+    mixes_layers = True
 
-    def __init__(self, generators, in_dim, n_classes, dropout=DEFAULT_DROPOUT, depth=None, width=None):
-        super().__init__(generators, in_dim, n_classes, dropout)
+    def __init__(self, generators, in_dim, n_classes, dropout=DEFAULT_DROPOUT, depth=None, width=None, stacked=1):
+        super().__init__(generators, in_dim, n_classes, dropout, stacked)
         default_depth, default_width = mlp_shape(in_dim)
         self.depth, self.width = depth or default_depth, width or default_width
         widths = [in_dim] + [self.width] * self.depth
@@ -421,7 +472,9 @@ class MLPPool(EnsembleHead):
         x = batch.frames
         scale = 1.0
         for i, (layer, dropout) in enumerate(zip(self.layers, self.layer_dropout, strict=True)):
-            if i == 0:
+            if i == 0 and self.mix is not None:
+                x, (weight, bias) = self._mixed_frames(x, layer)
+            elif i == 0:
                 weight, bias = self.folded(layer)
             else:  # scaled on the product dtype's copy, in place: with few frames a step the weights outnumber them
                 weight, bias = layer.weight.to(x.dtype, copy=True).mul_(scale), layer.bias.unsqueeze(1)
@@ -429,6 +482,17 @@ class MLPPool(EnsembleHead):
             keep, scale = dropout.keep(tuple(h.shape), batch.keys, h.dtype)
             x = relu_dropout(h, keep)
         return self.classifier(slot_mean(x, batch, scale))
+
+    def _mixed_frames(self, frames: torch.Tensor, layer: EnsembleLinear) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Raw frames ``(E, W, in * stacked)`` mixed over layers with the standardisation folded into the mix
+        ``(E, W, in)``, and the first layer's weights and bias for them: the mix costs a frame ``in * layers``
+        multiply-adds, where folding it into the first layer would cost that times its width."""
+        n_members, width, _ = frames.shape
+        coefficients = self.coefficients()  # (E, 1, in * stacked)
+        mixed = (frames.view(n_members, width, self.stacked, -1)
+                 * coefficients.view(n_members, 1, self.stacked, -1).to(frames.dtype)).sum(2)  # fmt: skip
+        offset = (self.shift * coefficients).view(n_members, 1, self.stacked, -1).sum(2)  # (E, 1, in)
+        return mixed, (layer.weight, layer.bias.unsqueeze(1) - torch.bmm(offset, layer.weight))
 
 
 #: The ensemble heads; every head a study can train (these, the reference and the bimodal ones) is in budget.registry.

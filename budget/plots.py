@@ -21,6 +21,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentF
 
 from budget import files  # noqa: E402
 from budget.analysis import CurveFit, confusion_at, solve_n  # noqa: E402
+from budget.analysis.laws import EXTRAPOLATION_LIMIT, FAMILIES, PLAUSIBLE_LIMIT  # noqa: E402
 from budget.features import display_name  # noqa: E402
 from budget.metrics import recall_column, result_classes  # noqa: E402
 from budget.sampling import is_balanced, size_phrase, size_value  # noqa: E402
@@ -70,63 +71,113 @@ def _log_axis(axis, values) -> None:
     axis.set_xlim(low / 1.3, high * 1.3)
 
 
+def _panels(count: int, width: float = 3.4, height: float = 2.7, columns: int = 3):
+    """A grid of ``count`` panels sharing both axes, and the axes in reading order (spare ones hidden)."""
+    ncols = min(columns, count)
+    nrows = math.ceil(count / ncols)
+    figure, axes = plt.subplots(nrows, ncols, figsize=(width * ncols + 2.2, height * nrows + 0.9), sharex=True,
+                                sharey=True, squeeze=False, constrained_layout=True)  # fmt: skip
+    flat = list(axes.flat)
+    for spare in flat[count:]:
+        spare.set_visible(False)
+    for axis in flat[:count]:
+        axis.tick_params(labelbottom=True, labelleft=True)
+    return figure, flat[:count]
+
+
 def curve_plot(
     table: pd.DataFrame, fits: list[CurveFit], folder: Path, target: float | None = None,
     extrapolate_to: float | None = None, n_classes: int | None = None,
 ) -> Path:  # fmt: skip
-    """UA (in percent) against examples per class (log axis): mean and 95% band per curve, fitted law, target crossing.
+    """UA (in percent) against examples per class (log axis) as small multiples: mean and 95% band per curve, the
+    fitted law, the target crossing.
 
-    ``table`` is :func:`budget.analysis.aggregate`'s summary of the results;
-    ``n_classes`` draws the chance level (1 / classes).
+    A panel per feature set with heads in colour, or a panel per head with feature sets in colour where there
+    are more heads than feature sets, so no panel holds more than a few bands.  A fitted law is drawn dashed
+    beyond the measured sizes as far as a plan looks (:data:`EXTRAPOLATION_LIMIT` times the largest size, or
+    to the target's crossing within :data:`PLAUSIBLE_LIMIT` times it), and
+    never above its ceiling or 100%.  ``table`` is :func:`budget.analysis.aggregate`'s summary;
+    ``n_classes`` draws the chance level.
     """
     balanced = table[is_balanced(table["size"])]
-    figure, axis = plt.subplots(figsize=(6.4, 4.0))
     heads = list(dict.fromkeys(balanced["head"]))
     feature_sets = list(dict.fromkeys(balanced["features"]))
+    by_head = len(heads) > len(feature_sets)
+    panels, series = (heads, feature_sets) if by_head else (feature_sets, heads)
+    figure, axes = _panels(len(panels))
     fit_by_key = {(f.features, f.head): f for f in fits}
-    xs = list(balanced["n_per_class"])
-    curves = balanced.groupby(["features", "head"], sort=False)
+    xs, tops = list(balanced["n_per_class"]), [float(balanced["ci_high"].max())]
     fitted = False
-    for (features, head), rows in curves:  # colour by head; marker and line by feature set
-        colour = PALETTE[heads.index(head) % len(PALETTE)]
-        marker = MARKERS[feature_sets.index(features) % len(MARKERS)]
-        line = LINESTYLES[feature_sets.index(features) % len(LINESTYLES)]
-        fit = fit_by_key.get((features, head))
-        label = _label(features, head) + (f" ({fit.chosen})" if fit is not None and fit.chosen else "")
-        axis.plot(rows["n_per_class"], rows["mean"], color=colour, marker=marker, linestyle=line, linewidth=1.8, label=label)
-        axis.fill_between(rows["n_per_class"], rows["ci_low"], rows["ci_high"], color=colour, alpha=0.15, linewidth=0)
-        if fit is None or fit.chosen is None:
-            continue
-        top = max(extrapolate_to or 0, 4 * rows["n_per_class"].max())
+    for axis, panel in zip(axes, panels, strict=True):
+        for i, member in enumerate(series):
+            features, head = (member, panel) if by_head else (panel, member)
+            rows = balanced[(balanced["features"] == features) & (balanced["head"] == head)]
+            if rows.empty:
+                continue
+            colour, marker = PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)]
+            fit = fit_by_key.get((features, head))
+            label = display_name(member) if by_head else member
+            # measured means solid (markers tell series apart in greyscale): dashes mean extrapolation here
+            axis.plot(rows["n_per_class"], rows["mean"], color=colour, marker=marker, linestyle="-", linewidth=1.6,
+                      markersize=4, label=label)  # fmt: skip
+            axis.fill_between(rows["n_per_class"], rows["ci_low"], rows["ci_high"], color=colour, alpha=0.15, linewidth=0)
+            if fit is None or fit.chosen is None:
+                continue
+            drawn = _fitted_line(axis, fit, rows["n_per_class"], colour, target, extrapolate_to)
+            xs.append(drawn[0])
+            tops.append(drawn[1])
+            fitted = True
         if target is not None:
-            crossing = solve_n(fit.chosen, fit.chosen_fit.params, target)
-            if 0 < crossing < 64 * rows["n_per_class"].max():  # 0: reached before the first label, off a log axis
-                top = max(top, crossing * 1.2)
-                axis.plot([crossing], [target], marker="x", color=colour, markersize=9, markeredgewidth=2, linestyle="none")
-                axis.annotate(f"{math.ceil(crossing)}/class", (crossing, target), textcoords="offset points",
-                              xytext=(7, 7), color=colour, fontsize=8, zorder=5,
-                              bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})  # fmt: skip
-        grid = np.geomspace(rows["n_per_class"].min(), top, 80)
-        measured = grid <= rows["n_per_class"].max()
-        axis.plot(grid[measured], fit.predict(grid[measured]), color=colour, linewidth=0.8, alpha=0.7)
-        axis.plot(grid[~measured], fit.predict(grid[~measured]), color=colour, linewidth=1.2, linestyle=EXTRAPOLATED)
-        fitted = True
-        xs.append(top)
-    if fitted:  # one neutral sample for every curve's law, not a copy of the first curve's colour
-        axis.plot([], [], color="#444444", linewidth=1.2, linestyle=EXTRAPOLATED,
-                  label="fitted law (chosen by backtest); dashed: extrapolation")  # fmt: skip
+            axis.axhline(target, color="#444444", linewidth=1, linestyle=":")
+        if n_classes:
+            axis.axhline(1 / n_classes, color="#999999", linewidth=1, linestyle="-.")
+        axis.set_title(panel if by_head else display_name(panel))
+    for axis in axes:
+        _log_axis(axis, xs)
+        axis.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))  # as readers think of UA
+    low = min(float(balanced["ci_low"].min()), 1 / n_classes if n_classes else 1.0)
+    axes[0].set_ylim(max(0.0, low - 0.05), min(1.0, max(tops) + 0.04))
+    handles, labels = axes[0].get_legend_handles_labels()
+    for axis in axes[1:]:  # every series once, whichever panel it first appears in
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    extras = [(plt.Line2D([], [], color="#444444", linewidth=1.2, linestyle=EXTRAPOLATED), "fitted law; dashed: extrapolated")] if fitted else []
     if target is not None:
-        axis.axhline(target, color="#444444", linewidth=1, linestyle=":", label=f"target UA {100 * target:.0f}%")
+        extras.append((plt.Line2D([], [], color="#444444", linewidth=1, linestyle=":"), f"target UA {100 * target:.0f}%"))
     if n_classes:
-        axis.axhline(1 / n_classes, color="#999999", linewidth=1, linestyle="-.", label=f"chance ({n_classes} classes)")
-    _log_axis(axis, xs)
-    axis.set_ylim(top=min(axis.get_ylim()[1], 1.0))  # an extrapolated law may pass 100%; UA cannot
-    axis.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))  # as readers think of UA
-    axis.set_xlabel("training examples per class (log scale)")
-    axis.set_ylabel("unweighted accuracy (UA, %)")
-    axis.set_title("Budget curve: UA against labels per class (mean, 95% CI over folds and seeds)")
-    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        extras.append((plt.Line2D([], [], color="#999999", linewidth=1, linestyle="-."), f"chance ({n_classes} classes)"))
+    figure.legend(handles + [h for h, _ in extras], labels + [t for _, t in extras], loc="outside right upper", frameon=False)
+    figure.supxlabel("training examples per class (log scale)")
+    figure.supylabel("unweighted accuracy (UA, %)")
+    figure.suptitle("Budget curves: UA against labels per class (mean, 95% CI over folds and seeds)")
     return _save(figure, folder, "curve")
+
+
+def _fitted_line(axis, fit: CurveFit, measured: pd.Series, colour: str, target: float | None,
+                 extrapolate_to: float | None) -> tuple[float, float]:  # fmt: skip
+    """Draw a curve's fitted law: solid over the measured sizes, dashed beyond as far as a plan looks, cut at its
+    ceiling and at 100%; mark the target's crossing.  Return how far right and how high it was drawn."""
+    largest = float(measured.max())
+    right = max(extrapolate_to or 0, EXTRAPOLATION_LIMIT * largest)
+    crossing = solve_n(fit.chosen, fit.chosen_fit.params, target) if target is not None else math.nan
+    if 0 < crossing <= PLAUSIBLE_LIMIT * largest:  # 0: reached before the first label, off a log axis
+        right = max(right, 1.15 * crossing)
+    family = FAMILIES[fit.chosen]
+    ceiling = float(fit.chosen_fit.params[family.names.index(family.ceiling)]) if family.ceiling else 1.0
+    grid = np.geomspace(float(measured.min()), right, 80)
+    predicted = fit.predict(grid)
+    shown = predicted <= min(ceiling, 1.0)
+    inside = grid <= largest
+    axis.plot(grid[inside & shown], predicted[inside & shown], color=colour, linewidth=0.8, alpha=0.7)
+    axis.plot(grid[~inside & shown], predicted[~inside & shown], color=colour, linewidth=1.1, linestyle=EXTRAPOLATED)
+    if 0 < crossing <= PLAUSIBLE_LIMIT * largest and target <= min(ceiling, 1.0):
+        axis.plot([crossing], [target], marker="x", color=colour, markersize=8, markeredgewidth=2, linestyle="none")
+        axis.annotate(f"{math.ceil(crossing)}/class", (crossing, target), textcoords="offset points", xytext=(6, 6),
+                      color=colour, fontsize=7, zorder=5,
+                      bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})  # fmt: skip
+    return right, float(predicted[shown].max()) if shown.any() else 0.0
 
 
 def compare_plot(table: pd.DataFrame, folder: Path) -> Path:
@@ -154,24 +205,28 @@ def compare_plot(table: pd.DataFrame, folder: Path) -> Path:
     return _save(figure, folder, "compare")
 
 
-def recall_plot(results: pd.DataFrame, features: str, head: str, folder: Path) -> Path:
-    """Per-class recall against examples per class for one curve."""
+def recall_plot(results: pd.DataFrame, curves: list[tuple[str, str]], folder: Path) -> Path:
+    """Per-class recall against examples per class as small multiples: a panel per curve, classes in colour."""
     classes = result_classes(results)
-    runs = results[(results["features"] == features) & (results["head"] == head) & is_balanced(results["size"])]
-    means = runs.groupby(runs["size"].map(size_value))[[recall_column(c) for c in classes]].mean().sort_index()
-    figure, axis = plt.subplots(figsize=(6.0, 3.6))
-    for i, name in enumerate(classes):
-        axis.plot(means.index, means[recall_column(name)], color=PALETTE[i % len(PALETTE)], marker=MARKERS[i % len(MARKERS)],
-                  linestyle=LINESTYLES[i % len(LINESTYLES)], label=name)  # fmt: skip
-    _log_axis(axis, list(means.index))
-    axis.set_ylim(0, 1)
-    axis.set_xlabel("training examples per class (log scale)")
-    axis.set_ylabel("recall, % (mean over folds and seeds)")
-    axis.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))  # as readers think of UA
-    axis.set_title(f"Per-class recall: {_label(features, head)}")
-    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    slug = f"recall-{_slug(features)}-{head}"
-    return _save(figure, folder, slug)
+    figure, axes = _panels(len(curves), width=3.0, height=2.4, columns=min(5, max(2, len({h for _, h in curves}))))
+    xs = []
+    for axis, (features, head) in zip(axes, curves, strict=True):
+        runs = results[(results["features"] == features) & (results["head"] == head) & is_balanced(results["size"])]
+        means = runs.groupby(runs["size"].map(size_value))[[recall_column(c) for c in classes]].mean().sort_index()
+        for i, name in enumerate(classes):
+            axis.plot(means.index, means[recall_column(name)], color=PALETTE[i % len(PALETTE)], marker=MARKERS[i % len(MARKERS)],
+                      linestyle=LINESTYLES[i % len(LINESTYLES)], markersize=3.5, label=name)  # fmt: skip
+        xs += list(means.index)
+        axis.set_title(_label(features, head), fontsize=8)
+    for axis in axes:
+        _log_axis(axis, xs)
+        axis.set_ylim(0, 1)
+        axis.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", frameon=False)
+    figure.supxlabel("training examples per class (log scale)")
+    figure.supylabel("recall, % (mean over folds and seeds)")
+    figure.suptitle("Per-class recall against labels per class")
+    return _save(figure, folder, "recall")
 
 
 def confusion_plot(results: pd.DataFrame, features: str, head: str, size: str, folder: Path) -> Path:
@@ -196,3 +251,58 @@ def confusion_plot(results: pd.DataFrame, features: str, head: str, size: str, f
 
 def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in display_name(text)).strip("-")
+
+
+def layer_plot(table: pd.DataFrame, layers: dict[str, int], folder: Path, name: str) -> Path:
+    """UA by layer (rows) and size (columns) of one encoder, a heatmap per head, from ``aggregate``'s table."""
+    rows = table[table["features"].isin(layers)]
+    heads = list(dict.fromkeys(rows["head"]))
+    sizes = sorted(rows["size"].unique(), key=size_value)
+    order = sorted(layers, key=layers.get)
+    figure, axes = plt.subplots(1, len(heads), figsize=(1.1 * len(sizes) * len(heads) + 1.5, 0.35 * len(order) + 1.4),
+                                squeeze=False, constrained_layout=True)  # fmt: skip
+    low, high = float(rows["mean"].min()), float(rows["mean"].max())
+    for axis, head in zip(axes[0], heads, strict=True):
+        grid = rows[rows["head"] == head].pivot_table(index="features", columns="size", values="mean").reindex(index=order, columns=sizes)
+        image = axis.imshow(grid.to_numpy(), aspect="auto", cmap="viridis", vmin=low, vmax=high)
+        best = np.nanargmax(grid.to_numpy(), axis=0)
+        for j in range(len(sizes)):
+            for i in range(len(order)):
+                value = grid.iloc[i, j]
+                if np.isfinite(value):
+                    axis.text(j, i, f"{100 * value:.1f}", ha="center", va="center", fontsize=7,
+                              color="black" if value > (low + high) / 2 else "white",
+                              fontweight="bold" if i == best[j] else "normal")  # fmt: skip
+        axis.set_xticks(range(len(sizes)), sizes)
+        axis.set_yticks(range(len(order)), [str(layers[f]) for f in order])
+        axis.set_xlabel("training examples per class")
+        axis.set_ylabel("layer")
+        axis.set_title(head)
+        axis.grid(False)
+    figure.colorbar(image, ax=axes[0].tolist(), label="UA", format=PercentFormatter(1.0, decimals=0))
+    figure.suptitle(f"UA by layer and size: {display_name(name)} (mean; bold: best layer per size)")
+    return _save(figure, folder, f"layers-{_slug(name)}")
+
+
+def layer_weights_plot(weights: pd.DataFrame, folder: Path, name: str) -> Path:
+    """Mean learned layer weights against the layer, a line per size, a panel per head (``layer_weights`` runs)."""
+    columns = [c for c in weights.columns if c.startswith("layer")]
+    heads = list(dict.fromkeys(weights["head"]))
+    sizes = sorted(weights["size"].unique(), key=size_value)
+    figure, axes = plt.subplots(1, len(heads), figsize=(3.6 * len(heads) + 1.2, 3.0), squeeze=False, sharey=True,
+                                constrained_layout=True)  # fmt: skip
+    for axis, head in zip(axes[0], heads, strict=True):
+        for i, size in enumerate(sizes):
+            runs = weights[(weights["head"] == head) & (weights["size"] == size)]
+            if runs.empty:
+                continue
+            axis.plot(range(len(columns)), runs[columns].mean().to_numpy(), color=PALETTE[i % len(PALETTE)],
+                      marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)], label=size)  # fmt: skip
+        axis.axhline(1 / len(columns), color="grey", linewidth=0.8, linestyle=":")
+        axis.set_xticks(range(len(columns)), [c.removeprefix("layer") for c in columns])
+        axis.set_xlabel("layer")
+        axis.set_title(head)
+    axes[0][0].set_ylabel("learned weight (mean over runs)")
+    axes[0][-1].legend(title="per class", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    figure.suptitle(f"Layer weights learned on {display_name(name)} (dotted: equal weights)")
+    return _save(figure, folder, f"layer-weights-{_slug(name)}")

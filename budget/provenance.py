@@ -15,10 +15,12 @@ import pandas as pd
 from budget.corpora import get_adapter
 from budget.engine.device import frame_products
 from budget.features import FeatureStore
+from budget.features.entries import Entry
 
 
 def study_provenance(config, manifest: pd.DataFrame, classes: list[str], fold_names: dict[int, str], sizes: list,
-                     skipped: list[str], bad_files: int, entries: dict[str, str]) -> dict:  # fmt: skip
+                     skipped: list[str], bad_files: int, entries: dict[str, str], layer_sweeps: dict | None = None
+                     ) -> dict:  # fmt: skip
     """The provenance of a study with ``config`` (a :class:`budget.study.StudyConfig`) on ``manifest``."""
     manifest_csv = manifest[["utt_id", "label", "group"]].to_csv(index=False).encode()
     provenance = {
@@ -34,6 +36,9 @@ def study_provenance(config, manifest: pd.DataFrame, classes: list[str], fold_na
         "skipped_sizes": skipped,
         "feature_store": str(FeatureStore(config.store).root),
         "feature_entries": entries,
+        "extraction_seconds_per_utterance": {spec: Entry(FeatureStore(config.store).root / name).seconds_per_utterance()
+                                             for spec, name in entries.items()},  # fmt: skip
+        "layer_sweeps": layer_sweeps or {},
         "seeds": list(range(config.seeds)),
         "device": config.train.device,
         "frame_products": frame_products(config.train),

@@ -32,6 +32,7 @@ from budget.errors import BudgetError
 from budget.features.featureset import FeatureSet
 from budget.grid import PAIR, SINGLE, Run
 from budget.heads import HEADS, EnsembleHead
+from budget.results import RunOutput
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class HeadSpec:
     samples_frames: ClassVar[bool] = False
     #: whether the head weighs frames by a learned score (attention), with its own penalty
     scores_frames: ClassVar[bool] = False
+    #: whether the head can learn weights over an encoder's layers (a ``:weighted`` feature set)
+    mixes_layers: ClassVar[bool] = False
 
     def schedule(self, config: TrainConfig) -> str:
         """What trained the runs, for the results table."""
@@ -70,8 +73,8 @@ class HeadSpec:
         return CostModel()
 
     def train(self, inputs: dict[str, FeatureSet], labels: np.ndarray, runs: list[Run], n_classes: int,
-              config: TrainConfig, advance=None, uploaded: DeviceFeatures | None = None) -> list[np.ndarray]:  # fmt: skip
-        """Train every run; return each run's predictions on its test positions."""
+              config: TrainConfig, advance=None, uploaded: DeviceFeatures | None = None) -> list[np.ndarray | RunOutput]:  # fmt: skip
+        """Train every run; return each run's predictions on its test positions (or :class:`RunOutput`)."""
         raise NotImplementedError
 
 
@@ -94,6 +97,10 @@ class EnsembleSpec(HeadSpec):
     def scores_frames(self) -> bool:
         return self.module.full_batch and not self.module.pools_first
 
+    @property
+    def mixes_layers(self) -> bool:
+        return self.module.mixes_layers
+
     def schedule(self, config: TrainConfig) -> str:
         return "lbfgs" if solved(self.module, config) else config.schedule
 
@@ -109,7 +116,7 @@ class EnsembleSpec(HeadSpec):
     def cost_model(self, inputs, labels, runs, n_classes, config, uploaded) -> CostModel:
         return measured_cost(self.module, inputs["single"], labels, runs, n_classes, config, uploaded)
 
-    def train(self, inputs, labels, runs, n_classes, config, advance=None, uploaded=None) -> list[np.ndarray]:
+    def train(self, inputs, labels, runs, n_classes, config, advance=None, uploaded=None) -> list[np.ndarray | RunOutput]:
         return train_runs(self.module, inputs["single"], labels, runs, n_classes, config, advance, uploaded)
 
 
@@ -172,6 +179,6 @@ def head_spec(name: str) -> HeadSpec:
 
 
 def train(head: str, inputs: dict[str, FeatureSet], labels: np.ndarray, runs: list[Run], n_classes: int,
-          config: TrainConfig, advance=None, uploaded: DeviceFeatures | None = None) -> list[np.ndarray]:  # fmt: skip
+          config: TrainConfig, advance=None, uploaded: DeviceFeatures | None = None) -> list[np.ndarray | RunOutput]:  # fmt: skip
     """Train runs of ``head`` (the study's default trainer; tests hand a study their own)."""
     return head_spec(head).train(inputs, labels, runs, n_classes, config, advance, uploaded)

@@ -26,22 +26,27 @@ from budget.analysis import (
     FEW_FOLDS,
     PLAUSIBLE_LIMIT,
     Plan,
+    against_best,
     aggregate,
     backtest_depth,
     convergence_table,
     feature_gains,
     fit_curve,
     labels_needed,
+    measured_costs,
+    paired_difference,
     plan,
     recommend,
+    seconds_text,
     target_ladder,
 )
 from budget.errors import check_number
 from budget.features import display_name
 from budget.heads import ATTN_SCORE_PRIOR
 from budget.metrics import recall_column, result_classes
-from budget.plots import compare_plot, confusion_plot, curve_plot, recall_plot
+from budget.plots import compare_plot, confusion_plot, curve_plot, layer_plot, layer_weights_plot, recall_plot
 from budget.registry import REGISTRY, head_spec
+from budget.results import layer_weights, sort_results
 from budget.runfolder import FinishedStudy
 from budget.sampling import FULL, size_value
 
@@ -95,13 +100,14 @@ def plan_lines(result: Plan, costs: Costs) -> list[str]:
     return lines
 
 
-def _labels_needed_section(doc, results: pd.DataFrame, table: pd.DataFrame, fits: list, target: float | None) -> None:
+def _labels_needed_section(doc, results: pd.DataFrame, table: pd.DataFrame, fits: list, target: float | None,
+                           costs: pd.DataFrame) -> None:  # fmt: skip
     """The answer first: the configuration to choose, and the labels a ladder of targets needs on every curve."""
     doc.heading("Labels needed")
     fitted = [fit for fit in fits if fit.chosen]
     ladder = target_ladder(table, fitted, target) if fitted else []
     needed = labels_needed(results, fitted, ladder) if ladder else pd.DataFrame()
-    doc.text(recommend(table, needed, target if ladder else None))
+    doc.text(recommend(table, needed, target if ladder else None, results, costs))
     if not fitted:
         doc.text("No curve could be fitted (it needs at least two balanced sizes), so no count beyond the measured "
                  "sizes can be given.")  # fmt: skip
@@ -291,10 +297,77 @@ def _gains_section(doc, results: pd.DataFrame) -> None:
                 "features": gains["features"].map(display_name),
                 "gain, points": gains["gain_points"].map("{:+.1f}".format),
                 "95% CI": [f"{lo:+.1f} to {hi:+.1f}" for lo, hi in zip(gains["ci_low"], gains["ci_high"], strict=True)],
-                "runs": gains["runs"],
+                "higher in": [f"{w} of {n}" for w, n in zip(gains["wins"], gains["runs"], strict=True)],
             }
         )
     )
+
+
+def _paired_section(doc, results: pd.DataFrame, table: pd.DataFrame, costs: pd.DataFrame) -> None:
+    """Every configuration against the highest mean at the largest balanced size, paired run by run, with its cost."""
+    paired = against_best(results, table, costs)
+    if len(paired) < 2:
+        return
+    best = paired.iloc[0]
+    doc.heading(f"Paired comparisons at {best['size']} per class")
+    doc.text(f"Each configuration's UA minus the highest mean's ({display_name(best['features'])} + {best['head']}), in "
+             "points, run by run: every run at one held-out fold and seed trains on the same subset whatever its "
+             "features and head, so the difference is measured on the same data. Intervals are 95%, from the bootstrap "
+             "over folds, then seeds, of the differences; an interval that holds 0 means the two are not "
+             "distinguishable at this size, and the cheaper is the sensible pick. Costs are measured: training seconds "
+             "per training utterance at this size, extraction seconds per utterance where the feature store recorded "
+             "them.")  # fmt: skip
+    doc.table(paired_rows(paired))
+
+
+def paired_rows(paired: pd.DataFrame) -> pd.DataFrame:
+    """:func:`budget.analysis.against_best`'s table as a reader sees it (the report and ``budget compare``)."""
+    compared = paired["points"].notna()
+    return pd.DataFrame({
+        "features": paired["features"].map(display_name), "head": paired["head"], "UA": paired["mean"].map("{:.3f}".format),
+        "vs best, points": [f"{p:+.1f}" if c else "-" for p, c in zip(paired["points"], compared, strict=True)],
+        "95% CI": [f"{lo:+.1f} to {hi:+.1f}" if c else "-" for lo, hi, c in zip(paired["low"], paired["high"], compared, strict=True)],
+        "higher in": [f"{w:.0f} of {n}" if c else "-" for w, n, c in zip(paired["wins"], paired["runs"], compared, strict=True)],
+        "": [("distinguishable" if d else "not distinguishable") if c else "best" for d, c in zip(paired["distinguishable"], compared, strict=True)],
+        "train per utterance": paired["train_per_utterance"].map(seconds_text),
+        "extract per utterance": paired["extract_per_utterance"].map(seconds_text),
+    })  # fmt: skip
+
+
+def _layers_section(doc, results: pd.DataFrame, table: pd.DataFrame, sweeps: dict, figures: Path) -> None:
+    """Per encoder stored whole: UA by layer and size, the best layer per size against the default one (paired), and
+    the layer weights heads learned."""
+    for stored, sweep in sweeps.items():
+        layers = {name: index for name, index in sweep["layers"].items() if name in set(results["features"])}
+        weighted, model = sweep.get("weighted"), stored.rpartition(":")[0]
+        doc.heading(f"Layers of {display_name(model)}")
+        if layers:
+            doc.figure(layer_plot(table, layers, figures, model), "UA by layer and training size")
+            default = sweep["default"]
+            rows = []
+            for (head, size), cells in table[table["features"].isin(layers)].groupby(["head", "size"], sort=False):
+                best = cells.loc[cells["mean"].idxmax()]
+                difference = paired_difference(results, (best["features"], head), (default, head), size)
+                rows.append({
+                    "head": head, "per class": size, "best layer": layers[best["features"]], "UA": f"{best['mean']:.3f}",
+                    f"vs layer {default.rpartition(':')[2]}, paired": "-" if difference is None or best["features"] == default
+                    else difference.describe(),
+                })  # fmt: skip
+            doc.text(f"The best layer per head and size, against the layer the encoder is read at by default "
+                     f"({default.rpartition(':')[2]}), paired by fold and seed (95% intervals; "
+                     f"'-' where the best is the default{'' if default in layers else ', or the default was not swept'}).")  # fmt: skip
+            doc.table(pd.DataFrame(rows))
+        learned = layer_weights(results)
+        learned = learned[learned["features"] == weighted] if weighted else learned.iloc[:0]
+        if not learned.empty:
+            learned = learned.dropna(axis=1, how="all")
+            columns = [c for c in learned.columns if c.startswith("layer")]
+            doc.figure(layer_weights_plot(learned, figures, weighted), "Learned layer weights")
+            means = learned.groupby(["head", "size"], sort=False)[columns].mean().reset_index()
+            means = sort_results(means.assign(features=weighted)).drop(columns="features")
+            doc.text("Softmax-normalised layer weights each run learned with its head (weighted), mean over runs: "
+                     f"{1 / len(columns):.3f} each would be no preference.")  # fmt: skip
+            doc.table(means.rename(columns={"size": "per class"}).assign(**{c: means[c].map("{:.3f}".format) for c in columns}))
 
 
 def build_report(
@@ -326,15 +399,18 @@ def build_report(
     )
 
     table = aggregate(results)
+    measured = measured_costs(results, provenance.get("extraction_seconds_per_utterance"))
     balanced_sizes = [s for s in sizes if s != FULL]
     fits = [fit_curve(results, f, h) for f, h in folder.curves()] if len(balanced_sizes) >= 2 else []
-    _labels_needed_section(doc, results, table, fits, target)
+    _labels_needed_section(doc, results, table, fits, target, measured)
 
     doc.heading("Unweighted accuracy")
     doc.text("UA is the mean per-class recall on the held-out fold, over the classes the fold holds: a class a "
              "held-out speaker never expressed enters neither that fold's UA nor its macro-F1, and a class's "
              "recall is averaged over the folds that hold it" + _folds_lacking(results) + ". Intervals are 95%, "
-             "from a bootstrap over held-out folds and seeds (not utterances), cut to [0, 1]." + _few_folds(results))  # fmt: skip
+             "from a bootstrap over held-out folds and seeds (not utterances), cut to [0, 1]." + _few_folds(results)
+             + " Costs are measured: training seconds per training utterance of the cell's runs, extraction seconds "
+             "per utterance where the feature store recorded them.")  # fmt: skip
     shown = pd.DataFrame(
         {
             "features": table["features"].map(display_name),
@@ -345,10 +421,15 @@ def build_report(
             "± std": table["std"].map("{:.3f}".format),
             "95% CI": [f"{lo:.3f} to {hi:.3f}" for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)],
             "runs": table["runs"],
+            **{f"{what} per utterance": [seconds_text(v) for v in table.merge(measured, how="left")[f"{what}_per_utterance"]]
+               for what in ("train", "extract")},
         }
     )
     doc.table(shown)
+    _paired_section(doc, results, table, measured)
     _gains_section(doc, results)
+    if provenance.get("layer_sweeps"):
+        _layers_section(doc, results, table, provenance["layer_sweeps"], figures)
 
     convergence = convergence_table(folder.results, folder.doubled)
     if not convergence.empty:
@@ -379,8 +460,7 @@ def build_report(
     if len(set(results["head"])) > 1 or (not fits and len(set(results["features"])) > 1):  # else the curve shows it all
         doc.figure(compare_plot(table, figures), "UA by head and feature set at the largest size")
     if len(balanced_sizes) >= 2:
-        for features, head in folder.curves():
-            doc.figure(recall_plot(results, features, head, figures), f"Per-class recall: {display_name(features)}, {head}")
+        doc.figure(recall_plot(results, list(folder.curves()), figures), "Per-class recall, one panel per curve")
     best = table.loc[table["mean"].idxmax()]
     doc.figure(
         confusion_plot(results, best["features"], best["head"], best["size"], figures),

@@ -30,14 +30,16 @@ from budget.errors import BudgetError, check_number
 from budget.execute import Trainer, make_executor
 from budget.execute import require as require_executor
 from budget.features import FeatureStore, parse_feature_spec
+from budget.features.base import FeatureExtractor
 from budget.features.distributed import check_executor, cluster
 from budget.features.entries import FILE_IDENTITIES, FRAME_DTYPES, EntrySettings
 from budget.features.featureset import FeatureSet
+from budget.features.layers import WEIGHTED, FeatureChoice, feature_choices, layer_of, read_layers, stored_specs
 from budget.folds import N_FOLDS, assign_folds, classes_missing, fold_names, read_fold_file
 from budget.grid import PAIR, build_jobs
 from budget.labels import class_order
 from budget.provenance import study_provenance
-from budget.registry import head_spec
+from budget.registry import REGISTRY, head_spec
 from budget.registry import train as train_head
 from budget.results import sort_results
 from budget.runfolder import CONVERGENCE, RESULTS, RunFolder
@@ -80,7 +82,9 @@ class StudyConfig:
         "--max-seconds", "Crop utterances (default 5 s; 0: none)."))
     frame_dtype: str = field(default="float16", metadata=option(
         "--frame-dtype", "Stored frames to read: float16 (default) or float32, as extracted."))
-    layer: int | None = field(default=None, metadata=option("--layer", "Pick one layer of features stored with :all."))
+    layers: tuple[int | str, ...] | None = field(default=None, metadata=option(
+        "--layers", "Layers of each hf:<model>:all feature set, each a feature set of its own: indices, last, or all "
+        "(e.g. 2,4,last); read from the one extraction."))
     precision: str = "fp32"
     store: str | None = field(default=None, metadata=option(
         "--store", "Feature store folder; default: $BUDGET_STORE_DIR or ~/.cache/budget/features."))
@@ -99,8 +103,11 @@ class StudyConfig:
         check_executor(self.executor)
         check_number("n_folds", self.n_folds, integer=True, minimum=2)
         check_number("max_seconds", self.max_seconds, minimum=0)
-        if self.layer is not None:
-            check_number("layer", self.layer, integer=True, minimum=0)
+        object.__setattr__(self, "layers", read_layers(self.layers))
+        if weighted := [spec for spec in self.features if layer_of(spec)[1] == WEIGHTED]:
+            if not any(head_spec(head).mixes_layers for head in self.heads):
+                mixing = ", ".join(name for name, spec in REGISTRY.items() if spec.mixes_layers)
+                raise BudgetError(f"{weighted[0]} needs a head that learns layer weights: {mixing}")
         for key in ("corpus", "root", "classes", "store", "precision", "fold_file"):
             if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
                 raise BudgetError(f"{key} must be a string; got {getattr(self, key)!r}")
@@ -160,7 +167,7 @@ class StudyConfig:
         # where things are, how files are known and where runs train: none of them changes a result
         for key in ("store", "root", "file_identity", "executor"):
             settings.pop(key)
-        for key, default in (("fold_file", None), ("frame_dtype", "float16")):  # at their defaults these two stay out,
+        for key, default in (("fold_file", None), ("frame_dtype", "float16"), ("layers", None)):  # at their defaults these stay out,
             if settings[key] == default:  # so a study's digest (and folder) does not move when a setting is added
                 settings.pop(key)
         settings["train"].pop("device")
@@ -246,8 +253,10 @@ class Study:
     def load_inputs(self, log=print, strict: bool = False) -> StudyInputs:
         """Scan the corpus, extract what the store lacks and load every feature set: what training needs."""
         config = self.config
-        extractors = [parse_feature_spec(spec).configure(config.train.device, config.precision) for spec in config.features]
-        pairs = self._pairs(extractors)
+        extractors = {spec: parse_feature_spec(spec).configure(config.train.device, config.precision)
+                      for spec in stored_specs(config.features)}  # fmt: skip
+        choices = feature_choices(config.features, config.layers, extractors)
+        pairs = self._pairs(choices, extractors)
         data = prepare(config, log, strict)
         for note in [data.plan.note, *(f"skipped {s}" for s in data.plan.skipped)]:
             if note:
@@ -256,13 +265,13 @@ class Study:
             log(f"{len(data.problems)} bad audio file(s) left out (see `budget corpus info`)")
         if missing := classes_missing(data.manifest, data.folds, data.classes):
             log(missing_classes_note(missing, data.fold_names))
-        entries, loaded = self._load_features(extractors, data, log)
-        return StudyInputs(data, loaded, entries, pairs)
+        entries, loaded = self._load_features(extractors, choices, data, log)
+        return StudyInputs(data, loaded, entries, pairs, layer_sweeps(choices, extractors))
 
     def run_inputs(self, inputs: StudyInputs, log=print, check_convergence: str = "none") -> pd.DataFrame:
         """Train and write results from loaded inputs (on this machine, or one with neither corpus nor store)."""
         config, data = self.config, inputs.data
-        order = {"features": [*config.features, *(f"{a}+{t}" for a, t in inputs.pairs)], "head": list(config.heads)}
+        order = {"features": [*inputs.features, *(f"{a}+{t}" for a, t in inputs.pairs)], "head": list(config.heads)}
         executor = make_executor(config.executor, self.folder, self.trainer, data.classes, data.fold_names, log)
         with self.folder.writing():
             self.folder.claim(config.digest(), config.to_dict())
@@ -274,6 +283,10 @@ class Study:
             reads = {head: head_spec(head).inputs for head in config.heads}
             jobs = build_jobs(reads, inputs.features, inputs.pairs, data.manifest, data.folds, labels,
                               data.plan.sizes, config.seeds)  # fmt: skip
+            if unmixed := [job for job in jobs if job.single and job.single.stacked > 1 and not head_spec(job.head).mixes_layers]:
+                log("layer weights are learned by " + ", ".join(h for h in config.heads if head_spec(h).mixes_layers)
+                    + "; not trained on stacked layers: " + ", ".join(f"{job.head} on {job.name}" for job in unmixed))
+                jobs = [job for job in jobs if job not in unmixed]
             log(f"training: {config.train.describe()}")
             executor.run(jobs, RESULTS, config.train)
             if check_convergence != "none":
@@ -283,7 +296,7 @@ class Study:
                 executor.run([job for job in doubled if job.runs], CONVERGENCE, config.train.doubled())
             self.folder.write_provenance(study_provenance(
                 config, data.manifest, data.classes, data.fold_names, data.plan.sizes, data.plan.skipped,
-                len(data.problems), inputs.entries))  # fmt: skip
+                len(data.problems), inputs.entries, inputs.layer_sweeps))  # fmt: skip
             results = self._table(RESULTS, order)
             if check_convergence != "none":
                 self._table(CONVERGENCE, order)
@@ -295,31 +308,64 @@ class Study:
         self.folder.write_table(table, name)
         return table
 
-    def _pairs(self, extractors) -> list[tuple[str, str]]:
-        """(audio, text) spec pairs for bimodal heads; an error, before any work, when a modality is missing."""
-        audio = [e.spec for e in extractors if e.modality == "audio"]
-        text = [e.spec for e in extractors if e.modality == "text"]
+    def _pairs(self, choices: list[FeatureChoice], extractors) -> list[tuple[str, str]]:
+        """(audio, text) feature-set pairs for bimodal heads (one layer each); an error, before any work, when a
+        modality is missing."""
+        audio = [c.name for c in choices if extractors[c.stored].modality == "audio" and not c.weighted]
+        text = [c.name for c in choices if extractors[c.stored].modality == "text"]
         pairs = [(a, t) for a in audio for t in text]
         bimodal = [h for h in self.config.heads if head_spec(h).inputs == PAIR]
         if bimodal and not pairs:
             raise BudgetError(f"{bimodal[0]} needs an audio and a text feature set, e.g. --features hf:MODEL,text:MODEL")
         return pairs
 
-    def _load_features(self, extractors, data: StudyData, log) -> tuple[dict[str, str], dict[str, FeatureSet]]:
-        """Extract what the store lacks, then load every feature set; return store entries and feature sets."""
+    def _load_features(self, extractors: dict[str, FeatureExtractor], choices: list[FeatureChoice], data: StudyData,
+                       log) -> tuple[dict[str, str], dict[str, FeatureSet]]:  # fmt: skip
+        """Extract what the store lacks, then load every feature set; return store entries and feature sets, by
+        feature-set name."""
         store = FeatureStore(self.config.store)
-        entries, loaded = {}, {}
         stored = asdict(self.config.entry_settings())
-        reports = store.extract_all(extractors, data.manifest, executor=self.config.executor, **stored)
-        for extractor, report in zip(extractors, reports, strict=True):
+        reports = store.extract_all(list(extractors.values()), data.manifest, executor=self.config.executor, **stored)
+        for extractor, report in zip(extractors.values(), reports, strict=True):
             if report.extracted:
                 log(f"extracted {extractor.spec} for {report.extracted} utterances ({report.seconds:.0f} s)")
-            entries[extractor.spec] = report.entry.name
-            features = store.load(extractor, data.manifest, layer=self.config.layer, **stored)
+        entries = {choice.name: report.entry.name for choice in choices
+                   for spec, report in zip(extractors, reports, strict=True) if spec == choice.stored}  # fmt: skip
+        loaded = {}
+        for choice in choices:
+            features = store.load(extractors[choice.stored], data.manifest, layer=choice.layer, **stored)
+            if choice.weighted:
+                features = stacked_layers(features)
             if features.missing:
-                log(f"{extractor.spec}: {len(features.missing)} utterance(s) have no features and are left out")
-            loaded[extractor.spec] = features
+                log(f"{choice.name}: {len(features.missing)} utterance(s) have no features and are left out")
+            loaded[choice.name] = replace(features, spec=choice.name)
         return entries, loaded
+
+
+def stacked_layers(features: FeatureSet) -> FeatureSet:
+    """An ``:all`` entry's frames ``(frames, layers, width)`` as stacked inputs ``(frames, layers * width)``, for a
+    head that learns the layers' weights."""
+    n_frames, n_layers, width = features.frames.shape
+    n = len(features)
+    return replace(features, frames=features.frames.reshape(n_frames, n_layers * width),
+                   mean=features.mean.reshape(n, n_layers * width), max=features.max.reshape(n, n_layers * width),
+                   stacked=n_layers)  # fmt: skip
+
+
+def layer_sweeps(choices: list[FeatureChoice], extractors: dict[str, FeatureExtractor]) -> dict[str, dict]:
+    """Per ``:all`` entry a study reads: its layers' feature sets, the one its encoder reads by default, and
+    the weighted sum's, for the report's layer comparison."""
+    sweeps: dict[str, dict] = {}
+    for choice in (c for c in choices if c.from_all):
+        model, _ = layer_of(choice.stored)
+        sweep = sweeps.setdefault(choice.stored, {"layers": {}, "default": f"{model}:{extractors[choice.stored].default_layer}",
+                                                  "weighted": None})  # fmt: skip
+        if choice.weighted:
+            sweep["weighted"] = choice.name
+        else:
+            sweep["layers"][choice.name] = choice.layer
+    return sweeps
+
 
 @dataclass
 class StudyInputs:
@@ -327,8 +373,9 @@ class StudyInputs:
 
     data: StudyData
     features: dict[str, FeatureSet]
-    entries: dict[str, str]  # feature spec -> store entry
-    pairs: list[tuple[str, str]]  # (audio, text) specs for bimodal heads
+    entries: dict[str, str]  # feature set -> store entry
+    pairs: list[tuple[str, str]]  # (audio, text) feature sets for bimodal heads
+    layer_sweeps: dict[str, dict] = field(default_factory=dict)  # see layer_sweeps()
 
 
 __all__ = ["Study", "StudyConfig", "default_run_dir", "prepare"]

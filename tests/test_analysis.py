@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -391,3 +392,57 @@ def test_a_curve_without_a_ceiling_keeps_the_ladder_open_beside_one_at_its_ceili
     curves = [fit_curve(results, f, "mlp_pool") for f in ("lld", "hf:/m/w")]
     assert [c.chosen for c in curves] == [POW3, LOG]
     assert target_ladder(aggregate(results), curves) == [0.75, 0.8, 0.85, 0.9]  # from above the best 0.74, up to 0.74 + 0.2
+
+
+def _paired_configurations(gain: float, seed: int, folds: int = 10, seeds: int = 3, fold_sd: float = 0.04,
+                           run_sd: float = 0.01, interaction_sd: float = 0.015) -> pd.DataFrame:  # fmt: skip
+    """Two heads on one feature set at one size: shared fold effects, the second ``gain`` above the first on average,
+    by an amount that varies with the held-out fold (a head suits some speakers better), plus each run's own noise."""
+    base = synthetic_results(sizes=(20,), folds=folds, seeds=seeds, fold_sd=fold_sd, noise_sd=run_sd, seed=seed, full=False)
+    rng = np.random.default_rng(seed + 1000)
+    by_fold = rng.normal(0, interaction_sd, folds)[base["fold"].to_numpy()]
+    other = base.assign(head="attn_pool", ua=base["ua"] + gain + by_fold + rng.normal(0, run_sd, len(base)),
+                        train_seconds=base["train_seconds"] * 50)  # fmt: skip
+    return pd.concat([base, other], ignore_index=True)
+
+
+def test_the_paired_interval_covers_the_true_difference_at_its_nominal_rate():
+    from budget.analysis import paired_difference
+
+    hits, trials = 0, 200
+    for trial in range(trials):
+        results = _paired_configurations(0.01, seed=trial)
+        difference = paired_difference(results, ("lld", "attn_pool"), ("lld", "mlp_pool"), "20", np.random.default_rng(trial))
+        hits += difference.low <= 1.0 <= difference.high  # points
+    assert 0.90 <= hits / trials <= 0.99
+
+
+def test_configurations_that_differ_by_noise_alone_are_not_distinguishable_and_the_cheaper_is_recommended():
+    from budget.analysis import measured_costs, paired_difference, recommend
+
+    results = _paired_configurations(0.0, seed=4)
+    difference = paired_difference(results, ("lld", "attn_pool"), ("lld", "mlp_pool"), "20")
+    assert not difference.distinguishable and difference.runs == 30
+    table = aggregate(results)
+    costs = measured_costs(results, {"lld": 0.002})
+    ranked = table.sort_values("mean", ascending=False)
+    assert ranked.iloc[0]["head"] == "attn_pool"  # the higher mean, by noise, is the dearer head
+    sentence = recommend(table, pd.DataFrame(), results=results, costs=costs)
+    assert sentence.startswith("Recommended: lld + mlp_pool, UA")
+    assert "a configuration not distinguishable from the highest mean there, lld + attn_pool's" in sentence
+    assert "and the cheapest of them: 2 ms of extraction and " in sentence and "of training per utterance, against" in sentence
+
+
+def test_a_real_difference_is_recommended_with_its_paired_interval():
+    from budget.analysis import measured_costs, recommend
+
+    results = _paired_configurations(0.03, seed=5)
+    table = aggregate(results)
+    sentence = recommend(table, pd.DataFrame(), results=results, costs=measured_costs(results))
+    assert sentence.startswith("Recommended: lld + attn_pool, UA")
+    interval = re.search(r"reaches [0-9.]+ there \(lld \+ attn_pool minus lld \+ mlp_pool: \+([0-9.]+) points "
+                         r"\(95% CI \+([0-9.]+) to \+([0-9.]+)\), higher in (\d+) of 30", sentence)
+    assert interval, sentence
+    gain, low, high, wins = (float(g) for g in interval.groups())
+    assert low < 3.0 < high and 0 < low and wins >= 25
+    assert "not distinguishable" not in sentence

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import pytest
-from analysis_helpers import synthetic_results
+from analysis_helpers import synthetic_results, write_run
 from typer.testing import CliRunner
 
 from budget.cli import app
@@ -19,22 +17,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def run_folder(tmp_path):
-    folder = tmp_path / "runs" / "curve-emodb-test"
-    folder.mkdir(parents=True)
-    results = pd.concat(
-        [
-            synthetic_results(sizes=(10, 20, 40, 80), folds=4, seeds=2),
-            synthetic_results(sizes=(10, 20, 40, 80), folds=4, seeds=2, features="hf:/m/whisper", law=lambda n: 0.8 - 0.6 * n**-0.5),
-        ],
-        ignore_index=True,
-    )
-    results.to_parquet(folder / "results.parquet")
-    (folder / "config.json").write_text(json.dumps({"corpus": "emodb", "train": {"epochs": 60, "lr": 1e-4}}))
-    (folder / "provenance.json").write_text(
-        json.dumps({"corpus": "emodb", "utterances": 339, "classes": ["neutral", "happy", "sad", "angry"],
-                    "folds": {"0": "03", "1": "08"}, "versions": {"torch": "2.13.0"}})
-    )  # fmt: skip
-    return folder
+    return write_run(tmp_path / "runs" / "curve-emodb-test")
 
 
 def test_report_has_every_section_and_embedded_figures(run_folder, tmp_path):
@@ -50,14 +33,36 @@ def test_report_has_every_section_and_embedded_figures(run_folder, tmp_path):
     assert gains.count("| +5.0 |") == 5 and "whisper" in gains
     figures = sorted(p.name for p in (tmp_path / "report" / "figures").glob("*.png"))
     assert "curve.png" in figures and "compare.png" not in figures  # one head: the bars would repeat the curve
-    assert any(name.startswith("recall-") for name in figures) and any(name.startswith("confusion-") for name in figures)
+    assert "recall.png" in figures and any(name.startswith("confusion-") for name in figures)
     assert all((tmp_path / "report" / "figures" / name).stat().st_size > 5_000 for name in figures)
     curve = (tmp_path / "report" / "figures" / "curve.svg").read_text()  # text stays text (svg.fonttype none)
     assert "chance (4 classes)" in curve and "target UA 70%" in curve and "UA, %" in curve
-    assert curve.count("fitted law (chosen by backtest)") == 1
+    assert curve.count("fitted law; dashed: extrapolated") == 1
+    assert curve.count(">mlp_pool<") == 1 and ">lld<" in curve and ">whisper<" in curve  # a panel per feature set, one legend
+    assert "## Paired comparisons at 80 per class" in markdown
     page = path.read_text()
     assert page.count("data:image/png;base64,") == markdown.count("![")
     assert "figures/" not in page  # self-contained
+
+
+def test_an_extrapolated_law_is_drawn_as_far_as_a_plan_looks_and_never_above_its_ceiling_or_100_percent():
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from budget.analysis import aggregate, fit_curve
+    from budget.analysis.laws import EXTRAPOLATION_LIMIT
+    from budget.plots import _fitted_line
+
+    rising = synthetic_results(law=lambda n: 0.30 + 0.12 * np.log(n), noise_sd=0.002, fold_sd=0.002)  # past 100% at 340
+    fit = fit_curve(rising, "lld", "mlp_pool")
+    measured = aggregate(rising).query("size != 'full'")["n_per_class"]
+    figure, axis = plt.subplots()
+    _fitted_line(axis, fit, measured, "k", target=None, extrapolate_to=None)
+    xs = np.concatenate([line.get_xdata() for line in axis.lines])
+    ys = np.concatenate([line.get_ydata() for line in axis.lines])
+    plt.close(figure)
+    assert fit.chosen == "log" and ys.max() <= 1.0 and xs.max() <= EXTRAPOLATION_LIMIT * measured.max() * (1 + 1e-9)
+    assert fit.predict(np.array([EXTRAPOLATION_LIMIT * measured.max()]))[0] > 1.0  # the law itself would pass 100%
 
 
 def test_a_report_on_few_folds_says_its_intervals_are_wide_for_that_reason(run_folder, tmp_path):

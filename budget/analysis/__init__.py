@@ -8,10 +8,12 @@ names below are the package's interface to the report, the plots and the CLI.
 
 from budget.analysis.intervals import (
     FEW_FOLDS,
+    PairedDifference,
     aggregate,
     convergence_table,
     feature_gains,
     mean_interval,
+    paired_difference,
 )
 from budget.analysis.laws import (
     BOUND_TOL,
@@ -35,10 +37,13 @@ from budget.analysis.laws import (
 )
 from budget.analysis.planning import (
     Plan,
+    against_best,
     confusion_at,
     labels_needed,
+    measured_costs,
     plan,
     recommend,
+    seconds_text,
     target_ladder,
 )
 
@@ -50,11 +55,13 @@ __all__ = [
     "LOG",
     "LawFit",
     "MMF4",
+    "PairedDifference",
     "PLAUSIBLE_LIMIT",
     "POW3",
     "POW4",
     "Plan",
     "WBL4",
+    "against_best",
     "aggregate",
     "backtest",
     "backtest_depth",
@@ -66,10 +73,13 @@ __all__ = [
     "fit_law",
     "labels_needed",
     "mean_interval",
+    "measured_costs",
+    "paired_difference",
     "on_bounds",
     "plan",
     "predict",
     "recommend",
+    "seconds_text",
     "solve_n",
     "target_ladder",
 ]

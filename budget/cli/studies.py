@@ -42,10 +42,11 @@ def study_settings() -> dict[str, tuple[type, tuple[str, str | None, str]]]:
 
 def _option_type(kind) -> object:
     """The command-line type of a setting: a list for a tuple of names (repeatable), always optional."""
+    args = [arg for arg in typing.get_args(kind) if arg is not type(None)] if typing.get_origin(kind) is not tuple else []
+    kind = args[0] if len(args) == 1 else kind
     if typing.get_origin(kind) is tuple:
         return list[str] | None
-    args = [arg for arg in typing.get_args(kind) if arg is not type(None)]
-    return (args[0] if args else kind) | None
+    return kind | None
 
 
 @dataclass
@@ -187,7 +188,8 @@ def compare(
                      help="Retrain every cell with twice the budget; flag cells that move by more than 1 UA point."),
     ] = False,
 ) -> None:
-    """The paper's Table 1 at one training size: UA per head and feature set, and each set's gain over the first."""
+    """The paper's Table 1 at one training size: UA per head and feature set, each set's gain over the first, and
+    every configuration against the best, paired run by run, with what it costs."""
     from budget.analysis import aggregate, feature_gains
     from budget.features import display_name
     from budget.registry import ACOUSTIC_HEADS
@@ -206,11 +208,38 @@ def compare(
     size = summary["size"].iloc[0]
     out.print(f"UA at {size} per class ({summary['n_train'].iloc[0]:.0f} training examples)", soft_wrap=True)
     table = Table("head", *header)
-    gains = feature_gains(results).set_index(["head", "features"])["gain_points"]
+    gains = feature_gains(results).set_index(["head", "features"])
     for head, rows in summary.groupby("head", sort=False):
         ua = rows.set_index("features")["mean"]
         std = rows.set_index("features")["std"]
         cells = [f"{ua[f]:.3f} ± {std[f]:.3f}" if f in ua else "-" for f in feature_sets]
-        table.add_row(head, *cells, *[f"{gains[head, f]:+.1f} pts" if (head, f) in gains else "-" for f in feature_sets[1:]])
+        table.add_row(head, *cells, *[_gain(gains.loc[head, f]) if (head, f) in gains.index else "-" for f in feature_sets[1:]])
     out.print(table)
+    _print_paired(results, summary, folder)
     _finish(folder, report, None)
+
+
+def _gain(row) -> str:
+    """A paired gain as a table cell: points, 95% interval, runs ahead."""
+    return f"{row.gain_points:+.1f} pts\n({row.ci_low:+.1f} to {row.ci_high:+.1f})\nhigher in {row.wins} of {row.runs}"
+
+
+def _print_paired(results, summary, folder: Path) -> None:
+    """Every configuration against the best, paired, with its cost, and the recommendation the report opens with."""
+    import pandas as pd
+
+    from budget.analysis import against_best, measured_costs, recommend
+    from budget.report import paired_rows
+    from budget.runfolder import FinishedStudy
+
+    extraction = FinishedStudy.open(folder).provenance.get("extraction_seconds_per_utterance")
+    costs = measured_costs(results, extraction)
+    paired = against_best(results, summary, costs)
+    if len(paired) < 2:
+        return
+    rows = paired_rows(paired)
+    table = Table(*rows.columns, title="against the best, paired by fold and seed (95% CI)")
+    for row in rows.itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    out.print(table)
+    out.print(recommend(summary, pd.DataFrame(), results=results, costs=costs), soft_wrap=True)

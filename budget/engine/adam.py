@@ -21,6 +21,7 @@ from budget.engine.packed import (
 )
 from budget.grid import Run
 from budget.heads import DropoutKeys, EnsembleHead
+from budget.results import RunOutput
 
 #: utterance slots per member in one evaluation batch
 EVAL_SLOTS = 64
@@ -40,13 +41,15 @@ def make_optimiser(parameters, config: TrainConfig, steps: int):
     return optimiser, torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
 
 
-def train_ensemble(head_class: type[EnsembleHead], inputs: DeviceFeatures, labels, runs, n_classes, config, advance, predict=True) -> list[np.ndarray]:
-    """Step ``runs`` as one ensemble on :func:`prepared_inputs` and return each run's test predictions."""
+def train_ensemble(head_class: type[EnsembleHead], inputs: DeviceFeatures, labels, runs, n_classes, config, advance,
+                   predict=True) -> list[np.ndarray | RunOutput]:  # fmt: skip
+    """Step ``runs`` as one ensemble on :func:`prepared_inputs` and return each run's test predictions (with the
+    layer weights it learned, on stacked layers)."""
     device = inputs.frames.device
     kind = head_class.pooled_kind
     seeds = [member_seeds(run) for run in runs]
     generators = [torch.Generator().manual_seed(init) for init, _ in seeds]
-    head: EnsembleHead = head_class(generators, inputs.dim, n_classes, dropout=config.dropout)
+    head: EnsembleHead = head_class(generators, inputs.layer_dim, n_classes, dropout=config.dropout, stacked=inputs.stacked)
     head.set_standardisation(*inputs.standardisation(runs, kind))
     head.to(device)
     steps = config.steps_for(len(runs[0].train))
@@ -82,7 +85,12 @@ def train_ensemble(head_class: type[EnsembleHead], inputs: DeviceFeatures, label
         schedule.step()
         if advance:
             advance(len(runs))
-    return _predict(head, inputs, runs, kind, autocast) if predict else []
+    if not predict:
+        return []
+    predictions, weights = _predict(head, inputs, runs, kind, autocast), head.layer_weights()
+    if weights is None:
+        return predictions
+    return [RunOutput(p, w) for p, w in zip(predictions, weights.cpu().numpy(), strict=True)]
 
 
 @torch.inference_mode()

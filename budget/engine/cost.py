@@ -52,7 +52,8 @@ def head_cost(head: type[EnsembleHead], features: FeatureSet | DeviceFeatures, n
     if config.train_frames and head.frame_mean:
         lengths = np.minimum(lengths, config.train_frames)
     rows = 1.0 if head.pools_first else float(np.mean(lengths)) if len(lengths) else 1.0
-    return HeadCost(head.matmul_flops(features.dim, n_classes), rows)
+    mix = features.dim if features.stacked > 1 else 0  # learned layer weights: a multiply-add per stacked input
+    return HeadCost(head.matmul_flops(features.layer_dim, n_classes) + mix, rows)
 
 
 def members_per_chunk(
@@ -85,7 +86,7 @@ def members_per_chunk(
     activation_bytes = 2 if uses_autocast(device, config) else 4
     # gathered frames in the product dtype (and attn_pool's standardised float32 copy); the slot membership;
     # per hidden unit: the activation, its dropout mask and its gradient
-    per_member = rows * (features.dim * (activation_bytes + 4) + config.batch_size * 4 + head.hidden_units(features.dim) * 3 * activation_bytes)
+    per_member = rows * (features.dim * (activation_bytes + 4) + config.batch_size * 4 + head.hidden_units(features.layer_dim) * 3 * activation_bytes)
     return max(fewest, int(budget_mb * 2**20 // per_member))
 
 

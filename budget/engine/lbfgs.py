@@ -11,14 +11,18 @@ from budget.engine.config import TrainConfig
 from budget.engine.packed import DeviceFeatures
 from budget.grid import Run
 from budget.heads import AttnPool, EnsembleHead, MeanPool
+from budget.results import RunOutput
 
 LBFGS_HISTORY = 20
 
 
 def solve(head_class: type[EnsembleHead], inputs: DeviceFeatures, labels, runs, n_classes, config, advance) -> list[np.ndarray]:
     """Each run's predictions from its head fitted to an optimum: the pooled heads all runs at once
-    (:func:`fit_full_batch`), attention each run alone (:func:`fit_attention`)."""
+    (:func:`fit_full_batch`), attention and pooled heads over stacked layers each run alone (:func:`fit_attention`,
+    :func:`fit_layer_mix`)."""
     device = inputs.frames.device
+    if inputs.stacked > 1:
+        return fit_layer_mix(head_class, inputs, labels, runs, n_classes, config, advance)
     if not head_class.pools_first:
         predictions = []
         for run, head in zip(runs, fit_attention(inputs, labels, runs, n_classes, config), strict=True):
@@ -34,6 +38,34 @@ def solve(head_class: type[EnsembleHead], inputs: DeviceFeatures, labels, runs, 
         predicted = head.shared_logits(inputs.pooled(head.pooled_kind)[torch.from_numpy(rows).to(device)]).argmax(-1)
     predicted = predicted.cpu().numpy()  # (E, rows)
     return [predicted[e, np.searchsorted(rows, run.test)] for e, run in enumerate(runs)]
+
+
+def fit_layer_mix(head_class: type[EnsembleHead], inputs: DeviceFeatures, labels, runs, n_classes, config,
+                  advance) -> list[RunOutput]:  # fmt: skip
+    """Each run's pooled head over stacked layers, with the layer weights it learned, each run fitted alone.
+
+    The layer weights multiply the classifier, so the objective is not convex
+    and L-BFGS finds a local optimum that a joint fit's shared line search would
+    make depend on the run's mates; alone, a run never sees them.  Every weight
+    starts at zero (equal layer weights), as :func:`fit_full_batch`'s.
+    """
+    device = inputs.frames.device
+    kind = head_class.pooled_kind
+    mean, std = inputs.standardisation(runs, kind)
+    pooled = inputs.pooled(kind)
+    outputs = []
+    for e, run in enumerate(runs):
+        head = _zero_head(head_class, 1, inputs.layer_dim, n_classes, (mean[e : e + 1], std[e : e + 1]), device,
+                          inputs.stacked)  # fmt: skip
+        rows = _Rows((pooled[torch.from_numpy(run.train).to(device)],), _targets(labels, run.train, n_classes, device),
+                     torch.full((1, len(run.train)), 1 / len(run.train), device=device))  # fmt: skip
+        head = _minimise(head, rows, torch.tensor([1 / (config.l2_c * len(run.train))], device=device), config)
+        with torch.inference_mode():
+            predicted = head.shared_logits(pooled[torch.from_numpy(run.test).to(device)])[0].argmax(-1)
+        outputs.append(RunOutput(predicted.cpu().numpy(), head.layer_weights()[0].cpu().numpy()))
+        if advance:
+            advance(1)
+    return outputs
 
 
 @torch.inference_mode()
@@ -78,9 +110,10 @@ def _targets(labels: np.ndarray, rows: np.ndarray, n_classes: int, device: torch
     return torch.nn.functional.one_hot(torch.from_numpy(labels[rows].astype(np.int64)), n_classes).to(device, torch.float32)
 
 
-def _zero_head(head_class: type[EnsembleHead], n_members: int, dim: int, n_classes: int, stats, device) -> EnsembleHead:
+def _zero_head(head_class: type[EnsembleHead], n_members: int, dim: int, n_classes: int, stats, device,
+               stacked: int = 1) -> EnsembleHead:  # fmt: skip
     """A head of ``n_members`` with every weight zero (one start for every run, whatever its seed)."""
-    head = head_class([torch.Generator() for _ in range(n_members)], dim, n_classes, dropout=0.0)
+    head = head_class([torch.Generator() for _ in range(n_members)], dim, n_classes, dropout=0.0, stacked=stacked)
     head.set_standardisation(*stats)
     head.to(device)
     with torch.no_grad():

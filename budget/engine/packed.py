@@ -19,8 +19,10 @@ from budget.heads import EnsembleHead, PackedBatch
 class DeviceFeatures:
     """A feature set on the device: pooled statistics and packed frames, with per-utterance sums."""
 
-    def __init__(self, frames: torch.Tensor, lengths: np.ndarray, mean: torch.Tensor, maximum: torch.Tensor):
-        self.frames = frames  # (total frames, D)
+    def __init__(self, frames: torch.Tensor, lengths: np.ndarray, mean: torch.Tensor, maximum: torch.Tensor,
+                 stacked: int = 1):  # fmt: skip
+        self.frames = frames  # (total frames, D): D = stacked hidden states of layer_dim each
+        self.stacked = stacked
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         device = frames.device
@@ -45,6 +47,7 @@ class DeviceFeatures:
             features.lengths,
             torch.from_numpy(features.mean.astype(np.float32)).to(device),
             torch.from_numpy(features.max.astype(np.float32)).to(device),
+            features.stacked,
         )
 
     @staticmethod
@@ -71,7 +74,7 @@ class DeviceFeatures:
             rows = max(1, 2**24 // max(self.dim, 1))
             for start in range(0, len(frames), rows):  # by blocks: no float32 copy of every frame at once
                 frames[start : start + rows] = self.frames[start : start + rows].float() - centre
-            self._centred[dtype] = DeviceFeatures(frames, self.lengths, self.mean, self.max)
+            self._centred[dtype] = DeviceFeatures(frames, self.lengths, self.mean, self.max, self.stacked)
         return self._centred[dtype]
 
     def windowed(self, width: int) -> DeviceFeatures:
@@ -85,12 +88,17 @@ class DeviceFeatures:
             sums, _ = _frame_sums(self.frames, lengths)
             frames = (sums / torch.from_numpy(lengths).to(sums.device).clamp_min(1).unsqueeze(1)).float()
             windows = np.array([len(size) for size in sizes], dtype=np.int64)
-            self._windowed[width] = DeviceFeatures(frames, windows, self.mean, self.max)
+            self._windowed[width] = DeviceFeatures(frames, windows, self.mean, self.max, self.stacked)
         return self._windowed[width]
 
     @property
     def dim(self) -> int:
         return int(self.frames.shape[1])
+
+    @property
+    def layer_dim(self) -> int:
+        """The width of one stacked hidden state, what a head is built for (:class:`budget.heads.EnsembleHead`)."""
+        return self.dim // self.stacked
 
     def pooled(self, kind: str) -> torch.Tensor:
         """Stored statistics: ``mean``, or ``meanmax`` (mean and max side by side)."""

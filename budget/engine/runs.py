@@ -17,6 +17,7 @@ from budget.errors import BudgetError
 from budget.features.featureset import FeatureSet
 from budget.grid import Run
 from budget.heads import EnsembleHead
+from budget.results import RunOutput
 
 Advance = Callable[[int], None]
 
@@ -30,8 +31,9 @@ def train_runs(
     config: TrainConfig,
     advance: Advance | None = None,
     uploaded: DeviceFeatures | None = None,
-) -> list[np.ndarray]:
-    """Train every run and return its predictions on its test positions.
+) -> list[np.ndarray | RunOutput]:
+    """Train every run and return its predictions on its test positions (with its learned layer weights, on
+    stacked layers: :class:`budget.results.RunOutput`).
 
     Runs of one call must share a step count (any sizes under the ``steps``
     schedule).  ``labels`` are class indices aligned with the feature set's
@@ -48,7 +50,7 @@ def train_runs(
     fit = solve if solved(head, config) else train_ensemble
     inputs = prepared_inputs(head, inputs, config)  # before free memory sizes the chunks
     chunk = members_per_chunk(head, inputs, config, device, n_classes)
-    predictions: list[np.ndarray] = []
+    predictions: list[np.ndarray | RunOutput] = []
     for start in range(0, len(runs), chunk):
         try:
             predictions += fit(head, inputs, labels, runs[start : start + chunk], n_classes, config, advance)

@@ -4,9 +4,11 @@ Specs name extractors on the command line and in the Python API:
 
 ``lld``
     34 pyAudioAnalysis low-level descriptors per 50 ms frame;
-``hf:<hub id or folder>[:layer|all]``
+``hf:<hub id or folder>[:layer|all|weighted]``
     a transformers speech encoder (wav2vec 2.0, HuBERT, WavLM,
-    data2vec-audio, Whisper's encoder);
+    data2vec-audio, Whisper's encoder); ``all`` stores every layer, from
+    which a study reads ``--layers`` or the learned ``weighted`` sum
+    (:mod:`budget.features.layers`);
 ``wav2vec1:<checkpoint.pt>``
     a fairseq wav2vec 1.0 checkpoint's context features;
 ``text:<hub id or folder>[:layer]``
@@ -40,7 +42,7 @@ KINDS = ("lld", "hf", "wav2vec1", "text")
 def _split_layer(target: str) -> tuple[str, str | None]:
     """``path:8`` -> (path, "8"); a trailing part is a layer only if it looks like one."""
     head, sep, tail = target.rpartition(":")
-    if sep and (tail == "all" or tail.lstrip("-").isdigit()) and not Path(target).exists():
+    if sep and (tail in ("all", "weighted") or tail.lstrip("-").isdigit()) and not Path(target).exists():
         return head, tail
     return target, None
 
@@ -63,6 +65,8 @@ def parse_feature_spec(spec: str) -> FeatureExtractor:
 
         return Wav2Vec1Extractor(text, target)
     model, layer = _split_layer(target)
+    if layer == "weighted":
+        raise BudgetError(f"{spec} is read from {kind}:{model}:all, which stores every layer: extract that one")
     if kind == "hf":
         from budget.features.hf import HFSpeechExtractor
 

@@ -160,6 +160,19 @@ class Entry:
         """Whether entry.json knows the frame shape: at least one utterance was extracted."""
         return (self.folder / "entry.json").is_file() and self.meta()["frame_shape"] is not None
 
+    def record_extraction(self, seconds: float, utterances: int, device: str) -> None:
+        """Add one extraction's time to entry.json (the writer holds the lock), for cost per utterance."""
+        meta = self.meta()
+        done = meta.get("extraction") or {"seconds": 0.0, "utterances": 0}
+        meta["extraction"] = {"seconds": done["seconds"] + seconds, "utterances": done["utterances"] + utterances,
+                              "device": device}  # fmt: skip
+        files.write_json(self.folder / "entry.json", meta)
+
+    def seconds_per_utterance(self) -> float | None:
+        """Measured extraction seconds per utterance, over every extraction into the entry (None: not recorded)."""
+        done = self.meta().get("extraction") if (self.folder / "entry.json").is_file() else None
+        return done["seconds"] / done["utterances"] if done and done["utterances"] else None
+
     def committed(self) -> list[str]:
         return sorted(p.name.removesuffix(".index.parquet") for p in self.shards.glob("*.index.parquet"))
 

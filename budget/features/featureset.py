@@ -12,7 +12,9 @@ class FeatureSet:
     """Features of a manifest's utterances, in manifest order, ready for training.
 
     ``frames[offsets[i] : offsets[i] + lengths[i]]`` is utterance ``i``;
-    ``mean`` and ``max`` are its pooled statistics.  Utterances with no
+    ``mean`` and ``max`` are its pooled statistics.  ``stacked`` > 1: each
+    frame holds that many hidden states of an encoder side by side (layer-major),
+    for a head that learns their weights (a ``:weighted`` feature set).  Utterances with no
     features (failed or never extracted) are left out and named in ``missing``.
     """
 
@@ -25,6 +27,7 @@ class FeatureSet:
     max: np.ndarray
     layer_names: list[str] | None = None
     missing: list[str] = field(default_factory=list)
+    stacked: int = 1
 
     def __len__(self) -> int:
         return len(self.utt_ids)
@@ -32,6 +35,11 @@ class FeatureSet:
     @property
     def dim(self) -> int:
         return int(self.frames.shape[-1])
+
+    @property
+    def layer_dim(self) -> int:
+        """The width of one stacked hidden state (the whole frame when one is stored)."""
+        return self.dim // self.stacked
 
     def sequence(self, i: int) -> np.ndarray:
         """The frames of utterance ``i``."""
@@ -52,4 +60,5 @@ class FeatureSet:
             mean=self.mean[rows],
             max=self.max[rows],
             layer_names=self.layer_names,
+            stacked=self.stacked,
         )

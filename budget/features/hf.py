@@ -72,9 +72,14 @@ class HFSpeechExtractor(FeatureExtractor):
         self._model = None
         self._processor = None
 
+    @property
+    def default_layer(self) -> int:
+        """The layer a spec without one reads (see the module doc)."""
+        return self.n_layers if self.family == "whisper" else round(2 * self.n_layers / 3)
+
     def _check_layer(self, layer: int | str | None) -> int | str:
         if layer is None:
-            return self.n_layers if self.family == "whisper" else round(2 * self.n_layers / 3)
+            return self.default_layer
         if layer == "all":
             return "all"
         try:

@@ -155,11 +155,15 @@ class FeatureStore:
                     locks.enter_context(target.entry.lock())
                     target.entry.sweep()
                     target.todo = to_extract(target.keys, target.entry.index())
+                timed, passed = time.perf_counter(), len(set().union(*(t.todo for t in targets)))
                 audio_seconds = self._run(targets, runner, manifest, settings, batch_size, batch_seconds, executor)
+                timed = time.perf_counter() - timed
                 for target in targets:
                     target.known = target.entry.index()
                     if not target.entry.described() and len(target.known):
                         self._describe(target.entry, target.extractor, target.identity, None)  # all failed: listed
+                    if target.todo and target.entry.described():  # a shared pass's time is each layer's cost
+                        target.entry.record_extraction(timed, passed, runner.device)
         reports = []
         for target in targets:
             requested = target.known.reindex(target.keys)
