@@ -1,10 +1,13 @@
-"""Progress bars for long work, drawn on stderr so stdout stays for results.
+"""Progress for long work on stderr, so stdout stays for results.
 
-Bars are drawn only on a terminal; in logs and CI they stay silent.
+On a terminal, a bar; with output redirected (nohup, a SLURM job, CI), a plain
+line every :data:`LOG_EVERY_SECONDS` with what is done, the elapsed time and
+the ETA, so a log shows a long study advancing.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -45,9 +48,62 @@ def note(message: str) -> None:
     _console.print(message, highlight=False, soft_wrap=True)
 
 
+#: How often a progress line is written when output is not a terminal.
+LOG_EVERY_SECONDS = 60.0
+
+
+def clock(seconds: float) -> str:
+    """``1:02:03`` or ``2:03``: elapsed times and ETAs in log lines."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class _LogLines:
+    """Progress as plain lines, at most one every :data:`LOG_EVERY_SECONDS`: done of total (or ``done()``'s own
+    words), elapsed, ETA from the rate so far."""
+
+    def __init__(self, total: float, description: str, unit: str, done: Callable[[], str] | None):
+        self.total, self.description, self.unit, self.done_text = total, description, unit, done
+        self.done = 0.0
+        self.started = self.last = time.monotonic()
+        self.written = False
+
+    def advance(self, n: float = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= LOG_EVERY_SECONDS:
+            self.last, self.written = now, True
+            note(self.line(now))
+
+    def close(self) -> None:
+        """A last line when earlier ones were written, so a log shows the work finished."""
+        if self.written:
+            self.done = self.total
+            note(self.line(time.monotonic()))
+
+    def line(self, now: float) -> str:
+        elapsed = now - self.started
+        share = min(self.done / self.total, 1.0) if self.total else 1.0
+        eta = elapsed * (1 - share) / share if share > 0 else float("nan")
+        done = self.done_text() if self.done_text else f"{self.done:.0f}/{self.total:.0f} {self.unit}"
+        return (f"{self.description}: {done} ({100 * share:.0f}%), elapsed {clock(elapsed)}, "
+                f"eta {clock(eta) if eta == eta else 'unknown'}")  # fmt: skip
+
+
 @contextmanager
-def progress_bar(total: int, description: str, unit: str = "it") -> Iterator[Callable[[int], None]]:
-    """A bar with count, rate, elapsed time and ETA; yields ``advance(n)``."""
+def progress_bar(total: float, description: str, unit: str = "it", done: Callable[[], str] | None = None
+                 ) -> Iterator[Callable[[float], None]]:  # fmt: skip
+    """A bar with count, rate, elapsed time and ETA on a terminal, log lines elsewhere; yields ``advance(n)``.
+
+    ``done``: what a log line says is done (``"12/300 runs"``), where the count advanced is not what a reader
+    counts (training advances by estimated seconds).
+    """
+    if not _console.is_terminal:
+        lines = _LogLines(total, description, unit, done)
+        yield lines.advance
+        lines.close()
+        return
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -57,7 +113,7 @@ def progress_bar(total: int, description: str, unit: str = "it") -> Iterator[Cal
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=_console, transient=True, disable=not _console.is_terminal) as bar:
+    with Progress(*columns, console=_console, transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)
 

@@ -223,6 +223,8 @@ def test_curve_and_compare_commands(iemocap, tmp_path, monkeypatch):
                                  "--run-dir", str(tmp_path / "compare"), "--identity", "stat"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "UA at 2 per class (8 training examples)" in result.output
+    assert "against the best, paired by fold and seed" in result.output and "Recommended: lld + " in result.output
+    assert re.search(r"higher in \d+ of 5", result.output)
     results = pd.read_parquet(tmp_path / "compare" / "results.parquet")
     assert len(results) == 2 * 5 and set(results["size"]) == {"2"}
     from budget.features import FeatureStore
@@ -505,3 +507,14 @@ def test_folds_from_the_command_line_shape_a_24_speaker_corpus(tmp_path):
     data = prepare(config, log=lambda _: None)
     assert data.folds.nunique() == 6 and len(data.fold_names) == 6
     assert all(len(name.split("+")) == 4 for name in data.fold_names.values())  # 24 actors, 4 to a fold
+
+
+def test_a_study_with_output_redirected_writes_progress_lines_with_an_eta(iemocap, tmp_path, monkeypatch, capsys):
+    import budget.progress as progress
+
+    monkeypatch.setattr(progress, "LOG_EVERY_SECONDS", 0.0)
+    config = config_for(iemocap, tmp_path, heads=("mean_pool", "logreg"))
+    Study(config, tmp_path / "run").run(log=lambda _: None)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("training: ")]
+    assert lines and re.fullmatch(r"training: \d+/40 runs \(\d+%\), elapsed \d+:\d\d, eta (\d+:\d\d|unknown)", lines[0])
+    assert lines[-1].startswith("training: 40/40 runs (100%)")
