@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Fill the ignored .whl/ folder with what the lent GPU machine's Python (3.12, no package index) lacks for
-# benchmarks/gpu_check.sh: soundfile, soxr (and soundfile's cffi, pycparser) and pyAudioAnalysis.  Run here,
-# where the index is reachable; the device call then names .whl in its carry (64 MiB in all).
+# Fill the ignored .whl/ folder with what a GPU machine's Python (3.12, no package index) lacks for
+# benchmarks/gpu_check.sh: soundfile, soxr (and soundfile's cffi, pycparser) and pyAudioAnalysis.  Run where
+# the index is reachable, then copy .whl/ beside the repository on the GPU machine.
 #   bash benchmarks/device_wheels.sh
 # pyAudioAnalysis ships only as a 41 MB source archive, nearly all of it pretrained models budget never loads
 # (it uses ShortTermFeatures alone): its wheel is rebuilt without data/, with a RECORD that matches.

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The GPU check in one command: the CUDA tests, then the synthetic IEMOCAP-scale benchmark (bf16, and float32 for
-# the frame heads), with a summary last.  On a GPU machine without a package index (the project's lent machines):
-#   bash benchmarks/gpu_check.sh                # soundfile, soxr, pyAudioAnalysis from .whl/ when present
-#   bash benchmarks/gpu_check.sh --device cpu   # the same script on CPU, at a small scale, between GPU checks
-# Wheels for the GPU machine's Python go into the ignored .whl/ folder beforehand (bash benchmarks/device_wheels.sh),
-# and the device call carries it: run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=600).
+# the frame heads), with a summary last.  On any machine with an NVIDIA GPU and torch:
+#   bash benchmarks/gpu_check.sh                # soundfile, soxr, pyAudioAnalysis from .whl/ when missing
+#   bash benchmarks/gpu_check.sh --device cpu   # the same script on CPU, at a small scale
+# For a machine without a package index, wheels go into the ignored .whl/ folder beforehand
+# (bash benchmarks/device_wheels.sh, where the index is reachable), copied beside the repository.
 # Each stage has its own time limit (500 s in all, setup aside), so one slow stage cannot take the whole call and
 # the summary still comes back within the call's 600 s.
 set -euo pipefail

@@ -1,4 +1,4 @@
-"""Run studies on a machine that has neither the corpus nor the feature store (a lent GPU).
+"""Run studies on a machine that has neither the corpus nor the feature store (a GPU machine, say).
 
     python benchmarks/studies_on_device.py export NAME=CONFIG.toml[,key=value...][,check=ends|all] ... --to .gpu_data
     python benchmarks/studies_on_device.py run --from .gpu_data --runs runs
