@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -44,3 +45,22 @@ def synthetic_results(
                     }
                 )  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def write_run(folder: Path) -> Path:
+    """A finished study's run folder: two feature sets of synthetic results on 4 folds, config and provenance."""
+    folder.mkdir(parents=True)
+    results = pd.concat(
+        [
+            synthetic_results(sizes=(10, 20, 40, 80), folds=4, seeds=2),
+            synthetic_results(sizes=(10, 20, 40, 80), folds=4, seeds=2, features="hf:/m/whisper", law=lambda n: 0.8 - 0.6 * n**-0.5),
+        ],
+        ignore_index=True,
+    )
+    results.to_parquet(folder / "results.parquet")
+    (folder / "config.json").write_text(json.dumps({"corpus": "emodb", "train": {"epochs": 60, "lr": 1e-4}}))
+    (folder / "provenance.json").write_text(
+        json.dumps({"corpus": "emodb", "utterances": 339, "classes": ["neutral", "happy", "sad", "angry"],
+                    "folds": {"0": "03", "1": "08"}, "versions": {"torch": "2.13.0"}})
+    )  # fmt: skip
+    return folder
