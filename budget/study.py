@@ -329,8 +329,8 @@ class Study:
         for extractor, report in zip(extractors.values(), reports, strict=True):
             if report.extracted:
                 log(f"extracted {extractor.spec} for {report.extracted} utterances ({report.seconds:.0f} s)")
-        entries = {choice.name: report.entry.name for choice in choices
-                   for spec, report in zip(extractors, reports, strict=True) if spec == choice.stored}  # fmt: skip
+        report_of = dict(zip(extractors, reports, strict=True))
+        entries = {choice.name: report_of[choice.stored].entry.name for choice in choices}
         loaded = {}
         for choice in choices:
             features = store.load(extractors[choice.stored], data.manifest, layer=choice.layer, **stored)
