@@ -338,7 +338,8 @@ class EnsembleHead(nn.Module):
         standardisation (and layer weights) folded in, differentiably (in float32 even under autocast)."""
         with torch.autocast(layer.weight.device.type, enabled=False):
             coefficients = self.coefficients()
-            stacked = layer.weight.repeat(1, self.stacked, 1)  # row l * in + d: the weight of input d, whatever its layer
+            # row l * in + d: the weight of input d, whatever its layer (no copy for one layer: a hot path)
+            stacked = layer.weight if self.stacked == 1 else layer.weight.repeat(1, self.stacked, 1)
             weight = stacked * coefficients.transpose(1, 2)
             bias = layer.bias.unsqueeze(1) - torch.bmm(self.shift * coefficients, stacked)
         return weight, bias
