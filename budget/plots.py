@@ -43,6 +43,7 @@ plt.rcParams.update(
         "axes.grid": True,
         "grid.alpha": 0.3,
         "svg.fonttype": "none",
+        "svg.hashsalt": "budget",  # element ids from a fixed salt: the same figure gives the same file
     }
 )
 
@@ -52,7 +53,8 @@ def _save(figure, folder: Path, name: str) -> Path:
     files.make_folder(folder)
     try:
         for suffix in ("svg", "png"):
-            files.write_atomically(folder / f"{name}.{suffix}", lambda tmp, s=suffix: figure.savefig(tmp, format=s, bbox_inches="tight"))
+            files.write_atomically(folder / f"{name}.{suffix}", lambda tmp, s=suffix: figure.savefig(
+                tmp, format=s, bbox_inches="tight", metadata={"Date": None} if s == "svg" else None))  # no date: reproducible
     finally:
         plt.close(figure)
     return folder / f"{name}.png"

@@ -285,11 +285,7 @@ def against_best(results: pd.DataFrame, table: pd.DataFrame, costs: pd.DataFrame
     for _, row in at.iterrows():
         configuration = (row["features"], row["head"])
         difference = None if configuration == top else paired_difference(results, configuration, top, size)
-        train = extract = math.nan
-        if costs is not None:
-            own = costs[(costs["features"] == row["features"]) & (costs["head"] == row["head"]) & (costs["size"] == size)]
-            if len(own):
-                train, extract = float(own["train_per_utterance"].iloc[0]), float(own["extract_per_utterance"].iloc[0])
+        extract, train = _costs(costs, configuration, size)
         measured = [math.nan] * 4 + [None] if difference is None else [
             difference.points, difference.low, difference.high, difference.wins, difference.distinguishable]
         rows.append([row["features"], row["head"], size, row["mean"], *measured[:4],
@@ -369,34 +365,34 @@ def recommend(table: pd.DataFrame, needed: pd.DataFrame, target: float | None = 
     def measured(row) -> str:
         return f"UA {row['mean']:.3f} (95% CI {row['ci_low']:.3f} to {row['ci_high']:.3f}) at {row['n_per_class']:g} labels per class"
 
-    if len(ranked) == 1 or results is None:
+    paired = against_best(results, table, costs) if results is not None else None
+    if paired is None or len(paired) < 2:
         sentence = f"Recommended: {name(top)}, {measured(best)}, the highest measured"
         if len(ranked) > 1:
             sentence += f"; the next best, {name((ranked.iloc[1]['features'], ranked.iloc[1]['head']))}, reaches {ranked.iloc[1]['mean']:.3f} there"
         return sentence + "."
-    size = best["size"]
-    others = ranked[(ranked["size"] == size) & ~((ranked["features"] == top[0]) & (ranked["head"] == top[1]))]
-    differences = {(row["features"], row["head"]): paired_difference(results, top, (row["features"], row["head"]), size)
-                   for _, row in others.iterrows()}  # fmt: skip
-    equals = [top] + [c for c, d in differences.items() if d is not None and not d.distinguishable]
-    cost = {c: _costs(costs, c, size) for c in equals}
-    pick = _cheapest(equals, cost)
+
+    def cell(configuration) -> pd.Series:
+        return table[(table["features"] == configuration[0]) & (table["head"] == configuration[1]) & (table["size"] == size)].iloc[0]
+
+    top, size = (paired["features"].iloc[0], paired["head"].iloc[0]), paired["size"].iloc[0]
+    best = cell(top)
+    equal = paired[paired["distinguishable"] != True]  # noqa: E712 (the best's own row holds None)
+    cost = {(row.features, row.head): (row.extract_per_utterance, row.train_per_utterance) for row in equal.itertuples()}
+    pick = _cheapest(list(cost), cost)
     if pick == top:
-        runner_up = others.iloc[0] if len(others) else ranked.iloc[1]
+        runner_up = paired.iloc[1]
         second = (runner_up["features"], runner_up["head"])
-        sentence = f"Recommended: {name(top)}, {measured(best)}, the highest measured"
-        difference = differences.get(second)
-        if difference is None:
-            return sentence + f"; the next best, {name(second)}, reaches {runner_up['mean']:.3f} at its largest size."
-        sentence += (f"; the next best, {name(second)}, reaches {runner_up['mean']:.3f} there ({name(top)} minus "
-                     f"{name(second)}: {difference.describe()})")  # fmt: skip
+        difference = paired_difference(results, top, second, size)
+        sentence = (f"Recommended: {name(top)}, {measured(best)}, the highest measured; the next best, {name(second)}, "
+                    f"reaches {runner_up['mean']:.3f} there ({name(top)} minus {name(second)}: {difference.describe()})")  # fmt: skip
         if not difference.distinguishable:
             sentence += (f": not distinguishable at this size, and {name(top)} is among the cheapest of the "
                          f"configurations it cannot be told from ({_cost_text(cost[top])})")  # fmt: skip
         return sentence + "."
-    chosen = ranked[(ranked["features"] == pick[0]) & (ranked["head"] == pick[1])].iloc[0]
-    difference = differences[pick]
-    among = f"one of {len(equals) - 1} configurations" if len(equals) > 2 else "a configuration"
+    chosen = cell(pick)
+    difference = paired_difference(results, top, pick, size)
+    among = f"one of {len(cost) - 1} configurations" if len(cost) > 2 else "a configuration"
     return (f"Recommended: {name(pick)}, {measured(chosen)}: {among} not distinguishable from the highest mean there, "
             f"{name(top)}'s {best['mean']:.3f} ({name(top)} minus {name(pick)}: {difference.describe()}), and the "
             f"cheapest of them: {_cost_text(cost[pick])}, against {_cost_text(cost[top])}.")  # fmt: skip
