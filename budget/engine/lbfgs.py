@@ -57,9 +57,7 @@ def fit_layer_mix(head_class: type[EnsembleHead], inputs: DeviceFeatures, labels
     for e, run in enumerate(runs):
         head = _zero_head(head_class, 1, inputs.layer_dim, n_classes, (mean[e : e + 1], std[e : e + 1]), device,
                           inputs.stacked)  # fmt: skip
-        rows = _Rows((pooled[torch.from_numpy(run.train).to(device)],), _targets(labels, run.train, n_classes, device),
-                     torch.full((1, len(run.train)), 1 / len(run.train), device=device))  # fmt: skip
-        head = _minimise(head, rows, torch.tensor([1 / (config.l2_c * len(run.train))], device=device), config)
+        head = _fit_alone(head, (pooled[torch.from_numpy(run.train).to(device)],), labels, run, n_classes, config)
         with torch.inference_mode():
             predicted = head.shared_logits(pooled[torch.from_numpy(run.test).to(device)])[0].argmax(-1)
         outputs.append(RunOutput(predicted.cpu().numpy(), head.layer_weights()[0].cpu().numpy()))
@@ -104,6 +102,15 @@ def _minimise(head: EnsembleHead, rows: _Rows, strength: torch.Tensor, config: T
 
     optimiser.step(objective)
     return head.eval()
+
+
+def _fit_alone(head: EnsembleHead, inputs: tuple[torch.Tensor, ...], labels: np.ndarray, run: Run, n_classes: int,
+               config: TrainConfig) -> EnsembleHead:  # fmt: skip
+    """``head`` (one member) fitted by :func:`_minimise` on ``run``'s training rows alone, as its ``shared_logits``
+    read them from ``inputs``."""
+    device = head.scale.device
+    rows = _Rows(inputs, _targets(labels, run.train, n_classes, device), torch.full((1, 1), 1 / len(run.train), device=device))
+    return _minimise(head, rows, torch.tensor([1 / (config.l2_c * len(run.train))], device=device), config)
 
 
 def _targets(labels: np.ndarray, rows: np.ndarray, n_classes: int, device: torch.device) -> torch.Tensor:
@@ -173,7 +180,5 @@ def fit_attention(inputs: DeviceFeatures, labels: np.ndarray, runs: list[Run], n
             with torch.no_grad():
                 head.classifier.weight.copy_(start.classifier.weight[e : e + 1])
                 head.classifier.bias.copy_(start.classifier.bias[e : e + 1])
-        rows = _Rows(inputs.gathered(run.train), _targets(labels, run.train, n_classes, device),
-                     torch.full((1, 1), 1 / len(run.train), device=device))  # fmt: skip
-        yield _minimise(head, rows, torch.tensor([1 / (config.l2_c * len(run.train))], device=device), config)
+        yield _fit_alone(head, inputs.gathered(run.train), labels, run, n_classes, config)
 
