@@ -236,11 +236,42 @@ class TestWav2Vec1:
 
     def test_not_a_checkpoint(self, tmp_path):
         (tmp_path / "x.pt").write_bytes(b"not a pickle")
-        with pytest.raises(BudgetError, match="cannot read wav2vec checkpoint"):
+        with pytest.raises(ModelLoadError, match="cannot read wav2vec checkpoint"):
             Wav2Vec1.from_checkpoint(tmp_path / "x.pt")
         torch.save({"args": {"arch": "wav2vec2"}, "model": {}}, tmp_path / "w2v2.pt")
-        with pytest.raises(BudgetError, match="not wav2vec 1.0"):
+        with pytest.raises(ModelLoadError, match="not wav2vec 1.0"):
             Wav2Vec1.from_checkpoint(tmp_path / "w2v2.pt")
+
+    def test_a_checkpoint_in_wav2vec_large_s_2019_layout_loads_with_the_same_features(self):
+        # legacy serialisation, optimiser state and fairseq's trainer meters, as the released wav2vec_large.pt
+        assert (FIXTURES / "large_like_2019.pt").read_bytes()[:2] == b"\x80\x02"  # a pickle, not a zip archive
+        model = Wav2Vec1.from_checkpoint(FIXTURES / "large_like_2019.pt")
+        reference = np.load(FIXTURES / "large_like.npz")
+        with torch.no_grad():
+            context = model(torch.from_numpy(reference["noise_1s/wave"])[None])[0].numpy()
+        assert_float_close(context, reference["noise_1s/c"], depth=WAV2VEC1_DEPTH)
+
+    @pytest.mark.parametrize("payload", ["os.system", "builtins.exec"])
+    def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(self, tmp_path, payload):
+        marker = tmp_path / "payload-ran"
+        torch.save({"args": {"arch": "wav2vec"}, "model": {}, "extra_state": _Payload(payload, marker)}, tmp_path / "evil.pt")
+        with pytest.raises(ModelLoadError, match=rf"refused wav2vec checkpoint .*: it names \S*{payload.split('.')[1]}, "):
+            Wav2Vec1.from_checkpoint(tmp_path / "evil.pt")
+        assert not marker.exists()
+
+
+class _Payload:
+    """An object whose unpickling runs a command that creates ``marker``: what a hostile checkpoint holds."""
+
+    def __init__(self, how: str, marker: Path):
+        self.how, self.marker = how, marker
+
+    def __reduce__(self):
+        import os
+
+        if self.how == "os.system":
+            return os.system, (f"touch {self.marker}",)
+        return exec, (f"open({str(self.marker)!r}, 'w').close()",)
 
 
 @pytest.fixture(scope="module")

@@ -176,6 +176,14 @@ def test_bad_audio_is_recorded_and_skipped(tmp_path, corpus):
     assert set(store.failures(report.entry.name)["utt_id"]) == {"u03", "u07"}
 
 
+def test_a_run_counts_its_own_work_never_earlier_failures(tmp_path, corpus):
+    Path(corpus["path"].iloc[3]).write_bytes(b"garbage" * 50)
+    store = FeatureStore(tmp_path / "store")
+    first, second = store.extract(CountingExtractor(), corpus), store.extract(CountingExtractor(), corpus)
+    assert (first.extracted, len(first.failures)) == (19, 1)
+    assert (second.cached, second.extracted, len(second.failures)) == (20, 0, 1)  # the failure is earlier work
+
+
 def test_load_before_extract_is_a_clear_error(tmp_path, corpus):
     with pytest.raises(BudgetError, match="run `budget extract` first"):
         FeatureStore(tmp_path / "store").load(CountingExtractor(), corpus)

@@ -32,6 +32,8 @@ class FeatureExtractor(ABC):
     version: ClassVar[int] = 1
     #: Frames per second of output (``None`` for text tokens).
     frame_rate: float | None = None
+    #: Attributes that hold a loaded model: left out when the extractor is pickled (a Ray worker loads its own).
+    loaded_attributes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: str):
         self.spec = spec
@@ -55,6 +57,16 @@ class FeatureExtractor(ABC):
         self.device = resolve_device(device)
         self.precision = precision
         return self
+
+    def load(self) -> None:  # noqa: B027 (extractors without a model have nothing to load)
+        """Load the model now, once: a model that cannot be loaded raises :class:`~budget.errors.ModelLoadError`
+        before any utterance is extracted.  Extractors without a model have nothing to load."""
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for name in self.loaded_attributes:
+            state[name] = None
+        return state
 
     def shared_pass_key(self) -> object | None:
         """Extractors with the same key compute their features from one forward pass (see :meth:`sharing_pass`);

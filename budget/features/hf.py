@@ -138,7 +138,11 @@ class HFSpeechExtractor(FeatureExtractor):
             length = (length - kernel) // stride + 1
         return max(length, 0)
 
-    def _load(self):
+    loaded_attributes = ("_model", "_processor")
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
         from transformers import AutoFeatureExtractor, AutoModel
         from transformers.utils import logging as transformers_logging
 
@@ -165,8 +169,7 @@ class HFSpeechExtractor(FeatureExtractor):
     def _extract(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         import torch
 
-        if self._model is None:
-            self._load()
+        self.load()
         lengths = [len(wave) for wave in inputs]
         frames = [self.n_frames(n) for n in lengths]
         if min(frames) <= 0:

@@ -150,6 +150,7 @@ class FeatureStore:
             targets.append(_Target(extractor, entry, identity, keys, to_extract(keys, known), column, known))
         audio_seconds = 0.0
         if any(t.todo for t in targets):  # only a writer takes the lock: studies that find everything stored share it
+            runner.load()  # a model that cannot load stops here, before any entry is made or utterance read
             with ExitStack() as locks:
                 for target in targets:
                     locks.enter_context(target.entry.lock())
@@ -168,13 +169,14 @@ class FeatureStore:
         for target in targets:
             requested = target.known.reindex(target.keys)
             failed = requested[requested["ok"] == False]  # noqa: E712 (pandas element-wise)
+            extracted = requested["ok"].iloc[target.todo] == True  # noqa: E712 (this run's work that succeeded)
             reports.append(
                 ExtractionReport(
                     spec=target.extractor.spec,
                     entry=target.entry.folder,
                     requested=len(target.keys),
                     cached=len(target.keys) - len(target.todo),
-                    extracted=len(target.todo) - len(failed),
+                    extracted=int(extracted.sum()),
                     failures=pd.DataFrame({"utt_id": failed["utt_id"].to_numpy(), "reason": failed["reason"].to_numpy()}),
                     seconds=time.perf_counter() - started,
                     audio_seconds=audio_seconds,

@@ -57,7 +57,11 @@ class TextExtractor(FeatureExtractor):
             "version": self.version,
         }
 
-    def _load(self) -> None:
+    loaded_attributes = ("_model", "_tokenizer")
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as transformers_logging
 
@@ -73,8 +77,7 @@ class TextExtractor(FeatureExtractor):
     def _extract(self, inputs: list[str]) -> list[np.ndarray]:
         import torch
 
-        if self._model is None:
-            self._load()
+        self.load()
         batch = self._tokenizer(
             [str(text) for text in inputs],
             padding=True,

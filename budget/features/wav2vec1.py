@@ -17,20 +17,31 @@ dict.  Only the two parts that make features are built:
 The prediction heads (``wav2vec_predictions.*``) are not needed for features
 and are ignored.  ``tests/fixtures/wav2vec1`` holds small random checkpoints
 with fairseq's own outputs, which this implementation must reproduce.
+
+**Nothing in a checkpoint runs.**  A ``.pt`` file is a pickle, and a pickle can
+name any function to call while it is read.  Checkpoints are read with
+PyTorch's restricted unpickler (``weights_only=True``), which builds tensors and
+plain containers only, plus an allow-list of what fairseq's 2019 training
+checkpoints (``wav2vec_large.pt``) hold besides: the hyper-parameters as an
+``argparse.Namespace`` and the trainer's meters (``fairseq.meters.*``, read
+back as inert attribute holders, since fairseq is not imported).  A file that
+names anything else is refused before any of it runs.
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 import math
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from budget.errors import BudgetError
+from budget.errors import BudgetError, ModelLoadError
 from budget.features.base import FeatureExtractor, torch_dtype, weights_digest
 
 # fairseq's defaults for the options the feature path uses
@@ -48,6 +59,49 @@ _DEFAULTS = {
     "activation": "relu",
     "vq_type": "none",
 }
+
+
+#: The trainer's meters a fairseq training checkpoint keeps in ``extra_state['train_meters']``.
+FAIRSEQ_METERS = ("AverageMeter", "TimeMeter", "StopwatchMeter")
+
+
+class _FairseqMeter:
+    """A fairseq training meter read back as its attributes alone (no method of it runs; its values are unused)."""
+
+
+#: What the restricted unpickler may build besides tensors and containers: by class, or under fairseq's name.
+CHECKPOINT_GLOBALS = [
+    argparse.Namespace,
+    *[(type(name, (_FairseqMeter,), {}), f"fairseq.meters.{name}") for name in FAIRSEQ_METERS],
+]
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A fairseq checkpoint's contents, read without running anything it names (see the module doc).
+
+    Raises :class:`~budget.errors.ModelLoadError`: an unreadable file, or one that names a global outside
+    :data:`CHECKPOINT_GLOBALS`, stops an extraction with one error.
+    """
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(CHECKPOINT_GLOBALS):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if named := re.search(r"GLOBAL ([\w.]+)", str(error)):
+            raise ModelLoadError(
+                f"refused wav2vec checkpoint {path}: it names {named.group(1)}, which a wav2vec 1.0 checkpoint does not "
+                "hold, and reading it could run code; nothing in the file was run (a checkpoint may hold only tensors, "
+                "containers, argparse.Namespace and fairseq's meters)"
+            ) from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", str(error), re.S)
+        reason = " ".join((detail.group(1) if detail else str(error)).split())
+        raise ModelLoadError(f"cannot read wav2vec checkpoint {path}: not a PyTorch checkpoint ({reason})") from None
+    except Exception as error:  # a damaged file breaks the unpickler in many ways (EOFError, IndexError, ...)
+        raise ModelLoadError(f"cannot read wav2vec checkpoint {path}: {type(error).__name__}: {error}") from error
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise ModelLoadError(f"{path} is not a fairseq checkpoint (no 'model' state dict)")
+    return checkpoint
 
 
 class _GroupNorm32(nn.GroupNorm):
@@ -141,17 +195,17 @@ class Wav2Vec1(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> Wav2Vec1:
-        """Build and load a model from a fairseq checkpoint (no fairseq needed)."""
+        """Build and load a model from a fairseq checkpoint (no fairseq needed, nothing in the file run)."""
+        checkpoint = read_checkpoint(path)
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        except (OSError, RuntimeError, EOFError, ModuleNotFoundError, pickle.UnpicklingError) as error:
-            raise BudgetError(f"cannot read wav2vec checkpoint {path}: {error}") from error
-        if not isinstance(checkpoint, dict) or "model" not in checkpoint:
-            raise BudgetError(f"{path} is not a fairseq checkpoint (no 'model' state dict)")
-        model = cls(checkpoint_args(checkpoint, path))
-        missing = model.load_fairseq_state(checkpoint["model"])
+            model = cls(checkpoint_args(checkpoint, path))
+            missing = model.load_fairseq_state(checkpoint["model"])
+        except ModelLoadError:
+            raise
+        except BudgetError as error:  # a checkpoint this code cannot build stops the extraction, as one it cannot read
+            raise ModelLoadError(str(error)) from None
         if missing:
-            raise BudgetError(f"{path}: checkpoint lacks weights {', '.join(missing[:5])}")
+            raise ModelLoadError(f"{path}: checkpoint lacks weights {', '.join(missing[:5])}")
         return model.eval()
 
     def load_fairseq_state(self, state: dict[str, torch.Tensor]) -> list[str]:
@@ -219,9 +273,14 @@ class Wav2Vec1Extractor(FeatureExtractor):
             "version": self.version,
         }
 
-    def _extract(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    loaded_attributes = ("_model",)
+
+    def load(self) -> None:
         if self._model is None:
             self._model = Wav2Vec1.from_checkpoint(self.checkpoint).to(self.device, torch_dtype(self.precision))
+
+    def _extract(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        self.load()
         frames = [self._model.n_frames(len(wave)) for wave in inputs]
         if min(frames) <= 0:
             raise BudgetError("an input is shorter than the model's receptive field")
