@@ -3,8 +3,9 @@
 Every problem with a file raises :class:`~budget.errors.AudioError` naming the
 file and the reason: missing, empty, unreadable or corrupt, no samples,
 non-finite samples, or shorter than one analysis frame.  :func:`scan_audio`
-checks a whole manifest from the file headers and reports every bad file at
-once.
+checks a whole manifest, headers and the samples a study reads, and reports
+every bad file at once, with the usable files a person should look at: silent
+ones, and ones too short to carry an emotion (:data:`SHORT_SECONDS`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ SAMPLE_RATE = 16_000
 MAX_SECONDS = 5.0
 #: The longest analysis window of the toolkit's extractors (the 50 ms LLD frame).
 MIN_SECONDS = 0.05
+#: Shorter clips are usable but noted: a fifth of a second is about one syllable, too little to carry an emotion's
+#: prosody, and far below the shortest utterances of IEMOCAP, EmoDB, RAVDESS, CREMA-D and MSP-Podcast.
+SHORT_SECONDS = 0.2
+#: A clip whose loudest sample is below this (-80 dBFS, three steps of 16-bit audio) is noted as silent.
+SILENT_PEAK = 1e-4
 
 
 #: libsndfile's note on a data chunk longer than the file ("data : 32000 (should be 15978)").
@@ -89,29 +95,48 @@ def load_audio(
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
+def _peak(path: Path, info, max_seconds: float | None) -> float:
+    """The loudest sample of the part a study reads (the first ``max_seconds``), read in blocks; an
+    :class:`AudioError` for samples that are not finite."""
+    frames = info.frames if max_seconds is None else min(info.frames, int(round(max_seconds * info.samplerate)))
+    peak = 0.0
+    try:
+        for block in sf.blocks(str(path), blocksize=1 << 18, frames=frames, dtype="float32", always_2d=True):
+            if not np.isfinite(block).all():
+                raise AudioError(path, "audio contains NaN or infinite samples")
+            peak = max(peak, float(np.abs(block).max(initial=0.0)))
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise AudioError(path, f"unreadable or corrupt audio ({error})") from error
+    return peak
+
+
 @dataclass(frozen=True)
 class AudioScan:
-    """A manifest split into usable utterances and the files that failed."""
+    """A manifest split into usable utterances and the files that failed, with notes on usable files."""
 
     usable: pd.DataFrame  # the manifest's good rows, with duration, sample_rate, channels
-    problems: pd.DataFrame  # utt_id, path, reason
+    problems: pd.DataFrame  # utt_id, path, reason: left out
+    notes: pd.DataFrame  # utt_id, path, note: usable, but silent or very short
 
     def raise_if_problems(self) -> None:
-        """Raise one error listing every bad file (for ``--strict``)."""
-        if not self.problems.empty:
-            lines = [f"{row.path}: {row.reason}" for row in self.problems.itertuples()]
-            raise BudgetError(f"{len(lines)} bad audio file(s): " + "; ".join(lines))
+        """Raise one error listing every bad file and every noted one (for ``--strict``)."""
+        listed = [*self.problems.itertuples(), *self.notes.itertuples()]
+        if listed:
+            lines = [f"{row.path}: {getattr(row, 'reason', None) or row.note}" for row in listed]
+            raise BudgetError(f"{len(lines)} bad audio file(s) under --strict: " + "; ".join(lines))
 
 
-def scan_audio(manifest: pd.DataFrame, min_seconds: float = MIN_SECONDS) -> AudioScan:
-    """Check every file of a manifest from its header, reporting all problems at once."""
-    durations, rates, channels, problems = [], [], [], []
+def scan_audio(manifest: pd.DataFrame, min_seconds: float = MIN_SECONDS, max_seconds: float | None = MAX_SECONDS) -> AudioScan:
+    """Check every file of a manifest, its header and the samples a study reads (the first ``max_seconds``),
+    reporting all problems at once."""
+    durations, rates, channels, problems, notes = [], [], [], [], []
     keep = np.zeros(len(manifest), dtype=bool)
     rows = zip(manifest["utt_id"], manifest["path"], strict=True)
     for i, (utt_id, path) in enumerate(progress(rows, len(manifest), "checking audio", unit="file")):
         try:
             info = _open_info(Path(path))
             _check_length(Path(path), info.frames, info.samplerate, min_seconds)
+            peak = _peak(Path(path), info, max_seconds)
         except AudioError as error:
             problems.append({"utt_id": utt_id, "path": error.path, "reason": error.reason})
             continue
@@ -119,16 +144,34 @@ def scan_audio(manifest: pd.DataFrame, min_seconds: float = MIN_SECONDS) -> Audi
         durations.append(info.frames / info.samplerate)
         rates.append(info.samplerate)
         channels.append(info.channels)
+        if peak < SILENT_PEAK:
+            read = "" if max_seconds is None or durations[-1] <= max_seconds else f" in its first {max_seconds:g} s"
+            notes.append({"utt_id": utt_id, "path": str(path), "note": f"silent: its loudest sample{read} is {_dbfs(peak)}"})
+        if durations[-1] < SHORT_SECONDS:
+            notes.append({"utt_id": utt_id, "path": str(path),
+                          "note": f"very short: {durations[-1]:.3f} s, under {SHORT_SECONDS:g} s"})  # fmt: skip
     usable = manifest[keep].copy()
     usable["duration"] = durations
     usable["sample_rate"] = rates
     usable["channels"] = channels
-    return AudioScan(usable.reset_index(drop=True), pd.DataFrame(problems, columns=["utt_id", "path", "reason"]))
+    return AudioScan(usable.reset_index(drop=True), pd.DataFrame(problems, columns=["utt_id", "path", "reason"]),
+                     pd.DataFrame(notes, columns=["utt_id", "path", "note"]))  # fmt: skip
 
 
-def usable_audio(manifest: pd.DataFrame, strict: bool = False, min_seconds: float = MIN_SECONDS) -> AudioScan:
-    """:func:`scan_audio`, stopping on any bad file with ``strict``, and an error when no file is usable."""
-    scan = scan_audio(manifest, min_seconds)
+def notes_summary(notes: pd.DataFrame) -> str:
+    """An :class:`AudioScan`'s notes in one phrase: how many files are silent, how many very short."""
+    kinds = notes["note"].str.split(":").str[0].value_counts()
+    return ", ".join(f"{count} {kind}" for kind, count in kinds.items())
+
+
+def _dbfs(peak: float) -> str:
+    return "0 (digital silence)" if peak == 0 else f"{20 * np.log10(peak):.0f} dBFS"
+
+
+def usable_audio(manifest: pd.DataFrame, strict: bool = False, min_seconds: float = MIN_SECONDS,
+                 max_seconds: float | None = MAX_SECONDS) -> AudioScan:  # fmt: skip
+    """:func:`scan_audio`, stopping on any bad or noted file with ``strict``, and an error when no file is usable."""
+    scan = scan_audio(manifest, min_seconds, max_seconds)
     if strict:
         scan.raise_if_problems()
     if scan.usable.empty:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import write_wav
 from corpus_builders import build_emodb, build_iemocap, emodb_names
 from typer.testing import CliRunner
 
@@ -203,3 +204,58 @@ def test_piped_tables_never_cut_an_identifier(tmp_path):
     FeatureStore(tmp_path / "store").extract(extractor, make_corpus(tmp_path / "audio", n=3))
     result = CliRunner().invoke(app, ["features", "--store", str(tmp_path / "store")])
     assert result.exit_code == 0 and extractor.spec in result.output
+
+
+@pytest.mark.parametrize("checkpoint", ["junk", "hostile"])
+def test_a_wav2vec_checkpoint_that_cannot_load_is_one_error_before_any_utterance(tmp_path, checkpoint):
+    import os
+
+    build_emodb(tmp_path / "emodb", emodb_names(4))
+    marker = tmp_path / "payload-ran"
+    if checkpoint == "junk":
+        (tmp_path / "model.pt").write_bytes(b"these are not weights" * 20)
+    else:
+        class Hostile:
+            def __reduce__(self):
+                return os.system, (f"touch {marker}",)
+
+        torch.save({"args": {"arch": "wav2vec"}, "model": {}, "extra_state": Hostile()}, tmp_path / "model.pt")
+    result = invoke("extract", "--root", str(tmp_path / "emodb"), "-f", f"wav2vec1:{tmp_path / 'model.pt'}",
+                    "--store", str(tmp_path / "store"))  # fmt: skip
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert ("refused wav2vec checkpoint" if checkpoint == "hostile" else "cannot read wav2vec checkpoint") in lines[0]
+    assert not marker.exists()
+    assert not (tmp_path / "store").exists()  # no entry, no utterance recorded as failed
+
+
+def _nan_silent_and_short(root: Path) -> Path:
+    """An EmoDB folder of 8 good files, one of NaN samples, one silent and one of 0.05 s."""
+    import numpy as np
+    import soundfile as sf
+
+    build_emodb(root, emodb_names(11)[:8])
+    names = emodb_names(11)[8:]
+    nan = np.full(8_000, np.nan, dtype=np.float32)
+    sf.write(root / "wav" / names[0], nan, 16_000, subtype="FLOAT")
+    sf.write(root / "wav" / names[1], np.zeros(8_000, dtype=np.float32), 16_000, subtype="PCM_16")
+    write_wav(root / "wav" / names[2], seconds=0.05)
+    return root
+
+
+def test_nan_silent_and_very_short_audio_is_named_and_refused_under_strict(tmp_path):
+    root = _nan_silent_and_short(tmp_path / "emodb")
+    info = invoke("corpus", "info", "--root", str(root))
+    assert info.exit_code == 0 and "10 utterances" in info.output, info.output
+    assert "1 bad audio file(s), left out" in info.output and "NaN or infinite samples" in info.output
+    assert "2 file(s) worth a look, kept (" in info.output and "1 silent" in info.output and "1 very short" in info.output
+    assert "0 (digital silence)" in info.output and "very short: 0.050 s" in info.output
+    store = str(tmp_path / "store")
+    for command in (("extract", "-f", "lld", "--store", store), ("curve", "-m", "logreg", "-f", "lld", "--store", store,
+                                                                  "--per-class", "1", "--run-dir", str(tmp_path / "run"))):  # fmt: skip
+        strict = invoke(*command, "--root", str(root), "--strict")
+        assert strict.exit_code == 2, strict.output
+        assert strict.output.startswith("error: 3 bad audio file(s) under --strict") and "NaN" in strict.output
+        assert "silent" in strict.output and "very short" in strict.output
+    assert not (tmp_path / "store").exists() and not (tmp_path / "run").exists()
+

@@ -9,22 +9,29 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from budget.audio import usable_audio
+from budget.audio import MAX_SECONDS, notes_summary, usable_audio
 from budget.cli.common import ClassesOption, CorpusOption, RootOption, corpus_app, err, out, user_errors
 from budget.corpora import CORPORA, data_dir, find_root, get_adapter
 from budget.folds import N_FOLDS, assign_folds, fold_names
 from budget.sampling import corpus_ceiling
 
 
-def usable_manifest(corpus: str, root: Path | None, classes: str | None, strict: bool) -> pd.DataFrame:
-    """The corpus's usable utterances (fetching the free one when missing); bad files are listed on stderr."""
+def usable_manifest(corpus: str, root: Path | None, classes: str | None, strict: bool,
+                    max_seconds: float | None = MAX_SECONDS) -> pd.DataFrame:  # fmt: skip
+    """The corpus's usable utterances (fetching the free one when missing); bad files and files worth a look (in
+    their first ``max_seconds``) are listed on stderr."""
     from budget.corpora.fetch import load_fetching
 
-    scan = usable_audio(load_fetching(corpus, root, classes, log=err.print), strict)
+    scan = usable_audio(load_fetching(corpus, root, classes, log=err.print), strict, max_seconds=max_seconds)
     if not scan.problems.empty:
         err.print(f"[bold yellow]{len(scan.problems)} bad audio file(s), left out:[/]")
         for row in scan.problems.itertuples():
             err.print(f"  {row.path}: {row.reason}", soft_wrap=True)
+    if not scan.notes.empty:
+        err.print(f"[bold yellow]{len(scan.notes)} file(s) worth a look, kept ({notes_summary(scan.notes)}; --strict "
+                  "refuses them):[/]")  # fmt: skip
+        for row in scan.notes.itertuples():
+            err.print(f"  {row.path}: {row.note}", soft_wrap=True)
     return scan.usable
 
 

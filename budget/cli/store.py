@@ -58,10 +58,12 @@ def extract(
     """Extract features for a corpus into the feature store (only what it does not hold yet)."""
     from budget.execute import require
     from budget.features import FeatureStore, parse_feature_specs
+    from budget.features.entries import EntrySettings
 
     require(executor)  # before any work: Ray installed where asked for
     extractors = [e.configure(device, precision) for e in parse_feature_specs(joined(features))]
-    manifest = usable_manifest(corpus, root, classes, strict)
+    settings = EntrySettings(max_seconds, frame_dtype, file_identity)  # checked before any file is read
+    manifest = usable_manifest(corpus, root, classes, strict, settings.max_seconds)
     feature_store = FeatureStore(store)
     reports = feature_store.extract_all(
         extractors, manifest, max_seconds=max_seconds, batch_size=batch_size, frame_dtype=frame_dtype,
