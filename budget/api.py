@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from budget.analysis import CurveFit, aggregate, fit_curve, labels_needed, measured_costs, recommend
-from budget.errors import BudgetError
+from budget.errors import BudgetError, check_number, check_path
 from budget.progress import note
 from budget.registry import ACOUSTIC_HEADS
 from budget.runfolder import FinishedStudy
@@ -70,8 +70,7 @@ class StudyResult:
             One row per curve: ``per_class``, ``total``, ``low``, ``high``, and ``status`` (interpolated,
             extrapolated, too far or not reached), as the report's labels-needed table.
         """
-        if not 0 < target < 1:
-            raise BudgetError(f"target is a UA between 0 and 1; got {target!r}")
+        _check_target(target)
         fitted = [curve for curve in self.curves if curve.chosen]
         if not fitted:
             raise BudgetError("no curve could be fitted: a plan needs at least two balanced sizes")
@@ -79,6 +78,8 @@ class StudyResult:
 
     def recommendation(self, target: float | None = None) -> str:
         """The sentence the report opens with: the configuration to choose, compared run by run."""
+        if target is not None:
+            _check_target(target)
         fitted = [curve for curve in self.curves if curve.chosen]
         needed = labels_needed(self.results, fitted, [target]) if target is not None and fitted else pd.DataFrame()
         extraction = FinishedStudy.open(self.path).provenance.get("extraction_seconds_per_utterance")
@@ -89,7 +90,9 @@ class StudyResult:
         """Write ``report.md``, a self-contained ``report.html`` and the figures; return the HTML's path."""
         from budget.report import build_report
 
-        return build_report(self.path, path, target)
+        if target is not None:
+            _check_target(target)
+        return build_report(self.path, None if path is None else check_path("path", path), target)
 
 
 def curve(*, heads: str | list[str] = "mlp_pool", run_dir: str | Path | None = None, check_convergence: bool = True,
@@ -137,17 +140,23 @@ def compare(*, heads: str | list[str] | None = None, run_dir: str | Path | None 
 
 def load(run_dir: str | Path) -> StudyResult:
     """A finished study's run folder as a :class:`StudyResult`."""
-    folder = FinishedStudy.open(run_dir)
+    folder = FinishedStudy.open(check_path("run_dir", run_dir))
     return StudyResult(folder.path, folder.results, folder.classes)
 
 
+def _check_target(target) -> None:
+    check_number("target", target)
+    if not 0 < target < 1:
+        raise BudgetError(f"target is a UA between 0 and 1; got {target!r}")
+
+
 def _config(config: str | Path | None, **settings) -> StudyConfig:
-    base = StudyConfig.from_toml(config) if config else StudyConfig()
+    base = StudyConfig.from_toml(check_path("config", config)) if config is not None else StudyConfig()
     return base.with_overrides(**settings)
 
 
 def _run(command: str, config: StudyConfig, run_dir, check: str, log) -> StudyResult:
-    folder = Path(run_dir) if run_dir is not None else default_run_dir(command, config)
+    folder = check_path("run_dir", run_dir) if run_dir is not None else default_run_dir(command, config)
     Study(config, folder).run(log=log, check_convergence=check)
     return load(folder)
 

@@ -5,6 +5,8 @@ the CLI prints as one line, without a traceback.
 """
 
 import math
+import os
+from pathlib import Path
 
 
 class BudgetError(Exception):
@@ -34,3 +36,13 @@ def check_number(key: str, value, integer: bool = False, minimum: float | None =
         what = "an integer" if integer else "a finite number" if isinstance(value, float) and not math.isfinite(value) else "a number"
         bound = f" of at least {minimum:g}" if minimum is not None else ""
         raise BudgetError(f"{key} must be {what}{bound}; got {value!r}")
+
+
+def check_path(key: str, value) -> Path:
+    """A path setting given as ``str`` or ``os.PathLike``, as a :class:`~pathlib.Path`; any other type is one clear
+    error naming the setting."""
+    if isinstance(value, str | os.PathLike) and not isinstance(value, bytes):
+        path = Path(value)
+        if str(path) and str(value).strip():
+            return path
+    raise BudgetError(f"{key} must be a path (a str or os.PathLike); got {value!r}")

@@ -77,15 +77,19 @@ def training_counts(manifest: pd.DataFrame, folds: pd.Series) -> pd.DataFrame:
     return (totals - held_out).rename_axis(index="fold", columns="label")
 
 
-def read_fold_file(path: str | PathLike[str], manifest: pd.DataFrame) -> pd.Series:
+def read_fold_file(path: str | PathLike[str], manifest: pd.DataFrame, log=print) -> pd.Series:
     """Folds from a CSV the user hands in (a published design, such as EmoBox's): a ``fold`` column beside
     ``utt_id`` or ``group``.
 
     Every utterance must get a fold and every group stay within one (folds
     are speaker-independent); fold labels become 0, 1, ... in their sorted order.
+    Groups the file lists and the corpus lacks are named in one ``log`` line; a file
+    that names none of the corpus's is refused.
     """
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise BudgetError(f"fold file {path} is empty; it needs a 'fold' column beside 'utt_id' or 'group'") from None
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
         raise BudgetError(f"cannot read fold file {path}: {error}") from None
     key = next((k for k in ("utt_id", "group") if k in table.columns), None)
@@ -93,6 +97,13 @@ def read_fold_file(path: str | PathLike[str], manifest: pd.DataFrame) -> pd.Seri
         raise BudgetError(f"fold file {path} needs a 'fold' column beside 'utt_id' or 'group'; has {', '.join(table.columns)}")
     if table[key].duplicated().any():
         raise BudgetError(f"fold file {path}: {key} {table[key][table[key].duplicated()].iloc[0]!r} is listed twice")
+    known = set(manifest[key].astype(str))
+    if not known & set(table[key]):
+        raise BudgetError(f"fold file {path} names no {key} of this corpus (it lists {len(table)}, e.g. "
+                          f"{', '.join(table[key].iloc[:3])}); is it for another corpus?")  # fmt: skip
+    if "group" in table.columns and (unknown := sorted(set(table["group"]) - set(manifest["group"].astype(str)))):
+        log(f"fold file {path} lists {len(unknown)} group(s) this corpus lacks, ignored: {', '.join(unknown[:10])}"
+            + (" ..." if len(unknown) > 10 else ""))  # fmt: skip
     given = manifest[key].astype(str).map(dict(zip(table[key], table["fold"], strict=True)))
     if given.isna().any():
         missing = manifest.loc[given.isna(), key].astype(str).unique()

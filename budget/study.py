@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import pandas as pd
 
-from budget.audio import MAX_SECONDS, usable_audio
+from budget.audio import MAX_SECONDS, notes_summary, usable_audio
 from budget.corpora import get_adapter
 from budget.corpora.fetch import load_fetching
 from budget.engine.config import TrainConfig
 from budget.engine.device import frame_products, with_products
-from budget.errors import BudgetError, check_number
+from budget.errors import BudgetError, check_number, check_path
 from budget.execute import Trainer, make_executor
 from budget.execute import require as require_executor
 from budget.features import FeatureStore, parse_feature_spec
@@ -108,7 +109,11 @@ class StudyConfig:
             if not any(head_spec(head).mixes_layers for head in self.heads):
                 mixing = ", ".join(name for name, spec in REGISTRY.items() if spec.mixes_layers)
                 raise BudgetError(f"{weighted[0]} needs a head that learns layer weights: {mixing}")
-        for key in ("corpus", "root", "classes", "store", "precision", "fold_file"):
+        for key in ("root", "store", "fold_file"):  # paths: str or os.PathLike, held as written
+            if getattr(self, key) is not None:
+                check_path(key, getattr(self, key))
+                object.__setattr__(self, key, os.fspath(getattr(self, key)))
+        for key in ("corpus", "classes", "precision"):
             if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
                 raise BudgetError(f"{key} must be a string; got {getattr(self, key)!r}")
         if self.frame_dtype not in FRAME_DTYPES:
@@ -185,7 +190,8 @@ class StudyData:
     folds: pd.Series
     fold_names: dict[int, str]
     plan: SizePlan
-    problems: pd.DataFrame
+    problems: pd.DataFrame  # bad audio files, left out
+    audio_notes: pd.DataFrame  # usable files worth a look (silent, very short)
 
 
 def missing_classes_note(missing: dict[int, list[str]], names: dict[int, str]) -> str:
@@ -200,14 +206,18 @@ def prepare(config: StudyConfig, log=print, strict: bool = False) -> StudyData:
 
     Bad audio files are left out, or with ``strict`` stop the study.
     """
-    scan = usable_audio(load_fetching(config.corpus, config.root, config.classes, log), strict)
+    scan = usable_audio(load_fetching(config.corpus, config.root, config.classes, log), strict,
+                        max_seconds=config.max_seconds or None)  # fmt: skip
     usable = scan.usable
-    folds = read_fold_file(config.fold_file, usable) if config.fold_file else assign_folds(usable, config.n_folds)
+    folds = read_fold_file(config.fold_file, usable, log) if config.fold_file else assign_folds(usable, config.n_folds)
     classes = class_order(usable["label"])
+    if len(classes) < 2:
+        raise BudgetError(f"a study needs at least two classes; the corpus{' with --classes' if config.classes else ''} "
+                          f"holds {len(classes)} ({', '.join(classes)})")  # fmt: skip
     plan = plan_sizes(parse_sizes(config.per_class, config.n, len(classes)), usable, folds)
     if not plan.sizes:
         raise BudgetError("no requested size can be supplied by every fold: " + "; ".join(plan.skipped))
-    return StudyData(usable, classes, folds, fold_names(usable, folds), plan, scan.problems)
+    return StudyData(usable, classes, folds, fold_names(usable, folds), plan, scan.problems, scan.notes)
 
 
 def default_run_dir(command: str, config: StudyConfig) -> Path:
@@ -263,6 +273,8 @@ class Study:
                 log(note)
         if not data.problems.empty:
             log(f"{len(data.problems)} bad audio file(s) left out (see `budget corpus info`)")
+        if not data.audio_notes.empty:
+            log(f"audio worth a look, kept: {notes_summary(data.audio_notes)} (see `budget corpus info`; --strict refuses them)")
         if missing := classes_missing(data.manifest, data.folds, data.classes):
             log(missing_classes_note(missing, data.fold_names))
         entries, loaded = self._load_features(extractors, choices, data, log)

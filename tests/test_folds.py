@@ -94,6 +94,8 @@ def test_a_fold_file_by_group_or_utterance_gives_its_design(tmp_path):
         ("group,fold\ng000,1\n", "gives no fold for 5 group"),
         ("group,fold\n" + "".join(f"g{g:03d},1\n" for g in range(6)), "has 1 fold"),
         ("utt_id,fold\n" + "".join(f"g{g:03d}_{i:02d},{i}\n" for g in range(6) for i in range(3)), "puts group 'g000' in several"),
+        ("", "fold file .* is empty"),
+        ("group,fold\nSes01,1\nSes02,2\n", "names no group of this corpus .* is it for another corpus"),
     ],
 )  # fmt: skip
 def test_a_bad_fold_file_is_one_clear_error(tmp_path, text, message):
@@ -101,6 +103,15 @@ def test_a_bad_fold_file_is_one_clear_error(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(BudgetError, match=message):
         read_fold_file(path, synthetic_manifest(6, per_group=3))
+
+
+def test_groups_a_fold_file_lists_and_the_corpus_lacks_are_named_in_one_line(tmp_path):
+    path = tmp_path / "folds.csv"
+    path.write_text("group,fold\n" + "".join(f"g{g:03d},{g % 2}\n" for g in range(9)))
+    lines = []
+    folds = read_fold_file(path, synthetic_manifest(6, per_group=3), log=lines.append)
+    assert folds.nunique() == 2
+    assert lines == [f"fold file {path} lists 3 group(s) this corpus lacks, ignored: g006, g007, g008"]
 
 
 def test_classes_missing_names_each_fold_without_a_class():

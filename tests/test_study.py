@@ -249,6 +249,16 @@ def test_compare_needs_one_size(iemocap, tmp_path):
     assert result.exit_code == 2 and "compare runs one size" in result.output
 
 
+@pytest.mark.parametrize("head", ["logreg", "mean_pool"])
+def test_one_class_is_one_error_line_before_any_folder(iemocap, tmp_path, head):
+    result = CliRunner().invoke(app, ["curve", "--corpus", "iemocap", "--root", str(iemocap), "-f", "lld", "-m", head,
+                                      "--classes", "neutral", "--per-class", "1", "--store", str(tmp_path / "store"),
+                                      "--run-dir", str(tmp_path / "run")])  # fmt: skip
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [
+        "error: a study needs at least two classes; the corpus with --classes holds 1 (neutral)"], result.output
+    assert not (tmp_path / "run").exists() and not (tmp_path / "store").exists()
+
+
 def test_strict_stops_on_bad_audio(tmp_path):
     root = build_iemocap(tmp_path / "iemocap", sessions=2)
     next((root / "Session1" / "sentences" / "wav").rglob("*.wav")).write_bytes(b"")
