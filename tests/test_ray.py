@@ -113,3 +113,35 @@ def test_extraction_on_ray_stores_what_local_extraction_stores_and_resumes_alike
     np.testing.assert_array_equal(a.lengths, b.lengths)
     np.testing.assert_array_equal(a.frames, b.frames)
     np.testing.assert_array_equal(a.mean, b.mean)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="the reaper reads /proc (Linux)")
+def test_a_local_cluster_says_nothing_of_its_token_and_ends_with_its_killed_driver(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from budget.features.reaper import descendants, start_time
+
+    driver = subprocess.Popen(
+        [sys.executable, "-c", "from budget.features.distributed import Cluster\n"
+         "with Cluster('ray') as ray:\n    print('up', flush=True)\n    input()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert driver.stdout.readline() == "up\n"
+        cluster = [(pid, start_time(pid)) for pid in descendants(driver.pid)]
+        assert len(cluster) >= 4  # GCS, raylet, its agents, the reaper
+        driver.kill()
+        driver.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(start_time(pid) == started for pid, started in cluster):
+            time.sleep(0.2)
+        left = [pid for pid, started in cluster if start_time(pid) == started]
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        assert not left, f"{len(left)} of the cluster's processes outlived the driver by 20 s"
+        assert "Token authentication" not in driver.stderr.read()
+    finally:
+        driver.kill()

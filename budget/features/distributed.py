@@ -8,9 +8,14 @@ local one does.
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
+from pathlib import Path
 
 from budget.errors import BudgetError
 
@@ -33,22 +38,44 @@ def require_ray():
 
 
 class Cluster:
-    """Ray for the duration of a ``with`` block: joined by address, or a local cluster started and stopped here."""
+    """Ray for the duration of a ``with`` block: joined by address, or a local cluster started and stopped here.
+
+    A local cluster keeps Ray's default token authentication, without Ray's notice of it, and on Linux has
+    :mod:`budget.features.reaper` beside it, so its processes end with this one even when it is killed.
+    """
 
     def __init__(self, spec: str):
         check_executor(spec)
         self.ray, self.address = require_ray(), spec.partition(":")[2] or None
         self.started = False
+        self.reaper: subprocess.Popen | None = None
 
     def __enter__(self):
         if not self.ray.is_initialized():
+            # Ray's notice that a new local cluster uses token authentication, on every command: not the user's concern
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
             self.ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
             self.started = True
+            if self.address is None and sys.platform.startswith("linux"):
+                self.reaper = _start_reaper()
         return self.ray
 
     def __exit__(self, *exc) -> None:
         if self.started:
             self.ray.shutdown()
+        if self.reaper is not None:
+            self.reaper.stdin.close()  # the reaper finds nothing left after a clean shutdown
+            self.reaper.wait()
+
+
+def _start_reaper() -> subprocess.Popen:
+    """:mod:`budget.features.reaper` watching the processes the local cluster started below this one."""
+    from budget.features import reaper
+
+    processes = [f"{pid}:{started}" for pid in reaper.descendants(os.getpid())
+                 if (started := reaper.start_time(pid)) is not None]  # fmt: skip
+    return subprocess.Popen([sys.executable, "-S", str(Path(reaper.__file__)), *processes], stdin=subprocess.PIPE,
+                            start_new_session=True)  # fmt: skip
 
 
 def fetched(ray, fetch: Callable):
