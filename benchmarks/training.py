@@ -45,8 +45,8 @@ from budget.engine.runs import train_runs
 from budget.grid import Run
 from budget.heads import HEADS, mlp_shape
 from budget.metrics import run_metrics
-from budget.registry import LOGREG, head_spec
-from budget.sampling import balanced_subset, read_sizes
+from budget.registry import LOGREG, describe_training, head_spec
+from budget.sampling import FULL, balanced_subset, read_sizes
 
 IEMOCAP_CLASSES = {"neutral": 1708, "happy": 1636, "angry": 1103, "sad": 1084}
 IEMOCAP_SESSIONS = (1085, 1023, 1151, 1031, 1241)
@@ -209,7 +209,7 @@ def synthetic_iemocap(scale: float, device: torch.device, seeds: int, seed: int 
     features = DeviceFeatures(frames, lengths, mean, maximum)
     ceiling = min(np.bincount(labels[sessions != s], minlength=len(counts)).min() for s in range(5))
     sizes = [125 * 2**i for i in range(8) if 125 * 2**i <= ceiling] or [max(1, int(ceiling) // 2)]
-    runs = runs_for(labels, sessions, [*sizes, "full"], seeds)
+    runs = runs_for(labels, sessions, [*sizes, FULL], seeds)
     host = _HostPooled(mean.cpu().numpy(), maximum.cpu().numpy())
     return Grid(f"synthetic IEMOCAP x{scale:g} (sizes {sizes} + full)", features, labels, runs, len(counts), host)
 
@@ -256,7 +256,7 @@ def main() -> None:
         grids = emodb_grids(args, device)
         heads = args.heads.split(",") if args.heads else [LOGREG, *HEADS]
     warm_up(device)
-    print(f"budget: {config.describe()}; frame heads in {'bf16 autocast' if uses_autocast(device, config) else 'float32'}")
+    print(f"budget: {describe_training(config, heads)}; frame heads in {'bf16 autocast' if uses_autocast(device, config) else 'float32'}")
     if args.before:
         print(f"before: {', '.join(f'{k} = {v}' for k, v in BEFORE.items())}")
     started = time.perf_counter()

@@ -1,27 +1,32 @@
-"""The Python API: a study in one call, for notebooks and scripts, with what the command line gives.
+"""The Python API, and the one door to the toolkit: every command of the CLI parses its options and calls these.
 
-``budget.curve`` and ``budget.compare`` take the settings of ``budget curve``
-and ``budget compare`` as keyword arguments, under their config-file names
-(``features``, ``heads``, ``per_class``, ``seeds``, ``root``, ``layers``,
-``steps`` ...), and return a :class:`StudyResult`; ``budget.load`` opens a
-finished study's run folder.  See ``docs/python.md``.
+``budget.curve`` and ``budget.compare`` run a study from keyword settings
+(:class:`budget.study.StudyConfig`'s keys, as a config file holds them) and
+return a :class:`StudyResult`; ``budget.extract`` fills the feature store for
+the same settings; ``budget.load`` opens a finished study's run folder,
+``budget.plan`` and ``budget.report`` read one.  See ``docs/python.md``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
 
-from budget.analysis import CurveFit, aggregate, fit_curve, labels_needed, measured_costs, recommend
+from budget.analysis import CurveFit, Plan, aggregate, convergence_table, fit_curve, labels_needed, measured_costs
+from budget.analysis import plan as plan_for
+from budget.analysis import recommendation as recommendation_sentence
 from budget.errors import BudgetError, check_number, check_path
+from budget.features import ExtractionReport
 from budget.progress import note
-from budget.registry import ACOUSTIC_HEADS
-from budget.runfolder import FinishedStudy
-from budget.sampling import FULL
+from budget.runfolder import FinishedStudy, latest_run
 from budget.study import Study, StudyConfig, default_run_dir
+
+#: What ``check_convergence`` takes: False, True (the command's own check), or which cells to retrain.
+CHECKS = {"none", "ends", "all"}
 
 
 @dataclass
@@ -34,7 +39,8 @@ class StudyResult:
         The run folder (running the same study again resumes it).
     results : pandas.DataFrame
         One row per (features, head, size, fold, seed): UA, WA, macro-F1, per-class recall, confusion
-        matrix, training seconds.
+        matrix, training seconds.  ``size`` holds :class:`budget.sampling.Size` values (``size == 125``,
+        ``size.full``).
     classes : list of str
         The classes, in the order of the confusion matrices.
     """
@@ -43,18 +49,30 @@ class StudyResult:
     results: pd.DataFrame
     classes: list[str]
 
+    @cached_property
+    def _folder(self) -> FinishedStudy:
+        return FinishedStudy.open(self.path)
+
     @property
     def summary(self) -> pd.DataFrame:
         """Mean UA per (features, head, size) with its standard deviation and 95% interval."""
         return aggregate(self.results)
 
+    @property
+    def convergence(self) -> pd.DataFrame:
+        """The convergence check: per retrained cell, UA at the study's budget and at twice it (empty when unchecked)."""
+        return convergence_table(self.results, self._folder.doubled)
+
     @cached_property
     def curves(self) -> list[CurveFit]:
         """The fitted learning curve of every (features, head), where two balanced sizes or more were measured."""
-        if len({s for s in self.results["size"] if s != FULL}) < 2:
+        if len({size for size in self.results["size"] if size.balanced}) < 2:
             return []
-        pairs = self.results[["features", "head"]].drop_duplicates().itertuples(index=False)
-        return [fit_curve(self.results, features, head) for features, head in pairs]
+        return [fit_curve(self.results, features, head) for features, head in self._folder.curves()]
+
+    def display(self, features: str) -> str:
+        """A feature set's name for a reader (folders shortened, a pair as its two parts)."""
+        return self._folder.display(features)
 
     def plan(self, target: float) -> pd.DataFrame:
         """Labels per class (and in total) each curve needs to reach UA ``target``, with 95% intervals.
@@ -76,66 +94,79 @@ class StudyResult:
             raise BudgetError("no curve could be fitted: a plan needs at least two balanced sizes")
         return labels_needed(self.results, fitted, [target])
 
+    @property
+    def costs(self) -> pd.DataFrame:
+        """Per (features, head, size): measured training seconds per training utterance, and extraction seconds per
+        utterance where the store recorded them."""
+        return measured_costs(self.results, self._folder.provenance.get("extraction_seconds_per_utterance"))
+
     def recommendation(self, target: float | None = None) -> str:
         """The sentence the report opens with: the configuration to choose, compared run by run."""
         if target is not None:
             _check_target(target)
-        fitted = [curve for curve in self.curves if curve.chosen]
-        needed = labels_needed(self.results, fitted, [target]) if target is not None and fitted else pd.DataFrame()
-        extraction = FinishedStudy.open(self.path).provenance.get("extraction_seconds_per_utterance")
-        return recommend(self.summary, needed, target if not needed.empty else None, self.results,
-                         measured_costs(self.results, extraction))  # fmt: skip
+        return recommendation_sentence(self.results, self.summary, self.curves, target, self.costs, self.display)
 
     def report(self, path: str | Path | None = None, target: float | None = None) -> Path:
         """Write ``report.md``, a self-contained ``report.html`` and the figures; return the HTML's path."""
-        from budget.report import build_report
-
-        if target is not None:
-            _check_target(target)
-        return build_report(self.path, None if path is None else check_path("path", path), target)
+        return report(self.path, path, target)
 
 
-def curve(*, heads: str | list[str] = "mlp_pool", run_dir: str | Path | None = None, check_convergence: bool = True,
-          config: str | Path | None = None, log=note, **settings) -> StudyResult:  # fmt: skip
+def curve(*, config: str | Path | None = None, run_dir: str | Path | None = None, check_convergence: bool | str = True,
+          strict: bool = False, log: Callable[[str], None] = note, **settings) -> StudyResult:  # fmt: skip
     """UA against training-set size: ``budget curve`` from Python.
 
     Parameters
     ----------
-    heads : str or list of str
-        The heads to train (``mlp_pool`` by default).
-    run_dir : path, optional
-        Where results go; by default ``runs/curve-<corpus>-<settings hash>``.
-    check_convergence : bool
-        Retrain the smallest and largest size (and full) with twice the budget.
     config : path, optional
         A study TOML; keyword settings override it.
+    run_dir : path, optional
+        Where results go; by default ``runs/curve-<corpus>-<settings hash>``.
+    check_convergence : bool or {"ends", "all"}
+        Retrain cells with twice the budget: the smallest and largest size and full (True, ``"ends"``), every
+        size (``"all"``) or none (False).
+    strict : bool
+        Refuse any bad, silent or very short audio file instead of leaving it out or noting it.
     log : callable
         Receives each line the study reports (stderr by default).
     **settings
-        Any study setting by its config name: ``root``, ``corpus``, ``classes``, ``features``,
-        ``per_class``, ``n``, ``seeds``, ``layers``, ``steps``, ``device`` ...
+        Any study setting by its config name: ``root``, ``corpus``, ``classes``, ``features``, ``heads``,
+        ``per_class``, ``n``, ``seeds``, ``layers``, ``steps``, ``device`` ...; ``heads`` defaults to the
+        config file's, else ``mlp_pool``.
 
     Returns
     -------
     StudyResult
     """
-    study_config = _config(config, heads=heads, **settings)
-    return _run("curve", study_config, run_dir, "ends" if check_convergence else "none", log)
+    return _study("curve", config, settings, run_dir, _check(check_convergence, "ends"), strict, log)
 
 
-def compare(*, heads: str | list[str] | None = None, run_dir: str | Path | None = None, check_convergence: bool = False,
-            config: str | Path | None = None, log=note, **settings) -> StudyResult:  # fmt: skip
+def compare(*, config: str | Path | None = None, run_dir: str | Path | None = None,
+            check_convergence: bool | str = False, strict: bool = False, log: Callable[[str], None] = note,
+            **settings) -> StudyResult:  # fmt: skip
     """Every head on every feature set at one size (the paper's Table 1): ``budget compare`` from Python.
 
-    Parameters are :func:`curve`'s; ``heads`` defaults to every head for one feature set, and one size is
-    given as ``n`` (in total) or ``per_class``.
+    Parameters are :func:`curve`'s; ``heads`` defaults to the config file's, else every head for one feature set;
+    one size is given as ``n`` (in total) or ``per_class``; ``check_convergence=True`` retrains every cell.
     """
-    study_config = _config(config, heads=heads if heads is not None else (None if config else list(ACOUSTIC_HEADS)),
-                           **settings)  # fmt: skip
+    study_config = configured(config, settings).for_command("compare")
     sizes = study_config.n or study_config.per_class
     if sizes is None or len(sizes) != 1:
-        raise BudgetError("compare runs one size: give n (total) or per_class with one value")
-    return _run("compare", study_config, run_dir, "all" if check_convergence else "none", log)
+        raise BudgetError("compare runs one size: give n (--n, in total) or per_class (--per-class) with one value")
+    return _run("compare", study_config, run_dir, _check(check_convergence, "all"), strict, log)
+
+
+def extract(*, config: str | Path | None = None, strict: bool = False, log: Callable[[str], None] = note,
+            **settings) -> list[ExtractionReport]:  # fmt: skip
+    """Extract a study's features into the store (only what it lacks): ``budget extract`` from Python.
+
+    Takes the study settings :func:`curve` takes; those that say what is extracted and how it is stored
+    (``corpus``, ``root``, ``classes``, ``features``, ``store``, ``max_seconds``, ``frame_dtype``,
+    ``file_identity``, ``precision``, ``device``, ``extract_batch``, ``executor``) are used, so a study with the
+    same settings finds everything stored.  Returns one :class:`budget.features.ExtractionReport` per feature spec.
+    """
+    from budget.study import extract_features
+
+    return extract_features(configured(config, settings), log, strict)
 
 
 def load(run_dir: str | Path) -> StudyResult:
@@ -144,21 +175,65 @@ def load(run_dir: str | Path) -> StudyResult:
     return StudyResult(folder.path, folder.results, folder.classes)
 
 
+def plan(target: float, run_dir: str | Path | None = None, features: str | None = None, heads: str | None = None
+         ) -> list[Plan]:  # fmt: skip
+    """Per curve of a finished study (the latest under ``runs/`` by default; ``features`` or ``heads`` pick some):
+    the labels that reach UA ``target``, with intervals, the next size to measure and the classes that need labels
+    most (:class:`budget.analysis.Plan`)."""
+    _check_target(target)
+    folder = FinishedStudy.open(check_path("run_dir", run_dir) if run_dir is not None else latest_run())
+    curves = [(f, h) for f, h in folder.curves() if features in (None, f) and heads in (None, h)]
+    if not curves:
+        raise BudgetError(f"{folder.path} has no curve for those features and heads; it has: {folder.curves()}")
+    plans = []
+    for features_spec, head in curves:
+        fitted = fit_curve(folder.results, features_spec, head)
+        if fitted.chosen is None:
+            raise BudgetError(f"{features_spec} + {head}: " + "; ".join(fitted.flags))
+        plans.append(plan_for(folder.results, target, features_spec, head, fitted))
+    return plans
+
+
+def report(run_dir: str | Path | None = None, out: str | Path | None = None, target: float | None = None,
+           seconds_per_label: float | None = None, cost_per_hour: float | None = None) -> Path:  # fmt: skip
+    """Write a finished study's report (``report.md``, a self-contained ``report.html``, figures) into ``out``
+    (``reports/<run name>`` by default) and return the HTML's path; the latest study under ``runs/`` by default."""
+    from budget.report import Costs, build_report
+
+    if target is not None:
+        _check_target(target)
+    folder = check_path("run_dir", run_dir) if run_dir is not None else latest_run()
+    return build_report(folder, None if out is None else check_path("out", out), target, Costs(seconds_per_label, cost_per_hour))
+
+
+def configured(config: str | Path | None, settings: dict) -> StudyConfig:
+    """Defaults, then the config file, then ``settings``: what a study or an extraction runs with."""
+    base = StudyConfig.from_toml(check_path("config", config)) if config is not None else StudyConfig()
+    return base.with_overrides(**settings)
+
+
+def _study(command: str, config, settings: dict, run_dir, check: str, strict: bool, log) -> StudyResult:
+    return _run(command, configured(config, settings).for_command(command), run_dir, check, strict, log)
+
+
+def _run(command: str, config: StudyConfig, run_dir, check: str, strict: bool, log) -> StudyResult:
+    folder = check_path("run_dir", run_dir) if run_dir is not None else default_run_dir(command, config)
+    Study(config, folder).run(log=log, strict=strict, check_convergence=check)
+    return load(folder)
+
+
+def _check(value: bool | str, when_true: str) -> str:
+    if isinstance(value, bool):
+        return when_true if value else "none"
+    if value not in CHECKS:
+        raise BudgetError(f"check_convergence is True, False, 'ends' or 'all'; got {value!r}")
+    return value
+
+
 def _check_target(target) -> None:
     check_number("target", target)
     if not 0 < target < 1:
         raise BudgetError(f"target is a UA between 0 and 1; got {target!r}")
 
 
-def _config(config: str | Path | None, **settings) -> StudyConfig:
-    base = StudyConfig.from_toml(check_path("config", config)) if config is not None else StudyConfig()
-    return base.with_overrides(**settings)
-
-
-def _run(command: str, config: StudyConfig, run_dir, check: str, log) -> StudyResult:
-    folder = check_path("run_dir", run_dir) if run_dir is not None else default_run_dir(command, config)
-    Study(config, folder).run(log=log, check_convergence=check)
-    return load(folder)
-
-
-__all__ = ["StudyResult", "compare", "curve", "load"]
+__all__ = ["StudyResult", "compare", "curve", "extract", "load", "plan", "report"]

@@ -21,7 +21,7 @@ import numpy as np
 from budget.engine.config import TrainConfig
 from budget.engine.cost import CostModel
 from budget.engine.packed import DeviceFeatures
-from budget.features.distributed import Cluster, check_executor, fetched, require_ray
+from budget.features.distributed import Cluster, Where, fetched
 from budget.grid import Job, Run
 from budget.metrics import run_metrics
 from budget.progress import progress_bar
@@ -56,7 +56,7 @@ class Executor:
     def run(self, jobs: list[Job], table: str, train: TrainConfig) -> None:
         """Train what ``table``'s parts lack."""
         finished = self.folder.current(table, {(job.name, job.head): job.digest for job in jobs}, self.log)
-        done = {tuple(str(v) for v in row) for row in finished[RESULT_KEY].itertuples(index=False)}
+        done = set(finished[RESULT_KEY].itertuples(index=False, name=None))
         todo = [job for job in (job.without(done) for job in jobs) if job.runs]
         if not todo:
             return
@@ -67,13 +67,13 @@ class Executor:
             by_head[chunk.job.head] = by_head.get(chunk.job.head, 0.0) + chunk.estimate
         total = sum(by_head.values())
         heads = ", ".join(f"{head} {_duration(seconds)}" for head, seconds in by_head.items())
-        self.log(f"estimated training time: {_duration(total)}{self.where} for {sum(len(j.runs) for j in todo)} runs "
+        self.log(f"estimated training time: {_duration(total)}{self.estimate_scope} for {sum(len(j.runs) for j in todo)} runs "
                  f"({heads}; each head timed at its smallest and largest size)")  # fmt: skip
         self.trained, runs = 0, sum(len(chunk.runs) for chunk in chunks)
         with progress_bar(max(total, 1e-9), "training", unit="s", done=lambda: f"{self.trained}/{runs} runs") as advance:
             self.train_chunks(chunks, table, train, uploaded, advance)
 
-    where = ""  # how the estimate's seconds are spent (one process, or a cluster's workers together)
+    estimate_scope = ""  # how the estimate's seconds are spent (one process, or a cluster's workers together)
 
     def train_chunks(self, chunks: list[Chunk], table: str, train: TrainConfig, uploaded, advance) -> None:
         raise NotImplementedError
@@ -108,7 +108,7 @@ class Executor:
             {
                 "features": job.name,
                 "head": job.head,
-                "size": str(run.size),
+                "size": run.size,
                 "n_train": len(run.train),
                 "fold": run.fold,
                 "fold_name": self.fold_names[run.fold],
@@ -138,20 +138,12 @@ class LocalExecutor(Executor):
             self.finish(chunk, predictions, time.perf_counter() - started, table, train)
 
 
-def require(spec: str) -> None:
-    """Fail now, before any work, when the executor ``spec`` names cannot run here (Ray not installed)."""
-    check_executor(spec)
-    if spec != "local":
-        require_ray()
-
-
-def make_executor(spec: str, folder: RunFolder, trainer: Trainer, classes: list[str], fold_names: dict[int, str],
+def make_executor(where: Where, folder: RunFolder, trainer: Trainer, classes: list[str], fold_names: dict[int, str],
                   log) -> Executor:  # fmt: skip
-    """The executor ``spec`` names (:data:`budget.features.distributed.EXECUTORS`)."""
-    check_executor(spec)
-    if spec == "local":
+    """The executor that trains where ``where`` says: in this process, or on a Ray cluster."""
+    if where.local:
         return LocalExecutor(folder, trainer, classes, fold_names, log)
-    return RayExecutor(folder, trainer, classes, fold_names, log, spec)
+    return RayExecutor(folder, trainer, classes, fold_names, log, where)
 
 
 class RayExecutor(Executor):
@@ -165,14 +157,14 @@ class RayExecutor(Executor):
     memory) is raised here as the same one-line error as in-process.
     """
 
-    where = " of work across the cluster's workers"
+    estimate_scope = " of work across the cluster's workers"
 
-    def __init__(self, folder, trainer, classes, fold_names, log, spec: str = "ray"):
+    def __init__(self, folder, trainer, classes, fold_names, log, where: Where):
         super().__init__(folder, trainer, classes, fold_names, log)
-        self.spec = spec
+        self.where = where
 
     def train_chunks(self, chunks: list[Chunk], table: str, train: TrainConfig, uploaded, advance) -> None:
-        with Cluster(self.spec) as ray:
+        with Cluster(self.where) as ray:
             import torch
 
             threads, gpu = torch.get_num_threads(), (0.25 if train.device.startswith("cuda") else 0)

@@ -11,17 +11,34 @@ any, a study builds its jobs first and hands them to
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
+from budget.features import display_name
 from budget.features.featureset import FeatureSet
-from budget.sampling import balanced_subset, curve_ends, size_value
+from budget.sampling import Size, balanced_subset, curve_ends
 
 #: What a head's runs read: one feature set, or an audio and a text set aligned row for row.
 SINGLE, PAIR = ("single",), ("audio", "text")
+
+
+@dataclass(frozen=True)
+class FeaturePair:
+    """An audio and a text feature set a bimodal head reads together, aligned row for row."""
+
+    audio: str
+    text: str
+
+    @property
+    def name(self) -> str:
+        """The pair's name in results, built here only: the two feature sets joined by ``+``."""
+        return f"{self.audio}+{self.text}"
+
+    @property
+    def display(self) -> str:
+        return f"{display_name(self.audio)} + {display_name(self.text)}"
 
 
 @dataclass(frozen=True)
@@ -30,16 +47,23 @@ class Run:
 
     fold: int
     seed: int
-    size: int | str
+    size: Size
     train: np.ndarray
     test: np.ndarray
 
+    def __post_init__(self):
+        object.__setattr__(self, "size", Size.of(self.size))
+
     def seed_sequence(self) -> np.random.SeedSequence:
-        size = size_value(self.size)  # full seeds as 0, k per class as k + 1
-        return np.random.SeedSequence([self.seed, self.fold, 0 if math.isinf(size) else int(size) + 1])
+        """The run's own randomness: ``full`` seeds as 0, k per class as k + 1."""
+        return np.random.SeedSequence([self.seed, self.fold, 0 if self.size.full else self.size.per_class + 1])
+
+    def key(self, job: Job) -> tuple:
+        """The run's :data:`budget.results.RESULT_KEY` in ``job``."""
+        return job.name, job.head, self.size, self.fold, self.seed
 
 
-def build_runs(folds: np.ndarray, labels: np.ndarray, sizes: list[int | str], seeds: int) -> list[Run]:
+def build_runs(folds: np.ndarray, labels: np.ndarray, sizes: list[Size], seeds: int) -> list[Run]:
     """Every (size, fold, seed) run: balanced subsets nested within a (fold, seed), the whole fold for ``full``."""
     runs = []
     for size in sizes:
@@ -53,15 +77,15 @@ def build_runs(folds: np.ndarray, labels: np.ndarray, sizes: list[int | str], se
 
 
 def build_jobs(
-    heads: dict[str, tuple[str, ...]], features: dict[str, FeatureSet], pairs: list[tuple[str, str]],
-    manifest: pd.DataFrame, folds: pd.Series, labels: np.ndarray, sizes: list[int | str], seeds: int,
+    heads: dict[str, tuple[str, ...]], features: dict[str, FeatureSet], pairs: list[FeaturePair],
+    manifest: pd.DataFrame, folds: pd.Series, labels: np.ndarray, sizes: list[Size], seeds: int,
 ) -> list[Job]:  # fmt: skip
     """One job per (features, head), for heads by what they read (:data:`SINGLE` or :data:`PAIR`): every size,
     fold and seed of it, on the utterances every feature set it reads holds."""
     jobs = []
     for head, reads in heads.items():
         if reads == PAIR:
-            inputs_by_name = {f"{a}+{t}": {"audio": features[a], "text": features[t]} for a, t in pairs}
+            inputs_by_name = {pair.name: {"audio": features[pair.audio], "text": features[pair.text]} for pair in pairs}
         else:
             inputs_by_name = {spec: {"single": feature_set} for spec, feature_set in features.items()}
         for name, inputs in inputs_by_name.items():
@@ -88,9 +112,9 @@ class Job:
     def single(self) -> FeatureSet | None:
         return self.inputs.get("single")
 
-    def without(self, done: set[tuple[str, ...]]) -> Job:
-        keep = [r for r in self.runs if (self.name, self.head, str(r.size), str(r.fold), str(r.seed)) not in done]
-        return replace(self, runs=keep)
+    def without(self, done: set[tuple]) -> Job:
+        """The job without the runs whose :meth:`Run.key` is in ``done``."""
+        return replace(self, runs=[run for run in self.runs if run.key(self) not in done])
 
     def doubled(self, which: str) -> Job:
         """The runs the convergence check repeats: all, or those of :func:`budget.sampling.curve_ends` (``ends``)."""

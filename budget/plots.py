@@ -9,6 +9,7 @@ and legends sit outside the data.  Each figure is saved as PNG and SVG.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -24,7 +25,8 @@ from budget.analysis import CurveFit, confusion_at, solve_n  # noqa: E402
 from budget.analysis.laws import EXTRAPOLATION_LIMIT, FAMILIES, PLAUSIBLE_LIMIT  # noqa: E402
 from budget.features import display_name  # noqa: E402
 from budget.metrics import recall_column, result_classes  # noqa: E402
-from budget.sampling import is_balanced, size_phrase, size_value  # noqa: E402
+from budget.results import balanced_rows, curve_runs  # noqa: E402
+from budget.sampling import Size  # noqa: E402
 
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -60,8 +62,8 @@ def _save(figure, folder: Path, name: str) -> Path:
     return folder / f"{name}.png"
 
 
-def _label(features: str, head: str) -> str:
-    return f"{display_name(features)} · {head}"
+def _label(features: str, head: str, show: Callable[[str], str] = display_name) -> str:
+    return f"{show(features)} · {head}"
 
 
 def _log_axis(axis, values) -> None:
@@ -89,7 +91,7 @@ def _panels(count: int, width: float = 3.4, height: float = 2.7, columns: int = 
 
 def curve_plot(
     table: pd.DataFrame, fits: list[CurveFit], folder: Path, target: float | None = None,
-    extrapolate_to: float | None = None, n_classes: int | None = None,
+    extrapolate_to: float | None = None, n_classes: int | None = None, show: Callable[[str], str] = display_name,
 ) -> Path:  # fmt: skip
     """UA (in percent) against examples per class (log axis) as small multiples: mean and 95% band per curve, the
     fitted law, the target crossing.
@@ -101,7 +103,7 @@ def curve_plot(
     never above its ceiling or 100%.  ``table`` is :func:`budget.analysis.aggregate`'s summary;
     ``n_classes`` draws the chance level.
     """
-    balanced = table[is_balanced(table["size"])]
+    balanced = table[balanced_rows(table)]
     heads = list(dict.fromkeys(balanced["head"]))
     feature_sets = list(dict.fromkeys(balanced["features"]))
     by_head = len(heads) > len(feature_sets)
@@ -118,7 +120,7 @@ def curve_plot(
                 continue
             colour, marker = PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)]
             fit = fit_by_key.get((features, head))
-            label = display_name(member) if by_head else member
+            label = show(member) if by_head else member
             # measured means solid (markers tell series apart in greyscale): dashes mean extrapolation here
             axis.plot(rows["n_per_class"], rows["mean"], color=colour, marker=marker, linestyle="-", linewidth=1.6,
                       markersize=4, label=label)  # fmt: skip
@@ -133,7 +135,7 @@ def curve_plot(
             axis.axhline(target, color="#444444", linewidth=1, linestyle=":")
         if n_classes:
             axis.axhline(1 / n_classes, color="#999999", linewidth=1, linestyle="-.")
-        axis.set_title(panel if by_head else display_name(panel))
+        axis.set_title(panel if by_head else show(panel))
     for axis in axes:
         _log_axis(axis, xs)
         axis.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))  # as readers think of UA
@@ -182,9 +184,9 @@ def _fitted_line(axis, fit: CurveFit, measured: pd.Series, colour: str, target: 
     return right, float(predicted[shown].max()) if shown.any() else 0.0
 
 
-def compare_plot(table: pd.DataFrame, folder: Path) -> Path:
+def compare_plot(table: pd.DataFrame, folder: Path, show: Callable[[str], str] = display_name) -> Path:
     """Grouped bars: UA per head (groups) and feature set (bars), with 95% intervals, from ``aggregate``'s table."""
-    size = sorted(table["size"].unique(), key=size_value)[-1]
+    size = max(table["size"])
     table = table[table["size"] == size]
     heads = list(dict.fromkeys(table["head"]))
     feature_sets = list(dict.fromkeys(table["features"]))
@@ -196,30 +198,32 @@ def compare_plot(table: pd.DataFrame, folder: Path) -> Path:
         error = np.vstack([rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]])
         axis.bar(x + (i - (len(feature_sets) - 1) / 2) * width, rows["mean"], width, yerr=error, capsize=3,
                  color=PALETTE[i % len(PALETTE)], hatch=HATCHES[i % len(HATCHES)], edgecolor="black", linewidth=0.5,
-                 label=display_name(features))  # fmt: skip
+                 label=show(features))  # fmt: skip
     axis.set_xticks(x, heads)
     axis.set_ylabel("unweighted accuracy (UA, %)")
     axis.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))  # as readers think of UA
-    label = size_phrase(size)
+    label = size.phrase()
     axis.set_title(f"UA by head and features, {label} (mean, 95% CI)")
     axis.set_ylim(0, min(1.0, float(table["ci_high"].max()) + 0.1))
     axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _save(figure, folder, "compare")
 
 
-def recall_plot(results: pd.DataFrame, curves: list[tuple[str, str]], folder: Path) -> Path:
+def recall_plot(results: pd.DataFrame, curves: list[tuple[str, str]], folder: Path,
+                show: Callable[[str], str] = display_name) -> Path:  # fmt: skip
     """Per-class recall against examples per class as small multiples: a panel per curve, classes in colour."""
     classes = result_classes(results)
     figure, axes = _panels(len(curves), width=3.0, height=2.4, columns=min(5, max(2, len({h for _, h in curves}))))
     xs = []
     for axis, (features, head) in zip(axes, curves, strict=True):
-        runs = results[(results["features"] == features) & (results["head"] == head) & is_balanced(results["size"])]
-        means = runs.groupby(runs["size"].map(size_value))[[recall_column(c) for c in classes]].mean().sort_index()
+        runs = curve_runs(results, features, head, balanced=True)
+        means = runs.groupby("size")[[recall_column(c) for c in classes]].mean()
+        means.index = [size.value for size in means.index]
         for i, name in enumerate(classes):
             axis.plot(means.index, means[recall_column(name)], color=PALETTE[i % len(PALETTE)], marker=MARKERS[i % len(MARKERS)],
                       linestyle=LINESTYLES[i % len(LINESTYLES)], markersize=3.5, label=name)  # fmt: skip
         xs += list(means.index)
-        axis.set_title(_label(features, head), fontsize=8)
+        axis.set_title(_label(features, head, show), fontsize=8)
     for axis in axes:
         _log_axis(axis, xs)
         axis.set_ylim(0, 1)
@@ -231,7 +235,8 @@ def recall_plot(results: pd.DataFrame, curves: list[tuple[str, str]], folder: Pa
     return _save(figure, folder, "recall")
 
 
-def confusion_plot(results: pd.DataFrame, features: str, head: str, size: str, folder: Path) -> Path:
+def confusion_plot(results: pd.DataFrame, features: str, head: str, size: Size, folder: Path,
+                   show: Callable[[str], str] = display_name) -> Path:  # fmt: skip
     """Row-normalised confusion matrix, summed over the runs of one size."""
     classes = result_classes(results)
     matrix = confusion_at(results, features, head, size)
@@ -246,20 +251,21 @@ def confusion_plot(results: pd.DataFrame, features: str, head: str, size: str, f
     axis.set_yticks(range(len(classes)), classes)
     axis.set_xlabel("predicted class")
     axis.set_ylabel("true class")
-    amount = size_phrase(size, "per class")
-    axis.set_title(f"{_label(features, head)}, {amount}\n(share of each true class)")
-    return _save(figure, folder, f"confusion-{_slug(features)}-{head}-{size}")
+    amount = size.phrase("per class")
+    axis.set_title(f"{_label(features, head, show)}, {amount}\n(share of each true class)")
+    return _save(figure, folder, f"confusion-{_slug(show(features))}-{head}-{size}")
 
 
 def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() else "-" for ch in display_name(text)).strip("-")
+    """A file-name part of a name as shown (:func:`budget.features.display_name` or a study's own)."""
+    return "".join(ch if ch.isalnum() else "-" for ch in text).strip("-")
 
 
 def layer_plot(table: pd.DataFrame, layers: dict[str, int], folder: Path, name: str) -> Path:
     """UA by layer (rows) and size (columns) of one encoder, a heatmap per head, from ``aggregate``'s table."""
     rows = table[table["features"].isin(layers)]
     heads = list(dict.fromkeys(rows["head"]))
-    sizes = sorted(rows["size"].unique(), key=size_value)
+    sizes = sorted(rows["size"].unique())
     order = sorted(layers, key=layers.get)
     figure, axes = plt.subplots(1, len(heads), figsize=(1.1 * len(sizes) * len(heads) + 1.5, 0.35 * len(order) + 1.4),
                                 squeeze=False, constrained_layout=True)  # fmt: skip
@@ -275,7 +281,7 @@ def layer_plot(table: pd.DataFrame, layers: dict[str, int], folder: Path, name: 
                     axis.text(j, i, f"{100 * value:.1f}", ha="center", va="center", fontsize=7,
                               color="black" if value > (low + high) / 2 else "white",
                               fontweight="bold" if i == best[j] else "normal")  # fmt: skip
-        axis.set_xticks(range(len(sizes)), sizes)
+        axis.set_xticks(range(len(sizes)), [str(size) for size in sizes])
         axis.set_yticks(range(len(order)), [str(layers[f]) for f in order])
         axis.set_xlabel("training examples per class")
         axis.set_ylabel("layer")
@@ -283,14 +289,14 @@ def layer_plot(table: pd.DataFrame, layers: dict[str, int], folder: Path, name: 
         axis.grid(False)
     figure.colorbar(image, ax=axes[0].tolist(), label="UA", format=PercentFormatter(1.0, decimals=0))
     figure.suptitle(f"UA by layer and size: {display_name(name)} (mean; bold: best layer per size)")
-    return _save(figure, folder, f"layers-{_slug(name)}")
+    return _save(figure, folder, f"layers-{_slug(display_name(name))}")
 
 
 def layer_weights_plot(weights: pd.DataFrame, folder: Path, name: str) -> Path:
     """Mean learned layer weights against the layer, a line per size, a panel per head (``layer_weights`` runs)."""
     columns = [c for c in weights.columns if c.startswith("layer")]
     heads = list(dict.fromkeys(weights["head"]))
-    sizes = sorted(weights["size"].unique(), key=size_value)
+    sizes = sorted(weights["size"].unique())
     figure, axes = plt.subplots(1, len(heads), figsize=(3.6 * len(heads) + 1.2, 3.0), squeeze=False, sharey=True,
                                 constrained_layout=True)  # fmt: skip
     for axis, head in zip(axes[0], heads, strict=True):
@@ -299,7 +305,7 @@ def layer_weights_plot(weights: pd.DataFrame, folder: Path, name: str) -> Path:
             if runs.empty:
                 continue
             axis.plot(range(len(columns)), runs[columns].mean().to_numpy(), color=PALETTE[i % len(PALETTE)],
-                      marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)], label=size)  # fmt: skip
+                      marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)], label=str(size))  # fmt: skip
         axis.axhline(1 / len(columns), color="grey", linewidth=0.8, linestyle=":")
         axis.set_xticks(range(len(columns)), [c.removeprefix("layer") for c in columns])
         axis.set_xlabel("layer")
@@ -307,4 +313,4 @@ def layer_weights_plot(weights: pd.DataFrame, folder: Path, name: str) -> Path:
     axes[0][0].set_ylabel("learned weight (mean over runs)")
     axes[0][-1].legend(title="per class", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     figure.suptitle(f"Layer weights learned on {display_name(name)} (dotted: equal weights)")
-    return _save(figure, folder, f"layer-weights-{_slug(name)}")
+    return _save(figure, folder, f"layer-weights-{_slug(display_name(name))}")

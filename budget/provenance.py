@@ -13,16 +13,24 @@ from pathlib import Path
 import pandas as pd
 
 from budget.corpora import get_adapter
-from budget.engine.device import frame_products
 from budget.features import FeatureStore
 from budget.features.entries import Entry
+from budget.grid import FeaturePair
 
 
 def study_provenance(config, manifest: pd.DataFrame, classes: list[str], fold_names: dict[int, str], sizes: list,
-                     skipped: list[str], bad_files: int, entries: dict[str, str], layer_sweeps: dict | None = None
-                     ) -> dict:  # fmt: skip
-    """The provenance of a study with ``config`` (a :class:`budget.study.StudyConfig`) on ``manifest``."""
+                     skipped: list[str], bad_files: int, entries: dict[str, str], pairs: list[FeaturePair],
+                     layer_sweeps: dict | None = None) -> dict:  # fmt: skip
+    """The provenance of a study with ``config`` (a :class:`budget.study.StudyConfig`) on ``manifest``.
+
+    Extraction seconds per utterance are recorded per feature set, an audio + text pair's as both of its own.
+    """
     manifest_csv = manifest[["utt_id", "label", "group"]].to_csv(index=False).encode()
+    root = FeatureStore(config.store).root
+    extraction = {spec: Entry(root / name).seconds_per_utterance() for spec, name in entries.items()}
+    for pair in pairs:
+        parts = [extraction.get(pair.audio), extraction.get(pair.text)]
+        extraction[pair.name] = None if None in parts else sum(parts)
     provenance = {
         "corpus": get_adapter(config.corpus).name,
         "classes": classes,
@@ -32,16 +40,15 @@ def study_provenance(config, manifest: pd.DataFrame, classes: list[str], fold_na
         "folds": {str(k): v for k, v in fold_names.items()},
         "manifest_sha256": hashlib.sha256(manifest_csv).hexdigest(),
         "bad_audio_files": bad_files,
-        "sizes": [str(s) for s in sizes],
+        "sizes": [size.to_json() for size in sizes],
         "skipped_sizes": skipped,
-        "feature_store": str(FeatureStore(config.store).root),
+        "feature_store": str(root),
         "feature_entries": entries,
-        "extraction_seconds_per_utterance": {spec: Entry(FeatureStore(config.store).root / name).seconds_per_utterance()
-                                             for spec, name in entries.items()},  # fmt: skip
+        "feature_pairs": {pair.name: [pair.audio, pair.text] for pair in pairs},
+        "extraction_seconds_per_utterance": extraction,
         "layer_sweeps": layer_sweeps or {},
         "seeds": list(range(config.seeds)),
         "device": config.train.device,
-        "frame_products": frame_products(config.train),
         "versions": package_versions(),
         "git_revision": git_revision(),
         "machine": f"{platform.machine()} {platform.processor()} {os.cpu_count()} cores, Python {platform.python_version()}",

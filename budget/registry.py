@@ -25,13 +25,13 @@ from budget.engine.config import TrainConfig, solved
 from budget.engine.cost import CostModel, members_per_chunk, short_call_seconds
 from budget.engine.cost import cost_model as measured_cost
 from budget.engine.cost import units as run_units
-from budget.engine.device import training_device
+from budget.engine.device import products_phrase, training_device
 from budget.engine.packed import DeviceFeatures
 from budget.engine.runs import train_logreg, train_runs
 from budget.errors import BudgetError
 from budget.features.featureset import FeatureSet
 from budget.grid import PAIR, SINGLE, Run
-from budget.heads import HEADS, EnsembleHead
+from budget.heads import ATTN_SCORE_PRIOR, HEADS, EnsembleHead
 from budget.results import RunOutput
 
 
@@ -77,6 +77,10 @@ class HeadSpec:
         """Train every run; return each run's predictions on its test positions (or :class:`RunOutput`)."""
         raise NotImplementedError
 
+    def training(self, config: TrainConfig) -> str:
+        """How the head's runs train under ``config``, in words (:func:`describe_training`)."""
+        return _stepped(config, frames=False, products=False)
+
 
 @dataclass(frozen=True)
 class EnsembleSpec(HeadSpec):
@@ -119,6 +123,17 @@ class EnsembleSpec(HeadSpec):
     def train(self, inputs, labels, runs, n_classes, config, advance=None, uploaded=None) -> list[np.ndarray | RunOutput]:
         return train_runs(self.module, inputs["single"], labels, runs, n_classes, config, advance, uploaded)
 
+    def training(self, config: TrainConfig) -> str:
+        if not solved(self.module, config):
+            return _stepped(config, frames=self.samples_frames, products=True)
+        prior = f"; attention's frame score {ATTN_SCORE_PRIOR:g} x width times as strongly" if self.scores_frames else ""
+        start = "a zero start"
+        if self.scores_frames:
+            start += ", attention from its mean-pooling optimum" if config.attention_start == "pooled" else ""
+            start += f", weighing means of {config.attention_window} frames" if config.attention_window > 1 else ""
+        return (f"L2-penalised (C = {config.l2_c:g}{prior}) on standardised inputs, every run fitted to an optimum by "
+                f"full-batch L-BFGS from {start} (at most {config.steps} iterations; no dropout)")  # fmt: skip
+
 
 @dataclass(frozen=True)
 class ReferenceSpec(HeadSpec):
@@ -140,6 +155,9 @@ class ReferenceSpec(HeadSpec):
             return short_call_seconds(lambda: train_logreg(inputs["single"], labels, sample[0], config.l2_c))
 
         return CostModel.probed(measure, runs)
+
+    def training(self, config: TrainConfig) -> str:
+        return f"scikit-learn's logistic regression (L2, C = {config.l2_c:g}) on standardised mean-pooled features"
 
     def train(self, inputs, labels, runs, n_classes, config, advance=None, uploaded=None) -> list[np.ndarray]:
         predictions = []
@@ -176,6 +194,32 @@ def head_spec(name: str) -> HeadSpec:
     if name not in REGISTRY:
         raise BudgetError(f"unknown model {name!r}; choose from {', '.join(REGISTRY)}")
     return REGISTRY[name]
+
+
+def describe_training(config: TrainConfig, heads) -> str:
+    """How ``heads`` train under ``config``, in words; heads that train alike are named together.  The study's log
+    and its report both say it this way."""
+    groups: dict[str, list[str]] = {}
+    for head in heads:
+        groups.setdefault(head_spec(head).training(config), []).append(head)
+    return "; ".join(f"{', '.join(names)}: {text}" for text, names in groups.items())
+
+
+def _stepped(config: TrainConfig, frames: bool, products: bool) -> str:
+    """The optimiser a stepped head trains with; ``frames``: it reads a sample of frames a step; ``products``: its
+    frame products run in the config's decided precision."""
+    if config.schedule == "steps" and config.max_epochs:
+        budget = (f"{config.max_epochs} passes over its subset, from {config.steps // 4} to {config.steps} optimiser "
+                  f"steps (each run's are in the results' steps column), learning rate {config.lr:g} decayed to 0 on a "
+                  "cosine")  # fmt: skip
+    elif config.schedule == "steps":
+        budget = f"{config.steps} optimiser steps for every run, learning rate {config.lr:g} decayed to 0 on a cosine"
+    else:
+        budget = f"{config.epochs} epochs (steps grow with the subset), constant learning rate {config.lr:g}"
+    reading = f", reading {config.train_frames} evenly spaced frames of each utterance a step" if frames and config.train_frames else ""
+    decay = f", weight decay {config.weight_decay:g}" if config.weight_decay else ""
+    multiplied = f", products in {products_phrase(config)}" if products and config.bf16 is not None else ""
+    return f"Adam, {budget}, batches of {config.batch_size}{reading}, dropout {config.dropout:g}{decay}{multiplied}"
 
 
 def train(head: str, inputs: dict[str, FeatureSet], labels: np.ndarray, runs: list[Run], n_classes: int,

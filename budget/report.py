@@ -14,6 +14,7 @@ import base64
 import html
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,19 +37,18 @@ from budget.analysis import (
     measured_costs,
     paired_difference,
     plan,
-    recommend,
+    recommendation,
     seconds_text,
     target_ladder,
 )
+from budget.engine.config import TrainConfig
 from budget.errors import check_number
 from budget.features import display_name
-from budget.heads import ATTN_SCORE_PRIOR
 from budget.metrics import recall_column, result_classes
 from budget.plots import compare_plot, confusion_plot, curve_plot, layer_plot, layer_weights_plot, recall_plot
-from budget.registry import REGISTRY, head_spec
+from budget.registry import describe_training
 from budget.results import layer_weights, sort_results
 from budget.runfolder import FinishedStudy
-from budget.sampling import FULL, size_value
 
 
 @dataclass
@@ -73,11 +73,11 @@ class Costs:
         return f"{took} and cost {hours * self.cost_per_hour:,.0f} at {self.cost_per_hour:g} per hour"
 
 
-def plan_lines(result: Plan, costs: Costs) -> list[str]:
-    """A plan in plain sentences."""
+def plan_lines(result: Plan, costs: Costs, show: Callable[[str], str] = display_name) -> list[str]:
+    """A plan in plain sentences (``show`` names feature sets for a reader)."""
     low, high = result.ua_next_step[1:]
     lines = [
-        result.statement(),
+        result.statement(show),
         f"measured up to {result.largest_measured:g} per class, UA {result.ua_at_largest:.3f}; at {result.next_step:g} "
         f"per class the fitted law expects {result.ua_next_step[0]:.3f} (95% interval {low:.3f} to {high:.3f})",
         _backtest_line(result),
@@ -101,13 +101,13 @@ def plan_lines(result: Plan, costs: Costs) -> list[str]:
 
 
 def _labels_needed_section(doc, results: pd.DataFrame, table: pd.DataFrame, fits: list, target: float | None,
-                           costs: pd.DataFrame) -> None:  # fmt: skip
+                           costs: pd.DataFrame, show: Callable[[str], str]) -> None:  # fmt: skip
     """The answer first: the configuration to choose, and the labels a ladder of targets needs on every curve."""
     doc.heading("Labels needed")
     fitted = [fit for fit in fits if fit.chosen]
     ladder = target_ladder(table, fitted, target) if fitted else []
     needed = labels_needed(results, fitted, ladder) if ladder else pd.DataFrame()
-    doc.text(recommend(table, needed, target if ladder else None, results, costs))
+    doc.text(recommendation(results, table, fits, target, costs, show))
     if not fitted:
         doc.text("No curve could be fitted (it needs at least two balanced sizes), so no count beyond the measured "
                  "sizes can be given.")  # fmt: skip
@@ -132,7 +132,7 @@ def _labels_needed_section(doc, results: pd.DataFrame, table: pd.DataFrame, fits
 
     columns = {f"UA {100 * t:.0f}%": [answer(r) for r in needed[needed["target"] == t].itertuples()] for t in ladder}
     names = needed.drop_duplicates(["features", "head"])
-    doc.table(pd.DataFrame({"features": names["features"].map(display_name).to_numpy(),
+    doc.table(pd.DataFrame({"features": names["features"].map(show).to_numpy(),
                             "head": names["head"].to_numpy(), **columns}))  # fmt: skip
 
 
@@ -239,53 +239,12 @@ def _few_folds(results: pd.DataFrame) -> str:
             f"{stats.t.ppf(0.975, 9):.2f}); more speakers (groups) give more folds and narrower intervals.")  # fmt: skip
 
 
-def _schedule(train: dict, results: pd.DataFrame, products: str | None = None) -> str:
-    """How each head family was trained, in words, from the results' ``schedule`` column (and, where the
-    provenance records it, what the stepped heads multiplied in)."""
-    schedules = results.groupby("schedule", sort=False)["head"].unique() if "schedule" in results else pd.Series(dtype=object)
-    parts = []
-    for schedule, heads in schedules.items():
-        names = ", ".join(heads)
-        if not any(head_spec(head).budgeted for head in heads if head in REGISTRY):  # the reference, solved by sklearn
-            parts.append(f"{names}: scikit-learn's logistic regression (L2, C = {train.get('l2_c', 1.0):g}) on standardised "
-                         "mean-pooled features")  # fmt: skip
-        elif schedule == "lbfgs":
-            attends = any(head_spec(head).scores_frames for head in heads if head in REGISTRY)
-            prior = f"; attention's frame score {ATTN_SCORE_PRIOR:g} x width times as strongly" if attends else ""
-            start = "a zero start"
-            if attends:
-                window = train.get("attention_window", 1)
-                start += (", attention from its mean-pooling optimum" if train.get("attention_start", "zero") == "pooled"
-                          else "") + (f", weighing means of {window} frames" if window > 1 else "")  # fmt: skip
-            parts.append(f"{names}: L2-penalised (C = {train.get('l2_c', 1.0):g}{prior}) on standardised inputs, every run "
-                         f"fitted to an optimum by full-batch L-BFGS from {start} (at most {train.get('steps')} "
-                         "iterations; no dropout)")  # fmt: skip
-        else:
-            if schedule == "steps" and train.get("max_epochs"):
-                steps = train.get("steps")
-                budget = (f"{train['max_epochs']} passes over its subset, from {steps // 4} to {steps} optimiser steps "
-                          f"(each run's are in the results' steps column), lr {train.get('lr')} decayed on a cosine")  # fmt: skip
-            elif schedule == "steps":
-                budget = f"{train.get('steps')} optimiser steps for every run, whatever its size, lr {train.get('lr')} decayed on a cosine"
-            else:
-                budget = f"{train.get('epochs')} epochs at the constant lr {train.get('lr')} (the paper's protocol: steps grow with the subset)"
-            frames = train.get("train_frames", 0)
-            parts.append(
-                f"{names}: Adam, {budget}, batches of {train.get('batch_size')}"
-                + (f" reading {frames} evenly spaced frames of each utterance a step"
-                   if frames and any(head in REGISTRY and head_spec(head).samples_frames for head in heads) else "")
-                + f", dropout {train.get('dropout')}"
-                + (f", products in {products}" if products else "")
-            )
-    return "; ".join(parts)
-
-
-def _gains_section(doc, results: pd.DataFrame) -> None:
+def _gains_section(doc, results: pd.DataFrame, show: Callable[[str], str]) -> None:
     """Each feature set's UA gain over the first (the paper's Table 1 comparison), paired by fold and seed."""
     gains = feature_gains(results)
     if gains.empty:
         return
-    baseline = display_name(gains["baseline"].iloc[0])
+    baseline = show(gains["baseline"].iloc[0])
     doc.heading(f"Gain over {baseline}")
     doc.text(f"UA of each feature set minus {baseline}'s, in points, for the same head, size, held-out fold and seed; "
              "intervals are 95%, from a bootstrap over folds and seeds of the paired differences.")  # fmt: skip
@@ -294,7 +253,7 @@ def _gains_section(doc, results: pd.DataFrame) -> None:
             {
                 "head": gains["head"],
                 "per class": gains["size"],
-                "features": gains["features"].map(display_name),
+                "features": gains["features"].map(show),
                 "gain, points": gains["gain_points"].map("{:+.1f}".format),
                 "95% CI": [f"{lo:+.1f} to {hi:+.1f}" for lo, hi in zip(gains["ci_low"], gains["ci_high"], strict=True)],
                 "higher in": [f"{w} of {n}" for w, n in zip(gains["wins"], gains["runs"], strict=True)],
@@ -303,28 +262,28 @@ def _gains_section(doc, results: pd.DataFrame) -> None:
     )
 
 
-def _paired_section(doc, results: pd.DataFrame, table: pd.DataFrame, costs: pd.DataFrame) -> None:
+def _paired_section(doc, results: pd.DataFrame, table: pd.DataFrame, costs: pd.DataFrame, show: Callable[[str], str]) -> None:
     """Every configuration against the highest mean at the largest balanced size, paired run by run, with its cost."""
     paired = against_best(results, table, costs)
     if len(paired) < 2:
         return
     best = paired.iloc[0]
     doc.heading(f"Paired comparisons at {best['size']} per class")
-    doc.text(f"Each configuration's UA minus the highest mean's ({display_name(best['features'])} + {best['head']}), in "
+    doc.text(f"Each configuration's UA minus the highest mean's ({show(best['features'])} + {best['head']}), in "
              "points, run by run: every run at one held-out fold and seed trains on the same subset whatever its "
              "features and head, so the difference is measured on the same data. Intervals are 95%, from the bootstrap "
              "over folds, then seeds, of the differences; an interval that holds 0 means the two are not "
              "distinguishable at this size, and the cheaper is the sensible pick. Costs are measured: training seconds "
              "per training utterance at this size, extraction seconds per utterance where the feature store recorded "
              "them.")  # fmt: skip
-    doc.table(paired_rows(paired))
+    doc.table(paired_rows(paired, show))
 
 
-def paired_rows(paired: pd.DataFrame) -> pd.DataFrame:
+def paired_rows(paired: pd.DataFrame, show: Callable[[str], str] = display_name) -> pd.DataFrame:
     """:func:`budget.analysis.against_best`'s table as a reader sees it (the report and ``budget compare``)."""
     compared = paired["points"].notna()
     return pd.DataFrame({
-        "features": paired["features"].map(display_name), "head": paired["head"], "UA": paired["mean"].map("{:.3f}".format),
+        "features": paired["features"].map(show), "head": paired["head"], "UA": paired["mean"].map("{:.3f}".format),
         "vs best, points": [f"{p:+.1f}" if c else "-" for p, c in zip(paired["points"], compared, strict=True)],
         "95% CI": [f"{lo:+.1f} to {hi:+.1f}" if c else "-" for lo, hi, c in zip(paired["low"], paired["high"], compared, strict=True)],
         "higher in": [f"{w:.0f} of {n}" if c else "-" for w, n, c in zip(paired["wins"], paired["runs"], compared, strict=True)],
@@ -375,7 +334,7 @@ def build_report(
 ) -> Path:
     """Write ``report.md``, ``report.html`` and figures for a run folder; return the HTML's path."""
     folder = FinishedStudy.open(run)
-    results = folder.results
+    results, show = folder.results, folder.display
     costs = costs or Costs()
     out = Path(out_dir) if out_dir is not None else Path("reports") / folder.path.name
     figures = files.make_folder(out / "figures")  # before any work: a folder the disk refuses is one error
@@ -383,7 +342,7 @@ def build_report(
     config, provenance = folder.config, folder.provenance
 
     doc.heading("What was run")
-    sizes = sorted(results["size"].unique(), key=size_value)
+    sizes = sorted(results["size"].unique())
     doc.items(
         [
             f"corpus: {provenance.get('corpus', config.get('corpus', '?'))}, {provenance.get('utterances', '?')} utterances, "
@@ -392,17 +351,17 @@ def build_report(
             f"({', '.join(str(v) for v in provenance.get('folds', {}).values())})",
             f"features: {', '.join(dict.fromkeys(results['features']))}",
             f"heads: {', '.join(dict.fromkeys(results['head']))}",
-            f"training sizes per class: {', '.join(sizes)}; seeds: {results['seed'].nunique()}",
-            "training: " + _schedule(folder.train, results, provenance.get("frame_products")),
+            f"training sizes per class: {', '.join(map(str, sizes))}; seeds: {results['seed'].nunique()}",
+            "training: " + describe_training(TrainConfig.recorded(folder.train), dict.fromkeys(results["head"])),
             f"{len(results)} runs",
         ]
     )
 
     table = aggregate(results)
     measured = measured_costs(results, provenance.get("extraction_seconds_per_utterance"))
-    balanced_sizes = [s for s in sizes if s != FULL]
+    balanced_sizes = [size for size in sizes if size.balanced]
     fits = [fit_curve(results, f, h) for f, h in folder.curves()] if len(balanced_sizes) >= 2 else []
-    _labels_needed_section(doc, results, table, fits, target, measured)
+    _labels_needed_section(doc, results, table, fits, target, measured, show)
 
     doc.heading("Unweighted accuracy")
     doc.text("UA is the mean per-class recall on the held-out fold, over the classes the fold holds: a class a "
@@ -413,7 +372,7 @@ def build_report(
              "per utterance where the feature store recorded them.")  # fmt: skip
     shown = pd.DataFrame(
         {
-            "features": table["features"].map(display_name),
+            "features": table["features"].map(show),
             "head": table["head"],
             "per class": table["size"],
             "training examples": table["n_train"].round().astype(int),
@@ -426,8 +385,8 @@ def build_report(
         }
     )
     doc.table(shown)
-    _paired_section(doc, results, table, measured)
-    _gains_section(doc, results)
+    _paired_section(doc, results, table, measured, show)
+    _gains_section(doc, results, show)
     if provenance.get("layer_sweeps"):
         _layers_section(doc, results, table, provenance["layer_sweeps"], figures)
 
@@ -441,7 +400,7 @@ def build_report(
         doc.table(
             pd.DataFrame(
                 {
-                    "features": convergence["features"].map(display_name),
+                    "features": convergence["features"].map(show),
                     "head": convergence["head"],
                     "per class": convergence["size"],
                     "UA": convergence["ua_default"].map("{:.3f}".format),
@@ -456,15 +415,16 @@ def build_report(
 
     if fits:
         n_classes = len(folder.classes) or None
-        doc.figure(curve_plot(table, fits, figures, target, n_classes=n_classes), "UA against training examples per class")
+        doc.figure(curve_plot(table, fits, figures, target, n_classes=n_classes, show=show),
+                   "UA against training examples per class")  # fmt: skip
     if len(set(results["head"])) > 1 or (not fits and len(set(results["features"])) > 1):  # else the curve shows it all
-        doc.figure(compare_plot(table, figures), "UA by head and feature set at the largest size")
+        doc.figure(compare_plot(table, figures, show), "UA by head and feature set at the largest size")
     if len(balanced_sizes) >= 2:
-        doc.figure(recall_plot(results, list(folder.curves()), figures), "Per-class recall, one panel per curve")
+        doc.figure(recall_plot(results, list(folder.curves()), figures, show), "Per-class recall, one panel per curve")
     best = table.loc[table["mean"].idxmax()]
     doc.figure(
-        confusion_plot(results, best["features"], best["head"], best["size"], figures),
-        f"Confusion matrix of the best cell ({display_name(best['features'])}, {best['head']}, {best['size']} per class)",
+        confusion_plot(results, best["features"], best["head"], best["size"], figures, show),
+        f"Confusion matrix of the best cell ({show(best['features'])}, {best['head']}, {best['size']} per class)",
     )
 
     if fits:
@@ -484,7 +444,7 @@ def build_report(
                          + (", and the two largest from the rest" if two else ""))  # fmt: skip
             lines.append(f"chosen: {fit.chosen or 'none'}" + (f": {fit.reason}" if fit.reason else ""))
             lines += [f"warning: {flag}" for flag in fit.flags]
-            doc.text(f"{display_name(fit.features)} · {fit.head}")
+            doc.text(f"{show(fit.features)} · {fit.head}")
             doc.items(lines)
 
     if target is not None and fits:
@@ -493,7 +453,7 @@ def build_report(
             if fit.chosen is None:
                 doc.items([f"{fit.features} + {fit.head}: " + "; ".join(fit.flags)])
                 continue
-            doc.items(plan_lines(plan(results, target, fit.features, fit.head, fit), costs))
+            doc.items(plan_lines(plan(results, target, fit.features, fit.head, fit), costs, show))
 
     doc.heading("Provenance")
     flat = {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in provenance.items()}

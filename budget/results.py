@@ -1,8 +1,12 @@
-"""The results table: one row per run, the key that names it, and the order rows are shown in.
+"""The results table: one row per run, the key that names it, the order rows are shown in, and its stored form.
 
 A results table has one row per (features, head, size, fold, seed):
-:data:`RESULT_KEY`.  ``size`` holds the size as written (``"125"`` or
-``"full"``); :func:`budget.sampling.size_value` turns it into a number.
+:data:`RESULT_KEY`.  In memory ``size`` holds :class:`budget.sampling.Size`
+values; on disk (parquet and CSV) it is stored typed, as an integer column
+``per_class`` (empty for ``full``) beside a boolean ``full``.  :func:`stored` and
+:func:`read_stored` convert between the two, and the reader also opens tables
+written before, whose ``size`` was text (``"125"`` or ``"full"``).
+:func:`curve_runs` answers "these rows of this curve".
 """
 
 from __future__ import annotations
@@ -13,11 +17,56 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from budget.sampling import size_value
+from budget.sampling import FULL, Size
 
 RESULT_KEY = ["features", "head", "size", "fold", "seed"]
 #: A learning curve: one feature set and one head.
 CURVE_KEYS = ["features", "head"]
+
+
+def stored(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` as it is written: ``size`` becomes ``per_class`` (nullable integer) and ``full`` (boolean)."""
+    if "size" not in table:
+        return table
+    at = table.columns.get_loc("size")
+    per_class = pd.array([size.per_class for size in table["size"]], dtype="Int64")
+    written = table.drop(columns="size")
+    written.insert(at, "full", [size.full for size in table["size"]])
+    written.insert(at, "per_class", per_class)
+    return written
+
+
+def read_stored(table: pd.DataFrame) -> pd.DataFrame:
+    """A table as :func:`stored` wrote it (or as earlier versions did, with ``size`` as text), with ``size`` as
+    :class:`~budget.sampling.Size` values: the one place a stored size is decoded."""
+    if "per_class" in table and "full" in table:
+        at = table.columns.get_loc("per_class")
+        sizes = [FULL if full else Size(int(count)) for count, full in zip(table["per_class"], table["full"], strict=True)]
+        read = table.drop(columns=["per_class", "full"])
+    elif "size" in table:  # written before sizes were typed
+        at = table.columns.get_loc("size")
+        sizes = [FULL if str(text) == "full" else Size(int(text)) for text in table["size"]]
+        read = table.drop(columns="size")
+    else:
+        return table
+    read.insert(at, "size", pd.Series(sizes, index=table.index, dtype=object))
+    return read
+
+
+def curve_runs(table: pd.DataFrame, features: str, head: str, balanced: bool = False, size: Size | None = None
+               ) -> pd.DataFrame:  # fmt: skip
+    """The rows of one curve (``features`` + ``head``): all of them, its balanced sizes only, or one size's."""
+    rows = (table["features"] == features) & (table["head"] == head)
+    if balanced:
+        rows &= balanced_rows(table)
+    if size is not None:
+        rows &= table["size"] == size
+    return table[rows]
+
+
+def balanced_rows(table: pd.DataFrame) -> pd.Series:
+    """Which rows are at a class-balanced size (not ``full``)."""
+    return pd.Series([size.balanced for size in table["size"]], index=table.index, dtype=bool)
 
 
 def sort_results(table: pd.DataFrame, order: dict[str, list[str]] | None = None) -> pd.DataFrame:
@@ -28,7 +77,7 @@ def sort_results(table: pd.DataFrame, order: dict[str, list[str]] | None = None)
     for key in CURVE_KEYS:
         names = order.get(key) or list(pd.unique(table[key]))
         keys[key] = table[key].map({name: i for i, name in enumerate(names)})
-    keys["size"] = table["size"].map(size_value)
+    keys["size"] = [size.value for size in table["size"]]
     for key in ("fold", "seed"):
         if key in table:
             keys[key] = table[key]

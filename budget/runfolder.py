@@ -9,8 +9,9 @@
     <run>/convergence/parts/*.parquet  the convergence check's runs at twice the budget
     <run>/convergence.parquet          those runs as one table (and convergence.csv)
 
-Its tables are :mod:`budget.results` tables.  A folder belongs to one
-configuration: claiming it with other settings is an error.
+Its tables are :mod:`budget.results` tables, written in their stored form
+and read back through :func:`budget.results.read_stored`.  A folder belongs to
+one configuration: claiming it with other settings is an error.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ import pandas as pd
 
 from budget import files
 from budget.errors import BudgetError
+from budget.features import display_name
+from budget.grid import FeaturePair
 from budget.metrics import result_classes
-from budget.results import CURVE_KEYS, RESULT_KEY
+from budget.results import CURVE_KEYS, RESULT_KEY, read_stored, stored
 
 RESULTS, CONVERGENCE = "results", "convergence"
 
@@ -78,7 +81,7 @@ class RunFolder:
         found = self.part_files(table)
         if not found:
             return pd.DataFrame(columns=RESULT_KEY)
-        return pd.concat([files.read_parquet(f) for f in found], ignore_index=True)
+        return pd.concat([read_stored(files.read_parquet(f)) for f in found], ignore_index=True)
 
     def current(self, table: str, digests: dict[tuple[str, str], str], log) -> pd.DataFrame:
         """The finished runs still valid, given each (features, head)'s inputs digest.
@@ -90,7 +93,7 @@ class RunFolder:
         kept = []
         for file in self.part_files(table):
             try:
-                part = files.read_parquet(file)
+                part = read_stored(files.read_parquet(file))
             except files.DamagedFile as error:
                 log(f"{error}: its runs are trained again")
                 file.unlink()
@@ -109,14 +112,14 @@ class RunFolder:
 
     def write_part(self, rows: list[dict], table: str = RESULTS) -> None:
         """One chunk's result rows, atomically, under a name fixed by the runs it holds."""
-        key = [rows[0]["features"], rows[0]["head"], [(row["size"], row["fold"], row["seed"]) for row in rows]]
+        key = [rows[0]["features"], rows[0]["head"], [(str(row["size"]), row["fold"], row["seed"]) for row in rows]]
         name = hashlib.sha1(json.dumps(key, default=int).encode()).hexdigest()[:16]
         files.make_folder(self.parts(table))
-        files.write_parquet(self.parts(table) / f"{name}.parquet", pd.DataFrame(rows))
+        files.write_parquet(self.parts(table) / f"{name}.parquet", stored(pd.DataFrame(rows)))
 
     def write_table(self, table: pd.DataFrame, name: str = RESULTS) -> None:
-        files.write_parquet(self.path / f"{name}.parquet", table)
-        files.write_csv(self.path / f"{name}.csv", table)
+        files.write_parquet(self.path / f"{name}.parquet", stored(table))
+        files.write_csv(self.path / f"{name}.csv", stored(table))
 
     def write_provenance(self, provenance: dict) -> None:
         files.write_json(self.path / "provenance.json", provenance)
@@ -140,9 +143,9 @@ class FinishedStudy:
             raise BudgetError(f"{folder} holds no results.parquet; run `budget curve` or `budget compare` first")
         read = lambda name: files.read_json(folder / name) if (folder / name).is_file() else {}  # noqa: E731
         try:
-            results = files.read_parquet(results_file)
+            results = read_stored(files.read_parquet(results_file))
             doubled_file = folder / f"{CONVERGENCE}.parquet"
-            doubled = files.read_parquet(doubled_file) if doubled_file.is_file() else pd.DataFrame()
+            doubled = read_stored(files.read_parquet(doubled_file)) if doubled_file.is_file() else pd.DataFrame()
         except files.DamagedFile as error:
             raise BudgetError(f"{error}; run the study's command again: it rebuilds the tables from parts/") from None
         if results.empty:
@@ -161,6 +164,12 @@ class FinishedStudy:
 
     def curves(self) -> list[tuple[str, str]]:
         return list(self.results[CURVE_KEYS].drop_duplicates().itertuples(index=False, name=None))
+
+    def display(self, features: str) -> str:
+        """A feature set's name for a reader: an audio + text pair the study recorded as its two parts, shortened,
+        any other feature set as :func:`budget.features.display_name` shortens it."""
+        pair = self.provenance.get("feature_pairs", {}).get(features)
+        return FeaturePair(*pair).display if pair else display_name(features)
 
 
 def latest_run(runs_dir: str | Path = "runs") -> Path:

@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from budget.results import stored
+from budget.sampling import FULL, Size
+
 CLASSES = ["neutral", "happy", "sad", "angry"]
 
 
@@ -28,8 +31,8 @@ def synthetic_results(
     fold_effect = rng.normal(0, fold_sd, folds)
     class_offsets = np.array([0.05, -0.10, 0.08, -0.03])
     rows = []
-    for size in [*sizes, *(["full"] if full else [])]:
-        n = 2 * max(sizes) if size == "full" else size
+    for size in [*map(Size, sizes), *([FULL] if full else [])]:
+        n = 2 * max(sizes) if size.full else size.per_class
         for fold in range(folds):
             for s in range(seeds):
                 ua = float(np.clip(law(n) + fold_effect[fold] + rng.normal(0, noise_sd), 0, 1))
@@ -37,7 +40,7 @@ def synthetic_results(
                 confusion = np.diag((recalls * 50).round().astype(int)) + 1
                 rows.append(
                     {
-                        "features": features, "head": head, "size": str(size), "n_train": 4 * n,
+                        "features": features, "head": head, "size": size, "n_train": 4 * n,
                         "fold": fold, "fold_name": f"g{fold}", "seed": s,
                         "ua": ua, "wa": ua, "macro_f1": ua,
                         **{f"recall_{c}": float(r) for c, r in zip(CLASSES, recalls, strict=True)},
@@ -57,7 +60,7 @@ def write_run(folder: Path) -> Path:
         ],
         ignore_index=True,
     )
-    results.to_parquet(folder / "results.parquet")
+    stored(results).to_parquet(folder / "results.parquet")
     (folder / "config.json").write_text(json.dumps({"corpus": "emodb", "train": {"epochs": 60, "lr": 1e-4}}))
     (folder / "provenance.json").write_text(
         json.dumps({"corpus": "emodb", "utterances": 339, "classes": ["neutral", "happy", "sad", "angry"],

@@ -34,6 +34,8 @@ from budget.analysis import (
 )
 from budget.errors import BudgetError
 from budget.report import Costs, plan_lines
+from budget.results import stored
+from budget.sampling import FULL, Size
 
 #: One curve of each law, with UA between 0.3 and 0.85 over the sizes below and their doubling.
 TRUTHS = {
@@ -118,7 +120,7 @@ def test_feature_gains_are_paired_by_fold_and_seed():
     base = synthetic_results(sizes=(10, 20), folds=5, seeds=2, fold_sd=0.05)
     better = base.assign(features="hf:m", ua=base["ua"] + 0.03)
     gains = feature_gains(pd.concat([base, better], ignore_index=True))
-    assert list(gains["size"]) == ["10", "20", "full"] and (gains["runs"] == 10).all()
+    assert list(gains["size"]) == [10, 20, FULL] and (gains["runs"] == 10).all()
     np.testing.assert_allclose(gains["gain_points"], 3.0, atol=1e-9)
     np.testing.assert_allclose(gains["ci_high"] - gains["ci_low"], 0.0, atol=1e-9)  # no spread in the differences
     noisy = better.assign(ua=better["ua"] + np.random.default_rng(0).normal(0, 0.01, len(better)))
@@ -128,7 +130,7 @@ def test_feature_gains_are_paired_by_fold_and_seed():
 
 def test_aggregate_gives_one_row_per_size_with_intervals():
     table = aggregate(synthetic_results())
-    assert list(table["size"]) == ["10", "20", "40", "80", "160", "320", "full"]
+    assert list(table["size"]) == [10, 20, 40, 80, 160, 320, FULL]
     assert (table["ci_low"] < table["mean"]).all() and (table["mean"] < table["ci_high"]).all()
     assert table.loc[0, "n_per_class"] == 10 and table.loc[0, "runs"] == 15
 
@@ -341,7 +343,7 @@ def test_a_flat_curve_gets_a_plan_and_a_report_not_an_overflow(target, tmp_path)
     assert statement and "e+" not in statement
     run = tmp_path / "run"
     run.mkdir()
-    results.to_parquet(run / "results.parquet")
+    stored(results).to_parquet(run / "results.parquet")
     (run / "config.json").write_text("{}")
     (run / "provenance.json").write_text("{}")
     html = build_report(run, tmp_path / "report", target=target)
@@ -412,7 +414,7 @@ def test_the_paired_interval_covers_the_true_difference_at_its_nominal_rate():
     hits, trials = 0, 200
     for trial in range(trials):
         results = _paired_configurations(0.01, seed=trial)
-        difference = paired_difference(results, ("lld", "attn_pool"), ("lld", "mlp_pool"), "20", np.random.default_rng(trial))
+        difference = paired_difference(results, ("lld", "attn_pool"), ("lld", "mlp_pool"), Size(20), np.random.default_rng(trial))
         hits += difference.low <= 1.0 <= difference.high  # points
     assert 0.90 <= hits / trials <= 0.99
 
@@ -421,7 +423,7 @@ def test_configurations_that_differ_by_noise_alone_are_not_distinguishable_and_t
     from budget.analysis import measured_costs, paired_difference, recommend
 
     results = _paired_configurations(0.0, seed=4)
-    difference = paired_difference(results, ("lld", "attn_pool"), ("lld", "mlp_pool"), "20")
+    difference = paired_difference(results, ("lld", "attn_pool"), ("lld", "mlp_pool"), Size(20))
     assert not difference.distinguishable and difference.runs == 30
     table = aggregate(results)
     costs = measured_costs(results, {"lld": 0.002})

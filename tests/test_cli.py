@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from budget import corpora
 from budget.cli import app
+from budget.results import stored
 
 runner = CliRunner()
 
@@ -70,7 +71,7 @@ def test_bad_files_are_reported_and_left_out_or_fatal_with_strict(tmp_path):
         (("corpus", "info", "--corpus", "iemocap"), "iemocap: not found at"),
         (("corpus", "info", "--root", "/nonexistent/emodb"), "does not exist"),
         (("corpus", "fetch", "ravdess"), "not free to redistribute"),
-        (("curve", "--modle", "mlp_pool"), "No such option: --modle (Possible options: --fold-file, --model)"),
+        (("curve", "--modle", "mlp_pool"), "No such option: --modle (Possible options: --fold-file, --model, --models)"),
         (("curve", "--seeds"), "Option '--seeds' requires an argument"),
         (("curve", "--seeds", "three"), "Invalid value for '--seeds'"),
         (("frobnicate",), "No such command 'frobnicate'; see `"),
@@ -150,7 +151,7 @@ def test_a_report_into_a_read_only_folder_is_one_error_line(tmp_path, monkeypatc
 
     run = tmp_path / "run"
     run.mkdir()
-    synthetic_results(sizes=(10, 20), folds=4, seeds=1).to_parquet(run / "results.parquet")
+    stored(synthetic_results(sizes=(10, 20), folds=4, seeds=1)).to_parquet(run / "results.parquet")
     monkeypatch.setattr(Path, "mkdir", _read_only)
     result = invoke("report", str(run), "--out", str(tmp_path / "out"))
     assert result.exit_code == 2 and result.output.startswith("error: cannot create the folder"), result.output
@@ -167,9 +168,9 @@ def test_extract_errors_are_one_line(tmp_path):
     [(("--max-seconds", "-1"), "max_seconds must be a number of at least 0; got -1"),
      (("--max-seconds", "nan"), "max_seconds must be a finite number of at least 0; got nan"),
      (("--max-seconds", "inf"), "max_seconds must be a finite number of at least 0; got inf"),
-     (("--batch-size", "-5"), "batch_size must be an integer of at least 1; got -5"),
-     (("--batch-size", "0"), "batch_size must be an integer of at least 1; got 0"),
-     (("--identity", "name"), "file_identity must be 'content' or 'stat'")],
+     (("--extract-batch", "-5"), "extract_batch must be an integer of at least 1; got -5"),
+     (("--extract-batch", "0"), "extract_batch must be an integer of at least 1; got 0"),
+     (("--identity", "name"), "file_identity must be one of content, stat; got 'name'")],
 )  # fmt: skip
 def test_extract_refuses_a_bad_crop_batch_size_or_identity_before_writing(tmp_path, option, message):
     build_emodb(tmp_path / "emodb", emodb_names(4))

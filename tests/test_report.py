@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from budget.cli import app
 from budget.errors import BudgetError
 from budget.report import Costs, build_report
+from budget.results import stored
 from budget.runfolder import FinishedStudy
 
 runner = CliRunner()
@@ -55,7 +56,8 @@ def test_an_extrapolated_law_is_drawn_as_far_as_a_plan_looks_and_never_above_its
 
     rising = synthetic_results(law=lambda n: 0.30 + 0.12 * np.log(n), noise_sd=0.002, fold_sd=0.002)  # past 100% at 340
     fit = fit_curve(rising, "lld", "mlp_pool")
-    measured = aggregate(rising).query("size != 'full'")["n_per_class"]
+    summary = aggregate(rising)
+    measured = summary[[size.balanced for size in summary["size"]]]["n_per_class"]
     figure, axis = plt.subplots()
     _fitted_line(axis, fit, measured, "k", target=None, extrapolate_to=None)
     xs = np.concatenate([line.get_xdata() for line in axis.lines])
@@ -70,7 +72,7 @@ def test_a_report_on_few_folds_says_its_intervals_are_wide_for_that_reason(run_f
     assert "only 4 held-out folds, so every interval is wide" in (tmp_path / "few" / "report.md").read_text()
     results = pd.read_parquet(run_folder / "results.parquet")
     more = pd.concat([results, results.assign(fold=results["fold"] + 4)], ignore_index=True)  # 8 folds
-    more.to_parquet(run_folder / "results.parquet")
+    stored(more).to_parquet(run_folder / "results.parquet")
     build_report(run_folder, tmp_path / "many")
     assert "held-out folds, so every interval is wide" not in (tmp_path / "many" / "report.md").read_text()
 
@@ -107,23 +109,26 @@ def test_report_command_defaults_to_the_latest_run(run_folder, tmp_path, monkeyp
     assert (tmp_path / "reports" / "curve-emodb-test" / "report.html").is_file()
 
 
-def test_the_report_says_how_each_head_family_was_trained():
-    from budget.report import _schedule
+def test_the_study_log_and_the_report_say_how_each_head_trained_in_one_voice():
+    from budget.engine.config import TrainConfig
+    from budget.registry import describe_training
 
-    results = pd.DataFrame({"head": ["mean_pool", "attn_pool", "mlp_pool", "logreg"],
-                            "schedule": ["lbfgs", "lbfgs", "steps", "logreg"]})  # fmt: skip
-    text = _schedule({"steps": 2000, "lr": 0.001, "batch_size": 16, "dropout": 0.2, "l2_c": 1.0}, results)
-    assert "mean_pool, attn_pool: L2-penalised (C = 1; attention's frame score 3 x width" in text
+    heads = ["mean_pool", "attn_pool", "mlp_pool", "logreg"]
+    recorded = TrainConfig.recorded({"steps": 2000, "max_epochs": 0, "lr": 0.001, "batch_size": 16, "dropout": 0.2,
+                                     "l2_c": 1.0, "a_key_of_an_older_version": 1})  # fmt: skip
+    text = describe_training(recorded, heads)
+    assert "mean_pool: L2-penalised (C = 1) on standardised inputs" in text
+    assert "attn_pool: L2-penalised (C = 1; attention's frame score 3 x width" in text
     assert "mlp_pool: Adam, 2000 optimiser steps for every run" in text and "logreg: scikit-learn" in text
-    assert "frame score" not in _schedule({"steps": 10, "l2_c": 1.0}, results[results["head"] == "mean_pool"])
-    assert "products in" not in text  # run folders from before the provenance recorded it say nothing
-    with_products = _schedule({"steps": 2000, "batch_size": 16, "dropout": 0.2}, results, "bf16 autocast")
+    assert "products in" not in text  # run folders from before the products were decided say nothing
+    with_products = describe_training(TrainConfig(steps=2000, max_epochs=0, dropout=0.2, bf16=True), heads)
     assert "dropout 0.2, products in bf16 autocast" in with_products
-    by_passes = _schedule({"steps": 3000, "max_epochs": 150, "lr": 0.001, "batch_size": 16, "train_frames": 8}, results)
+    by_passes = describe_training(TrainConfig(steps=3000, max_epochs=150, train_frames=8), heads)
     assert "mlp_pool: Adam, 150 passes over its subset, from 750 to 3000 optimiser steps" in by_passes
     assert "for every run" not in by_passes and "reading 8 evenly spaced frames" in by_passes
-    bimodal = pd.DataFrame({"head": ["align_lstm"], "schedule": ["steps"]})  # reads every frame whatever train_frames says
-    assert "frames of each utterance" not in _schedule({"steps": 3000, "train_frames": 8}, bimodal)
+    # the bimodal model reads every frame whatever train_frames says
+    assert "frames of each utterance" not in describe_training(TrainConfig(train_frames=8), ["align_lstm"])
+    assert describe_training(recorded, ["mean_pool", "meanmax_pool"]).startswith("mean_pool, meanmax_pool: L2")
 
 
 def test_the_report_names_the_folds_that_lack_a_class_and_says_how_ua_treats_them(run_folder, tmp_path):
@@ -131,7 +136,7 @@ def test_the_report_names_the_folds_that_lack_a_class_and_says_how_ua_treats_the
     lacking = results["fold"] == results["fold"].max()
     results.loc[lacking, "recall_angry"] = float("nan")  # as run_metrics writes a class the test fold lacks
     results.loc[lacking, "fold_name"] = "08"
-    results.to_parquet(run_folder / "results.parquet")
+    stored(results).to_parquet(run_folder / "results.parquet")
     build_report(run_folder, tmp_path / "report")
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "over the classes the fold holds" in markdown and "(here 08 has no angry)" in markdown

@@ -10,13 +10,13 @@ from budget.errors import BudgetError
 from budget.folds import assign_folds
 from budget.sampling import (
     FULL,
+    Size,
     balanced_subset,
     curve_ends,
-    is_balanced,
-    parse_sizes,
+    per_class_sizes,
     plan_sizes,
-    size_phrase,
-    size_value,
+    read_sizes,
+    read_totals,
 )
 
 
@@ -57,7 +57,7 @@ def test_plan_skips_sizes_some_fold_cannot_supply():
          "label": np.tile(["a", "a", "a", "b"], 15)}
     )  # fmt: skip
     folds = assign_folds(manifest)
-    plan = plan_sizes([5, 10, 20, FULL], manifest, folds)
+    plan = plan_sizes(list(read_sizes([5, 10, 20, "full"])), manifest, folds)
     assert plan.sizes == [5, 10, FULL]
     assert len(plan.skipped) == 1 and plan.skipped[0].startswith("20 per class")
     default = plan_sizes(None, manifest, folds)
@@ -69,24 +69,33 @@ def test_a_class_only_one_fold_holds_is_an_error_before_any_work():
         {"utt_id": [f"u{i}" for i in range(30)], "group": np.repeat(["g1", "g2", "g3"], 10),
          "label": ["rare"] + ["a", "b"] * 14 + ["a"]}
     )  # fmt: skip
-    for requested in (None, [2, FULL]):
+    for requested in (None, [Size(2), FULL]):
         with pytest.raises(BudgetError, match="class 'rare' has no training example when fold 0 is held out"):
             plan_sizes(requested, manifest, assign_folds(manifest))
 
 
-def test_parse_sizes():
-    assert parse_sizes("5,10,full", None, 4) == [5, 10, FULL]
-    assert parse_sizes(None, "500,1000", 4) == [125, 250]
+def test_sizes_are_read_once_from_what_was_typed():
+    assert read_sizes("5,10,full") == read_sizes([5, "10", "FULL", 5]) == (Size(5), Size(10), FULL)
+    assert per_class_sizes(read_sizes("5,10,full"), None, 4) == [5, 10, FULL]
+    assert per_class_sizes(None, read_totals("500,1000"), 4) == [125, 250]
     with pytest.raises(BudgetError, match="does not divide"):
-        parse_sizes(None, "501", 4)
+        per_class_sizes(None, read_totals("501"), 4)
     with pytest.raises(BudgetError, match="not both"):
-        parse_sizes("5", "20", 4)
+        per_class_sizes(read_sizes("5"), read_totals("20"), 4)
+    with pytest.raises(BudgetError, match="--n takes totals"):
+        read_totals("500,full")
+    for bad, message in (("5,x", "bad size 'x'"), ("0", "must be positive"), (",", "no sizes")):
+        with pytest.raises(BudgetError, match=message):
+            read_sizes(bad)
 
 
-def test_size_labels_read_as_numbers_with_full_last():
-    labels = pd.Series(["125", "full", "6", "52"])
-    assert sorted(labels, key=size_value) == ["6", "52", "125", "full"]
-    assert size_value(250) == 250.0 and size_value(FULL) == float("inf")
-    assert list(is_balanced(labels)) == [True, False, True, True]
-    assert curve_ends(labels) == {"6", "125", "full"} and curve_ends([FULL]) == {FULL} and curve_ends([5, 10, 20]) == {5, 20}
-    assert size_phrase("full") == "all training data" and size_phrase(6, "per class") == "6 per class"
+def test_a_size_sorts_with_full_last_and_reads_as_a_person_writes_it():
+    sizes = [Size(125), FULL, Size(6), Size(52)]
+    assert sorted(sizes) == [6, 52, 125, FULL] and max(sizes) is FULL and max(s for s in sizes if s.balanced) == 125
+    assert Size(250).value == 250.0 and FULL.value == float("inf") and [s.balanced for s in sizes] == [True, False, True, True]
+    assert str(Size(6)) == "6" and str(FULL) == "full" and f"{Size(6):>4}" == "   6" and Size(6).to_json() == 6
+    assert Size(6) == 6 and Size(6) != 7 and hash(Size(6)) == hash(6) and Size(6) != "6"  # no text: that is read_sizes'
+    assert FULL.phrase() == "all training data" and Size(6).phrase("per class") == "6 per class"
+    assert curve_ends(sizes) == {6, 125, FULL} and curve_ends([FULL]) == {FULL} and curve_ends(map(Size, (5, 10, 20))) == {5, 20}
+    with pytest.raises(BudgetError, match="positive whole number"):
+        Size(0)

@@ -21,6 +21,8 @@ from budget.cli import app
 from budget.engine.config import TrainConfig
 from budget.errors import BudgetError
 from budget.registry import train as train_head
+from budget.results import read_stored
+from budget.sampling import FULL, Size
 from budget.study import Study, StudyConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,18 +53,20 @@ def test_grid_and_speaker_independence(iemocap, tmp_path, monkeypatch):
     results = Study(config, tmp_path / "run", trainer=spy).run(log=lambda _: None)
     # 2 heads x 2 sizes x 5 folds x 2 seeds
     assert len(results) == 40
-    assert set(results["size"]) == {"1", "2"} and set(results["head"]) == {"mean_pool", "logreg"}
+    assert set(results["size"]) == {1, 2} and set(results["head"]) == {"mean_pool", "logreg"}
     assert results.groupby(["head", "size"]).size().eq(10).all()
     for features, runs in seen:
         for run in runs:
             sessions_train = {u[:5] for u in features.utt_ids[run.train]}
             sessions_test = {u[:5] for u in features.utt_ids[run.test]}
             assert len(sessions_test) == 1 and not sessions_train & sessions_test
-            assert len(run.train) == 4 * int(run.size)
+            assert len(run.train) == 4 * run.size.per_class
     assert {"ua", "wa", "macro_f1", "recall_neutral", "confusion", "fold_name"} <= set(results.columns)
     assert (tmp_path / "run" / "results.csv").is_file() and (tmp_path / "run" / "provenance.json").is_file()
     provenance = (tmp_path / "run" / "provenance.json").read_text()
-    assert '"manifest_sha256"' in provenance and '"torch"' in provenance and '"frame_products"' in provenance
+    assert '"manifest_sha256"' in provenance and '"torch"' in provenance
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
+    assert isinstance(recorded["bf16"], bool)  # the products decided, recorded once with the settings
 
 
 def test_interrupted_study_resumes_and_matches_an_uninterrupted_one(iemocap, tmp_path, monkeypatch):
@@ -118,7 +122,7 @@ def test_the_cost_model_probes_full_on_every_fold_s_runs_not_on_the_largest_fold
         return grid.Run(fold, 0, size, np.arange(n), np.arange(1))
 
     runs = [run(4, 28, fold) for fold in range(10) for _ in range(3)]
-    runs += [run("full", 420 + fold, fold) for fold in range(10) for _ in range(3)]
+    runs += [run(FULL, 420 + fold, fold) for fold in range(10) for _ in range(3)]
     model = engine_cost.CostModel.probed(lambda sample: 1.0 + 10.0 / len(sample), runs)  # a chunk's overhead, shared
     assert model.unit_seconds(28) == pytest.approx(1 + 10 / 30)
     assert model.unit_seconds(424.5) == pytest.approx(1 + 10 / 30)
@@ -179,18 +183,18 @@ def test_sizes_no_fold_can_supply_are_an_error(iemocap, tmp_path):
 def test_results_are_ordered_as_configured_with_sizes_numerically():
     from budget.results import sort_results
 
-    table = pd.DataFrame({"features": ["b", "a", "b", "b", "a"], "head": "h", "size": ["full", "10", "2", "10", "2"],
+    table = pd.DataFrame({"features": ["b", "a", "b", "b", "a"], "head": "h", "size": [FULL, *map(Size, (10, 2, 10, 2))],
                           "fold": [0, 1, 0, 1, 0], "seed": 0})  # fmt: skip
     ordered = sort_results(table, {"features": ["b", "a"]})
     assert list(zip(ordered["features"], ordered["size"], strict=True)) == [
-        ("b", "2"), ("b", "10"), ("b", "full"), ("a", "2"), ("a", "10")]  # fmt: skip
+        ("b", 2), ("b", 10), ("b", FULL), ("a", 2), ("a", 10)]  # fmt: skip
     assert list(sort_results(table)["features"][:1]) == ["b"]  # unlisted: in order of first appearance
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "experiments").glob("*.toml")), ids=lambda p: p.name)
 def test_shipped_configs_parse(path):
     config = StudyConfig.from_toml(path)
-    assert config.features and config.heads
+    assert config.features and config.heads  # the shipped designs name their heads
     assert (config.per_class is None) != (config.n is None) or (config.per_class is None and config.n is None)
 
 
@@ -199,7 +203,8 @@ def test_config_errors():
         StudyConfig().with_overrides(epoch=3)
     with pytest.raises(BudgetError, match="unknown model 'svm'"):
         StudyConfig().with_overrides(heads="svm")
-    assert StudyConfig().with_overrides(per_class="5,10,full").per_class == (5, 10, "full")
+    assert StudyConfig().with_overrides(per_class="5,10,full").per_class == (5, 10, FULL)
+    assert StudyConfig(per_class=(5, "10")).per_class == StudyConfig(per_class="5,10").per_class == (Size(5), Size(10))
     assert StudyConfig().with_overrides(epochs=7).train.epochs == 7
 
 
@@ -213,7 +218,7 @@ def test_curve_and_compare_commands(iemocap, tmp_path, monkeypatch):
     result = runner.invoke(app, ["curve", "--model", "mlp_pool", "--per-class", "1,2,full", *common,
                                  "--run-dir", str(tmp_path / "curve"), "--check-every-size"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert set(pd.read_parquet(tmp_path / "curve" / "convergence.parquet")["size"]) == {"1", "2", "full"}
+    assert set(read_stored(pd.read_parquet(tmp_path / "curve" / "convergence.parquet"))["size"]) == {1, 2, FULL}
     rows = [line for line in result.output.splitlines() if "mlp_pool" in line and line.startswith("│")]
     assert [re.search(r"│\s*mlp_pool\s*│\s*(\S+)", r).group(1) for r in rows] == ["1", "2", "full"]
     assert "results: " in result.output
@@ -226,7 +231,7 @@ def test_curve_and_compare_commands(iemocap, tmp_path, monkeypatch):
     assert "against the best, paired by fold and seed" in result.output and "Recommended: lld + " in result.output
     assert re.search(r"higher in \d+ of 5", result.output)
     results = pd.read_parquet(tmp_path / "compare" / "results.parquet")
-    assert len(results) == 2 * 5 and set(results["size"]) == {"2"}
+    assert len(results) == 2 * 5 and set(results["per_class"]) == {2} and not results["full"].any()  # stored typed
     from budget.features import FeatureStore
 
     known = FeatureStore(tmp_path / "store").summary()  # curve knew files by content (the default), compare by stat
@@ -273,11 +278,11 @@ def test_convergence_check_retrains_the_end_sizes_and_flags_an_under_trained_cel
     config = config_for(iemocap, tmp_path, heads=("mlp_pool",), per_class=(1, 2, 3, "full"),
                         train=TrainConfig(steps=1, lr=1e-4, batch_size=4, device="cpu"))  # fmt: skip
     Study(config, tmp_path / "run").run(log=lambda _: None, check_convergence="ends")
-    doubled = pd.read_parquet(tmp_path / "run" / "convergence.parquet")
-    assert set(doubled["size"]) == {"1", "3", "full"} and (doubled["steps"] == 2).all()
+    doubled = read_stored(pd.read_parquet(tmp_path / "run" / "convergence.parquet"))
+    assert set(doubled["size"]) == {1, 3, FULL} and (doubled["steps"] == 2).all()
     finished = FinishedStudy.open(tmp_path / "run")
     table = convergence_table(finished.results, finished.doubled)
-    assert list(table["size"]) == ["1", "3", "full"] and (table["runs"] == 10).all()
+    assert list(table["size"]) == [1, 3, FULL] and (table["runs"] == 10).all()
     moved = (table["ua_doubled"] - table["ua_default"]).abs() > 0.01
     assert list(table["flagged"]) == list(moved)
 
@@ -285,9 +290,9 @@ def test_convergence_check_retrains_the_end_sizes_and_flags_an_under_trained_cel
 def test_convergence_table_flags_moves_beyond_one_point():
 
     key = {"features": "f", "head": "h", "fold": [0, 1], "seed": 0}
-    results = pd.concat([pd.DataFrame({**key, "size": s, "ua": [0.5, 0.6]}) for s in ("2", "8")])
-    doubled = pd.concat([pd.DataFrame({**key, "size": "2", "ua": [0.6, 0.7]}),  # +10 points: still learning
-                         pd.DataFrame({**key, "size": "8", "ua": [0.505, 0.6]})])  # +0.25 points: converged  # fmt: skip
+    results = pd.concat([pd.DataFrame({**key, "size": [Size(s)] * 2, "ua": [0.5, 0.6]}) for s in (2, 8)])
+    doubled = pd.concat([pd.DataFrame({**key, "size": [Size(2)] * 2, "ua": [0.6, 0.7]}),  # +10 points: still learning
+                         pd.DataFrame({**key, "size": [Size(8)] * 2, "ua": [0.505, 0.6]})])  # +0.25: converged  # fmt: skip
     table = convergence_table(results, doubled)
     assert list(table["flagged"]) == [True, False]
     assert table["change_points"].round(2).tolist() == [10.0, 0.25]
@@ -295,25 +300,16 @@ def test_convergence_table_flags_moves_beyond_one_point():
     assert table["change_se_points"].round(2).tolist() == [0.0, 0.25]
 
 
-def test_a_config_file_s_training_settings_hold_unless_typed_on_the_command_line(tmp_path):
-    from budget.cli.studies import StudyOptions
+def test_a_config_file_s_training_settings_hold_unless_typed(tmp_path):
+    from budget.api import configured
 
     toml = tmp_path / "study.toml"
     toml.write_text('device = "cpu"\nsteps = 7\nseeds = 2\nepochs = 11\nframe_dtype = "float32"\n')
-    from_file = StudyOptions({}, config=toml).study_config(None, None, None)
+    from_file = configured(toml, {})
     assert (from_file.train.device, from_file.train.steps, from_file.seeds, from_file.train.epochs) == ("cpu", 7, 2, 11)
     assert from_file.frame_dtype == "float32"
-    typed = StudyOptions(dict(device="auto", steps=9, seeds=1, epochs=3, frame_dtype="float16"), config=toml)
-    typed = typed.study_config(None, None, None)
+    typed = configured(toml, dict(device="auto", steps=9, seeds=1, epochs=3, frame_dtype="float16"))
     assert (typed.train.device, typed.train.steps, typed.seeds, typed.train.epochs, typed.frame_dtype) == ("auto", 9, 1, 3, "float16")
-
-
-def test_repeated_feature_options_add_up_as_a_comma_separated_list_does():
-    from budget.cli.studies import StudyOptions
-
-    repeated = StudyOptions({"features": ["lld", "hf:some/model"]}).study_config(None, None, None)
-    assert repeated.features == StudyOptions({"features": ["lld,hf:some/model"]}).study_config(None, None, None).features
-    assert repeated.features == ("lld", "hf:some/model")
 
 
 def test_every_study_option_on_the_command_line_is_a_config_key_of_the_same_name_and_back():
@@ -321,14 +317,14 @@ def test_every_study_option_on_the_command_line_is_a_config_key_of_the_same_name
     the configs' fields, and each option typed sets the key of its name."""
     from typer.main import get_command
 
-    from budget.cli.studies import RUN_OPTIONS, study_settings
+    from budget.cli.options import RUN_OPTIONS, declared_settings
     from budget.settings import cli_form
 
     command = get_command(app)
-    own = {"curve": {"model", "per_class", "n", "target", "report", "check_convergence", "check_every_size"},
-           "compare": {"models", "per_class", "n", "report", "check_convergence"}}  # fmt: skip
+    own = {"curve": {"target", "report", "check_convergence", "check_every_size"}, "compare": {"report", "check_convergence"}}
     keys = {f.name for owner in (StudyConfig, TrainConfig) for f in fields(owner) if cli_form(f.metadata)}
-    assert keys == set(study_settings()) and {"seeds", "steps", "n_folds", "file_identity", "device"} <= keys
+    assert keys == set(declared_settings()) and {"seeds", "steps", "n_folds", "file_identity", "device", "heads",
+                                                 "per_class", "n"} <= keys  # fmt: skip
     for name, extra in own.items():
         params = {param.name for param in command.commands[name].params}
         assert params == keys | set(RUN_OPTIONS) | extra, name
@@ -504,7 +500,7 @@ def test_a_fold_file_shapes_the_study_from_the_command_line(iemocap, tmp_path, m
 def test_folds_from_the_command_line_shape_a_24_speaker_corpus(tmp_path):
     from conftest import write_wav
 
-    from budget.cli.studies import StudyOptions
+    from budget.api import configured
     from budget.study import prepare
 
     rows = ["path,label,speaker"]
@@ -513,7 +509,7 @@ def test_folds_from_the_command_line_shape_a_24_speaker_corpus(tmp_path):
             write_wav(tmp_path / "audio" / f"a{speaker:02d}_{i}.wav", seconds=0.2, seed=speaker * 4 + i)
             rows.append(f"audio/a{speaker:02d}_{i}.wav,{label},actor{speaker:02d}")
     (tmp_path / "corpus.csv").write_text("\n".join(rows) + "\n")
-    config = StudyOptions({"corpus": "csv", "root": str(tmp_path / "corpus.csv"), "n_folds": 6}).study_config(None, None, None)
+    config = configured(None, {"corpus": "csv", "root": str(tmp_path / "corpus.csv"), "n_folds": 6})
     data = prepare(config, log=lambda _: None)
     assert data.folds.nunique() == 6 and len(data.fold_names) == 6
     assert all(len(name.split("+")) == 4 for name in data.fold_names.values())  # 24 actors, 4 to a fold

@@ -530,7 +530,7 @@ def test_the_convergence_check_flags_a_tiny_budget_and_passes_a_sufficient_one()
 
     def results(config):
         predictions = train_runs(HEADS["mlp_pool"], features, labels, runs, 3, config)
-        return pd.DataFrame([{"features": "synthetic", "head": "mlp_pool", "size": "25", "fold": r.fold, "seed": r.seed,
+        return pd.DataFrame([{"features": "synthetic", "head": "mlp_pool", "size": r.size, "fold": r.fold, "seed": r.seed,
                               "ua": balanced_accuracy_score(labels[r.test], p)} for r, p in zip(runs, predictions, strict=True)])  # fmt: skip
 
     for steps, flagged in ((3, True), (24, False)):

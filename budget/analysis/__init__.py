@@ -2,10 +2,18 @@
 
 Modules: ``intervals`` (means and intervals of cells, convergence pairs,
 paired gains), ``laws`` (the laws, their fits and the backtest that chooses
-one), ``planning`` (labels needed, per class, and the recommendation).  The
+one), ``planning`` (labels needed, per class), ``choice`` (configurations
+against the best, with their costs, and the recommendation).  The
 names below are the package's interface to the report, the plots and the CLI.
 """
 
+from budget.analysis.choice import (
+    against_best,
+    measured_costs,
+    recommend,
+    recommendation,
+    seconds_text,
+)
 from budget.analysis.intervals import (
     FEW_FOLDS,
     PairedDifference,
@@ -37,13 +45,9 @@ from budget.analysis.laws import (
 )
 from budget.analysis.planning import (
     Plan,
-    against_best,
     confusion_at,
     labels_needed,
-    measured_costs,
     plan,
-    recommend,
-    seconds_text,
     target_ladder,
 )
 
@@ -79,6 +83,7 @@ __all__ = [
     "plan",
     "predict",
     "recommend",
+    "recommendation",
     "seconds_text",
     "solve_n",
     "target_ladder",

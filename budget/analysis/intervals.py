@@ -20,9 +20,17 @@ import pandas as pd
 from scipy import stats
 
 from budget.metrics import result_classes
-from budget.results import CURVE_KEYS, RESULT_KEY, sort_results
+from budget.results import CURVE_KEYS, RESULT_KEY, curve_runs, sort_results
+from budget.sampling import Size
 
 BOOTSTRAP = 1000
+
+
+def exact_mean(values) -> float:
+    """The mean, correctly rounded (``math.fsum``): a cell's mean does not depend on the order its runs are summed in,
+    which varies with how a table is grouped."""
+    values = list(values)
+    return math.fsum(values) / len(values)
 
 
 def run_grid(runs: pd.DataFrame, value: str) -> np.ndarray:
@@ -129,7 +137,7 @@ class PairedDifference:
 
     first: Configuration
     second: Configuration
-    size: str
+    size: Size
     points: float
     low: float
     high: float
@@ -149,7 +157,7 @@ class PairedDifference:
         return f"{self.points:+.1f} points ({interval}), higher in {self.wins} of {self.runs} paired runs{ties}"
 
 
-def paired_difference(results: pd.DataFrame, first: Configuration, second: Configuration, size: str,
+def paired_difference(results: pd.DataFrame, first: Configuration, second: Configuration, size: Size,
                       rng: np.random.Generator | None = None) -> PairedDifference | None:  # fmt: skip
     """``first``'s UA minus ``second``'s at ``size``, paired by (fold, seed); None when they share no run.
 
@@ -162,15 +170,13 @@ def paired_difference(results: pd.DataFrame, first: Configuration, second: Confi
     rng = rng or np.random.default_rng(0)
 
     def cell(configuration: Configuration) -> pd.Series:
-        features, head = configuration
-        runs = results[(results["features"] == features) & (results["head"] == head) & (results["size"] == size)]
-        return runs.set_index(["fold", "seed"])["ua"]
+        return curve_runs(results, *configuration, size=size).set_index(["fold", "seed"])["ua"]
 
     paired = (cell(first) - cell(second)).dropna()
     if paired.empty:
         return None
     mean, low, high = mean_interval(100 * run_grid(paired.rename("gain").reset_index(), "gain"), rng)
-    return PairedDifference(first, second, str(size), mean, low, high, int((paired > 0).sum()), int((paired == 0).sum()),
+    return PairedDifference(first, second, size, mean, low, high, int((paired > 0).sum()), int((paired == 0).sum()),
                             len(paired))  # fmt: skip
 
 

@@ -46,8 +46,8 @@ import pandas as pd
 from scipy import stats
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from budget.analysis.intervals import bootstrap_means, run_grid
-from budget.sampling import is_balanced, size_value
+from budget.analysis.intervals import bootstrap_means, exact_mean, run_grid
+from budget.results import curve_runs
 
 
 def pow3(n, a, b, c):
@@ -382,9 +382,9 @@ def _standard_error(runs: pd.DataFrame) -> float:
 
 def fit_curve(results: pd.DataFrame, features: str, head: str, n_boot: int = 300, seed: int = 0) -> CurveFit:
     """Fit every law to one curve's balanced sizes and choose one by the backtest."""
-    runs = results[(results["features"] == features) & (results["head"] == head) & is_balanced(results["size"])]
-    means = runs.groupby("size")["ua"].mean()
-    n = np.array([size_value(s) for s in means.index])
+    runs = curve_runs(results, features, head, balanced=True)
+    means = runs.groupby("size")["ua"].agg(exact_mean)
+    n = np.array([size.value for size in means.index])
     ua = means.to_numpy(dtype=float)
     order = np.argsort(n)
     n, ua = n[order], ua[order]
@@ -394,7 +394,7 @@ def fit_curve(results: pd.DataFrame, features: str, head: str, n_boot: int = 300
     drops = np.flatnonzero(np.diff(ua) < 0)
     if len(drops):
         flags.append("not monotone: UA falls from " + ", ".join(f"{n[i]:g} to {n[i + 1]:g} per class" for i in drops))
-    noise = _standard_error(runs[runs["size"].map(size_value) == n.max()]) if len(n) else 0.0
+    noise = _standard_error(runs[runs["size"] == max(means.index)]) if len(n) else 0.0
     chosen, reason, choice_flags = choose_law(fits, noise)
     flags += choice_flags
     if chosen and fits[chosen].r2 < 0.5 and len(n) > 2:
@@ -409,10 +409,10 @@ def _bootstrap_fits(
     runs: pd.DataFrame, law: str, start: np.ndarray, n_boot: int, rng: np.random.Generator
 ) -> list[np.ndarray]:
     """Refit the law, from its fit to the data, to size means of two-stage bootstrap resamples of the runs."""
-    sizes = sorted(runs["size"].unique(), key=float)
+    sizes = sorted(runs["size"].unique())
     grids = [run_grid(runs[runs["size"] == size], "ua") for size in sizes]
     draws = np.stack([bootstrap_means(g, n_boot, rng) for g in grids], axis=1)  # (n_boot, sizes)
-    n = np.array([float(s) for s in sizes])
+    n = np.array([size.value for size in sizes])
     params = []
     for row in draws:
         fitted = fit_law(law, n, row, start)

@@ -1,4 +1,4 @@
-"""From fitted curves to decisions: labels needed for a target UA, with intervals, per class, and a recommendation.
+"""From fitted curves to label budgets: labels needed for a target UA, with intervals, and per class.
 
 **Plans** invert the chosen law (in closed form, for every family).  Their
 intervals are never narrower than the backtest error: the UA interval is
@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from budget.analysis.intervals import paired_difference
 from budget.analysis.laws import EXTRAPOLATION_LIMIT, FAMILIES, PLAUSIBLE_LIMIT, CurveFit, fit_curve, predict, solve_n
 from budget.errors import BudgetError
+from budget.features import display_name
 from budget.metrics import recall_column, result_classes
-from budget.results import CURVE_KEYS
-from budget.sampling import is_balanced, size_value
+from budget.results import curve_runs
+from budget.sampling import Size
 
 
 @dataclass
@@ -54,10 +55,9 @@ class Plan:
         """Whether the answer lies beyond ``EXTRAPOLATION_LIMIT`` times the largest measured size."""
         return math.isfinite(self.per_class) and self.per_class > EXTRAPOLATION_LIMIT * self.largest_measured
 
-    def statement(self) -> str:
-        from budget.features import display_name
-
-        curve = f"{display_name(self.features)} + {self.head}"
+    def statement(self, show: Callable[[str], str] = display_name) -> str:
+        """The plan in one sentence; ``show`` names feature sets for a reader."""
+        curve = f"{show(self.features)} + {self.head}"
         if math.isinf(self.per_class):
             if self.first_reaching is not None:
                 size, ua = self.first_reaching
@@ -172,12 +172,11 @@ def _slope(law: str, params: np.ndarray, n: float, step: float = 1e-4) -> float:
 
 def class_needs(results: pd.DataFrame, features: str, head: str, classes: list[str]) -> pd.DataFrame:
     """Per class: recall at the largest balanced size and its gain per doubling of the budget (log-law slope)."""
-    runs = results[(results["features"] == features) & (results["head"] == head) & is_balanced(results["size"])]
-    sizes = runs["size"].map(size_value)
+    runs = curve_runs(results, features, head, balanced=True)
     rows = []
     for name in classes:
-        means = runs.groupby(sizes)[recall_column(name)].mean()
-        n = means.index.to_numpy(dtype=float)
+        means = runs.groupby("size")[recall_column(name)].mean()
+        n = np.array([size.value for size in means.index])
         slope = np.polyfit(np.log(n), means.to_numpy(), 1)[0] * math.log(2) if len(n) >= 2 else float("nan")
         rows.append({"class": name, "recall": float(means.iloc[-1]), "gain_per_doubling": float(slope)})
     table = pd.DataFrame(rows)
@@ -186,9 +185,9 @@ def class_needs(results: pd.DataFrame, features: str, head: str, classes: list[s
     return table.sort_values("priority", ascending=False).reset_index(drop=True)
 
 
-def confusion_at(results: pd.DataFrame, features: str, head: str, size: str) -> np.ndarray:
+def confusion_at(results: pd.DataFrame, features: str, head: str, size: Size) -> np.ndarray:
     """Summed confusion matrix over the runs of one size, normalised by row (true class)."""
-    runs = results[(results["features"] == features) & (results["head"] == head) & (results["size"] == size)]
+    runs = curve_runs(results, features, head, size=size)
     total = sum(np.array(json.loads(c)) for c in runs["confusion"])
     return total / np.maximum(total.sum(axis=1, keepdims=True), 1)
 
@@ -253,172 +252,3 @@ def labels_needed(results: pd.DataFrame, curves: list[CurveFit], targets: list[f
                 }
             )  # fmt: skip
     return pd.DataFrame(rows)
-
-
-def measured_costs(results: pd.DataFrame, extraction: dict[str, float | None] | None = None) -> pd.DataFrame:
-    """Per (features, head, size): measured training seconds per training utterance (each run's seconds over its
-    training examples, averaged) and extraction seconds per utterance (what the store recorded, NaN where not)."""
-    per_run = results.assign(train_per_utterance=results["train_seconds"] / results["n_train"].clip(lower=1))
-    table = per_run.groupby([*CURVE_KEYS, "size"], sort=False)["train_per_utterance"].mean().reset_index()
-    known = {name: math.nan if value is None else float(value) for name, value in (extraction or {}).items()}
-    # an audio + text pair costs both extractions
-    table["extract_per_utterance"] = [sum(known.get(part, math.nan) for part in features.split("+")) if features not in known
-                                      else known[features] for features in table["features"]]  # fmt: skip
-    return table
-
-
-def against_best(results: pd.DataFrame, table: pd.DataFrame, costs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Every configuration at the largest balanced size against the highest mean there, paired by (fold, seed)
-    (:func:`budget.analysis.paired_difference`), with its measured costs; the best first, then by mean UA.
-
-    ``points``, ``low`` and ``high`` are the difference and its 95% interval in UA points (NaN on the best's row).
-    """
-    columns = ["features", "head", "size", "mean", "points", "low", "high", "wins", "runs", "distinguishable",
-               "train_per_utterance", "extract_per_utterance"]  # fmt: skip
-    balanced = table[is_balanced(table["size"])]
-    if balanced.empty:
-        return pd.DataFrame(columns=columns)
-    size = max(balanced["size"], key=size_value)
-    at = balanced[balanced["size"] == size].sort_values("mean", ascending=False, kind="stable")
-    top = (at.iloc[0]["features"], at.iloc[0]["head"])
-    rows = []
-    for _, row in at.iterrows():
-        configuration = (row["features"], row["head"])
-        difference = None if configuration == top else paired_difference(results, configuration, top, size)
-        extract, train = _costs(costs, configuration, size)
-        measured = [math.nan] * 4 + [None] if difference is None else [
-            difference.points, difference.low, difference.high, difference.wins, difference.distinguishable]
-        rows.append([row["features"], row["head"], size, row["mean"], *measured[:4],
-                     difference.runs if difference else int(row["runs"]), measured[4], train, extract])  # fmt: skip
-    return pd.DataFrame(rows, columns=columns)
-
-
-def seconds_text(seconds: float) -> str:
-    """Seconds per utterance as a person reads them: ms below a second."""
-    if not math.isfinite(seconds):
-        return "not recorded"
-    return f"{1000 * seconds:.2g} ms" if seconds < 0.1 else f"{1000 * seconds:.0f} ms" if seconds < 1 else f"{seconds:.3g} s"
-
-
-def _costs(costs: pd.DataFrame | None, configuration: tuple[str, str], size: str) -> tuple[float, float]:
-    """A configuration's (extraction, training) seconds per utterance at ``size``; NaN where not measured."""
-    if costs is None:
-        return math.nan, math.nan
-    row = costs[(costs["features"] == configuration[0]) & (costs["head"] == configuration[1]) & (costs["size"] == size)]
-    if row.empty:
-        return math.nan, math.nan
-    return float(row["extract_per_utterance"].iloc[0]), float(row["train_per_utterance"].iloc[0])
-
-
-def _cost_text(cost: tuple[float, float]) -> str:
-    extract, train = cost
-    training = f"{seconds_text(train)} of training per utterance"
-    return training if not math.isfinite(extract) else f"{seconds_text(extract)} of extraction and {training}"
-
-
-def recommend(table: pd.DataFrame, needed: pd.DataFrame, target: float | None = None, results: pd.DataFrame | None = None,
-              costs: pd.DataFrame | None = None) -> str:  # fmt: skip
-    """One sentence naming the configuration to choose, and why.
-
-    With a target: the curve that reaches it with the fewest labels, against
-    the next best.  Without: the highest measured UA at the largest balanced
-    size, against the next best.  Given the ``results``, each comparison is
-    paired (:func:`budget.analysis.paired_difference`); without a target,
-    configurations not distinguishable from the highest mean count as equals,
-    and the cheapest of them by :func:`measured_costs` is the one recommended
-    (smaller encoder first, then cheaper head; costs within a factor of
-    :data:`COST_RESOLUTION` are equal).
-    """
-    from budget.features import display_name
-
-    def name(configuration) -> str:
-        return f"{display_name(configuration[0])} + {configuration[1]}"
-
-    if target is not None:
-        reaching = needed[(needed["target"] == round(target, 4)) & needed["per_class"].notna()].sort_values("per_class")
-        if reaching.empty:
-            return (f"No configuration reaches UA {target:.2f} within {PLAUSIBLE_LIMIT}x the measured sizes; "
-                    "measure a larger size first (the plan below names it).")  # fmt: skip
-        best = reaching.iloc[0]
-        first = (best["features"], best["head"])
-        sentence = (f"Recommended for UA {target:.2f}: {name(first)}, about {best['per_class']:.0f} labels per class "
-                    f"({best['total']:.0f} in total; {best['status']})")  # fmt: skip
-        if len(reaching) > 1:
-            runner_up = reaching.iloc[1]
-            second = (runner_up["features"], runner_up["head"])
-            sentence += (f"; the next best, {name(second)}, needs {runner_up['per_class']:.0f} per class, "
-                         f"{runner_up['per_class'] / best['per_class']:.1f} times as many labels")  # fmt: skip
-            if results is not None and (measured := _largest_shared(table, [first, second])) is not None:
-                difference = paired_difference(results, first, second, measured)
-                if difference is not None:
-                    sentence += (f". Measured at {measured} per class, {name(first)} minus {name(second)} is "
-                                 f"{difference.describe()}")  # fmt: skip
-                    if not difference.distinguishable:
-                        sentence += ": not distinguishable there, so the gap in labels rests on the fitted curves"
-        return sentence + "."
-    balanced = table[is_balanced(table["size"])]
-    at_largest = balanced[balanced["n_per_class"] == balanced.groupby(["features", "head"])["n_per_class"].transform("max")]
-    ranked = at_largest.sort_values("mean", ascending=False)
-    best = ranked.iloc[0]
-    top = (best["features"], best["head"])
-
-    def measured(row) -> str:
-        return f"UA {row['mean']:.3f} (95% CI {row['ci_low']:.3f} to {row['ci_high']:.3f}) at {row['n_per_class']:g} labels per class"
-
-    paired = against_best(results, table, costs) if results is not None else None
-    if paired is None or len(paired) < 2:
-        sentence = f"Recommended: {name(top)}, {measured(best)}, the highest measured"
-        if len(ranked) > 1:
-            sentence += f"; the next best, {name((ranked.iloc[1]['features'], ranked.iloc[1]['head']))}, reaches {ranked.iloc[1]['mean']:.3f} there"
-        return sentence + "."
-
-    def cell(configuration) -> pd.Series:
-        return table[(table["features"] == configuration[0]) & (table["head"] == configuration[1]) & (table["size"] == size)].iloc[0]
-
-    top, size = (paired["features"].iloc[0], paired["head"].iloc[0]), paired["size"].iloc[0]
-    best = cell(top)
-    equal = paired[paired["distinguishable"] != True]  # noqa: E712 (the best's own row holds None)
-    cost = {(row.features, row.head): (row.extract_per_utterance, row.train_per_utterance) for row in equal.itertuples()}
-    pick = _cheapest(list(cost), cost)
-    if pick == top:
-        runner_up = paired.iloc[1]
-        second = (runner_up["features"], runner_up["head"])
-        difference = paired_difference(results, top, second, size)
-        sentence = (f"Recommended: {name(top)}, {measured(best)}, the highest measured; the next best, {name(second)}, "
-                    f"reaches {runner_up['mean']:.3f} there ({name(top)} minus {name(second)}: {difference.describe()})")  # fmt: skip
-        if not difference.distinguishable:
-            sentence += (f": not distinguishable at this size, and {name(top)} is among the cheapest of the "
-                         f"configurations it cannot be told from ({_cost_text(cost[top])})")  # fmt: skip
-        return sentence + "."
-    chosen = cell(pick)
-    difference = paired_difference(results, top, pick, size)
-    among = f"one of {len(cost) - 1} configurations" if len(cost) > 2 else "a configuration"
-    return (f"Recommended: {name(pick)}, {measured(chosen)}: {among} not distinguishable from the highest mean there, "
-            f"{name(top)}'s {best['mean']:.3f} ({name(top)} minus {name(pick)}: {difference.describe()}), and the "
-            f"cheapest of them: {_cost_text(cost[pick])}, against {_cost_text(cost[top])}.")  # fmt: skip
-
-
-#: Costs within this factor of the lowest count as equally cheap: measured seconds carry timing noise.
-COST_RESOLUTION = 2.0
-
-
-def _cheapest(equals: list[tuple[str, str]], cost: dict[tuple[str, str], tuple[float, float]]) -> tuple[str, str]:
-    """Of configurations ranked by mean UA, the cheapest: those within :data:`COST_RESOLUTION` of the lowest
-    extraction cost (a smaller encoder), then of the lowest training cost (a fitted or smaller head), and of
-    them the highest mean.  A cost not measured for every configuration is not compared."""
-    candidates = list(equals)
-    for part in (0, 1):
-        values = [cost[c][part] for c in candidates]
-        if all(math.isfinite(v) for v in values):
-            lowest = min(values)
-            candidates = [c for c in candidates if cost[c][part] <= COST_RESOLUTION * lowest]
-    return candidates[0]
-
-
-def _largest_shared(table: pd.DataFrame, configurations: list[tuple[str, str]]) -> str | None:
-    """The largest balanced size every configuration measured."""
-    sizes = None
-    for features, head in configurations:
-        own = set(table[(table["features"] == features) & (table["head"] == head) & is_balanced(table["size"])]["size"])
-        sizes = own if sizes is None else sizes & own
-    return max(sizes, key=size_value) if sizes else None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,7 +16,6 @@ try:  # typer 0.29 and later carry their own click, whose errors all derive from
 except ImportError:  # earlier typer uses click itself
     from click import ClickException as CommandLineError
 
-from budget.corpora import CORPORA
 from budget.errors import BudgetError
 
 
@@ -67,21 +65,6 @@ def _console(stderr: bool = False) -> Console:
 out = _console()
 err = _console(stderr=True)
 
-CorpusOption = Annotated[
-    str, typer.Option("--corpus", "-c", help=f"Corpus adapter: {', '.join(CORPORA)}.", show_default=True)
-]
-RootOption = Annotated[
-    Path | None,
-    typer.Option("--root", help="The corpus folder (or CSV file); default: <data dir>/<corpus>, see BUDGET_DATA_DIR."),
-]
-ClassesOption = Annotated[
-    str | None,
-    typer.Option(
-        "--classes",
-        help="Classes to keep, e.g. neutral,happy,sad,angry; merge with +, e.g. happy+excited; "
-        "presets iemocap4, basic4; 'all'. Default: the corpus's own (IEMOCAP: iemocap4).",
-    ),
-]
 
 def user_errors(command):
     """Print a :class:`BudgetError` as one line and exit 2, instead of a traceback."""
@@ -95,19 +78,6 @@ def user_errors(command):
             raise typer.Exit(2) from None
 
     return wrapper
-
-StoreOption = Annotated[
-    Path | None, typer.Option("--store", help="Feature store folder; default: $BUDGET_STORE_DIR or ~/.cache/budget/features.")
-]
-DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda[:N].")]
-MaxSecondsOption = Annotated[
-    float, typer.Option("--max-seconds", help="Crop each utterance to its first seconds (0: no crop).")
-]
-
-
-def joined(values: list[str] | None) -> str | None:
-    """Repeated options as one comma-separated list: ``-f lld -f hf:x`` reads as ``-f lld,hf:x``."""
-    return ",".join(values) if values else None
 
 
 TargetOption = Annotated[float | None, typer.Option("--target", help="Target UA for the plan, e.g. 0.65.")]

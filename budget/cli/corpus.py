@@ -9,30 +9,11 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from budget.audio import MAX_SECONDS, notes_summary, usable_audio
-from budget.cli.common import ClassesOption, CorpusOption, RootOption, corpus_app, err, out, user_errors
+from budget.cli.common import corpus_app, err, out, user_errors
+from budget.cli.options import with_settings
 from budget.corpora import CORPORA, data_dir, find_root, get_adapter
-from budget.folds import N_FOLDS, assign_folds, fold_names
+from budget.folds import assign_folds, fold_names
 from budget.sampling import corpus_ceiling
-
-
-def usable_manifest(corpus: str, root: Path | None, classes: str | None, strict: bool,
-                    max_seconds: float | None = MAX_SECONDS) -> pd.DataFrame:  # fmt: skip
-    """The corpus's usable utterances (fetching the free one when missing); bad files and files worth a look (in
-    their first ``max_seconds``) are listed on stderr."""
-    from budget.corpora.fetch import load_fetching
-
-    scan = usable_audio(load_fetching(corpus, root, classes, log=err.print), strict, max_seconds=max_seconds)
-    if not scan.problems.empty:
-        err.print(f"[bold yellow]{len(scan.problems)} bad audio file(s), left out:[/]")
-        for row in scan.problems.itertuples():
-            err.print(f"  {row.path}: {row.reason}", soft_wrap=True)
-    if not scan.notes.empty:
-        err.print(f"[bold yellow]{len(scan.notes)} file(s) worth a look, kept ({notes_summary(scan.notes)}; --strict "
-                  "refuses them):[/]")  # fmt: skip
-        for row in scan.notes.itertuples():
-            err.print(f"  {row.path}: {row.note}", soft_wrap=True)
-    return scan.usable
 
 
 @corpus_app.command("list")
@@ -53,19 +34,20 @@ def corpus_list() -> None:
 
 @corpus_app.command("info")
 @user_errors
+@with_settings("corpus", "root", "classes", "n_folds", "max_seconds", run=("strict",))
 def corpus_info(
-    corpus: CorpusOption = "emodb",
-    root: RootOption = None,
-    classes: ClassesOption = None,
-    n_folds: Annotated[int, typer.Option("--folds", help="Folds when there are more than 10 groups.")] = N_FOLDS,
-    strict: Annotated[bool, typer.Option("--strict", help="Fail on any bad audio file instead of skipping it.")] = False,
+    settings: dict,
     save_manifest: Annotated[
         Path | None, typer.Option("--save-manifest", help="Also write the manifest (usable files) to this CSV.")
     ] = None,
+    strict: bool = False,
 ) -> None:
-    """Counts per class and group, duration, bad files, and the largest balanced training size."""
-    usable = usable_manifest(corpus, root, classes, strict)
-    folds = assign_folds(usable, n_folds)
+    """Counts per class and group, duration, bad files and files worth a look, and the largest balanced size."""
+    from budget.study import StudyConfig, scan_corpus
+
+    config = StudyConfig().with_overrides(**settings)
+    usable = scan_corpus(config, lambda line: err.print(line, soft_wrap=True), strict, listed=None).usable
+    folds = assign_folds(usable, config.n_folds)
     names = fold_names(usable, folds)
     ceiling = corpus_ceiling(usable, folds)
     classes_present = list(ceiling.counts.columns)
@@ -73,7 +55,7 @@ def corpus_info(
     n_groups = usable["group"].nunique()
     scheme = "leave-one-group-out" if folds.nunique() == n_groups else f"{folds.nunique()} speaker-grouped folds"
     hours = usable["duration"].sum() / 3600
-    out.print(f"[bold]{get_adapter(corpus).name}[/] at {find_root(corpus, root)}")
+    out.print(f"[bold]{get_adapter(config.corpus).name}[/] at {find_root(config.corpus, config.root)}")
     out.print(
         f"{len(usable)} utterances, {len(classes_present)} classes, {usable['speaker'].nunique()} speakers, "
         f"{n_groups} groups ({scheme}), {hours:.2f} h of audio "

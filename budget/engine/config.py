@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from budget.errors import BudgetError, check_number
-from budget.heads import DEFAULT_DROPOUT, HEADS, EnsembleHead
+from budget.heads import DEFAULT_DROPOUT, EnsembleHead
 from budget.settings import option
 
 SCHEDULES = ("steps", "epochs")
@@ -111,22 +111,12 @@ class TrainConfig:
         """Twice the budget: the convergence check's setting (every run's steps doubled)."""
         return replace(self, steps=2 * self.steps, epochs=2 * self.epochs, max_epochs=2 * self.max_epochs)
 
-    def describe(self) -> str:
-        if self.schedule == "steps" and self.max_epochs:
-            budget = (f"{self.steps} steps a run, or {self.max_epochs} passes over a smaller subset (at least "
-                      f"{self.steps // 4} steps), learning rate {self.lr:g} decayed to 0 on a cosine")  # fmt: skip
-        elif self.schedule == "steps":
-            budget = f"{self.steps} steps for every run, learning rate {self.lr:g} decayed to 0 on a cosine"
-        else:
-            budget = f"{self.epochs} epochs (steps grow with the subset), constant learning rate {self.lr:g}"
-        decay = f", weight decay {self.weight_decay:g}" if self.weight_decay else ""
-        frames = f" reading {self.train_frames} evenly spaced frames of each utterance a step" if self.train_frames else ""
-        stepped = f"Adam, {budget}, batches of {self.batch_size}{frames}, dropout {self.dropout:g}{decay}"
-        if self.schedule != "steps":
-            return stepped
-        stepped_heads = ", ".join(name for name, head in HEADS.items() if not head.full_batch)
-        solved = ", ".join(name for name, head in HEADS.items() if head.full_batch)
-        return f"{stepped_heads}: {stepped}; {solved}: L2 (C = {self.l2_c:g}) fitted to an optimum by full-batch L-BFGS"
+    @classmethod
+    def recorded(cls, values: dict) -> TrainConfig:
+        """The settings a run folder recorded (``config.json``'s ``train``); keys this version no longer has are left
+        out, keys it has since added take their defaults."""
+        known = {spec.name for spec in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
 
 
 def solved(head: type[EnsembleHead], config: TrainConfig) -> bool:

@@ -17,6 +17,7 @@ from budget.engine.packed import DeviceFeatures, prepared_inputs
 from budget.features.featureset import FeatureSet
 from budget.grid import Run
 from budget.heads import EnsembleHead
+from budget.sampling import Size
 
 #: A CPU ensemble chunk's working set, and the fewest runs it holds.  Frame heads are compute-bound on a CPU,
 #: so batching buys only each step's fixed cost (Adam, mask keys, kernel launches), and a working set far
@@ -116,13 +117,13 @@ class CostModel:
     def probed(cls, measure: Callable[[list[Run]], float], runs: list[Run]) -> CostModel:
         """Time ``measure`` (seconds per unit for some runs of one size) at the smallest and largest size of ``runs``.
 
-        A size is a size label: ``full`` runs hold a different number of
+        Runs are grouped by size: ``full`` runs hold a different number of
         examples in each fold, and probing only those with the most examples
         would time an ensemble of one fold's few runs, where the study trains
         every fold's ``full`` runs together whenever their budgets agree (at the
         step cap).
         """
-        by_size: dict[int | str, list[Run]] = {}
+        by_size: dict[Size, list[Run]] = {}
         for run in runs:
             by_size.setdefault(run.size, []).append(run)
         if not by_size:

@@ -47,9 +47,9 @@ def uses_autocast(device: torch.device, config: TrainConfig) -> bool:
     return fast_bf16(device) if config.bf16 is None else config.bf16
 
 
-def frame_products(config: TrainConfig) -> str:
-    """What the stepped frame heads multiply in on the config's device, for a study's provenance."""
-    return "bf16 autocast" if uses_autocast(training_device(config), config) else "float32"
+def products_phrase(config: TrainConfig) -> str:
+    """What the stepped frame heads multiply in under a config whose products are decided (:func:`with_products`)."""
+    return "bf16 autocast" if config.bf16 else "float32"
 
 
 def product_dtype(device: torch.device, config: TrainConfig) -> torch.dtype:

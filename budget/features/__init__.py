@@ -24,6 +24,7 @@ from pathlib import Path
 from budget.errors import BudgetError
 from budget.features.base import FeatureExtractor
 from budget.features.featureset import FeatureSet
+from budget.features.layers import layer_of
 from budget.features.store import ExtractionReport, FeatureStore
 
 __all__ = [
@@ -79,16 +80,11 @@ def parse_feature_spec(spec: str) -> FeatureExtractor:
 
 
 def display_name(spec: str) -> str:
-    """A spec for tables and legends: folders shortened to their last part (``hf:../m/whisper-tiny-en`` -> ``whisper-tiny-en``).
-
-    Audio+text pairs are shortened part by part.
-    """
-    if "+" in spec and not Path(spec).exists():
-        return "+".join(display_name(part) for part in spec.split("+"))
+    """A spec for tables and legends: folders shortened to their last part (``hf:../m/whisper-tiny-en`` -> ``whisper-tiny-en``)."""
     kind, _, target = spec.partition(":")
     if not target or "/" not in target:
         return spec
-    model, layer = _split_layer(target)
+    model, layer = layer_of(target)
     path = Path(model)
     name = path.parent.name if path.name.lower() in ("model", "models") else path.name  # packaged models sit in model/
     prefix = "" if kind == "hf" else f"{kind}:"

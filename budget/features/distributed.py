@@ -15,6 +15,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 from budget.errors import BudgetError
@@ -23,9 +24,38 @@ from budget.errors import BudgetError
 EXECUTORS = ("local", "ray", "ray:ADDRESS")
 
 
-def check_executor(spec: str) -> None:
-    if not isinstance(spec, str) or not (spec in ("local", "ray") or (spec.startswith("ray:") and len(spec) > 4)):
+@dataclass(frozen=True)
+class Where:
+    """Where work runs, parsed once from its spec (:data:`EXECUTORS`): in this process, or on Ray, a local cluster
+    started for the work (``address`` None) or one joined by address."""
+
+    ray: bool = False
+    address: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str | Where) -> Where:
+        if isinstance(spec, Where):
+            return spec
+        if isinstance(spec, str) and spec in ("local", "ray"):
+            return cls(ray=spec == "ray")
+        if isinstance(spec, str) and spec.startswith("ray:") and len(spec) > 4:
+            return cls(ray=True, address=spec[4:])
         raise BudgetError(f"executor must be one of {', '.join(EXECUTORS)}; got {spec!r}")
+
+    @property
+    def local(self) -> bool:
+        return not self.ray
+
+    def require(self) -> None:
+        """Fail now, before any work, when Ray is asked for and not installed."""
+        if self.ray:
+            require_ray()
+
+    def __str__(self) -> str:
+        return "local" if self.local else "ray" if self.address is None else f"ray:{self.address}"
+
+
+LOCAL = Where()
 
 
 def require_ray():
@@ -44,9 +74,8 @@ class Cluster:
     :mod:`budget.features.reaper` beside it, so its processes end with this one even when it is killed.
     """
 
-    def __init__(self, spec: str):
-        check_executor(spec)
-        self.ray, self.address = require_ray(), spec.partition(":")[2] or None
+    def __init__(self, where: Where):
+        self.ray, self.address = require_ray(), where.address
         self.started = False
         self.reaper: subprocess.Popen | None = None
 
@@ -89,17 +118,17 @@ def fetched(ray, fetch: Callable):
         raise
 
 
-def cluster(spec: str):
-    """:class:`Cluster` for a Ray executor, nothing for ``local``: a block whose Ray work shares one cluster."""
-    return nullcontext() if spec == "local" else Cluster(spec)
+def cluster(where: Where):
+    """:class:`Cluster` for Ray, nothing in this process: a block whose Ray work shares one cluster."""
+    return nullcontext() if where.local else Cluster(where)
 
 
-def extract_on_cluster(spec: str, runner, batches: Iterable, extract: Callable, threads: int) -> Iterator:
+def extract_on_cluster(where: Where, runner, batches: Iterable, extract: Callable, threads: int) -> Iterator:
     """``extract(runner, inputs, reasons) -> outputs`` for every ``(key, inputs, reasons)`` of ``batches`` on Ray
     workers (one encoder per worker, ``threads`` CPUs and torch threads each); yields ``(key, inputs, reasons,
     outputs)`` in the batches' order.  Batches are read only as workers become free, so the caller never holds
     more audio than the workers are busy with."""
-    with Cluster(spec) as ray:
+    with Cluster(where) as ray:
 
         class Worker:
             def __init__(self, runner):

@@ -54,7 +54,7 @@ from budget.features.base import FeatureExtractor
 from budget.progress import note as _note
 
 STORE_ENV = "BUDGET_STORE_DIR"
-FRAME_DTYPES = ("float16", "float32")
+FRAME_DTYPES = ("float16", "float32")  # the first is the default
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 _INDEX_COLUMNS = ["key", "utt_id", "offset", "n_frames", "ok", "reason"]
 #: How an audio file is known: by path, size and modification time (cheap), or by a hash of its bytes (survives
@@ -85,7 +85,7 @@ class EntrySettings:
     """
 
     max_seconds: float | None = MAX_SECONDS  # 0 or None: whole files (held as None)
-    frame_dtype: str = "float16"
+    frame_dtype: str = FRAME_DTYPES[0]
     file_identity: str = "content"
 
     def __post_init__(self):
@@ -94,9 +94,9 @@ class EntrySettings:
             if self.max_seconds == 0:
                 object.__setattr__(self, "max_seconds", None)
         if self.frame_dtype not in FRAME_DTYPES:
-            raise BudgetError(f"frame dtype must be one of {', '.join(FRAME_DTYPES)}; got {self.frame_dtype!r}")
+            raise BudgetError(f"frame_dtype must be one of {', '.join(FRAME_DTYPES)}; got {self.frame_dtype!r}")
         if self.file_identity not in FILE_IDENTITIES:
-            raise BudgetError(f"file_identity must be 'content' or 'stat'; got {self.file_identity!r}")
+            raise BudgetError(f"file_identity must be one of {', '.join(FILE_IDENTITIES)}; got {self.file_identity!r}")
 
     def identity(self, extractor: FeatureExtractor) -> dict:
         """Everything an entry's features depend on."""
@@ -239,6 +239,10 @@ class Entry:
             }
         )
         files.write_parquet(self.shards / f"{shard}.index.parquet", index)
+
+
+#: The settings features are stored under unless a study or ``budget extract`` says otherwise.
+DEFAULT_SETTINGS = EntrySettings()
 
 
 def to_extract(keys: list[str], known: pd.DataFrame | None) -> list[int]:

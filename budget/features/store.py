@@ -18,11 +18,12 @@ import pandas as pd
 import soundfile as sf
 
 from budget import files
-from budget.audio import MAX_SECONDS, SAMPLE_RATE, load_audio
+from budget.audio import SAMPLE_RATE, load_audio
 from budget.errors import AudioError, BudgetError, ModelLoadError, check_number
 from budget.features.base import FeatureExtractor, length_batches
-from budget.features.distributed import cluster, extract_on_cluster
+from budget.features.distributed import LOCAL, Where, cluster, extract_on_cluster
 from budget.features.entries import (
+    DEFAULT_SETTINGS,
     EXTRACTOR_FAILED,
     SHARD_ARRAYS,
     Entry,
@@ -39,6 +40,8 @@ class ExtractionReport:
     """What one extraction run did."""
 
     spec: str
+    device: str
+    precision: str
     entry: Path
     requested: int
     cached: int
@@ -82,15 +85,13 @@ class FeatureStore:
         self,
         extractor: FeatureExtractor,
         manifest: pd.DataFrame,
+        settings: EntrySettings = DEFAULT_SETTINGS,
         *,
-        max_seconds: float | None = MAX_SECONDS,
         batch_size: int | None = None,
         batch_seconds: float = 160.0,
-        frame_dtype: str = "float16",
-        file_identity: str = "content",
-        executor: str = "local",
+        executor: Where = LOCAL,
     ) -> ExtractionReport:
-        """Extract what the store lacks for ``manifest``; return what was done.
+        """Extract what the store lacks for ``manifest`` under ``settings``; return what was done.
 
         Batches hold utterances of similar length (at most ``batch_size``
         utterances and ``batch_seconds`` of padded audio).  The default batch
@@ -99,28 +100,23 @@ class FeatureStore:
         Utterances that fail (bad audio, too short for the model) are recorded
         and skipped.  ``executor``: see :meth:`extract_all`.
         """
-        (report,) = self.extract_all(
-            [extractor], manifest, max_seconds=max_seconds, batch_size=batch_size, batch_seconds=batch_seconds,
-            frame_dtype=frame_dtype, file_identity=file_identity, executor=executor,
-        )  # fmt: skip
+        (report,) = self.extract_all([extractor], manifest, settings, batch_size=batch_size, batch_seconds=batch_seconds,
+                                     executor=executor)  # fmt: skip
         return report
 
     def extract_all(
         self,
         extractors: list[FeatureExtractor],
         manifest: pd.DataFrame,
+        settings: EntrySettings = DEFAULT_SETTINGS,
         *,
-        max_seconds: float | None = MAX_SECONDS,
         batch_size: int | None = None,
         batch_seconds: float = 160.0,
-        frame_dtype: str = "float16",
-        file_identity: str = "content",
-        executor: str = "local",
+        executor: Where = LOCAL,
     ) -> list[ExtractionReport]:
         """:meth:`extract` for several specs, in order; specs of one encoder that differ only in layer share one
-        forward pass per batch (``hf:M:2`` and ``hf:M`` run the model once).  ``executor`` ``ray`` or
-        ``ray:ADDRESS`` runs the batches on a Ray cluster's workers (:mod:`budget.features.distributed`)."""
-        settings = EntrySettings(max_seconds, frame_dtype, file_identity)
+        forward pass per batch (``hf:M:2`` and ``hf:M`` run the model once).  On Ray (``executor``), the batches
+        run on a cluster's workers (:mod:`budget.features.distributed`)."""
         if batch_size is not None:  # None: the device's default
             check_number("batch_size", batch_size, integer=True, minimum=1)
         groups: dict[object, list[FeatureExtractor]] = {}
@@ -135,7 +131,7 @@ class FeatureStore:
         return [reports[id(extractor)] for extractor in extractors]
 
     def _extract_group(
-        self, group, manifest, settings: EntrySettings, batch_size, batch_seconds, executor: str = "local"
+        self, group, manifest, settings: EntrySettings, batch_size, batch_seconds, executor: Where
     ) -> list[ExtractionReport]:  # fmt: skip
         """Extract for extractors that share a forward pass: one run over what any of their entries lacks."""
         started = time.perf_counter()
@@ -173,6 +169,8 @@ class FeatureStore:
             reports.append(
                 ExtractionReport(
                     spec=target.extractor.spec,
+                    device=target.extractor.device,
+                    precision=target.extractor.precision,
                     entry=target.entry.folder,
                     requested=len(target.keys),
                     cached=len(target.keys) - len(target.todo),
@@ -205,7 +203,7 @@ class FeatureStore:
         return load_audio(row["path"], max_seconds=max_seconds)
 
     def _run(self, targets: list[_Target], runner, manifest, settings: EntrySettings, batch_size, batch_seconds,
-             executor: str = "local") -> float:  # fmt: skip
+             executor: Where) -> float:  # fmt: skip
         """Extract what any target lacks, batch by batch, with one pass of ``runner`` per batch (here, or on
         ``executor``'s workers); each target commits one shard per batch holding its own missing rows (its layer,
         where the pass serves several).  Return the audio seconds read."""
@@ -219,7 +217,7 @@ class FeatureStore:
         max_total = int(batch_seconds * SAMPLE_RATE) if runner.modality == "audio" else 1 << 62
         batches = length_batches(lengths, batch_size, max_total, exact=not runner.pads_exactly)
         read = (self._read_batch(runner, manifest, [todo[i] for i in batch], max_seconds) for batch in batches)
-        if executor == "local":
+        if executor.local:
             extracted = ((p, x, r, self._extract_batch(runner, x, r)) for p, x, r in read)
         else:
             import torch
@@ -307,21 +305,14 @@ class FeatureStore:
     # -- reading -----------------------------------------------------------------------------
 
     def load(
-        self,
-        extractor: FeatureExtractor,
-        manifest: pd.DataFrame,
-        *,
+        self, extractor: FeatureExtractor, manifest: pd.DataFrame, settings: EntrySettings = DEFAULT_SETTINGS, *,
         layer: int | None = None,
-        max_seconds: float | None = MAX_SECONDS,
-        frame_dtype: str = "float16",
-        file_identity: str = "content",
-    ) -> FeatureSet:
-        """The stored features of ``manifest``'s utterances, in its order.
+    ) -> FeatureSet:  # fmt: skip
+        """The stored features of ``manifest``'s utterances, in its order, under ``settings``.
 
         ``layer`` picks one hidden state from an entry that stored them all.
         Raises when nothing was extracted for this configuration.
         """
-        settings = EntrySettings(max_seconds, frame_dtype, file_identity)
         entry = settings.entry(self.root, extractor)
         if not entry.described():
             failed = entry.index() if entry.shards.is_dir() else pd.DataFrame()
