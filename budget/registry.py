@@ -73,8 +73,10 @@ class HeadSpec:
         return CostModel()
 
     def train(self, inputs: dict[str, FeatureSet], labels: np.ndarray, runs: list[Run], n_classes: int,
-              config: TrainConfig, advance=None, uploaded: DeviceFeatures | None = None) -> list[np.ndarray | RunOutput]:  # fmt: skip
-        """Train every run; return each run's predictions on its test positions (or :class:`RunOutput`)."""
+              config: TrainConfig, advance=None, uploaded: DeviceFeatures | None = None, probabilities: bool = False
+              ) -> list[np.ndarray | RunOutput]:  # fmt: skip
+        """Train every run; return each run's predictions on its test positions (or :class:`RunOutput`, which with
+        ``probabilities`` holds its class probabilities there)."""
         raise NotImplementedError
 
     def training(self, config: TrainConfig) -> str:
@@ -120,8 +122,9 @@ class EnsembleSpec(HeadSpec):
     def cost_model(self, inputs, labels, runs, n_classes, config, uploaded) -> CostModel:
         return measured_cost(self.module, inputs["single"], labels, runs, n_classes, config, uploaded)
 
-    def train(self, inputs, labels, runs, n_classes, config, advance=None, uploaded=None) -> list[np.ndarray | RunOutput]:
-        return train_runs(self.module, inputs["single"], labels, runs, n_classes, config, advance, uploaded)
+    def train(self, inputs, labels, runs, n_classes, config, advance=None, uploaded=None, probabilities=False
+              ) -> list[np.ndarray | RunOutput]:  # fmt: skip
+        return train_runs(self.module, inputs["single"], labels, runs, n_classes, config, advance, uploaded, probabilities)
 
     def training(self, config: TrainConfig) -> str:
         if not solved(self.module, config):
@@ -159,10 +162,11 @@ class ReferenceSpec(HeadSpec):
     def training(self, config: TrainConfig) -> str:
         return f"scikit-learn's logistic regression (L2, C = {config.l2_c:g}) on standardised mean-pooled features"
 
-    def train(self, inputs, labels, runs, n_classes, config, advance=None, uploaded=None) -> list[np.ndarray]:
+    def train(self, inputs, labels, runs, n_classes, config, advance=None, uploaded=None, probabilities=False
+              ) -> list[np.ndarray | RunOutput]:  # fmt: skip
         predictions = []
         for run in runs:
-            predictions.append(train_logreg(inputs["single"], labels, run, config.l2_c))
+            predictions.append(train_logreg(inputs["single"], labels, run, config.l2_c, n_classes if probabilities else None))
             if advance:
                 advance(1)
         return predictions
@@ -174,7 +178,10 @@ class BimodalSpec(HeadSpec):
 
     inputs: ClassVar[tuple[str, ...]] = PAIR
 
-    def train(self, inputs, labels, runs, n_classes, config, advance=None, uploaded=None) -> list[np.ndarray]:
+    def train(self, inputs, labels, runs, n_classes, config, advance=None, uploaded=None, probabilities=False
+              ) -> list[np.ndarray]:  # fmt: skip
+        if probabilities:
+            raise BudgetError(f"{self.name} gives no class probabilities: choose clips with a single-feature head")
         return bimodal.train_bimodal_runs(self.name, bimodal.MODALITIES[self.name], inputs.get("audio"), inputs.get("text"),
                                           labels, runs, n_classes, config)  # fmt: skip
 
@@ -223,6 +230,7 @@ def _stepped(config: TrainConfig, frames: bool, products: bool) -> str:
 
 
 def train(head: str, inputs: dict[str, FeatureSet], labels: np.ndarray, runs: list[Run], n_classes: int,
-          config: TrainConfig, advance=None, uploaded: DeviceFeatures | None = None) -> list[np.ndarray | RunOutput]:  # fmt: skip
+          config: TrainConfig, advance=None, uploaded: DeviceFeatures | None = None, probabilities: bool = False
+          ) -> list[np.ndarray | RunOutput]:  # fmt: skip
     """Train runs of ``head`` (the study's default trainer; tests hand a study their own)."""
-    return head_spec(head).train(inputs, labels, runs, n_classes, config, advance, uploaded)
+    return head_spec(head).train(inputs, labels, runs, n_classes, config, advance, uploaded, probabilities)

@@ -20,6 +20,8 @@ import pandas as pd
 from budget.sampling import FULL, Size
 
 RESULT_KEY = ["features", "head", "size", "fold", "seed"]
+#: An acquisition study's rows: one per (features, head, strategy, size in clips, fold, seed).
+ACQUISITION_KEY = ["features", "head", "strategy", "size", "fold", "seed"]
 #: A learning curve: one feature set and one head.
 CURVE_KEYS = ["features", "head"]
 
@@ -70,11 +72,11 @@ def balanced_rows(table: pd.DataFrame) -> pd.Series:
 
 
 def sort_results(table: pd.DataFrame, order: dict[str, list[str]] | None = None) -> pd.DataFrame:
-    """Rows by features and head (as listed in ``order``, else in order of first appearance), then sizes
-    ascending with ``full`` last, then fold and seed where the table has them."""
+    """Rows by features and head (and strategy, in an acquisition table), as listed in ``order``, else in order of
+    first appearance, then sizes ascending with ``full`` last, then fold and seed where the table has them."""
     order = order or {}
     keys = pd.DataFrame(index=table.index)
-    for key in CURVE_KEYS:
+    for key in [*CURVE_KEYS, *(["strategy"] if "strategy" in table else [])]:
         names = order.get(key) or list(pd.unique(table[key]))
         keys[key] = table[key].map({name: i for i, name in enumerate(names)})
     keys["size"] = [size.value for size in table["size"]]
@@ -86,15 +88,31 @@ def sort_results(table: pd.DataFrame, order: dict[str, list[str]] | None = None)
 
 @dataclass
 class RunOutput:
-    """A trained run: its predictions on the test positions and, for a head that weighed an encoder's layers
-    (a ``:weighted`` feature set), the weights it learned.  Trainers may return bare predictions instead."""
+    """A trained run: its predictions on the test positions; for a head that weighed an encoder's layers (a
+    ``:weighted`` feature set), the weights it learned; and, where asked for (an acquisition strategy reads them),
+    its class probabilities on the test positions ``(positions, classes)``.  Trainers may return bare predictions
+    instead."""
 
     predictions: np.ndarray
     layer_weights: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
 
     @classmethod
     def of(cls, output: RunOutput | np.ndarray) -> RunOutput:
         return output if isinstance(output, RunOutput) else cls(np.asarray(output))
+
+    @classmethod
+    def packed(cls, predictions: np.ndarray, logits=None, layer_weights: np.ndarray | None = None):
+        """What a trainer returns: bare predictions, or a :class:`RunOutput` when it has layer weights or was asked
+        for probabilities (``logits`` given: a tensor or array ``(positions, classes)``, softmaxed here)."""
+        if logits is None and layer_weights is None:
+            return predictions
+        probabilities = None
+        if logits is not None:
+            import torch
+
+            probabilities = torch.softmax(torch.as_tensor(logits).float(), -1).cpu().numpy()
+        return cls(predictions, layer_weights, probabilities)
 
     def columns(self) -> dict[str, str]:
         """What the run adds to its result row: ``layer_weights``, a JSON list, when it learned them."""

@@ -87,21 +87,17 @@ def test_a_class_the_test_fold_lacks_has_no_recall_and_stays_out_of_ua_without_a
 def _logits(head, features, labels, runs, config):
     """Train ``runs`` as one ensemble and return the test logits of every member (the engine's own steps)."""
     captured = {}
-    real = engine_adam._predict
+    real = engine_adam._test_logits
 
     def keep_logits(model, inputs, runs_, kind, autocast):
-        with torch.inference_mode():
-            model.eval()
-            slots = torch.from_numpy(engine_packed.pad_rows([r.test for r in runs_], -1).numpy())
-            width = int(np.append(inputs.lengths, 0)[slots.numpy()].sum(1).max())
-            captured["logits"] = model(inputs.batch(slots, width, kind)).float()
-        return real(model, inputs, runs_, kind, autocast)
+        captured["logits"] = real(model, inputs, runs_, kind, autocast)
+        return captured["logits"]
 
-    original, engine_adam._predict = engine_adam._predict, keep_logits
+    original, engine_adam._test_logits = engine_adam._test_logits, keep_logits
     try:
         predictions = train_runs(HEADS[head], features, labels, runs, 3, config)
     finally:
-        engine_adam._predict = original
+        engine_adam._test_logits = original
     return captured["logits"], predictions
 
 

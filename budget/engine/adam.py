@@ -42,9 +42,9 @@ def make_optimiser(parameters, config: TrainConfig, steps: int):
 
 
 def train_ensemble(head_class: type[EnsembleHead], inputs: DeviceFeatures, labels, runs, n_classes, config, advance,
-                   predict=True) -> list[np.ndarray | RunOutput]:  # fmt: skip
+                   probabilities: bool = False, predict: bool = True) -> list[np.ndarray | RunOutput]:  # fmt: skip
     """Step ``runs`` as one ensemble on :func:`prepared_inputs` and return each run's test predictions (with the
-    layer weights it learned, on stacked layers)."""
+    layer weights it learned, on stacked layers, and its class probabilities where asked for)."""
     device = inputs.frames.device
     kind = head_class.pooled_kind
     seeds = [member_seeds(run) for run in runs]
@@ -87,14 +87,16 @@ def train_ensemble(head_class: type[EnsembleHead], inputs: DeviceFeatures, label
             advance(len(runs))
     if not predict:
         return []
-    predictions, weights = _predict(head, inputs, runs, kind, autocast), head.layer_weights()
-    if weights is None:
-        return predictions
-    return [RunOutput(p, w) for p, w in zip(predictions, weights.cpu().numpy(), strict=True)]
+    logits = _test_logits(head, inputs, runs, kind, autocast)  # (E, positions, classes)
+    predicted, weights = logits.argmax(-1).numpy(), head.layer_weights()
+    return [RunOutput.packed(predicted[e, : len(run.test)], logits[e, : len(run.test)] if probabilities else None,
+                             None if weights is None else weights[e].cpu().numpy())
+            for e, run in enumerate(runs)]  # fmt: skip
 
 
 @torch.inference_mode()
-def _predict(head: EnsembleHead, inputs: DeviceFeatures, runs: list[Run], kind: str, autocast) -> list[np.ndarray]:
+def _test_logits(head: EnsembleHead, inputs: DeviceFeatures, runs: list[Run], kind: str, autocast) -> torch.Tensor:
+    """Every member's logits on its run's test positions, ``(E, longest test, classes)`` on the CPU."""
     head.eval()
     device = inputs.frames.device
     tests = pad_rows([run.test for run in runs], -1).numpy()
@@ -104,7 +106,6 @@ def _predict(head: EnsembleHead, inputs: DeviceFeatures, runs: list[Run], kind: 
         width = int(packed_widths(inputs, slots))
         batch = inputs.batch(torch.from_numpy(slots).to(device), width, kind)
         with autocast:
-            outputs.append(head(batch).float().argmax(-1).cpu().numpy())
-    predicted = np.concatenate(outputs, axis=1)
-    return [predicted[e, : len(run.test)] for e, run in enumerate(runs)]
+            outputs.append(head(batch).float().cpu())
+    return torch.cat(outputs, dim=1)
 

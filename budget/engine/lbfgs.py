@@ -16,32 +16,36 @@ from budget.results import RunOutput
 LBFGS_HISTORY = 20
 
 
-def solve(head_class: type[EnsembleHead], inputs: DeviceFeatures, labels, runs, n_classes, config, advance) -> list[np.ndarray]:
+def solve(head_class: type[EnsembleHead], inputs: DeviceFeatures, labels, runs, n_classes, config, advance,
+          probabilities: bool = False) -> list[np.ndarray | RunOutput]:  # fmt: skip
     """Each run's predictions from its head fitted to an optimum: the pooled heads all runs at once
     (:func:`fit_full_batch`), attention and pooled heads over stacked layers each run alone (:func:`fit_attention`,
-    :func:`fit_layer_mix`)."""
+    :func:`fit_layer_mix`); with ``probabilities``, each run's class probabilities too."""
     device = inputs.frames.device
     if inputs.stacked > 1:
-        return fit_layer_mix(head_class, inputs, labels, runs, n_classes, config, advance)
+        return fit_layer_mix(head_class, inputs, labels, runs, n_classes, config, advance, probabilities)
     if not head_class.pools_first:
-        predictions = []
+        outputs = []
         for run, head in zip(runs, fit_attention(inputs, labels, runs, n_classes, config), strict=True):
-            predictions.append(attention_logits(head, inputs, run.test)[0].argmax(-1).cpu().numpy())
+            logits = attention_logits(head, inputs, run.test)[0]
+            outputs.append(RunOutput.packed(logits.argmax(-1).cpu().numpy(), logits if probabilities else None))
             if advance:
                 advance(1)
-        return predictions
+        return outputs
     head = fit_full_batch(head_class, inputs, labels, runs, n_classes, config)
     if advance:
         advance(len(runs))
     rows = np.unique(np.concatenate([run.test for run in runs]))
     with torch.inference_mode():
-        predicted = head.shared_logits(inputs.pooled(head.pooled_kind)[torch.from_numpy(rows).to(device)]).argmax(-1)
-    predicted = predicted.cpu().numpy()  # (E, rows)
-    return [predicted[e, np.searchsorted(rows, run.test)] for e, run in enumerate(runs)]
+        logits = head.shared_logits(inputs.pooled(head.pooled_kind)[torch.from_numpy(rows).to(device)])
+    predicted = logits.argmax(-1).cpu().numpy()  # (E, rows)
+    return [RunOutput.packed(predicted[e, np.searchsorted(rows, run.test)],
+                             logits[e, np.searchsorted(rows, run.test)] if probabilities else None)
+            for e, run in enumerate(runs)]  # fmt: skip
 
 
 def fit_layer_mix(head_class: type[EnsembleHead], inputs: DeviceFeatures, labels, runs, n_classes, config,
-                  advance) -> list[RunOutput]:  # fmt: skip
+                  advance, probabilities: bool = False) -> list[RunOutput]:  # fmt: skip
     """Each run's pooled head over stacked layers, with the layer weights it learned, each run fitted alone.
 
     The layer weights multiply the classifier, so the objective is not convex
@@ -59,8 +63,9 @@ def fit_layer_mix(head_class: type[EnsembleHead], inputs: DeviceFeatures, labels
                           inputs.stacked)  # fmt: skip
         head = _fit_alone(head, (pooled[torch.from_numpy(run.train).to(device)],), labels, run, n_classes, config)
         with torch.inference_mode():
-            predicted = head.shared_logits(pooled[torch.from_numpy(run.test).to(device)])[0].argmax(-1)
-        outputs.append(RunOutput(predicted.cpu().numpy(), head.layer_weights()[0].cpu().numpy()))
+            logits = head.shared_logits(pooled[torch.from_numpy(run.test).to(device)])[0]
+        outputs.append(RunOutput.packed(logits.argmax(-1).cpu().numpy(), logits if probabilities else None,
+                                        head.layer_weights()[0].cpu().numpy()))  # fmt: skip
         if advance:
             advance(1)
     return outputs

@@ -31,9 +31,10 @@ def train_runs(
     config: TrainConfig,
     advance: Advance | None = None,
     uploaded: DeviceFeatures | None = None,
+    probabilities: bool = False,
 ) -> list[np.ndarray | RunOutput]:
     """Train every run and return its predictions on its test positions (with its learned layer weights, on
-    stacked layers: :class:`budget.results.RunOutput`).
+    stacked layers, and its class probabilities there with ``probabilities``: :class:`budget.results.RunOutput`).
 
     Runs of one call must share a step count (any sizes under the ``steps``
     schedule).  ``labels`` are class indices aligned with the feature set's
@@ -53,7 +54,7 @@ def train_runs(
     predictions: list[np.ndarray | RunOutput] = []
     for start in range(0, len(runs), chunk):
         try:
-            predictions += fit(head, inputs, labels, runs[start : start + chunk], n_classes, config, advance)
+            predictions += fit(head, inputs, labels, runs[start : start + chunk], n_classes, config, advance, probabilities)
         except torch.cuda.OutOfMemoryError:
             if solved(head, config) and not head.pools_first:
                 raise BudgetError(
@@ -67,13 +68,20 @@ def train_runs(
     return predictions
 
 
-def train_logreg(features: FeatureSet, labels: np.ndarray, run: Run, c: float) -> np.ndarray:
-    """The reference: scikit-learn logistic regression on standardised mean-pooled features."""
+def train_logreg(features: FeatureSet, labels: np.ndarray, run: Run, c: float, n_classes: int | None = None
+                 ) -> np.ndarray | RunOutput:  # fmt: skip
+    """The reference: scikit-learn logistic regression on standardised mean-pooled features; given ``n_classes``,
+    with the class probabilities of every class (zero for one the run never saw) on the test positions."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
     model.fit(features.mean[run.train], labels[run.train])
-    return model.predict(features.mean[run.test])
+    predictions = model.predict(features.mean[run.test])
+    if n_classes is None:
+        return predictions
+    probabilities = np.zeros((len(run.test), n_classes))
+    probabilities[:, model.classes_] = model.predict_proba(features.mean[run.test])
+    return RunOutput(predictions, probabilities=probabilities)
 
