@@ -1,8 +1,8 @@
 """budget: how many labelled examples does a speech emotion recognition model need?
 
-From Python: ``budget.curve(...)``, ``budget.compare(...)``, ``budget.extract(...)``,
-``budget.load(run_dir)``, ``budget.plan(target)`` and ``budget.report()`` (:mod:`budget.api`,
-loaded on first use so ``import budget`` stays light).
+From Python: ``budget.curve(...)``, ``budget.compare(...)``, ``budget.acquire(...)``,
+``budget.select(...)``, ``budget.extract(...)``, ``budget.load(run_dir)``, ``budget.plan(target)``
+and ``budget.report()`` (:mod:`budget.api`, loaded on first use so ``import budget`` stays light).
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -12,7 +12,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
-_API = ("StudyResult", "compare", "curve", "extract", "load", "plan", "report")
+_API = ("AcquisitionResult", "StudyResult", "acquire", "compare", "curve", "extract", "load", "plan", "report", "select")
 __all__ = [*_API, "__version__"]
 
 

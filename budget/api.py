@@ -19,6 +19,7 @@ import pandas as pd
 from budget.analysis import CurveFit, Plan, aggregate, convergence_table, fit_curve, labels_needed, measured_costs
 from budget.analysis import plan as plan_for
 from budget.analysis import recommendation as recommendation_sentence
+from budget.analysis.acquisition import Saving, advice, overall, savings, strategy_summary, target_ladder, versus_random
 from budget.errors import BudgetError, check_number, check_path
 from budget.features import ExtractionReport
 from budget.progress import note
@@ -111,6 +112,60 @@ class StudyResult:
         return report(self.path, path, target)
 
 
+@dataclass
+class AcquisitionResult:
+    """A finished acquisition study: one row per (features, head, strategy, clips, fold, seed) and what it says about
+    choosing clips.
+
+    Attributes
+    ----------
+    path : Path
+        The run folder (running the same study again resumes it).
+    results : pandas.DataFrame
+        Per round: UA and the other metrics on the held-out fold, ``size`` in clips annotated, the class counts of the
+        labelled clips and the clips the round added (``acquired``, JSON utterance ids).
+    classes : list of str
+    """
+
+    path: Path
+    results: pd.DataFrame
+    classes: list[str]
+
+    @cached_property
+    def _folder(self) -> FinishedStudy:
+        return FinishedStudy.open(self.path)
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """Mean UA per (features, head, strategy, clips) with its standard deviation and 95% interval."""
+        return strategy_summary(self.results)
+
+    def display(self, features: str) -> str:
+        """A feature set's name for a reader (folders shortened)."""
+        return self._folder.display(features)
+
+    @property
+    def versus_random(self) -> pd.DataFrame:
+        """Every strategy minus random at every size, paired by fold and seed, in UA points with 95% intervals."""
+        return versus_random(self.results)
+
+    def savings(self, targets: list[float] | None = None) -> list[Saving]:
+        """Clips each strategy and random need to reach each target UA (a ladder over random's range by default),
+        with the paired interval of the clips saved."""
+        for target in targets or []:
+            _check_target(target)
+        full = self.results[[size.full for size in self.results["size"]]]
+        return savings(self.results, targets or target_ladder(self.summary), float(full["n_train"].mean()))
+
+    def advice(self) -> list[str]:
+        """Per feature set and head, one sentence: does choosing clips beat labelling at random, and by how much."""
+        return advice(overall(self.results), self.savings(), self._folder.display)
+
+    def report(self, path: str | Path | None = None, target: float | None = None) -> Path:
+        """Write ``report.md``, a self-contained ``report.html`` and the figure; return the HTML's path."""
+        return report(self.path, path, target)
+
+
 def curve(*, config: str | Path | None = None, run_dir: str | Path | None = None, check_convergence: bool | str = True,
           strict: bool = False, log: Callable[[str], None] = note, **settings) -> StudyResult:  # fmt: skip
     """UA against training-set size: ``budget curve`` from Python.
@@ -155,6 +210,64 @@ def compare(*, config: str | Path | None = None, run_dir: str | Path | None = No
     return _run("compare", study_config, run_dir, _check(check_convergence, "all"), strict, log)
 
 
+def acquire(*, config: str | Path | None = None, run_dir: str | Path | None = None, strict: bool = False,
+            log: Callable[[str], None] = note, **settings) -> AcquisitionResult:  # fmt: skip
+    """Which clips to label: acquisition strategies simulated on a labelled corpus, ``budget acquire`` from Python.
+
+    Takes :func:`curve`'s settings and the acquisition's own: ``clips`` (sizes in clips annotated, the first the
+    seed set's, e.g. ``[20, 40, 80, "full"]``) and ``strategies`` (default every one, ``budget.strategies``);
+    ``heads`` defaults to the config file's, else ``mean_pool``.  On each fold, the training speakers are the
+    unlabelled pool; every strategy acquires clips round by round and the head is retrained and scored on the
+    held-out fold after each round.
+
+    Returns
+    -------
+    AcquisitionResult
+    """
+    from budget.study import Acquisition, AcquisitionConfig
+
+    study_config = configured(config, settings, AcquisitionConfig).for_command("acquire")
+    folder = check_path("run_dir", run_dir) if run_dir is not None else default_run_dir("acquire", study_config)
+    Acquisition(study_config, folder).run(log=log, strict=strict)
+    return load(folder)
+
+
+def select(*, labelled: str | Path, pool: str | Path, n: int, strategy: str = "entropy", out: str | Path | None = None,
+           config: str | Path | None = None, strict: bool = False, log: Callable[[str], None] = note,
+           **settings) -> pd.DataFrame:  # fmt: skip
+    """The ``n`` clips of an unlabelled ``pool`` to send to annotators next: ``budget select`` from Python.
+
+    Parameters
+    ----------
+    labelled : path
+        The labelled corpus (its folder, or a CSV with ``corpus="csv"``), read as studies read ``root``.
+    pool : path
+        A folder of unlabelled audio, or a CSV with a ``path`` column; clips already labelled are left out.
+    n : int
+        How many clips to choose.
+    strategy : str
+        Any strategy but the ``balanced`` oracle (``budget acquire`` compares them on a labelled corpus).
+    out : path, optional
+        Also write the ranked list to this CSV.
+    **settings
+        Study settings: one feature set (``features``) and one head (``heads``, default ``mean_pool``), ``corpus``,
+        ``classes``, ``store`` ...
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``rank``, ``path``, ``strategy``, ``score`` (the strategy's own), ``predicted`` class and its ``probability``.
+    """
+    from budget import files
+    from budget.study import AcquisitionConfig, select_clips
+
+    study_config = configured(config, {**settings, "root": check_path("labelled", labelled)}, AcquisitionConfig)
+    chosen = select_clips(study_config.for_command("acquire"), check_path("pool", pool), n, strategy, log, strict)
+    if out is not None:
+        files.write_csv(check_path("out", out), chosen)
+    return chosen
+
+
 def extract(*, config: str | Path | None = None, strict: bool = False, log: Callable[[str], None] = note,
             **settings) -> list[ExtractionReport]:  # fmt: skip
     """Extract a study's features into the store (only what it lacks): ``budget extract`` from Python.
@@ -169,10 +282,12 @@ def extract(*, config: str | Path | None = None, strict: bool = False, log: Call
     return extract_features(configured(config, settings), log, strict)
 
 
-def load(run_dir: str | Path) -> StudyResult:
-    """A finished study's run folder as a :class:`StudyResult`."""
+def load(run_dir: str | Path) -> StudyResult | AcquisitionResult:
+    """A finished study's run folder: a :class:`StudyResult`, or an :class:`AcquisitionResult` for an acquisition
+    study."""
     folder = FinishedStudy.open(check_path("run_dir", run_dir))
-    return StudyResult(folder.path, folder.results, folder.classes)
+    kind = AcquisitionResult if folder.acquisition else StudyResult
+    return kind(folder.path, folder.results, folder.classes)
 
 
 def plan(target: float, run_dir: str | Path | None = None, features: str | None = None, heads: str | None = None
@@ -190,7 +305,7 @@ def plan(target: float, run_dir: str | Path | None = None, features: str | None 
         fitted = fit_curve(folder.results, features_spec, head)
         if fitted.chosen is None:
             raise BudgetError(f"{features_spec} + {head}: " + "; ".join(fitted.flags))
-        plans.append(plan_for(folder.results, target, features_spec, head, fitted))
+        plans.append(plan_for(folder.results, target, features_spec, head, fitted, folder.provenance.get("class_counts")))
     return plans
 
 
@@ -206,9 +321,9 @@ def report(run_dir: str | Path | None = None, out: str | Path | None = None, tar
     return build_report(folder, None if out is None else check_path("out", out), target, Costs(seconds_per_label, cost_per_hour))
 
 
-def configured(config: str | Path | None, settings: dict) -> StudyConfig:
+def configured(config: str | Path | None, settings: dict, kind: type[StudyConfig] = StudyConfig) -> StudyConfig:
     """Defaults, then the config file, then ``settings``: what a study or an extraction runs with."""
-    base = StudyConfig.from_toml(check_path("config", config)) if config is not None else StudyConfig()
+    base = kind.from_toml(check_path("config", config)) if config is not None else kind()
     return base.with_overrides(**settings)
 
 
@@ -236,4 +351,5 @@ def _check_target(target) -> None:
         raise BudgetError(f"target is a UA between 0 and 1; got {target!r}")
 
 
-__all__ = ["StudyResult", "compare", "curve", "extract", "load", "plan", "report"]
+__all__ = ["AcquisitionResult", "StudyResult", "acquire", "compare", "curve", "extract", "load", "plan", "report",
+           "select"]

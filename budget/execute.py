@@ -13,7 +13,7 @@ way, so both give the same results.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +24,7 @@ from budget.engine.packed import DeviceFeatures
 from budget.features.distributed import Cluster, Where, fetched
 from budget.grid import Job, Run
 from budget.metrics import run_metrics
-from budget.progress import progress_bar
+from budget.progress import duration, progress_bar
 from budget.registry import HeadSpec, head_spec
 from budget.results import RESULT_KEY, RunOutput
 from budget.runfolder import RunFolder
@@ -66,8 +66,8 @@ class Executor:
         for chunk in chunks:
             by_head[chunk.job.head] = by_head.get(chunk.job.head, 0.0) + chunk.estimate
         total = sum(by_head.values())
-        heads = ", ".join(f"{head} {_duration(seconds)}" for head, seconds in by_head.items())
-        self.log(f"estimated training time: {_duration(total)}{self.estimate_scope} for {sum(len(j.runs) for j in todo)} runs "
+        heads = ", ".join(f"{head} {duration(seconds)}" for head, seconds in by_head.items())
+        self.log(f"estimated training time: {duration(total)}{self.estimate_scope} for {sum(len(j.runs) for j in todo)} runs "
                  f"({heads}; each head timed at its smallest and largest size)")  # fmt: skip
         self.trained, runs = 0, sum(len(chunk.runs) for chunk in chunks)
         with progress_bar(max(total, 1e-9), "training", unit="s", done=lambda: f"{self.trained}/{runs} runs") as advance:
@@ -76,6 +76,11 @@ class Executor:
     estimate_scope = ""  # how the estimate's seconds are spent (one process, or a cluster's workers together)
 
     def train_chunks(self, chunks: list[Chunk], table: str, train: TrainConfig, uploaded, advance) -> None:
+        raise NotImplementedError
+
+    def map(self, function: Callable, shared: dict, tasks: list[dict], train: TrainConfig) -> Iterator[tuple[int, object]]:
+        """``function(**shared, **task)`` for every task, with as many CPUs and torch threads as in-process training
+        (``shared`` sent once), yielding ``(task index, result)`` as each finishes."""
         raise NotImplementedError
 
     def finish(self, chunk: Chunk, predictions: list[np.ndarray | RunOutput], seconds: float, table: str, train: TrainConfig) -> None:
@@ -137,6 +142,10 @@ class LocalExecutor(Executor):
                                        uploaded=uploaded.get(chunk.job.name))  # fmt: skip
             self.finish(chunk, predictions, time.perf_counter() - started, table, train)
 
+    def map(self, function, shared, tasks, train):
+        for i, task in enumerate(tasks):
+            yield i, function(**shared, **task)
+
 
 def make_executor(where: Where, folder: RunFolder, trainer: Trainer, classes: list[str], fold_names: dict[int, str],
                   log) -> Executor:  # fmt: skip
@@ -178,12 +187,35 @@ class RayExecutor(Executor):
                             len(self.classes), train, threads): chunk
                 for chunk in chunks
             }  # fmt: skip
-            while pending:
-                (ready,), _ = ray.wait(list(pending), num_returns=1)
-                chunk = pending.pop(ready)
-                predictions, seconds = fetched(ray, lambda ready=ready: ray.get(ready))
+            for chunk, (predictions, seconds) in _as_completed(ray, pending):
                 self.finish(chunk, predictions, seconds, table, train)
                 advance(chunk.estimate)
+
+    def map(self, function, shared, tasks, train):
+        with Cluster(self.where) as ray:
+            import torch
+
+            threads, gpu = torch.get_num_threads(), (0.25 if train.device.startswith("cuda") else 0)
+            task = ray.remote(num_cpus=threads, num_gpus=gpu, max_retries=3)(_call)
+            names, values = list(shared), [ray.put(value) for value in shared.values()]
+            pending = {task.remote(function, threads, names, *values, **arguments): i for i, arguments in enumerate(tasks)}
+            yield from _as_completed(ray, pending)
+
+
+def _as_completed(ray, pending: dict) -> Iterator[tuple[object, object]]:
+    """``(pending[task], result)`` for each Ray task of ``pending`` as it finishes (a user error raised as itself)."""
+    while pending:
+        (ready,), _ = ray.wait(list(pending), num_returns=1)
+        yield pending.pop(ready), fetched(ray, lambda ready=ready: ray.get(ready))
+
+
+def _call(function: Callable, threads: int, names: list[str], *values, **arguments):
+    """A Ray task: ``function`` with the shared values (resolved by Ray) under their names, and the driver's torch
+    threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return function(**dict(zip(names, values, strict=True)), **arguments)
 
 
 def _train_chunk(trainer: Trainer, head: str, inputs, labels, runs, n_classes: int, train: TrainConfig, threads: int):
@@ -210,14 +242,3 @@ def _uploaded(job: Job, train: TrainConfig, uploaded: dict[str, DeviceFeatures])
 def _seconds(model: CostModel, spec: HeadSpec, runs: list[Run], train: TrainConfig) -> float:
     """What ``runs`` of one head cost by its model: every run's units at its own size's price."""
     return sum(model.unit_seconds(len(run.train)) * spec.units(run, train) for run in runs)
-
-
-def _duration(seconds: float) -> str:
-    """A time as a person reads it: tenths of a second under 10 s, minutes, hours."""
-    if seconds < 9.5:
-        return f"{seconds:.1f} s"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min" if seconds < 600 else f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

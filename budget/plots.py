@@ -27,6 +27,7 @@ from budget.features import display_name  # noqa: E402
 from budget.metrics import recall_column, result_classes  # noqa: E402
 from budget.results import balanced_rows, curve_runs  # noqa: E402
 from budget.sampling import Size  # noqa: E402
+from budget.strategies import BASELINE, STRATEGIES  # noqa: E402
 
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -314,3 +315,32 @@ def layer_weights_plot(weights: pd.DataFrame, folder: Path, name: str) -> Path:
     axes[0][-1].legend(title="per class", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     figure.suptitle(f"Layer weights learned on {display_name(name)} (dotted: equal weights)")
     return _save(figure, folder, f"layer-weights-{_slug(display_name(name))}")
+
+
+def strategy_plot(summary: pd.DataFrame, folder: Path, show: Callable[[str], str] = display_name) -> Path:
+    """UA (in percent) against clips annotated (log axis) of every acquisition strategy, a panel per feature set and
+    head: mean and 95% band; random in black, the ``balanced`` oracle dotted as the bound it is.
+    ``summary`` is :func:`budget.analysis.acquisition.strategy_summary`'s table."""
+    curves = list(summary[["features", "head"]].drop_duplicates().itertuples(index=False, name=None))
+    figure, axes = _panels(len(curves), columns=min(4, len(curves)))
+    strategies = list(dict.fromkeys(summary["strategy"]))
+    for axis, (features, head) in zip(axes, curves, strict=True):
+        for i, name in enumerate(strategies):
+            rows = summary[(summary["features"] == features) & (summary["head"] == head) & (summary["strategy"] == name)]
+            if rows.empty:
+                continue
+            colour = "#000000" if name == BASELINE else PALETTE[i % len(PALETTE)]
+            style = ":" if STRATEGIES[name].oracle else "-"
+            label = f"{name} (oracle)" if STRATEGIES[name].oracle else name
+            axis.plot(rows["clips"], rows["mean"], color=colour, marker=MARKERS[i % len(MARKERS)], linestyle=style,
+                      linewidth=1.6 if name == BASELINE else 1.2, markersize=3.5, label=label)  # fmt: skip
+            axis.fill_between(rows["clips"], rows["ci_low"], rows["ci_high"], color=colour, alpha=0.1, linewidth=0)
+        axis.set_title(f"{show(features)} · {head}", fontsize=9)
+    for axis in axes:
+        _log_axis(axis, list(summary["clips"]))
+        axis.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", frameon=False)
+    figure.supxlabel("clips annotated (log scale)")
+    figure.supylabel("unweighted accuracy (UA, %)")
+    figure.suptitle("Acquisition strategies: UA against clips annotated (mean, 95% CI over folds and seeds)")
+    return _save(figure, folder, "strategies")

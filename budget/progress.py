@@ -52,6 +52,17 @@ def note(message: str) -> None:
 LOG_EVERY_SECONDS = 60.0
 
 
+def duration(seconds: float) -> str:
+    """A time as a person reads it: tenths of a second under 10 s, minutes, hours."""
+    if seconds < 9.5:
+        return f"{seconds:.1f} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min" if seconds < 600 else f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def clock(seconds: float) -> str:
     """``1:02:03`` or ``2:03``: elapsed times and ETAs in log lines."""
     seconds = max(0, round(seconds))

@@ -112,7 +112,9 @@ class RunFolder:
 
     def write_part(self, rows: list[dict], table: str = RESULTS) -> None:
         """One chunk's result rows, atomically, under a name fixed by the runs it holds."""
-        key = [rows[0]["features"], rows[0]["head"], [(str(row["size"]), row["fold"], row["seed"]) for row in rows]]
+        key = [rows[0]["features"], rows[0]["head"],
+               [(str(row["size"]), row["fold"], row["seed"], *([row["strategy"]] if "strategy" in row else []))
+                for row in rows]]  # fmt: skip
         name = hashlib.sha1(json.dumps(key, default=int).encode()).hexdigest()[:16]
         files.make_folder(self.parts(table))
         files.write_parquet(self.parts(table) / f"{name}.parquet", stored(pd.DataFrame(rows)))
@@ -151,6 +153,11 @@ class FinishedStudy:
         if results.empty:
             raise BudgetError(f"{folder}: the results table is empty")
         return cls(folder, results, read("config.json"), read("provenance.json"), doubled)
+
+    @property
+    def acquisition(self) -> bool:
+        """Whether the study compared acquisition strategies (its rows have a ``strategy``): an acquisition study."""
+        return "strategy" in self.results
 
     @property
     def classes(self) -> list[str]:

@@ -42,6 +42,17 @@ def shared_emodb(shared_dir: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def emodb_lld_store(shared_emodb, tmp_path_factory) -> Path:
+    """A feature store holding the real EmoDB's LLDs, extracted once for every test that reads them (files are known
+    by content, so copies and links of EmoDB's files find them stored)."""
+    import budget
+
+    store = tmp_path_factory.mktemp("emodb-lld-store")
+    budget.extract(root=shared_emodb, features="lld", store=store, log=lambda _: None)
+    return store
+
+
 @pytest.fixture(autouse=True)
 def isolated_data_dir(tmp_path_factory, monkeypatch) -> Path:
     """Every test gets an empty data folder, so nothing reads or writes the user's."""

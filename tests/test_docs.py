@@ -12,10 +12,10 @@ def python_blocks(page: Path) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", page.read_text(), re.M | re.S)
 
 
-def test_the_python_api_example_runs_on_emodb(shared_emodb, tmp_path, monkeypatch, capsys):
+def test_the_python_api_example_runs_on_emodb(shared_emodb, emodb_lld_store, tmp_path, monkeypatch, capsys):
     (block,) = python_blocks(DOCS / "python.md")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("BUDGET_STORE_DIR", str(tmp_path / "store"))
+    monkeypatch.setenv("BUDGET_STORE_DIR", str(emodb_lld_store))
     exec(compile(block.replace('"../shared/data/emodb"', repr(str(shared_emodb))), "docs/python.md", "exec"), {})
     printed = capsys.readouterr().out
     assert "Recommended: lld + " in printed and "per_class" in printed

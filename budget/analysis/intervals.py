@@ -38,11 +38,15 @@ def run_grid(runs: pd.DataFrame, value: str) -> np.ndarray:
     return runs.pivot_table(index="fold", columns="seed", values=value, aggfunc="mean").to_numpy(dtype=float)
 
 
+def bootstrap_indices(n_folds: int, n_seeds: int, n_boot: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n_boot`` two-stage resamples of a folds x seeds grid: folds ``(n_boot, folds)``, then seeds within each
+    ``(n_boot, folds, seeds)``; ``grid[folds[..., None], seeds]`` picks them."""
+    return rng.integers(0, n_folds, (n_boot, n_folds)), rng.integers(0, n_seeds, (n_boot, n_folds, n_seeds))
+
+
 def bootstrap_means(grid: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """Means of ``n_boot`` two-stage resamples of a folds x seeds grid (folds, then seeds within)."""
-    n_folds, n_seeds = grid.shape
-    folds = rng.integers(0, n_folds, (n_boot, n_folds))
-    seeds = rng.integers(0, n_seeds, (n_boot, n_folds, n_seeds))
+    folds, seeds = bootstrap_indices(*grid.shape, n_boot, rng)
     picked = grid[folds[..., None], seeds]
     return np.nanmean(picked.reshape(n_boot, -1), axis=1)
 
@@ -52,9 +56,10 @@ FEW_FOLDS = 5
 
 
 def mean_interval(
-    grid: np.ndarray, rng: np.random.Generator, n_boot: int = BOOTSTRAP, bounds: tuple[float, float] | None = None
+    grid: np.ndarray, rng: np.random.Generator, n_boot: int = BOOTSTRAP, bounds: tuple[float, float] | None = None,
+    level: float = 0.95,
 ) -> tuple[float, float, float]:
-    """Mean, and the 95% interval from the bootstrap standard error with a t quantile on folds - 1.
+    """Mean, and the ``level`` (95%) interval from the bootstrap standard error with a t quantile on folds - 1.
 
     ``bounds``: the range the quantity cannot leave (an accuracy's [0, 1]); the
     interval is cut to it, which keeps its coverage of any value inside.
@@ -64,7 +69,7 @@ def mean_interval(
     if n_folds < 2:
         return mean, float("nan"), float("nan")
     se = float(np.std(bootstrap_means(grid, n_boot, rng), ddof=1)) * math.sqrt(n_folds / (n_folds - 1))
-    half = stats.t.ppf(0.975, n_folds - 1) * se
+    half = stats.t.ppf(1 - (1 - level) / 2, n_folds - 1) * se
     low, high = mean - half, mean + half
     if bounds is not None:
         low, high = max(low, bounds[0]), min(high, bounds[1])

@@ -49,6 +49,7 @@ class Plan:
     class_needs: pd.DataFrame  # per class: recall at the largest size, gain per doubling
     notes: list[str]
     first_reaching: tuple[float, float] | None = None  # the smallest measured size whose mean UA reaches the target, its UA
+    clips_at_random: tuple[float, float, float] | None = None  # clips labelled at random to get per_class of each class
 
     @property
     def beyond_limit(self) -> bool:
@@ -104,8 +105,11 @@ class Plan:
         return f"{math.ceil(value)}"
 
 
-def plan(results: pd.DataFrame, target: float, features: str, head: str, curve: CurveFit | None = None) -> Plan:
-    """Labels needed for ``target`` UA on one curve, with its uncertainty and the classes that need labels.
+def plan(results: pd.DataFrame, target: float, features: str, head: str, curve: CurveFit | None = None,
+         class_counts: dict[str, int] | None = None) -> Plan:  # fmt: skip
+    """Labels needed for ``target`` UA on one curve, with its uncertainty and the classes that need labels; given the
+    corpus's ``class_counts``, also the clips a team labelling at random must annotate to get them
+    (:func:`clips_at_random`).
 
     Both intervals are at least as wide as the chosen law's backtest error: the UA interval is widened by it, and
     the labels interval reaches from where the law puts ``target`` - error to where it puts ``target`` + error
@@ -156,6 +160,7 @@ def plan(results: pd.DataFrame, target: float, features: str, head: str, curve: 
         notes=[*curve.flags, *([f"the {law} law passes 100% UA by {next_step:g} per class: shown as 1.000 there, a trend "
                                 "rather than a value"] if expected > 1 else [])],
         first_reaching=None if first is None else (float(curve.n[first]), float(curve.ua[first])),
+        clips_at_random=clips_at_random(class_counts, needed) if class_counts and math.isfinite(needed) else None,
     )
 
 
@@ -168,6 +173,27 @@ def _slope(law: str, params: np.ndarray, n: float, step: float = 1e-4) -> float:
     """UA per label per class at ``n``, by a central difference over ``n`` ± ``step`` n."""
     low, high = predict(law, params, [n * (1 - step), n * (1 + step)])
     return float((high - low) / (2 * step * n))
+
+
+def clips_at_random(class_counts: dict[str, int], per_class: float, draws: int = 400, seed: int = 0
+                    ) -> tuple[float, float, float]:  # fmt: skip
+    """How many clips a team labelling at random from a pool with ``class_counts`` must annotate before every class
+    has ``per_class`` labels: the median and 95% range over ``draws`` random orders of the pool (inf where a class
+    has fewer clips than that)."""
+    counts = np.array(list(class_counts.values()), dtype=np.int64)
+    k = math.ceil(per_class)
+    if not math.isfinite(per_class) or (counts < k).any():
+        return math.inf, math.inf, math.inf
+    if k <= 0:
+        return 0.0, 0.0, 0.0
+    labels = np.repeat(np.arange(len(counts)), counts)
+    rng = np.random.default_rng(seed)
+    needed = np.empty(draws)
+    for i in range(draws):
+        order = rng.permutation(labels)
+        needed[i] = max(np.flatnonzero(order == c)[k - 1] for c in range(len(counts))) + 1
+    low, median, high = np.percentile(needed, [2.5, 50, 97.5])
+    return float(median), float(low), float(high)
 
 
 def class_needs(results: pd.DataFrame, features: str, head: str, classes: list[str]) -> pd.DataFrame:

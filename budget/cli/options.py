@@ -23,10 +23,10 @@ from budget.settings import CommandLine, cli_form
 from budget.study import StudyConfig
 
 
-def declared_settings() -> dict[str, tuple[type, CommandLine]]:
-    """Every setting with a command-line form: its key, its type and its form."""
+def declared_settings(kind: type[StudyConfig] = StudyConfig) -> dict[str, tuple[type, CommandLine]]:
+    """Every setting of ``kind`` (a study's, or an acquisition's) with a command-line form: its key, type and form."""
     settings = {}
-    for owner in (StudyConfig, TrainConfig):
+    for owner in (kind, TrainConfig):
         hints = typing.get_type_hints(owner)
         for spec in fields(owner):
             if (form := cli_form(spec.metadata)) is not None:
@@ -52,11 +52,11 @@ RUN_OPTIONS = {
 }
 
 
-def with_settings(*names: str, run: tuple[str, ...] = ("config", "run_dir", "strict")):
-    """Give a command the options of the named settings (every declared setting when none are named) and the named
-    :data:`RUN_OPTIONS`; the command receives the settings typed as one ``settings`` dict (those left out absent, a
-    repeated option joined by commas) and each run option by its name."""
-    declared = declared_settings()
+def with_settings(*names: str, run: tuple[str, ...] = ("config", "run_dir", "strict"), kind: type[StudyConfig] = StudyConfig):
+    """Give a command the options of the named settings of ``kind`` (every declared one when none are named) and the
+    named :data:`RUN_OPTIONS`; the command receives the settings typed as one ``settings`` dict (those left out
+    absent, a repeated option joined by commas) and each run option by its name."""
+    declared = declared_settings(kind)
     chosen = {name: declared[name] for name in (names or declared)}
 
     def decorate(command):

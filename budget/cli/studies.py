@@ -1,5 +1,5 @@
-"""``budget curve`` and ``budget compare``: the commands parse their options and call :func:`budget.api.curve` and
-:func:`budget.api.compare`, then print what the study found; nothing a study does lives here."""
+"""``budget curve``, ``compare``, ``acquire`` and ``select``: each parses its options and calls the function of its
+name in :mod:`budget.api`, then prints what came back; nothing a study does lives here."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rich.table import Table
 
 from budget.cli.common import TargetOption, app, err, out, user_errors
 from budget.cli.options import with_settings
+from budget.study import AcquisitionConfig
 
 ReportOption = Annotated[bool, typer.Option("--report/--no-report", help="Write reports/<run>/report.md and .html.")]
 
@@ -89,6 +90,60 @@ def compare(
     out.print(table)
     _print_paired(result)
     _finish(result, report, None)
+
+
+@app.command("acquire")
+@user_errors
+@with_settings(kind=AcquisitionConfig)
+def acquire(
+    settings: dict,
+    report: ReportOption = True,
+    target: TargetOption = None,
+    config: Path | None = None,
+    run_dir: Path | None = None,
+    strict: bool = False,
+) -> None:
+    """Which clips to label: acquisition strategies simulated on a labelled corpus, on the curve's folds and seeds,
+    each against labelling at random, in clips annotated."""
+    from budget.api import acquire as run_acquire
+
+    result = run_acquire(config=config, run_dir=run_dir, strict=strict, log=_log, **settings)
+    summary = result.summary
+    table = Table("features", "head", "strategy", *(str(size) for size in dict.fromkeys(summary["size"])),
+                  title="UA (mean) by clips annotated")  # fmt: skip
+    for (features, head, name), rows in summary.groupby(["features", "head", "strategy"], sort=False):
+        table.add_row(result.display(features), head, name, *(f"{ua:.3f}" for ua in rows["mean"]))
+    out.print(table)
+    for line in result.advice():
+        out.print(line, soft_wrap=True)
+    _finish(result, report, target)
+
+
+@app.command("select")
+@user_errors
+@with_settings("corpus", "classes", "features", "heads", "store", "device", "precision", "max_seconds", "frame_dtype",
+               "file_identity", "extract_batch", run=("config", "strict"))  # fmt: skip
+def select(
+    settings: dict,
+    labelled: Annotated[Path, typer.Option("--labelled", help="The labelled corpus: its folder (with --corpus), or a "
+                                           "CSV of path,label,speaker with --corpus csv.")],
+    pool: Annotated[Path, typer.Option("--pool", help="The unlabelled pool: a folder of audio, or a CSV with a path column.")],
+    n: Annotated[int, typer.Option("--n", help="How many clips to choose.")],
+    strategy: Annotated[str, typer.Option("--strategy", help="entropy (default), margin, kcenter, badge or random; "
+                                          "budget acquire compares them on a labelled corpus.")] = "entropy",
+    out_file: Annotated[Path, typer.Option("--out", help="The CSV to write (default selection.csv).")] = Path("selection.csv"),
+    config: Path | None = None,
+    strict: bool = False,
+) -> None:
+    """The clips of an unlabelled pool to send to annotators next, ranked by a strategy with a head trained on the
+    labelled corpus."""
+    from budget.api import select as run_select
+
+    chosen = run_select(labelled=labelled, pool=pool, n=n, strategy=strategy, out=out_file, config=config,
+                        strict=strict, log=_log, **settings)  # fmt: skip
+    counts = chosen["predicted"].value_counts()
+    out.print(f"{len(chosen)} clips ranked by {strategy} (predicted: {', '.join(f'{c} {k}' for c, k in counts.items())})"
+              f": {out_file}", soft_wrap=True)  # fmt: skip
 
 
 def _print_unconverged(result) -> None:

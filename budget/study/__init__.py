@@ -7,10 +7,13 @@ on every feature set, and writes a tidy table with one row per (features,
 head, size, fold, seed) into a run folder (:mod:`budget.runfolder`).
 
 Modules: ``config`` (:class:`StudyConfig`: everything that defines a study,
-its TOML keys, options and digest) and ``run`` (:class:`Study`: prepare,
-extract, build, execute, record).
+its TOML keys, options and digest), ``run`` (:class:`Study`: prepare,
+extract, build, execute, record), ``acquire`` (:class:`Acquisition`: which
+clips to label, strategies simulated on the same folds) and ``select`` (a
+real pool ranked for annotators).
 """
 
+from budget.study.acquire import Acquisition, AcquisitionConfig
 from budget.study.config import COMMAND_HEADS, DEFAULT_ENCODER, StudyConfig
 from budget.study.run import (
     Study,
@@ -21,8 +24,11 @@ from budget.study.run import (
     prepare,
     scan_corpus,
 )
+from budget.study.select import select_clips
 
 __all__ = [
+    "Acquisition",
+    "AcquisitionConfig",
     "COMMAND_HEADS",
     "DEFAULT_ENCODER",
     "Study",
@@ -33,4 +39,5 @@ __all__ = [
     "extract_features",
     "prepare",
     "scan_corpus",
+    "select_clips",
 ]

@@ -25,8 +25,9 @@ from budget.settings import option
 
 #: The default pretrained encoder: a self-supervised successor of the paper's wav2vec.
 DEFAULT_ENCODER = "hf:microsoft/wavlm-base-plus"
-#: The heads a command trains when none are named: one head's curve, or every acoustic head compared at one size.
-COMMAND_HEADS = {"curve": ("mlp_pool",), "compare": ACOUSTIC_HEADS}
+#: The heads a command trains when none are named: one head's curve, every acoustic head compared at one size, or
+#: a fitted head retrained round by round while clips are acquired.
+COMMAND_HEADS = {"curve": ("mlp_pool",), "compare": ACOUSTIC_HEADS, "acquire": ("mean_pool",)}
 #: Settings that do not change a result: where things are, how audio files are known, where and how runs execute.
 NOT_IN_DIGEST = ("store", "root", "file_identity", "executor", "extract_batch")
 

@@ -164,13 +164,17 @@ class Study:
         choices = feature_choices(config.features, config.layers, extractors)
         pairs = self._pairs(choices, extractors)
         data = prepare(config, log, strict)
-        for note in [data.plan.note, *(f"skipped {s}" for s in data.plan.skipped)]:
-            if note:
-                log(note)
+        self.announce_sizes(data, log)
         if missing := classes_missing(data.manifest, data.folds, data.classes):
             log(missing_classes_note(missing, data.fold_names))
         entries, loaded = self._load_features(extractors, choices, data, log)
         return StudyInputs(data, loaded, entries, pairs, layer_sweeps(choices, extractors))
+
+    def announce_sizes(self, data: StudyData, log) -> None:
+        """Say how the sizes were chosen, and which requested ones no fold can supply."""
+        for note in [data.plan.note, *(f"skipped {s}" for s in data.plan.skipped)]:
+            if note:
+                log(note)
 
     def run_inputs(self, inputs: StudyInputs, log=print, check_convergence: str = "none") -> pd.DataFrame:
         """Train and write results from loaded inputs (on this machine, or one with neither corpus nor store)."""

@@ -1,21 +1,17 @@
-"""Reports an annotation lead can read: ``report.md`` and a self-contained ``report.html``.
+"""The report of a budget curve or compare study: ``report.md`` and a self-contained ``report.html``.
 
-(One file: the document builder and its sections, in the order a reader meets them.)
+(One file: the curve report's sections, in the order a reader meets them.)
 
-A report states what was run, the UA table with intervals, the figures, the
-fitted laws, the plan for a target (when one is given) and the provenance.
-Both files are written from one list of blocks; the HTML embeds its figures,
-so it can be mailed as one file.
+It states what was run, the answer first (the configuration to choose and the
+labels a ladder of targets needs), the UA table with intervals, the paired
+comparisons, the figures, the fitted laws, the plan for a target (when one is
+given) and the provenance.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -42,35 +38,13 @@ from budget.analysis import (
     target_ladder,
 )
 from budget.engine.config import TrainConfig
-from budget.errors import check_number
 from budget.features import display_name
 from budget.metrics import recall_column, result_classes
 from budget.plots import compare_plot, confusion_plot, curve_plot, layer_plot, layer_weights_plot, recall_plot
 from budget.registry import describe_training
+from budget.report.document import Costs, Document, provenance_section, write
 from budget.results import layer_weights, sort_results
 from budget.runfolder import FinishedStudy
-
-
-@dataclass
-class Costs:
-    """Annotation cost settings: seconds of annotator time per label, money per annotator hour."""
-
-    seconds_per_label: float | None = None
-    cost_per_hour: float | None = None
-
-    def __post_init__(self) -> None:
-        for key, value in (("seconds per label", self.seconds_per_label), ("cost per hour", self.cost_per_hour)):
-            if value is not None:
-                check_number(key, value, minimum=0)
-
-    def describe(self, labels: float) -> str:
-        if self.seconds_per_label is None or math.isinf(labels):
-            return ""
-        hours = labels * self.seconds_per_label / 3600
-        took = f"{labels:,.0f} labels take {hours:,.1f} annotator hours"
-        if not self.cost_per_hour:
-            return took
-        return f"{took} and cost {hours * self.cost_per_hour:,.0f} at {self.cost_per_hour:g} per hour"
 
 
 def plan_lines(result: Plan, costs: Costs, show: Callable[[str], str] = display_name) -> list[str]:
@@ -84,6 +58,17 @@ def plan_lines(result: Plan, costs: Costs, show: Callable[[str], str] = display_
         f"at {result.largest_measured:g} per class, 100 more labels (spread over the classes) add about "
         f"{100 * result.marginal_per_100:.2f} UA points",
     ]
+    if result.clips_at_random is not None and result.per_class <= PLAUSIBLE_LIMIT * result.largest_measured:
+        median, low, high = result.clips_at_random
+        if not math.isfinite(median):
+            lines.append(f"the corpus holds fewer than {math.ceil(result.per_class)} clips of some class: labelling "
+                         "all of it would not give that many of every class")  # fmt: skip
+        at_random = (f"{math.ceil(result.per_class)} labels of every class come with about {median:,.0f} clips labelled "
+                     f"at random from a pool at this corpus's class mix (95% of random orders: {low:,.0f} to "
+                     f"{high:,.0f}), against {math.ceil(result.per_class) * result.n_classes:,} chosen by class")  # fmt: skip
+        cost = costs.describe(median)
+        if math.isfinite(median):
+            lines.append(at_random + (f"; {cost}" if cost else ""))
     if result.largest_measured < result.per_class < math.inf:
         total = math.ceil(result.per_class) * result.n_classes
         extra = max(0, total - result.largest_measured * result.n_classes)
@@ -143,78 +128,6 @@ def _backtest_line(result: Plan) -> str:
         f"backtest error of the {result.law} law: {100 * result.backtest_error:.2f} UA points (its error "
         "predicting the largest measured sizes from the smaller ones); the intervals here are widened by it"
     )
-
-
-# -- blocks, rendered to markdown and HTML -------------------------------------------------------
-
-
-def _md_table(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *rows])
-
-
-class _Document:
-    def __init__(self, title: str):
-        self.title = title
-        self.blocks: list[tuple[str, object]] = []
-
-    def heading(self, text: str) -> None:
-        self.blocks.append(("h2", text))
-
-    def text(self, text: str) -> None:
-        self.blocks.append(("p", text))
-
-    def items(self, lines: list[str]) -> None:
-        self.blocks.append(("ul", lines))
-
-    def table(self, frame: pd.DataFrame) -> None:
-        self.blocks.append(("table", frame))
-
-    def figure(self, png: Path, caption: str) -> None:
-        self.blocks.append(("img", (png, caption)))
-
-    def markdown(self, folder: Path) -> str:
-        out = [f"# {self.title}"]
-        for kind, value in self.blocks:
-            if kind == "h2":
-                out.append(f"## {value}")
-            elif kind == "p":
-                out.append(str(value))
-            elif kind == "ul":
-                out.append("\n".join(f"- {line}" for line in value))
-            elif kind == "table":
-                out.append(_md_table(value))
-            else:
-                png, caption = value
-                out.append(f"![{caption}]({png.relative_to(folder).as_posix()})\n\n*{caption}*")
-        return "\n\n".join(out) + "\n"
-
-    def html(self) -> str:
-        style = (
-            "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"
-            "table{border-collapse:collapse;margin:0.5rem 0}td,th{border:1px solid #bbb;padding:0.2rem 0.5rem;"
-            "text-align:right}th{background:#eee}img{max-width:100%}figcaption{font-style:italic;color:#444}"
-        )
-        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-               f"<style>{style}</style></head><body><h1>{html.escape(self.title)}</h1>"]  # fmt: skip
-        for kind, value in self.blocks:
-            if kind == "h2":
-                out.append(f"<h2>{html.escape(value)}</h2>")
-            elif kind == "p":
-                out.append(f"<p>{html.escape(value)}</p>")
-            elif kind == "ul":
-                out.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in value) + "</ul>")
-            elif kind == "table":
-                out.append(value.to_html(index=False, border=0, escape=True))
-            else:
-                png, caption = value
-                data = base64.b64encode(png.read_bytes()).decode()
-                out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(caption)}'>"
-                           f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
-        out.append("</body></html>")
-        return "\n".join(out)
 
 
 def _folds_lacking(results: pd.DataFrame) -> str:
@@ -329,16 +242,11 @@ def _layers_section(doc, results: pd.DataFrame, table: pd.DataFrame, sweeps: dic
             doc.table(means.rename(columns={"size": "per class"}).assign(**{c: means[c].map("{:.3f}".format) for c in columns}))
 
 
-def build_report(
-    run: str | Path, out_dir: str | Path | None = None, target: float | None = None, costs: Costs | None = None
-) -> Path:
-    """Write ``report.md``, ``report.html`` and figures for a run folder; return the HTML's path."""
-    folder = FinishedStudy.open(run)
+def curve_report(folder: FinishedStudy, out: Path, target: float | None, costs: Costs) -> Path:
+    """Write a curve or compare study's ``report.md``, ``report.html`` and figures into ``out``; the HTML's path."""
     results, show = folder.results, folder.display
-    costs = costs or Costs()
-    out = Path(out_dir) if out_dir is not None else Path("reports") / folder.path.name
     figures = files.make_folder(out / "figures")  # before any work: a folder the disk refuses is one error
-    doc = _Document(f"Label budget report: {folder.path.name}")
+    doc = Document(f"Label budget report: {folder.path.name}")
     config, provenance = folder.config, folder.provenance
 
     doc.heading("What was run")
@@ -453,13 +361,8 @@ def build_report(
             if fit.chosen is None:
                 doc.items([f"{fit.features} + {fit.head}: " + "; ".join(fit.flags)])
                 continue
-            doc.items(plan_lines(plan(results, target, fit.features, fit.head, fit), costs, show))
+            doc.items(plan_lines(plan(results, target, fit.features, fit.head, fit, provenance.get("class_counts")),
+                                 costs, show))  # fmt: skip
 
-    doc.heading("Provenance")
-    flat = {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in provenance.items()}
-    doc.table(pd.DataFrame({"item": list(flat), "value": [str(v) for v in flat.values()]}))
-    doc.text(f"results: {folder.path / 'results.parquet'}")
-
-    files.write_text(out / "report.md", doc.markdown(out))
-    files.write_text(out / "report.html", doc.html())
-    return out / "report.html"
+    provenance_section(doc, provenance, folder.path / "results.parquet")
+    return write(doc, out)
