@@ -26,10 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from budget.engine.device import training_device
+from budget.engine.packed import DeviceFeatures
 from budget.errors import BudgetError
 from budget.features.featureset import FeatureSet
 from budget.grid import Run
 from budget.metrics import run_metrics
+from budget.registry import head_spec
 from budget.results import RunOutput
 from budget.sampling import Size, class_orders
 from budget.strategies import Pool, strategy
@@ -74,11 +77,13 @@ def acquire(trainer, head: str, inputs: dict[str, FeatureSet], labels: np.ndarra
     features = inputs["single"]
     names = np.asarray(classes)[labels]  # the curve draws its per-class orders over class names: the oracle must too
     states = [_StreamState.start(stream, folds, labels, names, sizes[0], features) for stream in streams]
+    uploaded = DeviceFeatures.upload(features, training_device(config)) if head_spec(head).uploads else None  # once
     rows = []
     for size in sizes:
         started = time.perf_counter()
         runs = [state.run(size) for state in states]
-        outputs = [RunOutput.of(o) for o in trainer(head, inputs, labels, runs, n_classes, config, probabilities=True)]
+        outputs = [RunOutput.of(o) for o in trainer(head, inputs, labels, runs, n_classes, config, uploaded=uploaded,
+                                                    probabilities=True)]  # fmt: skip
         train_seconds = (time.perf_counter() - started) / len(states)
         for state, run, output in zip(states, runs, outputs, strict=True):
             on_pool = len(run.test) - len(state.test)

@@ -19,7 +19,7 @@ import pandas as pd
 from budget.analysis import CurveFit, Plan, aggregate, convergence_table, fit_curve, labels_needed, measured_costs
 from budget.analysis import plan as plan_for
 from budget.analysis import recommendation as recommendation_sentence
-from budget.analysis.acquisition import Saving, advice, overall, savings, strategy_summary, target_ladder, versus_random
+from budget.analysis.acquisition import Saving, advice, overall, savings, strategy_summary, versus_random
 from budget.errors import BudgetError, check_number, check_path
 from budget.features import ExtractionReport
 from budget.progress import note
@@ -150,12 +150,12 @@ class AcquisitionResult:
         return versus_random(self.results)
 
     def savings(self, targets: list[float] | None = None) -> list[Saving]:
-        """Clips each strategy and random need to reach each target UA (a ladder over random's range by default),
-        with the paired interval of the clips saved."""
+        """Clips each strategy and random need to reach each target UA (a ladder over random's range, and
+        ``targets``), with the paired interval of the clips saved."""
         for target in targets or []:
             _check_target(target)
         full = self.results[[size.full for size in self.results["size"]]]
-        return savings(self.results, targets or target_ladder(self.summary), float(full["n_train"].mean()))
+        return savings(self.results, float(full["n_train"].mean()), targets)
 
     def advice(self) -> list[str]:
         """Per feature set and head, one sentence: does choosing clips beat labelling at random, and by how much."""
@@ -224,12 +224,10 @@ def acquire(*, config: str | Path | None = None, run_dir: str | Path | None = No
     -------
     AcquisitionResult
     """
-    from budget.study import Acquisition, AcquisitionConfig
+    from budget.study import AcquisitionConfig
 
-    study_config = configured(config, settings, AcquisitionConfig).for_command("acquire")
-    folder = check_path("run_dir", run_dir) if run_dir is not None else default_run_dir("acquire", study_config)
-    Acquisition(study_config, folder).run(log=log, strict=strict)
-    return load(folder)
+    return _run("acquire", configured(config, settings, AcquisitionConfig).for_command("acquire"), run_dir, "none",
+                strict, log)  # fmt: skip
 
 
 def select(*, labelled: str | Path, pool: str | Path, n: int, strategy: str = "entropy", out: str | Path | None = None,
@@ -331,9 +329,12 @@ def _study(command: str, config, settings: dict, run_dir, check: str, strict: bo
     return _run(command, configured(config, settings).for_command(command), run_dir, check, strict, log)
 
 
-def _run(command: str, config: StudyConfig, run_dir, check: str, strict: bool, log) -> StudyResult:
+def _run(command: str, config: StudyConfig, run_dir, check: str, strict: bool, log) -> StudyResult | AcquisitionResult:
+    """Run the command's study (an acquisition study for ``acquire``) in its folder and open what it wrote."""
+    from budget.study import Acquisition
+
     folder = check_path("run_dir", run_dir) if run_dir is not None else default_run_dir(command, config)
-    Study(config, folder).run(log=log, strict=strict, check_convergence=check)
+    (Acquisition if command == "acquire" else Study)(config, folder).run(log=log, strict=strict, check_convergence=check)
     return load(folder)
 
 

@@ -11,7 +11,7 @@ import pytest
 from corpus_builders import build_iemocap
 
 from budget.acquisition import Stream, acquire
-from budget.analysis.acquisition import advice, overall, savings, strategy_summary, target_ladder, versus_random
+from budget.analysis.acquisition import advice, overall, savings, versus_random
 from budget.engine.config import TrainConfig
 from budget.features.featureset import FeatureSet
 from budget.grid import build_runs
@@ -52,7 +52,7 @@ def test_entropy_beats_random_where_a_few_clips_decide_the_boundary():
     paired = versus_random(table)
     inner = paired[[size.balanced and size > 4 for size in paired["size"]]]
     assert (inner["points"] > 0).all() and not (paired["distinguishable"] & (paired["points"] < 0)).any()
-    found = savings(table, target_ladder(strategy_summary(table)), pool_clips=float(np.bincount(folds).max()))
+    found = savings(table, pool_clips=float(np.bincount(folds).max()))
     assert any(s.distinguishable and s.saved > 0 for s in found)
     (line,) = advice([entropy], found)
     assert line.startswith("For synthetic + logreg, entropy beats labelling at random by +") and "saves about" in line
@@ -66,7 +66,7 @@ def test_on_a_pool_of_noise_no_strategy_is_reported_better_than_random():
     found = overall(table)
     assert {o.strategy for o in found} == set(names[1:]) and not any(o.better for o in found)
     assert all(o.level == pytest.approx(1 - 0.05 / 4) for o in found)  # corrected for the four compared
-    (line,) = advice(found, savings(table, target_ladder(strategy_summary(table)), pool_clips=240.0))
+    (line,) = advice(found, savings(table, pool_clips=240.0))
     assert "no strategy is distinguishable from labelling at random" in line and "label clips at random" in line
 
 

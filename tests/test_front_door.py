@@ -58,7 +58,7 @@ def _api(command: str, **settings) -> None:
 
 def _command(path: Path) -> str:
     """The command an experiment's header comment runs it with."""
-    return re.search(r"^# budget (curve|compare)", path.read_text(), re.M).group(1)
+    return re.search(r"^# budget (curve|compare|acquire)", path.read_text(), re.M).group(1)
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
@@ -69,7 +69,7 @@ def test_every_experiment_is_the_same_study_through_the_cli_and_the_api(path, st
     (cli_command, cli_digest, cli_folder, cli_config), (_, api_digest, api_folder, api_config) = studies_seen
     assert (cli_digest, cli_folder) == (api_digest, api_folder) and cli_command == command
     assert cli_config == api_config
-    assert api_config.heads == StudyConfig.from_toml(path).heads  # the file's heads, not a default
+    assert api_config.heads == type(api_config).from_toml(path).heads  # the file's heads, not a default
 
 
 def test_the_commands_heads_hold_only_where_neither_the_file_nor_the_call_names_some(tmp_path, studies_seen):
@@ -78,7 +78,9 @@ def test_the_commands_heads_hold_only_where_neither_the_file_nor_the_call_names_
     _api("curve", config=toml)
     _api("compare", config=toml)
     _api("compare", config=toml, heads="logreg,mean_pool")
-    assert [config.heads for *_, config in studies_seen] == [("mlp_pool",), ACOUSTIC_HEADS, ("logreg", "mean_pool")]
+    _api("acquire", config=toml)
+    assert [config.heads for *_, config in studies_seen] == [("mlp_pool",), ACOUSTIC_HEADS, ("logreg", "mean_pool"),
+                                                             ("mean_pool",)]  # fmt: skip
 
 
 def test_options_typed_repeated_or_comma_separated_and_api_keywords_make_one_config(studies_seen):

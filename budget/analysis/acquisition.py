@@ -183,16 +183,19 @@ def _count(value: float) -> str:
     return f"{value:+.1f}" if abs(value) < 10 else f"{value:+.0f}"
 
 
-def savings(results: pd.DataFrame, targets: list[float], pool_clips: float, n_boot: int = BOOTSTRAP, seed: int = 0
-            ) -> list[Saving]:  # fmt: skip
-    """For each (features, head), strategy other than random and target: clips needed against random's, with the
-    paired bootstrap interval of the difference.  ``pool_clips`` is where ``full`` sits on the clips axis."""
+def savings(results: pd.DataFrame, pool_clips: float, targets: list[float] | None = None, n_boot: int = BOOTSTRAP,
+            seed: int = 0) -> list[Saving]:  # fmt: skip
+    """For each (features, head), strategy other than random and target (the curve's :func:`target_ladder`, and
+    ``targets``): clips needed against random's, with the paired bootstrap interval of the difference.
+    ``pool_clips`` is where ``full`` sits on the clips axis."""
     rng = np.random.default_rng(seed)
+    summary = strategy_summary(results)
     found = []
     for features, head in results[["features", "head"]].drop_duplicates().itertuples(index=False):
         view = strategy_view(results, features, head)
         sizes = sorted(view["size"].unique())
         clips = np.array([pool_clips if size.full else size.per_class for size in sizes], dtype=float)
+        ladder = sorted({*target_ladder(summary, features, head), *(round(t, 4) for t in targets or [])})
         axes = sorted(view["fold"].unique()), sorted(view["seed"].unique())
         grids = {name: _grids(view[view["head"] == name], sizes, *axes) for name in dict.fromkeys(view["head"])}
         if BASELINE not in grids:
@@ -200,7 +203,7 @@ def savings(results: pd.DataFrame, targets: list[float], pool_clips: float, n_bo
         n_folds, n_seeds = grids[BASELINE].shape[1:]
         folds, seeds = bootstrap_indices(n_folds, n_seeds, n_boot, rng)
         resampled = {name: grid[:, folds[..., None], seeds].reshape(len(sizes), n_boot, -1) for name, grid in grids.items()}
-        for target in targets:
+        for target in ladder:
             need = {name: clips_to_reach(clips, np.nanmean(grid, axis=(1, 2)), target) for name, grid in grids.items()}
             boot = {name: np.array([clips_to_reach(clips, np.nanmean(r[:, b], axis=1), target) for b in range(n_boot)])
                     for name, r in resampled.items()}  # fmt: skip
@@ -229,15 +232,15 @@ def _difference_interval(baseline: np.ndarray, other: np.ndarray) -> tuple[float
     return float(low), float(high)
 
 
-def target_ladder(summary: pd.DataFrame) -> list[float]:
-    """Targets worth comparing strategies at: every :data:`TARGET_STEP` between the lowest and highest UA random
-    reaches within the pool (its smallest and largest measured means)."""
-    random = summary[summary["strategy"] == BASELINE]
+def target_ladder(summary: pd.DataFrame, features: str, head: str) -> list[float]:
+    """Targets worth comparing a curve's strategies at: every :data:`TARGET_STEP` of UA above what random's seed set
+    reaches, up to what random reaches with the whole pool."""
+    random = summary[(summary["features"] == features) & (summary["head"] == head) & (summary["strategy"] == BASELINE)]
     if random.empty:
         return []
-    low, high = float(random["mean"].min()), float(random["mean"].max())
-    first = math.ceil(low / TARGET_STEP + 1e-9) * TARGET_STEP
-    return [round(first + i * TARGET_STEP, 4) for i in range(int((high - first) / TARGET_STEP + 1e-9) + 1)]
+    means = random.sort_values("clips")["mean"].to_numpy()
+    first = (math.floor(means[0] / TARGET_STEP + 1e-9) + 1) * TARGET_STEP
+    return [round(first + i * TARGET_STEP, 4) for i in range(int((means.max() - first) / TARGET_STEP + 1e-9) + 1)]
 
 
 def advice(overalls: list[Overall], found: list[Saving], show=display_name) -> list[str]:
@@ -251,9 +254,15 @@ def advice(overalls: list[Overall], found: list[Saving], show=display_name) -> l
         compared = f"over the sizes measured, with the interval corrected for the {len(group)} strategies compared"
         if not better:
             worse = [o.strategy for o in group if o.worse]
-            lines.append(f"For {curve}, no strategy is distinguishable from labelling at random ({compared})"
-                         + (f"; {', '.join(worse)} did worse" if worse else "")
-                         + ": choosing clips does not pay here; label clips at random.")  # fmt: skip
+            sentence = (f"For {curve}, no strategy is distinguishable from labelling at random ({compared})"
+                        + (f"; {', '.join(worse)} did worse" if worse else "")
+                        + ": choosing clips does not pay here; label clips at random")  # fmt: skip
+            hint = _strongest_run(found, features, head)
+            if hint:
+                sentence += (f". On its own, {hint[0].strategy} saves {_share(hint)} of the clips random needs at UA "
+                             f"{_targets(hint)} (each interval above zero, uncorrected): a lead to test with more folds "
+                             "or seeds, not yet a reason to choose clips")  # fmt: skip
+            lines.append(sentence + ".")
             continue
         best = better[0]
         mine = sorted((s for s in found if (s.features, s.head, s.strategy) == (features, head, best.strategy)),
@@ -268,6 +277,23 @@ def advice(overalls: list[Overall], found: list[Saving], show=display_name) -> l
                 sentence += f"; at UA {_targets(rest)} the clips it saves are not distinguishable from zero"
         lines.append(sentence + ".")
     return lines
+
+
+def _strongest_run(found: list[Saving], features: str, head: str) -> list[Saving]:
+    """The longest run of consecutive targets at which one non-oracle strategy saves clips with an interval above
+    zero (two targets at least), largest share first; empty when none has one."""
+    best: list[Saving] = []
+    for name in dict.fromkeys(s.strategy for s in found if (s.features, s.head) == (features, head)):
+        if STRATEGIES[name].oracle:
+            continue
+        mine = sorted((s for s in found if (s.features, s.head, s.strategy) == (features, head, name)), key=lambda s: s.target)
+        current: list[Saving] = []
+        for saving in mine:
+            current = [*current, saving] if saving.distinguishable and saving.saved > 0 else []
+            if len(current) >= 2 and (len(current), np.mean([s.share for s in current])) > (
+                    len(best), np.mean([s.share for s in best]) if best else 0):  # fmt: skip
+                best = current
+    return best
 
 
 def _by_curve(items: list) -> dict[tuple[str, str], list]:

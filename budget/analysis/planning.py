@@ -181,9 +181,9 @@ def clips_at_random(class_counts: dict[str, int], per_class: float, draws: int =
     has ``per_class`` labels: the median and 95% range over ``draws`` random orders of the pool (inf where a class
     has fewer clips than that)."""
     counts = np.array(list(class_counts.values()), dtype=np.int64)
-    k = math.ceil(per_class)
-    if not math.isfinite(per_class) or (counts < k).any():
+    if not math.isfinite(per_class) or (counts < math.ceil(per_class)).any():
         return math.inf, math.inf, math.inf
+    k = math.ceil(per_class)
     if k <= 0:
         return 0.0, 0.0, 0.0
     labels = np.repeat(np.arange(len(counts)), counts)

@@ -22,12 +22,10 @@ from budget.analysis import fit_curve
 from budget.analysis.acquisition import (
     FAMILY_LEVEL,
     advice,
-    clips_to_reach,
     overall,
     savings,
     strategy_summary,
     strategy_view,
-    target_ladder,
     versus_random,
 )
 from budget.analysis.planning import clips_at_random
@@ -36,7 +34,7 @@ from budget.plots import strategy_plot
 from budget.registry import describe_training
 from budget.report.document import Costs, Document, provenance_section, write
 from budget.runfolder import FinishedStudy
-from budget.strategies import BASELINE, STRATEGIES
+from budget.strategies import STRATEGIES
 
 
 def acquisition_report(folder: FinishedStudy, out: Path, target: float | None, costs: Costs) -> Path:
@@ -46,8 +44,7 @@ def acquisition_report(folder: FinishedStudy, out: Path, target: float | None, c
     summary = strategy_summary(results)
     full = results[[size.full for size in results["size"]]]
     pool_clips = float(full["n_train"].mean()) if len(full) else float(results["n_train"].max())
-    targets = sorted({*target_ladder(summary), *([round(target, 4)] if target is not None else [])})
-    found = savings(results, targets, pool_clips)
+    found = savings(results, pool_clips, [target] if target is not None else None)
     overalls = overall(results)
     doc = Document(f"Annotation strategy report: {folder.path.name}")
 
@@ -83,22 +80,8 @@ def acquisition_report(folder: FinishedStudy, out: Path, target: float | None, c
     } for o in overalls]))  # fmt: skip
 
     if found:
-        doc.heading("Clips to reach a target")
-        doc.text("Clips each strategy needs to reach each UA, read off its mean curve (interpolated in log clips between "
-                 "the measured sizes), against what labelling at random needs; the difference's 95% interval comes "
-                 "from resampling folds, then seeds, the same for both (∞ where, in some resamples, one of them does "
-                 "not reach the target within the pool). An interval that holds zero: not distinguishable from random." + (f" Costs at {costs.seconds_per_label:g} annotator seconds a clip"
-                 + (f" and {costs.cost_per_hour:g} an hour" if costs.cost_per_hour else "") + "."
-                 if costs.seconds_per_label is not None else ""))  # fmt: skip
-        doc.table(pd.DataFrame([{
-            "features": show(s.features), "head": s.head, "target UA": f"{s.target:.2f}", "strategy": s.strategy,
-            "clips": _clips(s.clips), "random needs": _clips(s.random_clips),
-            "saved": f"{s.saved:+.0f} ({_end(s.low)} to {_end(s.high)})" if math.isfinite(s.saved) else "-",
-            "": "" if s.distinguishable else "not distinguishable from random",
-            **({"cost": costs.describe(s.clips), "random's cost": costs.describe(s.random_clips)}
-               if costs.seconds_per_label is not None else {}),
-        } for s in found]))  # fmt: skip
-        _labels_at_random(doc, results, summary, targets, pools, costs, show)
+        _clips_section(doc, found, costs, show)
+        _labels_at_random(doc, results, summary, found, pools, costs, show)
 
     doc.figure(strategy_plot(summary, figures, show), "UA against clips annotated, every strategy")
     doc.heading("Unweighted accuracy")
@@ -125,8 +108,30 @@ def acquisition_report(folder: FinishedStudy, out: Path, target: float | None, c
     return write(doc, out)
 
 
-def _labels_at_random(doc: Document, results: pd.DataFrame, summary: pd.DataFrame, targets: list[float],
-                      pools: dict, costs: Costs, show) -> None:  # fmt: skip
+def _clips_section(doc: Document, found: list, costs: Costs, show) -> None:
+    """Per curve and target: the clips random needs and, per strategy, the clips it needs and those it saves."""
+    doc.heading("Clips to reach a target")
+    doc.text("Clips each strategy needs to reach each UA, read off its mean curve (interpolated in log clips between the "
+             "measured sizes), and in brackets the clips it saves against labelling at random with the 95% interval "
+             "of that saving, from resampling folds, then seeds, the same for both (∞ where, in some resamples, one of "
+             "them does not reach the target within the pool); * marks a saving whose interval excludes zero, which "
+             "alone, one of many, is no advice (see above)."
+             + (f" Random's cost at {costs.seconds_per_label:g} annotator seconds a clip"
+                + (f" and {costs.cost_per_hour:g} an hour" if costs.cost_per_hour else "") + "."
+                if costs.seconds_per_label is not None else ""))  # fmt: skip
+    rows = {}
+    for saving in found:
+        row = rows.setdefault((saving.features, saving.head, saving.target), {
+            "features": show(saving.features), "head": saving.head, "target UA": f"{saving.target:.2f}",
+            "random": _clips(saving.random_clips),
+            **({"random's cost": costs.short(saving.random_clips)} if costs.seconds_per_label is not None else {})})  # fmt: skip
+        saved = f" ({saving.saved:+.0f}: {_end(saving.low)} to {_end(saving.high)})" if math.isfinite(saving.saved) else ""
+        row[saving.strategy] = _clips(saving.clips) + saved + (" *" if saving.distinguishable else "")
+    doc.table(pd.DataFrame(list(rows.values())))
+
+
+def _labels_at_random(doc: Document, results: pd.DataFrame, summary: pd.DataFrame, found: list, pools: dict,
+                      costs: Costs, show) -> None:  # fmt: skip
     """What labels per class cost in clips: the balanced oracle's labels per class for each target, the clips a team
     labelling at random must annotate to get them at the pool's mix, and what the random arm measured."""
     if "balanced" not in set(results["strategy"]) or not pools:
@@ -134,23 +139,22 @@ def _labels_at_random(doc: Document, results: pd.DataFrame, summary: pd.DataFram
     n_classes = len(next(iter(pools.values())))
     mix = {name: int(np.median([fold[name] for fold in pools.values()])) for name in next(iter(pools.values()))}
     rows = []
-    for features, head in summary[["features", "head"]].drop_duplicates().itertuples(index=False):
-        cells = summary[(summary["features"] == features) & (summary["head"] == head)]
-        for target in targets:
-            curves = {name: cells[cells["strategy"] == name] for name in ("balanced", BASELINE)}
-            balanced, random = (clips_to_reach(c["clips"].to_numpy(float), c["mean"].to_numpy(), target) for c in curves.values())
-            per_class = balanced / n_classes
-            median, low, high = clips_at_random(mix, per_class)
-            rows.append({"features": show(features), "head": head, "target UA": f"{target:.2f}",
-                         "labels per class (chosen by class)": _clips(per_class),
-                         "clips at random for them": f"{_clips(median)} ({_clips(low)} to {_clips(high)})",
-                         "clips random measured": _clips(random),
-                         **({"cost at random": costs.describe(median)} if costs.seconds_per_label is not None else {})})  # fmt: skip
+    for saving in (s for s in found if s.strategy == "balanced" and math.isfinite(s.clips)):
+        per_class = saving.clips / n_classes
+        median, low, high = clips_at_random(mix, per_class)
+        rows.append({"features": show(saving.features), "head": saving.head, "target UA": f"{saving.target:.2f}",
+                     "labels per class (chosen by class)": f"{math.ceil(per_class)}",
+                     "clips at random for them": f"{_clips(median)} ({_clips(low)} to {_clips(high)})",
+                     "clips random measured": _clips(saving.random_clips),
+                     **({"cost of those at random": costs.short(median)} if costs.seconds_per_label is not None else {})})  # fmt: skip
+    if not rows:
+        return
     doc.heading("Labels per class, in clips")
     doc.text("A budget curve answers in labels per class, which a team gets only by picking clips by their label (the "
-             "balanced oracle). Drawing clips at random from a pool at its own class mix, a team annotates more clips "
-             f"to collect that many of every class (median and 95% of random orders of the median fold's pool: "
-             f"{_mix_text(mix)}); the random arm measures what random labelling needs to reach the target directly.")  # fmt: skip
+             "balanced oracle here). Drawing clips at random from a pool at its own class mix, a team annotates more "
+             "clips to collect that many of every class (median and 95% of random orders of the median fold's pool: "
+             f"{_mix_text(mix)}); the random arm measures what random labelling needs to reach the target directly, "
+             "often fewer.")  # fmt: skip
     doc.table(pd.DataFrame(rows))
 
 

@@ -27,6 +27,13 @@ class Costs:
             if value is not None:
                 check_number(key, value, minimum=0)
 
+    def short(self, labels: float) -> str:
+        """``labels`` in annotator hours and money, for a table cell ('' without costs or labels)."""
+        if self.seconds_per_label is None or not math.isfinite(labels):
+            return ""
+        hours = labels * self.seconds_per_label / 3600
+        return f"{hours:,.1f} h" + (f", {hours * self.cost_per_hour:,.0f}" if self.cost_per_hour else "")
+
     def describe(self, labels: float) -> str:
         if self.seconds_per_label is None or math.isinf(labels):
             return ""
