@@ -146,3 +146,15 @@ def test_a_local_cluster_says_nothing_of_its_token_and_ends_with_its_killed_driv
         assert "Token authentication" not in driver.stderr.read()
     finally:
         driver.kill()
+
+
+def test_an_acquisition_study_on_ray_gives_its_in_process_results(iemocap, tmp_path, cluster):
+    from budget.study import Acquisition, AcquisitionConfig
+
+    settings = dict(corpus="iemocap", root=str(iemocap), features=("lld",), heads=("logreg", "mean_pool"), seeds=1,
+                    clips=(4, 8, "full"), strategies=("random", "margin"), store=str(tmp_path / "store"),
+                    train=TrainConfig(device="cpu"))  # fmt: skip
+    local = Acquisition(AcquisitionConfig(**settings), tmp_path / "local").run(log=lambda _: None)
+    on_ray = Acquisition(AcquisitionConfig(executor="ray", **settings), tmp_path / "ray").run(log=lambda _: None)
+    measured = [c for c in local.columns if not c.endswith("_seconds")]
+    pd.testing.assert_frame_equal(local[measured], on_ray[measured])
