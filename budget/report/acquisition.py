@@ -127,6 +127,12 @@ def _clips_section(doc: Document, found: list, costs: Costs, show) -> None:
             **({"random's cost": costs.short(saving.random_clips)} if costs.seconds_per_label is not None else {})})  # fmt: skip
         saved = f" ({saving.saved:+.0f}: {_end(saving.low)} to {_end(saving.high)})" if math.isfinite(saving.saved) else ""
         row[saving.strategy] = _clips(saving.clips) + saved + (" *" if saving.distinguishable else "")
+    if costs.seconds_per_label is not None:  # the cheapest strategy a team could run, beside random's cost
+        for key, row in rows.items():
+            chosen = [s for s in found if (s.features, s.head, s.target) == key and not STRATEGIES[s.strategy].oracle]
+            fewest = min(chosen, key=lambda s: s.clips, default=None)
+            if fewest is not None and math.isfinite(fewest.clips):
+                row["fewest clips' cost"] = f"{fewest.strategy}: {costs.short(fewest.clips)}"
     doc.table(pd.DataFrame(list(rows.values())))
 
 
