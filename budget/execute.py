@@ -44,38 +44,139 @@ class Chunk:
     units: int  # the runs' units of work (steps, or fits), for progress within the chunk
 
 
-class Executor:
-    """What every executor shares: which runs ``table``'s parts lack, the estimate, the chunks, the result rows.
+@dataclass
+class Work:
+    """What one table's parts lack, under one training config, in priced chunks."""
 
-    A subclass trains the chunks (:meth:`train_chunks`) and hands each trained one to :meth:`finish`.
+    table: str
+    train: TrainConfig
+    chunks: list[Chunk]
+
+    @property
+    def runs(self) -> int:
+        return sum(len(chunk.runs) for chunk in self.chunks)
+
+    @property
+    def estimate(self) -> float:
+        return sum(chunk.estimate for chunk in self.chunks)
+
+
+class Tracker:
+    """A study's training as it goes: runs done (a chunk's runs advance together, step by step), and the time left.
+
+    The time left is every unfinished chunk's price times its head's measured-to-priced ratio: over the head's last
+    :data:`RECENT` finished chunks and the one in training, so the ETA follows the machine's actual speed (a busy
+    machine, a head the probes priced low) instead of the estimate made before training.  ``clock`` is the seconds
+    counter chunks are timed by.
+    """
+
+    #: Finished chunks of a head whose measured-to-priced ratio predicts its chunks to come.
+    RECENT = 3
+
+    def __init__(self, works: list[Work], clock: Callable[[], float] = time.perf_counter):
+        self.pending = {id(chunk): chunk for work in works for chunk in work.chunks}
+        self.total_runs = sum(work.runs for work in works)
+        self.done_runs = 0.0
+        self.clock = clock
+        self.fraction: dict[int, float] = {}  # of a chunk in training, how much is done
+        self.started: dict[int, float] = {}  # of a chunk in training in this process, when it started
+        self.ratios: dict[str, list[tuple[float, float]]] = {}  # by head: (measured, priced) of finished chunks
+
+    def start(self, chunk: Chunk) -> None:
+        """``chunk`` starts training in this process (its progress then times it as it goes)."""
+        self.started[id(chunk)] = self.clock()
+
+    def advance(self, chunk: Chunk, fraction: float) -> float:
+        """``fraction`` more of ``chunk`` is done; return the runs' worth of work that is."""
+        self.fraction[id(chunk)] = self.fraction.get(id(chunk), 0.0) + fraction
+        self.done_runs += fraction * len(chunk.runs)
+        return fraction * len(chunk.runs)
+
+    def finished(self, chunk: Chunk, seconds: float) -> float:
+        """``chunk`` took ``seconds``; return the runs' worth of work its last steps were."""
+        left = 1.0 - self.fraction.pop(id(chunk), 0.0)
+        self.pending.pop(id(chunk), None)
+        self.started.pop(id(chunk), None)
+        self.ratios.setdefault(chunk.job.head, []).append((seconds, chunk.estimate))
+        self.done_runs += left * len(chunk.runs)
+        return left * len(chunk.runs)
+
+    def ratio(self, head: str) -> float:
+        """Measured over priced seconds of the head's recent chunks (any head's where it has none yet); 1 before
+        any chunk has run."""
+        now = self.clock()
+        training = {key: (now - started, self.fraction.get(key, 0.0) * self.pending[key].estimate)
+                    for key, started in self.started.items()}  # fmt: skip
+        mine = [timing for key, timing in training.items() if self.pending[key].job.head == head]
+        recent = self.ratios.get(head, [])[-self.RECENT :] + mine
+        if not any(priced for _, priced in recent):
+            recent = [r for rs in self.ratios.values() for r in rs[-self.RECENT :]] + list(training.values())
+        priced = sum(p for _, p in recent)
+        return sum(m for m, _ in recent) / priced if priced > 0 else 1.0
+
+    def remaining(self) -> float:
+        """Seconds of training left: every unfinished chunk's price at its head's ratio, less what is done of it."""
+        return sum(chunk.estimate * self.ratio(chunk.job.head) * (1.0 - self.fraction.get(key, 0.0))
+                   for key, chunk in self.pending.items())  # fmt: skip
+
+    def done_text(self) -> str:
+        return f"{int(self.done_runs + 1e-9)}/{self.total_runs} runs"
+
+
+class Executor:
+    """What every executor shares: which runs a table's parts lack, their chunks and prices, the progress, the rows.
+
+    :meth:`plan` prices what to train (a :class:`Work` per table), :meth:`execute` trains planned work under one
+    progress display whose ETA learns (:class:`Tracker`); :meth:`run` does both for one table.  A subclass trains
+    the chunks (:meth:`train_chunks`) and hands each trained one to :meth:`finish`.
     """
 
     def __init__(self, folder: RunFolder, trainer: Trainer, classes: list[str], fold_names: dict[int, str], log):
         self.folder, self.trainer, self.classes, self.fold_names, self.log = folder, trainer, classes, fold_names, log
+        self.uploaded: dict[str, DeviceFeatures] = {}  # each feature set on the training device, once
 
-    def run(self, jobs: list[Job], table: str, train: TrainConfig) -> None:
-        """Train what ``table``'s parts lack."""
+    def plan(self, jobs: list[Job], table: str, train: TrainConfig) -> Work:
+        """What ``table``'s parts lack of ``jobs``, in chunks priced by each head's cost model."""
         finished = self.folder.current(table, {(job.name, job.head): job.digest for job in jobs}, self.log)
         done = set(finished[RESULT_KEY].itertuples(index=False, name=None))
         todo = [job for job in (job.without(done) for job in jobs) if job.runs]
-        if not todo:
-            return
-        uploaded: dict[str, DeviceFeatures] = {}
-        chunks = self._chunks(todo, train, uploaded)
+        return Work(table, train, self._chunks(todo, train))
+
+    def announce(self, works: list[Work], what: str = "") -> float:
+        """Log the estimate of ``works`` (per head; ``what`` says what they are) and return it in seconds."""
         by_head: dict[str, float] = {}
-        for chunk in chunks:
+        for chunk in (chunk for work in works for chunk in work.chunks):
             by_head[chunk.job.head] = by_head.get(chunk.job.head, 0.0) + chunk.estimate
         total = sum(by_head.values())
-        heads = ", ".join(f"{head} {duration(seconds)}" for head, seconds in by_head.items())
-        self.log(f"estimated training time: {duration(total)}{self.estimate_scope} for {sum(len(j.runs) for j in todo)} runs "
-                 f"({heads}; each head timed at its smallest and largest size)")  # fmt: skip
-        self.trained, runs = 0, sum(len(chunk.runs) for chunk in chunks)
-        with progress_bar(max(total, 1e-9), "training", unit="s", done=lambda: f"{self.trained}/{runs} runs") as advance:
-            self.train_chunks(chunks, table, train, uploaded, advance)
+        if by_head:
+            heads = ", ".join(f"{head} {duration(seconds)}" for head, seconds in by_head.items())
+            self.log(f"estimated training time: {duration(total)}{self.estimate_scope} for "
+                     f"{sum(work.runs for work in works)} runs{what} ({heads}; each head timed at its smallest and "
+                     "largest size)")  # fmt: skip
+        return total
+
+    def execute(self, works: list[Work]) -> float:
+        """Train planned ``works`` in turn under one progress display; return the seconds it took."""
+        works = [work for work in works if work.chunks]
+        if not works:
+            return 0.0
+        tracker, started = Tracker(works, self.clock), self.clock()
+        with progress_bar(tracker.total_runs, "training", unit="runs", done=tracker.done_text, eta=tracker.remaining
+                          ) as advance:  # fmt: skip
+            for work in works:
+                self.train_chunks(work, tracker, advance)
+        return self.clock() - started
+
+    def run(self, jobs: list[Job], table: str, train: TrainConfig) -> None:
+        """Train what ``table``'s parts lack."""
+        work = self.plan(jobs, table, train)
+        self.announce([work])
+        self.execute([work])
 
     estimate_scope = ""  # how the estimate's seconds are spent (one process, or a cluster's workers together)
+    clock = staticmethod(time.perf_counter)  # what training is timed by
 
-    def train_chunks(self, chunks: list[Chunk], table: str, train: TrainConfig, uploaded, advance) -> None:
+    def train_chunks(self, work: Work, tracker: Tracker, advance) -> None:
         raise NotImplementedError
 
     def map(self, function: Callable, shared: dict, tasks: list[dict], train: TrainConfig) -> Iterator[tuple[int, object]]:
@@ -83,18 +184,20 @@ class Executor:
         (``shared`` sent once), yielding ``(task index, result)`` as each finishes."""
         raise NotImplementedError
 
-    def finish(self, chunk: Chunk, predictions: list[np.ndarray | RunOutput], seconds: float, table: str, train: TrainConfig) -> None:
-        """Write a trained chunk as one part."""
-        self.folder.write_part(self._rows(chunk.job, chunk.runs, predictions, (seconds, chunk.estimate), train), table)
-        self.trained += len(chunk.runs)
+    def finish(self, chunk: Chunk, predictions: list[np.ndarray | RunOutput], seconds: float, work: Work,
+               tracker: Tracker, advance) -> None:  # fmt: skip
+        """Write a trained chunk as one part, and count it done."""
+        self.folder.write_part(self._rows(chunk.job, chunk.runs, predictions, (seconds, chunk.estimate), work.train),
+                               work.table)  # fmt: skip
+        advance(tracker.finished(chunk, seconds))
 
-    def _chunks(self, todo: list[Job], train: TrainConfig, uploaded: dict[str, DeviceFeatures]) -> list[Chunk]:
+    def _chunks(self, todo: list[Job], train: TrainConfig) -> list[Chunk]:
         """Every job's runs in chunks of one step count, as many as train together, each priced by its job's model."""
         n_classes = len(self.classes)
         chunks = []
         for job in todo:
             spec = head_spec(job.head)
-            model = spec.cost_model(job.inputs, job.labels, job.runs, n_classes, train, _uploaded(job, train, uploaded))
+            model = spec.cost_model(job.inputs, job.labels, job.runs, n_classes, train, self._uploaded(job, train))
             for step_count in sorted({spec.units(run, train) for run in job.runs}):
                 group = [run for run in job.runs if spec.units(run, train) == step_count]
                 size = spec.chunk(job.single, train, n_classes)
@@ -130,17 +233,29 @@ class Executor:
         ]
 
 
+    def _uploaded(self, job: Job, train: TrainConfig) -> DeviceFeatures | None:
+        """The job's features on the training device, uploaded once per feature set."""
+        if not head_spec(job.head).uploads:
+            return None
+        if job.name not in self.uploaded:
+            import torch
+
+            self.uploaded[job.name] = DeviceFeatures.upload(job.single, torch.device(train.device))
+        return self.uploaded[job.name]
+
+
 class LocalExecutor(Executor):
     """Trains the chunks in this process, in turn."""
 
-    def train_chunks(self, chunks: list[Chunk], table: str, train: TrainConfig, uploaded, advance) -> None:
-        for chunk in chunks:
-            cost = chunk.estimate / max(chunk.units, 1)
-            started = time.perf_counter()
+    def train_chunks(self, work: Work, tracker: Tracker, advance) -> None:
+        for chunk in work.chunks:
+            step = 1.0 / max(chunk.units, 1)
+            tracker.start(chunk)
+            started = self.clock()
             predictions = self.trainer(chunk.job.head, chunk.job.inputs, chunk.job.labels, chunk.runs, len(self.classes),
-                                       train, advance=lambda n, cost=cost: advance(n * cost),
-                                       uploaded=uploaded.get(chunk.job.name))  # fmt: skip
-            self.finish(chunk, predictions, time.perf_counter() - started, table, train)
+                                       work.train, advance=lambda n, chunk=chunk, step=step: advance(tracker.advance(chunk, n * step)),
+                                       uploaded=self.uploaded.get(chunk.job.name))  # fmt: skip
+            self.finish(chunk, predictions, self.clock() - started, work, tracker, advance)
 
     def map(self, function, shared, tasks, train):
         for i, task in enumerate(tasks):
@@ -172,24 +287,23 @@ class RayExecutor(Executor):
         super().__init__(folder, trainer, classes, fold_names, log)
         self.where = where
 
-    def train_chunks(self, chunks: list[Chunk], table: str, train: TrainConfig, uploaded, advance) -> None:
+    def train_chunks(self, work: Work, tracker: Tracker, advance) -> None:
         with Cluster(self.where) as ray:
             import torch
 
-            threads, gpu = torch.get_num_threads(), (0.25 if train.device.startswith("cuda") else 0)
+            threads, gpu = torch.get_num_threads(), (0.25 if work.train.device.startswith("cuda") else 0)
             task = ray.remote(num_cpus=threads, num_gpus=gpu, max_retries=3)(_train_chunk)
             inputs = {}
-            for chunk in chunks:
+            for chunk in work.chunks:
                 if chunk.job.name not in inputs:
                     inputs[chunk.job.name] = ray.put(chunk.job.inputs)
             pending = {
                 task.remote(self.trainer, chunk.job.head, inputs[chunk.job.name], chunk.job.labels, chunk.runs,
-                            len(self.classes), train, threads): chunk
-                for chunk in chunks
+                            len(self.classes), work.train, threads): chunk
+                for chunk in work.chunks
             }  # fmt: skip
             for chunk, (predictions, seconds) in _as_completed(ray, pending):
-                self.finish(chunk, predictions, seconds, table, train)
-                advance(chunk.estimate)
+                self.finish(chunk, predictions, seconds, work, tracker, advance)
 
     def map(self, function, shared, tasks, train):
         with Cluster(self.where) as ray:
@@ -226,17 +340,6 @@ def _train_chunk(trainer: Trainer, head: str, inputs, labels, runs, n_classes: i
     started = time.perf_counter()
     predictions = trainer(head, inputs, labels, runs, n_classes, train)
     return predictions, time.perf_counter() - started
-
-
-def _uploaded(job: Job, train: TrainConfig, uploaded: dict[str, DeviceFeatures]) -> DeviceFeatures | None:
-    """The job's features on the training device, uploaded once per feature set."""
-    if not head_spec(job.head).uploads:
-        return None
-    if job.name not in uploaded:
-        import torch
-
-        uploaded[job.name] = DeviceFeatures.upload(job.single, torch.device(train.device))
-    return uploaded[job.name]
 
 
 def _seconds(model: CostModel, spec: HeadSpec, runs: list[Run], train: TrainConfig) -> float:

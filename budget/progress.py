@@ -72,10 +72,11 @@ def clock(seconds: float) -> str:
 
 class _LogLines:
     """Progress as plain lines, at most one every :data:`LOG_EVERY_SECONDS`: done of total (or ``done()``'s own
-    words), elapsed, ETA from the rate so far."""
+    words), elapsed, ETA (``eta()``'s, else from the rate so far)."""
 
-    def __init__(self, total: float, description: str, unit: str, done: Callable[[], str] | None):
-        self.total, self.description, self.unit, self.done_text = total, description, unit, done
+    def __init__(self, total: float, description: str, unit: str, done: Callable[[], str] | None,
+                 eta: Callable[[], float] | None = None):  # fmt: skip
+        self.total, self.description, self.unit, self.done_text, self.eta = total, description, unit, done, eta
         self.done = 0.0
         self.started = self.last = time.monotonic()
         self.written = False
@@ -96,22 +97,37 @@ class _LogLines:
     def line(self, now: float) -> str:
         elapsed = now - self.started
         share = min(self.done / self.total, 1.0) if self.total else 1.0
-        eta = elapsed * (1 - share) / share if share > 0 else float("nan")
+        if self.eta is not None:
+            eta = self.eta()
+        else:
+            eta = elapsed * (1 - share) / share if share > 0 else float("nan")
         done = self.done_text() if self.done_text else f"{self.done:.0f}/{self.total:.0f} {self.unit}"
         return (f"{self.description}: {done} ({100 * share:.0f}%), elapsed {clock(elapsed)}, "
                 f"eta {clock(eta) if eta == eta else 'unknown'}")  # fmt: skip
 
 
+class _EtaColumn(ProgressColumn):
+    """The time left as a caller predicts it."""
+
+    def __init__(self, eta: Callable[[], float]):
+        super().__init__()
+        self.eta = eta
+
+    def render(self, task: Task) -> Text:
+        seconds = self.eta()
+        return Text(clock(seconds) if seconds == seconds else "-:--", style="progress.remaining")
+
+
 @contextmanager
-def progress_bar(total: float, description: str, unit: str = "it", done: Callable[[], str] | None = None
-                 ) -> Iterator[Callable[[float], None]]:  # fmt: skip
+def progress_bar(total: float, description: str, unit: str = "it", done: Callable[[], str] | None = None,
+                 eta: Callable[[], float] | None = None) -> Iterator[Callable[[float], None]]:  # fmt: skip
     """A bar with count, rate, elapsed time and ETA on a terminal, log lines elsewhere; yields ``advance(n)``.
 
     ``done``: what a log line says is done (``"12/300 runs"``), where the count advanced is not what a reader
-    counts (training advances by estimated seconds).
+    counts; ``eta``: the seconds left as the caller predicts them, where the rate so far would not.
     """
     if not _console.is_terminal:
-        lines = _LogLines(total, description, unit, done)
+        lines = _LogLines(total, description, unit, done, eta)
         yield lines.advance
         lines.close()
         return
@@ -122,7 +138,7 @@ def progress_bar(total: float, description: str, unit: str = "it", done: Callabl
         _RateColumn(unit),
         TimeElapsedColumn(),
         TextColumn("eta"),
-        TimeRemainingColumn(),
+        _EtaColumn(eta) if eta is not None else TimeRemainingColumn(),
     )
     with Progress(*columns, console=_console, transient=True) as bar:
         task = bar.add_task(description, total=total)

@@ -107,9 +107,14 @@ class TrainConfig:
             return min(self.steps, max(self.steps // 4, passes))
         return max(1, math.ceil(self.epochs * n_train / self.batch_size))
 
+    def scaled(self, factor: int) -> TrainConfig:
+        """``factor`` times the budget: every run's steps (and epochs, and passes over a small subset) multiplied;
+        the convergence check trains at 2x, then 4x and 8x for cells still learning."""
+        return replace(self, steps=factor * self.steps, epochs=factor * self.epochs, max_epochs=factor * self.max_epochs)
+
     def doubled(self) -> TrainConfig:
-        """Twice the budget: the convergence check's setting (every run's steps doubled)."""
-        return replace(self, steps=2 * self.steps, epochs=2 * self.epochs, max_epochs=2 * self.max_epochs)
+        """Twice the budget: the convergence check's first setting."""
+        return self.scaled(2)
 
     @classmethod
     def recorded(cls, values: dict) -> TrainConfig:
