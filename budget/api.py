@@ -16,7 +16,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from budget.analysis import CurveFit, Plan, aggregate, convergence_table, fit_curve, labels_needed, measured_costs
+from budget.analysis import (
+    CurveFit,
+    Plan,
+    aggregate,
+    cell_budgets,
+    convergence_table,
+    fit_curve,
+    labels_needed,
+    measured_costs,
+)
 from budget.analysis import plan as plan_for
 from budget.analysis import recommendation as recommendation_sentence
 from budget.analysis.acquisition import Saving, advice, overall, savings, strategy_summary, versus_random
@@ -61,8 +70,15 @@ class StudyResult:
 
     @property
     def convergence(self) -> pd.DataFrame:
-        """The convergence check: per retrained cell, UA at the study's budget and at twice it (empty when unchecked)."""
-        return convergence_table(self.results, self._folder.doubled)
+        """The convergence check: per retrained cell and doubling of its budget, UA before and after, the change and
+        whether the cell was still learning (empty when unchecked); ``budgets`` says what each cell needed."""
+        return convergence_table(self.results, self._folder.convergence)
+
+    @property
+    def budgets(self) -> pd.DataFrame:
+        """Per retrained cell, the budget (a multiple of the study's) whose doubling no longer moved it, and whether
+        one did within the cap."""
+        return cell_budgets(self.convergence)
 
     @cached_property
     def curves(self) -> list[CurveFit]:

@@ -5,9 +5,10 @@
     <run>/config.json                  the resolved configuration and its digest
     <run>/provenance.json              corpus counts, classes, manifest checksum, store entries, versions, git revision
     <run>/parts/*.parquet              results, one file per trained chunk (what makes a study resumable)
-    <run>/results.parquet              every finished run (and results.csv)
     <run>/convergence/parts/*.parquet  the convergence check's runs at twice the budget
-    <run>/convergence.parquet          those runs as one table (and convergence.csv)
+    <run>/budget4x/parts/*.parquet     (and budget8x) the runs of cells still learning, at 4x and 8x the budget
+    <run>/results.parquet              every cell at the budget it needed (``budget``), and results.csv
+    <run>/convergence.parquet          the retrained cells' runs at every budget (and convergence.csv)
 
 Its tables are :mod:`budget.results` tables, written in their stored form
 and read back through :func:`budget.results.read_stored`.  A folder belongs to
@@ -33,6 +34,12 @@ from budget.metrics import result_classes
 from budget.results import CURVE_KEYS, RESULT_KEY, read_stored, stored
 
 RESULTS, CONVERGENCE = "results", "convergence"
+
+
+def budget_table(budget: int) -> str:
+    """The parts a study's runs at ``budget`` times its budget are written to: the first pass's, the convergence
+    check's at twice the budget, and ``budget4x``, ``budget8x`` for cells still learning."""
+    return RESULTS if budget == 1 else CONVERGENCE if budget == 2 else f"budget{budget}x"
 
 
 class RunFolder:
@@ -129,13 +136,13 @@ class RunFolder:
 
 @dataclass
 class FinishedStudy:
-    """A finished study read back: its results, resolved configuration, provenance and convergence runs."""
+    """A finished study read back: its results, resolved configuration, provenance and the convergence check's runs."""
 
     path: Path
     results: pd.DataFrame
     config: dict
     provenance: dict
-    doubled: pd.DataFrame  # the convergence check's runs at twice the budget (empty when not checked)
+    convergence: pd.DataFrame  # the retrained cells' runs at every budget (twice the budget only, in older folders)
 
     @classmethod
     def open(cls, path: str | Path) -> FinishedStudy:
@@ -146,13 +153,13 @@ class FinishedStudy:
         read = lambda name: files.read_json(folder / name) if (folder / name).is_file() else {}  # noqa: E731
         try:
             results = read_stored(files.read_parquet(results_file))
-            doubled_file = folder / f"{CONVERGENCE}.parquet"
-            doubled = read_stored(files.read_parquet(doubled_file)) if doubled_file.is_file() else pd.DataFrame()
+            checked = folder / f"{CONVERGENCE}.parquet"
+            convergence = read_stored(files.read_parquet(checked)) if checked.is_file() else pd.DataFrame()
         except files.DamagedFile as error:
             raise BudgetError(f"{error}; run the study's command again: it rebuilds the tables from parts/") from None
         if results.empty:
             raise BudgetError(f"{folder}: the results table is empty")
-        return cls(folder, results, read("config.json"), read("provenance.json"), doubled)
+        return cls(folder, results, read("config.json"), read("provenance.json"), convergence)
 
     @property
     def acquisition(self) -> bool:

@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "budget"
 #: The rooms in the README's order: a module imports only rooms listed before its own.
 ORDER = ["errors", "files", "progress", "labels", "metrics", "settings", "audio", "corpora", "features", "folds",
          "sampling", "strategies", "results", "grid", "heads", "engine", "bimodal", "registry", "acquisition",
-         "runfolder", "execute", "provenance", "study", "analysis", "plots", "report", "api", "cli"]  # fmt: skip
+         "runfolder", "execute", "provenance", "analysis", "study", "plots", "report", "api", "cli"]  # fmt: skip
 IMPORT = re.compile(r"^\s*from budget(?:\.(\w+))?[\w.]* import ([\w, ()\n]+?)(?:$|#)", re.M)
 
 

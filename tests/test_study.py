@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
@@ -274,32 +275,117 @@ def test_strict_stops_on_bad_audio(tmp_path):
         Study(config, tmp_path / "run").run(log=lambda _: None, strict=True)
 
 
-def test_convergence_check_retrains_the_end_sizes_and_flags_an_under_trained_cell(iemocap, tmp_path):
+def classes_learned(rates: dict) -> Callable:
+    """A trainer whose runs of a size get ``steps * rate`` of the classes right (every class from ``4 / rate``
+    steps), ``rate`` by size (key None: full): a head whose UA rises with its budget until the budget is enough, the
+    same on every fold."""
+    def train(head, inputs, labels, runs, n_classes, config, advance=None, **kwargs):
+        predictions = []
+        for run in runs:
+            right = min(n_classes, int(config.steps * rates[run.size.per_class]))
+            truth = labels[run.test]
+            predictions.append(np.where(truth < right, truth, (truth + 1) % n_classes))
+        if advance:
+            advance(config.steps)
+        return predictions
+
+    return train
+
+
+def test_the_convergence_check_trains_each_cell_still_learning_again_until_a_doubling_no_longer_moves_it(
+        iemocap, tmp_path, monkeypatch, capsys):  # fmt: skip
+    """A cell that a doubling moves trains again at twice that budget, up to the cap; the results hold each cell at
+    the first budget whose doubling no longer moved it, and a cell still moving at the cap at the cap."""
+    from budget.analysis import cell_budgets
     from budget.runfolder import FinishedStudy
 
+    monkeypatch.setattr(engine_cost, "measure_unit_seconds", lambda *args, **kwargs: 1e-3)
+    # classes right at 1x, 2x, 4x and 8x: size 1: 4 4 4 4; size 2: 0 1 2 4; size 3: 2 4 4 4; full: 1 2 4 4
+    learner = classes_learned({1: 4, 2: 0.5, 3: 2, None: 1})
     config = config_for(iemocap, tmp_path, heads=("mlp_pool",), per_class=(1, 2, 3, "full"),
-                        train=TrainConfig(steps=1, lr=1e-4, batch_size=4, device="cpu"))  # fmt: skip
-    Study(config, tmp_path / "run").run(log=lambda _: None, check_convergence="ends")
-    doubled = read_stored(pd.read_parquet(tmp_path / "run" / "convergence.parquet"))
-    assert set(doubled["size"]) == {1, 3, FULL} and (doubled["steps"] == 2).all()
+                        train=TrainConfig(steps=1, lr=1e-3, batch_size=4, device="cpu"))  # fmt: skip
+    said = []
+    results = Study(config, tmp_path / "run", trainer=learner).run(log=said.append, check_convergence="all")
     finished = FinishedStudy.open(tmp_path / "run")
-    table = convergence_table(finished.results, finished.doubled)
-    assert list(table["size"]) == [1, 3, FULL] and (table["runs"] == 10).all()
-    moved = (table["ua_doubled"] - table["ua_default"]).abs() > 0.01
-    assert list(table["flagged"]) == list(moved)
+    table = convergence_table(finished.results, finished.convergence)
+    doublings = {int(s.per_class or 0): list(zip(g["budget"], g["flagged"], strict=True)) for s, g in table.groupby("size")}
+    assert doublings == {1: [(1, False)], 2: [(1, True), (2, True), (4, True)], 3: [(1, True), (2, False)],
+                         0: [(1, True), (2, True), (4, False)]}  # fmt: skip
+    budgets = cell_budgets(table)
+    assert budgets["budget"].tolist() == [1, 8, 2, 4] and budgets["converged"].tolist() == [True, False, True, True]
+    by_size = results.groupby("size")[["budget", "steps"]].agg(set)
+    assert by_size["budget"].tolist() == [{1}, {8}, {2}, {4}] == by_size["steps"].tolist()  # one step per budget
+    assert (results["ua"] == 1.0).all()  # each cell at the budget it needed, not the first pass's
+    assert [line for line in said if "train again at" in line] == [
+        "convergence check: 3 cell(s) moved by doubling 1x the budget to 2x; they train again at 4x",
+        "convergence check: 2 cell(s) moved by doubling 2x the budget to 4x; they train again at 8x"]
+    assert any(re.fullmatch(r"training took .+; estimated .+", line) for line in said)
+    from budget.api import load
+    from budget.cli.studies import _print_unconverged
+
+    capsys.readouterr()
+    _print_unconverged(load(tmp_path / "run"))
+    printed = " ".join(capsys.readouterr().err.split())
+    assert "2 cell(s) needed more than the study's budget and are shown at it: lld + mlp_pool at 3 (2x), lld + " \
+           "mlp_pool at full (4x)" in printed
+    assert re.search(r"not converged at 8x the budget: lld \+ mlp_pool at 2 per class moves \+50\.0 ± 0\.0 UA points "
+                     r"from 4x to 8x", printed), printed
+    from budget.report import build_report
+
+    report = (build_report(tmp_path / "run", tmp_path / "report").parent / "report.md").read_text()
+    assert "trained longer to converge: lld + mlp_pool at 2 at 8x the budget, lld + mlp_pool at 3 at 2x the budget, " \
+           "lld + mlp_pool at full at 4x the budget" in report
+    assert "lld + mlp_pool at 2 per class: not converged at 8x, the cap" in report
+    assert "lld + mlp_pool at full per class: converged at 4x the budget" in report
 
 
-def test_convergence_table_flags_moves_beyond_one_point():
+def test_a_study_resumes_its_escalated_cells_without_training(iemocap, tmp_path, monkeypatch):
+    monkeypatch.setattr(engine_cost, "measure_unit_seconds", lambda *args, **kwargs: 1e-3)
+    learner = classes_learned({1: 1, 3: 4})  # size 1 settles at 4x, size 3 at once
+    config = config_for(iemocap, tmp_path, heads=("mlp_pool",), per_class=(1, 3),
+                        train=TrainConfig(steps=1, lr=1e-3, batch_size=4, device="cpu"))  # fmt: skip
+    first = Study(config, tmp_path / "run", trainer=learner).run(log=lambda _: None, check_convergence="ends")
+    assert sorted(set(first["budget"])) == [1, 4]
+    said, calls = [], []
+    again = Study(config, tmp_path / "run", trainer=lambda *a, **k: calls.append(a)).run(log=said.append,
+                                                                                       check_convergence="ends")  # fmt: skip
+    assert not calls and not [line for line in said if line.startswith(("estimated training time", "training took"))]
+    pd.testing.assert_frame_equal(first, again)
+
+
+def test_convergence_table_flags_moves_beyond_one_point_and_two_standard_errors():
+
+    key = {"features": "f", "head": "h", "fold": [0, 1, 2, 3], "seed": 0}
+    results = pd.concat([pd.DataFrame({**key, "size": [Size(s)] * 4, "ua": [0.5, 0.6, 0.5, 0.6]}) for s in (2, 8, 16)])
+    doubled = pd.concat([pd.DataFrame({**key, "size": [Size(2)] * 4, "ua": [0.6, 0.7, 0.6, 0.7]}),  # +10: learning
+                         pd.DataFrame({**key, "size": [Size(8)] * 4, "ua": [0.505, 0.6, 0.5, 0.6]}),  # +0.125: converged
+                         # +2 on average, but +18, -14, +18, -14 by fold: noise, not learning
+                         pd.DataFrame({**key, "size": [Size(16)] * 4, "ua": [0.68, 0.46, 0.68, 0.46]})])  # fmt: skip
+    table = convergence_table(results, doubled)
+    assert list(table["budget"]) == [1, 1, 1]
+    assert list(table["flagged"]) == [True, False, False]
+    assert table["change_points"].round(3).tolist() == [10.0, 0.125, 2.0]
+    # per-fold changes +0.5, 0, 0, 0: the standard error of their mean is 0.125 points; +18/-14 twice: 9.24
+    assert table["change_se_points"].round(3).tolist() == [0.0, 0.125, 9.238]
+
+
+def test_a_cell_s_budget_is_the_first_whose_doubling_no_longer_moves_it():
+    from budget.analysis import cell_budgets
 
     key = {"features": "f", "head": "h", "fold": [0, 1], "seed": 0}
-    results = pd.concat([pd.DataFrame({**key, "size": [Size(s)] * 2, "ua": [0.5, 0.6]}) for s in (2, 8)])
-    doubled = pd.concat([pd.DataFrame({**key, "size": [Size(2)] * 2, "ua": [0.6, 0.7]}),  # +10 points: still learning
-                         pd.DataFrame({**key, "size": [Size(8)] * 2, "ua": [0.505, 0.6]})])  # +0.25: converged  # fmt: skip
-    table = convergence_table(results, doubled)
-    assert list(table["flagged"]) == [True, False]
-    assert table["change_points"].round(2).tolist() == [10.0, 0.25]
-    # per-fold changes +10, +10 (no spread) and +0.5, 0: the standard error of their mean is 0.25 points
-    assert table["change_se_points"].round(2).tolist() == [0.0, 0.25]
+
+    def runs(size, budget, ua):
+        return pd.DataFrame({**key, "size": [Size(size)] * 2, "ua": ua, "budget": budget})
+
+    ladder = pd.concat([runs(2, 1, [0.5, 0.6]), runs(2, 2, [0.6, 0.7]), runs(2, 4, [0.6, 0.7]),  # settles at 2x
+                        runs(4, 1, [0.5, 0.5]), runs(4, 2, [0.5, 0.5]),  # settled at once
+                        runs(8, 1, [0.3, 0.3]), runs(8, 2, [0.4, 0.4]), runs(8, 4, [0.5, 0.5]),  # still moving at
+                        runs(8, 8, [0.6, 0.6])])  # the cap  # fmt: skip
+    table = convergence_table(pd.DataFrame(), ladder)
+    assert [(int(s.per_class), b) for s, b in zip(table["size"], table["budget"], strict=True)] == [
+        (2, 1), (2, 2), (4, 1), (8, 1), (8, 2), (8, 4)]
+    budgets = cell_budgets(table)
+    assert budgets["budget"].tolist() == [2, 1, 8] and budgets["converged"].tolist() == [True, True, False]
 
 
 def test_a_config_file_s_training_settings_hold_unless_typed(tmp_path):
@@ -526,3 +612,52 @@ def test_a_study_with_output_redirected_writes_progress_lines_with_an_eta(iemoca
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("training: ")]
     assert lines and re.fullmatch(r"training: \d+/40 runs \(\d+%\), elapsed \d+:\d\d, eta (\d+:\d\d|unknown)", lines[0])
     assert lines[-1].startswith("training: 40/40 runs (100%)")
+    for line in lines:  # the percentage is the share of runs done that the count says
+        done, percent = re.match(r"training: (\d+)/40 runs \((\d+)%\)", line).groups()
+        assert int(done) <= 0.4 * int(percent) + 1 and 0.4 * int(percent) <= int(done) + 1, line
+
+
+def test_the_eta_follows_a_head_whose_speed_halves_midway():
+    """Twenty chunks priced at a second each: the first ten take a second, the last ten two (a CPU burner starts).
+    Once a few slow chunks have finished, the time left predicted is within 30% of the time that actually remained,
+    where the estimate made before training, kept, would be off by half."""
+    from types import SimpleNamespace
+
+    from budget.execute import Chunk, Tracker, Work
+
+    now = [0.0]
+    chunks = [Chunk(SimpleNamespace(head="mlp_pool"), runs=[None, None], estimate=1.0, units=10) for _ in range(20)]
+    taken = [1.0] * 10 + [2.0] * 10
+    tracker = Tracker([Work("results", TrainConfig(), chunks)], clock=lambda: now[0])
+    seen = []  # (share of runs done, predicted seconds left, seconds that remained)
+    for chunk, seconds in zip(chunks, taken, strict=True):
+        tracker.start(chunk)
+        for _ in range(chunk.units):
+            now[0] += seconds / chunk.units
+            tracker.advance(chunk, 1 / chunk.units)
+            seen.append((tracker.done_runs / tracker.total_runs, tracker.remaining(), sum(taken) - now[0]))
+        tracker.finished(chunk, seconds)
+    assert tracker.done_runs == pytest.approx(tracker.total_runs) and tracker.remaining() == 0
+    for share, predicted, remained in seen:
+        if 0.5 < share <= 0.55:  # the first slow chunk: it counts as it goes, the rest not yet seen
+            assert remained * 0.5 < predicted < remained * 0.7
+        if 0.65 <= share < 1:  # three slow chunks on
+            assert abs(predicted - remained) <= 0.3 * remained, (share, predicted, remained)
+    (at_75,) = [remained for share, _, remained in seen if share == pytest.approx(0.75)]
+    assert abs(5.0 - at_75) > 0.3 * at_75  # the chunks' price alone (5 left at a second) is off by half
+
+
+def test_the_eta_prices_each_head_at_its_own_speed():
+    from types import SimpleNamespace
+
+    from budget.execute import Chunk, Tracker, Work
+
+    now = [0.0]
+    fast, slow = (Chunk(SimpleNamespace(head=head), runs=[None], estimate=1.0, units=1) for head in ("logreg", "mlp_pool"))
+    rest = [Chunk(SimpleNamespace(head=head), runs=[None], estimate=1.0, units=1) for head in ("logreg", "mlp_pool")]
+    tracker = Tracker([Work("results", TrainConfig(), [fast, slow, *rest])], clock=lambda: now[0])
+    for chunk, seconds in ((fast, 0.5), (slow, 3.0)):  # logreg at half its price, mlp_pool at three times
+        tracker.start(chunk)
+        now[0] += seconds
+        tracker.finished(chunk, seconds)
+    assert tracker.remaining() == pytest.approx(0.5 + 3.0)

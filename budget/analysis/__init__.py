@@ -15,9 +15,12 @@ from budget.analysis.choice import (
     seconds_text,
 )
 from budget.analysis.intervals import (
+    BUDGETS,
     FEW_FOLDS,
     PairedDifference,
     aggregate,
+    budget_ladder,
+    cell_budgets,
     convergence_table,
     feature_gains,
     mean_interval,
@@ -53,6 +56,7 @@ from budget.analysis.planning import (
 
 __all__ = [
     "BOUND_TOL",
+    "BUDGETS",
     "CurveFit",
     "FAMILIES",
     "FEW_FOLDS",
@@ -69,6 +73,8 @@ __all__ = [
     "aggregate",
     "backtest",
     "backtest_depth",
+    "budget_ladder",
+    "cell_budgets",
     "choose_law",
     "confusion_at",
     "convergence_table",

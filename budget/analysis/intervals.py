@@ -101,34 +101,73 @@ def aggregate(results: pd.DataFrame, metric: str = "ua", seed: int = 0) -> pd.Da
     return sort_results(pd.DataFrame(rows))
 
 
-#: A cell whose mean UA moves by more than this with twice the training budget is not converged.
+#: A cell whose mean UA moves by more than this with twice the training budget, and by more than two standard
+#: errors of the paired change, is not converged.
 CONVERGENCE_TOLERANCE = 0.01
+#: The multiples of the study's budget a cell the convergence check flags is trained at, in turn; the last is the cap.
+BUDGETS = (1, 2, 4, 8)
 
 
-def convergence_table(results: pd.DataFrame, doubled: pd.DataFrame) -> pd.DataFrame:
-    """Per cell the convergence check retrained: mean UA at the study's budget and at twice it, on the same runs.
+def budget_ladder(results: pd.DataFrame, convergence: pd.DataFrame) -> pd.DataFrame:
+    """Every run of the cells the convergence check retrained, at each budget it trained them at (``budget``: the
+    multiple of the study's budget).  A run folder from before budgets were recorded holds the check's runs at twice
+    the budget and the cells' own in ``results``."""
+    if convergence.empty:
+        return convergence
+    if "budget" in convergence:
+        return convergence
+    cells = convergence[["features", "head", "size"]].drop_duplicates()
+    first = results.merge(cells, on=["features", "head", "size"]).assign(budget=1)
+    return pd.concat([first, convergence.assign(budget=2)], ignore_index=True)
+
+
+def convergence_table(results: pd.DataFrame, convergence: pd.DataFrame) -> pd.DataFrame:
+    """Per retrained cell and doubling of its budget (``budget`` to twice it): mean UA at each, on the same runs.
 
     ``change_points`` is the move in UA points and ``change_se_points`` its
-    standard error over held-out folds (each run paired with its retraining):
-    a stochastic head's move within about two of it may be seed noise, which
-    more seeds tell apart from learning.  ``flagged`` marks a move of more than
-    :data:`CONVERGENCE_TOLERANCE` (1 point): that cell is not converged.
+    standard error over held-out folds (each run paired with its retraining).
+    ``flagged`` marks a cell still learning: a move of more than
+    :data:`CONVERGENCE_TOLERANCE` (1 point) that is also more than two standard
+    errors, so a stochastic head's seed noise is not taken for learning.
     """
-    columns = ["features", "head", "size", "ua_default", "ua_doubled", "change_points", "change_se_points", "runs", "flagged"]
-    if doubled.empty:
+    columns = ["features", "head", "size", "budget", "ua_default", "ua_doubled", "change_points", "change_se_points",
+               "runs", "flagged"]  # fmt: skip
+    ladder = budget_ladder(results, convergence)
+    if ladder.empty:
         return pd.DataFrame(columns=columns)
     key = RESULT_KEY
-    paired = doubled[[*key, "ua"]].merge(results[[*key, "ua"]], on=key, suffixes=("_doubled", "_default"))
-    table = paired.groupby(["features", "head", "size"], sort=False).agg(
-        ua_default=("ua_default", "mean"), ua_doubled=("ua_doubled", "mean"), runs=("ua_default", "size")
-    )
-    folds = (paired["ua_doubled"] - paired["ua_default"]).groupby([paired[k] for k in key[:4]], sort=False).mean()
-    spread = folds.groupby(level=[0, 1, 2], sort=False).agg(["std", "size"])
-    table["change_se_points"] = 100 * (spread["std"] / np.sqrt(spread["size"])).where(spread["size"] > 1, 0.0)
-    table = sort_results(table.reset_index())
+    tables = []
+    for budget in sorted(set(ladder["budget"])):
+        lower, upper = ladder[ladder["budget"] == budget], ladder[ladder["budget"] == 2 * budget]
+        if upper.empty:
+            continue
+        paired = upper[[*key, "ua"]].merge(lower[[*key, "ua"]], on=key, suffixes=("_doubled", "_default"))
+        table = paired.groupby(["features", "head", "size"], sort=False).agg(
+            ua_default=("ua_default", "mean"), ua_doubled=("ua_doubled", "mean"), runs=("ua_default", "size")
+        )
+        folds = (paired["ua_doubled"] - paired["ua_default"]).groupby([paired[k] for k in key[:4]], sort=False).mean()
+        spread = folds.groupby(level=[0, 1, 2], sort=False).agg(["std", "size"])
+        table["change_se_points"] = 100 * (spread["std"] / np.sqrt(spread["size"])).where(spread["size"] > 1, 0.0)
+        tables.append(table.reset_index().assign(budget=budget))
+    if not tables:
+        return pd.DataFrame(columns=columns)
+    table = sort_results(pd.concat(tables, ignore_index=True))  # stable: each cell's doublings stay in budget order
     table["change_points"] = 100 * (table["ua_doubled"] - table["ua_default"])
-    table["flagged"] = (table["ua_doubled"] - table["ua_default"]).abs() > CONVERGENCE_TOLERANCE
-    return table[columns]
+    moved = (table["ua_doubled"] - table["ua_default"]).abs()
+    table["flagged"] = (moved > CONVERGENCE_TOLERANCE) & (100 * moved > 2 * table["change_se_points"])
+    return table[columns].reset_index(drop=True)
+
+
+def cell_budgets(table: pd.DataFrame) -> pd.DataFrame:
+    """Per retrained cell (from :func:`convergence_table`): the first budget whose doubling no longer moves it
+    (``budget``), or, where every doubling tried moved it, the largest tried with ``converged`` False."""
+    rows = []
+    for (features, head, size), steps in table.groupby(["features", "head", "size"], sort=False):
+        steps = steps.sort_values("budget")
+        settled = steps[~steps["flagged"]]
+        budget = int(settled["budget"].iloc[0]) if len(settled) else 2 * int(steps["budget"].max())
+        rows.append({"features": features, "head": head, "size": size, "budget": budget, "converged": bool(len(settled))})
+    return pd.DataFrame(rows, columns=["features", "head", "size", "budget", "converged"])
 
 
 #: A configuration: (features, head).

@@ -30,7 +30,8 @@ def curve(
     check_convergence: Annotated[
         bool,
         typer.Option("--check-convergence/--no-check-convergence",
-                     help="Retrain the smallest and largest size (and full) with twice the budget; flag cells that move."),
+                     help="Retrain the smallest and largest size (and full) with twice the budget; a cell that moves "
+                          "trains again at twice that, up to 8x, and is shown at the budget it needed."),
     ] = True,
     check_every_size: Annotated[
         bool, typer.Option("--check-every-size", help="The convergence check on every size, not only the ends.")
@@ -62,7 +63,8 @@ def compare(
     check_convergence: Annotated[
         bool,
         typer.Option("--check-convergence/--no-check-convergence",
-                     help="Retrain every cell with twice the budget; flag cells that move by more than 1 UA point."),
+                     help="Retrain every cell with twice the budget; a cell that moves by more than 1 UA point trains "
+                          "again at twice that, up to 8x, and is shown at the budget it needed."),
     ] = False,
     config: Path | None = None,
     run_dir: Path | None = None,
@@ -147,14 +149,20 @@ def select(
 
 
 def _print_unconverged(result) -> None:
-    """A line per cell the convergence check flags, with what to change."""
+    """A line on the cells that needed more than the study's budget, and one per cell still moving at the cap."""
+    from budget.analysis import BUDGETS
+
+    budgets = result.budgets
+    needed = budgets[budgets["converged"] & (budgets["budget"] > 1)]
+    if len(needed):
+        err.print(f"convergence: {len(needed)} cell(s) needed more than the study's budget and are shown at it: "
+                  + ", ".join(f"{result.display(r.features)} + {r.head} at {r.size} ({r.budget}x)" for r in needed.itertuples()),
+                  soft_wrap=True)  # fmt: skip
     table = result.convergence
-    for row in table[table["flagged"]].itertuples():
-        noise = abs(row.change_points) < 2 * row.change_se_points
-        err.print(f"[bold yellow]not converged:[/] {result.display(row.features)} + {row.head} at {row.size} per class "
-                  f"moves {row.change_points:+.1f} ± {row.change_se_points:.1f} UA points with twice the budget; raise "
-                  "--steps" + ("; or, as that is within two standard errors, add --seeds to tell seed noise from learning"
-                               if noise else ""), soft_wrap=True)  # fmt: skip
+    for row in table[table["flagged"] & (table["budget"] == BUDGETS[-2])].itertuples():
+        err.print(f"[bold yellow]not converged at {BUDGETS[-1]}x the budget:[/] {result.display(row.features)} + "
+                  f"{row.head} at {row.size} per class moves {row.change_points:+.1f} ± {row.change_se_points:.1f} UA "
+                  f"points from {row.budget}x to {2 * row.budget}x; raise --steps or the learning rate", soft_wrap=True)  # fmt: skip
 
 
 def _gain(row) -> str:

@@ -19,6 +19,7 @@ from scipy import stats
 
 from budget import files
 from budget.analysis import (
+    BUDGETS,
     FAMILIES,
     FEW_FOLDS,
     PLAUSIBLE_LIMIT,
@@ -26,6 +27,7 @@ from budget.analysis import (
     against_best,
     aggregate,
     backtest_depth,
+    cell_budgets,
     convergence_table,
     feature_gains,
     fit_curve,
@@ -192,6 +194,42 @@ def _paired_section(doc, results: pd.DataFrame, table: pd.DataFrame, costs: pd.D
     doc.table(paired_rows(paired, show))
 
 
+def _convergence_section(doc, folder: FinishedStudy, show: Callable[[str], str]) -> None:
+    """The cells the convergence check retrained: each doubling of its budget, and the budget it needed."""
+    steps = convergence_table(folder.results, folder.convergence)
+    if steps.empty:
+        return
+    needed = cell_budgets(steps)
+    doc.heading("Convergence check")
+    doc.text(f"These cells were trained again with twice the optimiser budget, on the same runs, and a cell still "
+             f"learning twice that again, up to {BUDGETS[-1]}x. A cell is still learning where its mean UA moves by "
+             "more than 1 point and by more than two standard errors of the change (over held-out folds: a smaller "
+             "move may be a stochastic head's seed noise). The results show each cell at the first budget whose "
+             "doubling no longer moved it; a cell that still moved at the cap is shown at the cap, marked not "
+             "converged: raise --steps.")  # fmt: skip
+    doc.table(pd.DataFrame({
+        "features": steps["features"].map(show), "head": steps["head"], "per class": steps["size"],
+        "budget": [f"{b}x to {2 * b}x" for b in steps["budget"]],
+        "UA": steps["ua_default"].map("{:.3f}".format), "UA, twice the budget": steps["ua_doubled"].map("{:.3f}".format),
+        "change, points": [f"{change:+.1f} ± {se:.1f}" for change, se in
+                           zip(steps["change_points"], steps["change_se_points"], strict=True)],
+        "runs": steps["runs"], "": steps["flagged"].map({True: "still learning", False: ""}),
+    }))  # fmt: skip
+    doc.items([f"{show(row.features)} + {row.head} at {row.size} per class: "
+               + (f"converged at {row.budget}x the budget" if row.converged else f"not converged at {row.budget}x, the cap")
+               for row in needed.itertuples() if row.budget > 1 or not row.converged]
+              or ["every retrained cell was converged at the study's budget"])  # fmt: skip
+
+
+def _budgets_text(results: pd.DataFrame, show: Callable[[str], str]) -> str:
+    """What the training line adds for cells the convergence check trained at more than the study's budget."""
+    if "budget" not in results or (results["budget"] == 1).all():
+        return ""
+    cells = results[results["budget"] > 1].drop_duplicates(["features", "head", "size"])
+    return "; trained longer to converge: " + ", ".join(
+        f"{show(row.features)} + {row.head} at {row.size} at {row.budget}x the budget" for row in cells.itertuples())
+
+
 def paired_rows(paired: pd.DataFrame, show: Callable[[str], str] = display_name) -> pd.DataFrame:
     """:func:`budget.analysis.against_best`'s table as a reader sees it (the report and ``budget compare``)."""
     compared = paired["points"].notna()
@@ -260,7 +298,8 @@ def curve_report(folder: FinishedStudy, out: Path, target: float | None, costs: 
             f"features: {', '.join(dict.fromkeys(results['features']))}",
             f"heads: {', '.join(dict.fromkeys(results['head']))}",
             f"training sizes per class: {', '.join(map(str, sizes))}; seeds: {results['seed'].nunique()}",
-            "training: " + describe_training(TrainConfig.recorded(folder.train), dict.fromkeys(results["head"])),
+            "training: " + describe_training(TrainConfig.recorded(folder.train), dict.fromkeys(results["head"]))
+            + _budgets_text(results, show),
             f"{len(results)} runs",
         ]
     )
@@ -298,28 +337,7 @@ def curve_report(folder: FinishedStudy, out: Path, target: float | None, costs: 
     if provenance.get("layer_sweeps"):
         _layers_section(doc, results, table, provenance["layer_sweeps"], figures)
 
-    convergence = convergence_table(folder.results, folder.doubled)
-    if not convergence.empty:
-        doc.heading("Convergence check")
-        doc.text("These cells were trained again with twice the optimiser budget, on the same runs. A cell whose mean "
-                 "UA moves by more than 1 point was still learning: its UA measures the budget, not the labels; "
-                 "raise --steps. The ± is the change's standard error over held-out folds: a move within about "
-                 "two of it may be the seed noise of a stochastic head, which more --seeds tell apart.")  # fmt: skip
-        doc.table(
-            pd.DataFrame(
-                {
-                    "features": convergence["features"].map(show),
-                    "head": convergence["head"],
-                    "per class": convergence["size"],
-                    "UA": convergence["ua_default"].map("{:.3f}".format),
-                    "UA, twice the budget": convergence["ua_doubled"].map("{:.3f}".format),
-                    "change, points": [f"{change:+.1f} ± {se:.1f}" for change, se in
-                                       zip(convergence["change_points"], convergence["change_se_points"], strict=True)],
-                    "runs": convergence["runs"],
-                    "": convergence["flagged"].map({True: "not converged", False: ""}),
-                }
-            )
-        )
+    _convergence_section(doc, folder, show)
 
     if fits:
         n_classes = len(folder.classes) or None

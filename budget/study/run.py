@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from budget.analysis import BUDGETS, cell_budgets, convergence_table
 from budget.audio import AudioScan, notes_summary, usable_audio
 from budget.corpora import get_adapter
 from budget.corpora.fetch import load_fetching
@@ -24,13 +25,14 @@ from budget.features.distributed import cluster
 from budget.features.featureset import FeatureSet
 from budget.features.layers import FeatureChoice, feature_choices, layer_of, stored_specs
 from budget.folds import assign_folds, classes_missing, fold_names, read_fold_file
-from budget.grid import PAIR, FeaturePair, build_jobs
+from budget.grid import PAIR, FeaturePair, Job, build_jobs
 from budget.labels import class_order
+from budget.progress import duration
 from budget.provenance import study_provenance
 from budget.registry import describe_training, head_spec
 from budget.registry import train as train_head
-from budget.results import sort_results
-from budget.runfolder import CONVERGENCE, RESULTS, RunFolder
+from budget.results import RESULT_KEY, sort_results
+from budget.runfolder import CONVERGENCE, RESULTS, RunFolder, budget_table
 from budget.sampling import SizePlan, per_class_sizes, plan_sizes
 from budget.study.config import StudyConfig
 
@@ -196,18 +198,67 @@ class Study:
                     + "; not trained on stacked layers: " + ", ".join(f"{job.head} on {job.name}" for job in unmixed))
                 jobs = [job for job in jobs if job not in unmixed]
             log(f"training: {describe_training(config.train, config.heads)}")
-            executor.run(jobs, RESULTS, config.train)
-            if check_convergence != "none":
-                doubled = [job.doubled(check_convergence) for job in jobs if head_spec(job.head).budgeted]
-                which = "every size" if check_convergence == "all" else "the smallest and largest size and full"
-                log(f"convergence check: {which} of each curve again, with twice the budget")
-                executor.run([job for job in doubled if job.runs], CONVERGENCE, config.train.doubled())
+            self._train(jobs, executor, check_convergence, log)
             self.folder.write_provenance(study_provenance(
                 config, data.manifest, data.classes, data.fold_names, data.plan.sizes, data.plan.skipped,
                 len(data.problems), inputs.entries, inputs.pairs, inputs.layer_sweeps))  # fmt: skip
-            results = self._table(RESULTS, order)
-            if check_convergence != "none":
-                self._table(CONVERGENCE, order)
+            return self._compose(order)
+
+    def _train(self, jobs: list[Job], executor, check: str, log) -> None:
+        """The first pass and, with a check, the convergence check: the checked cells at twice the budget, then each
+        cell still learning at twice that again, up to :data:`budget.analysis.BUDGETS`' cap."""
+        train = self.config.train
+        checked = [job.doubled(check) for job in jobs if head_spec(job.head).budgeted] if check != "none" else []
+        checked = [job for job in checked if job.runs]
+        works = [executor.plan(jobs, RESULTS, train)]
+        if checked:
+            which = "every size" if check == "all" else "the smallest and largest size and full"
+            log(f"convergence check: {which} of each curve again with twice the budget; a cell still learning then "
+                f"trains again at twice that, up to {BUDGETS[-1]}x")  # fmt: skip
+            works.append(executor.plan(checked, budget_table(2), train.scaled(2)))
+        estimate = executor.announce(works, " (the first pass and the convergence check)" if checked else "")
+        seconds = executor.execute(works)
+        budget = 2
+        while checked and budget < BUDGETS[-1]:
+            steps = convergence_table(pd.DataFrame(), self._trained())
+            moving = steps[(steps["budget"] == budget // 2) & steps["flagged"]]
+            if moving.empty:
+                break
+            cells = set(moving[["features", "head", "size"]].itertuples(index=False, name=None))
+            again = [replace(job, runs=[r for r in job.runs if (job.name, job.head, r.size) in cells]) for job in checked]
+            budget *= 2
+            log(f"convergence check: {len(cells)} cell(s) moved by doubling {budget // 4}x the budget to {budget // 2}x; "
+                f"they train again at {budget}x")  # fmt: skip
+            work = executor.plan([job for job in again if job.runs], budget_table(budget), train.scaled(budget))
+            estimate += executor.announce([work], f" at {budget}x the budget")
+            seconds += executor.execute([work])
+        if seconds:
+            log(f"training took {duration(seconds)}{executor.estimate_scope}; estimated {duration(estimate)}")
+
+    def _trained(self) -> pd.DataFrame:
+        """Every finished run at every budget, with its ``budget``."""
+        tables = [self.folder.finished(budget_table(budget)).assign(budget=budget) for budget in BUDGETS]
+        return pd.concat([table for table in tables if len(table)], ignore_index=True) if any(len(t) for t in tables) \
+            else pd.DataFrame(columns=RESULT_KEY)
+
+    def _compose(self, order: dict[str, list[str]]) -> pd.DataFrame:
+        """Write the results (every cell at the budget it needed, by :func:`budget.analysis.cell_budgets`) and the
+        convergence table (the retrained cells' runs at every budget); return the results."""
+        trained = self._trained()
+        first = trained[trained["budget"] == 1]
+        steps = convergence_table(pd.DataFrame(), trained)
+        chosen = cell_budgets(steps)
+        results = first
+        if len(chosen):
+            key = ["features", "head", "size"]
+            moved = chosen[chosen["budget"] > 1]
+            stays = ~first.set_index(key).index.isin(moved.set_index(key).index)
+            better = trained.merge(moved[[*key, "budget"]], on=[*key, "budget"])
+            results = pd.concat([first[stays], better], ignore_index=True)
+            ladder = trained.merge(chosen[key], on=key)
+            self.folder.write_table(sort_results(ladder, order).sort_values("budget", kind="stable"), CONVERGENCE)
+        results = sort_results(results, order)
+        self.folder.write_table(results, RESULTS)
         return results
 
     def _table(self, name: str, order: dict[str, list[str]]) -> pd.DataFrame:
