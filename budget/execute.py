@@ -62,7 +62,8 @@ class Work:
 
 
 class Tracker:
-    """A study's training as it goes: runs done (a chunk's runs advance together, step by step), and the time left.
+    """A study's training as it goes: the work done (priced seconds: the share the progress display shows), the runs
+    done (a chunk's runs advance together, step by step) and the time left.
 
     The time left is every unfinished chunk's price times its head's measured-to-priced ratio: over the head's last
     :data:`RECENT` finished chunks and the one in training, so the ETA follows the machine's actual speed (a busy
@@ -76,6 +77,7 @@ class Tracker:
     def __init__(self, works: list[Work], clock: Callable[[], float] = time.perf_counter):
         self.pending = {id(chunk): chunk for work in works for chunk in work.chunks}
         self.total_runs = sum(work.runs for work in works)
+        self.total_work = sum(work.estimate for work in works)
         self.done_runs = 0.0
         self.clock = clock
         self.fraction: dict[int, float] = {}  # of a chunk in training, how much is done
@@ -87,19 +89,19 @@ class Tracker:
         self.started[id(chunk)] = self.clock()
 
     def advance(self, chunk: Chunk, fraction: float) -> float:
-        """``fraction`` more of ``chunk`` is done; return the runs' worth of work that is."""
+        """``fraction`` more of ``chunk`` is done; return the work (priced seconds) that is."""
         self.fraction[id(chunk)] = self.fraction.get(id(chunk), 0.0) + fraction
         self.done_runs += fraction * len(chunk.runs)
-        return fraction * len(chunk.runs)
+        return fraction * chunk.estimate
 
     def finished(self, chunk: Chunk, seconds: float) -> float:
-        """``chunk`` took ``seconds``; return the runs' worth of work its last steps were."""
+        """``chunk`` took ``seconds``; return the work (priced seconds) its last steps were."""
         left = 1.0 - self.fraction.pop(id(chunk), 0.0)
         self.pending.pop(id(chunk), None)
         self.started.pop(id(chunk), None)
         self.ratios.setdefault(chunk.job.head, []).append((seconds, chunk.estimate))
         self.done_runs += left * len(chunk.runs)
-        return left * len(chunk.runs)
+        return left * chunk.estimate
 
     def ratio(self, head: str) -> float:
         """Measured over priced seconds of the head's recent chunks (any head's where it has none yet); 1 before
@@ -161,7 +163,7 @@ class Executor:
         if not works:
             return 0.0
         tracker, started = Tracker(works, self.clock), self.clock()
-        with progress_bar(tracker.total_runs, "training", unit="runs", done=tracker.done_text, eta=tracker.remaining
+        with progress_bar(tracker.total_work, "training", unit="s", done=tracker.done_text, eta=tracker.remaining
                           ) as advance:  # fmt: skip
             for work in works:
                 self.train_chunks(work, tracker, advance)

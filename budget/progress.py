@@ -20,6 +20,7 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
+    TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -106,6 +107,17 @@ class _LogLines:
                 f"eta {clock(eta) if eta == eta else 'unknown'}")  # fmt: skip
 
 
+class _CallColumn(ProgressColumn):
+    """What a caller says is done (``"12/300 runs"``)."""
+
+    def __init__(self, text: Callable[[], str]):
+        super().__init__()
+        self.text = text
+
+    def render(self, task: Task) -> Text:
+        return Text(self.text(), style="progress.download")
+
+
 class _EtaColumn(ProgressColumn):
     """The time left as a caller predicts it."""
 
@@ -131,11 +143,11 @@ def progress_bar(total: float, description: str, unit: str = "it", done: Callabl
         yield lines.advance
         lines.close()
         return
+    counted = (TaskProgressColumn(), _CallColumn(done)) if done is not None else (MofNCompleteColumn(), _RateColumn(unit))
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(unit),
+        *counted,
         TimeElapsedColumn(),
         TextColumn("eta"),
         _EtaColumn(eta) if eta is not None else TimeRemainingColumn(),

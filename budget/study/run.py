@@ -216,7 +216,7 @@ class Study:
             log(f"convergence check: {which} of each curve again with twice the budget; a cell still learning then "
                 f"trains again at twice that, up to {BUDGETS[-1]}x")  # fmt: skip
             works.append(executor.plan(checked, budget_table(2), train.scaled(2)))
-        estimate = executor.announce(works, " (the first pass and the convergence check)" if checked else "")
+        estimate = executor.announce(works, ", the first pass and the convergence check" if checked else "")
         seconds = executor.execute(works)
         budget = 2
         while checked and budget < BUDGETS[-1]:
