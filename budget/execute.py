@@ -65,9 +65,10 @@ class Tracker:
     """A study's training as it goes: the work done (priced seconds: the share the progress display shows), the runs
     done (a chunk's runs advance together, step by step) and the time left.
 
-    The time left is every unfinished chunk's price times its head's measured-to-priced ratio: over the head's last
-    :data:`RECENT` finished chunks and the one in training, so the ETA follows the machine's actual speed (a busy
-    machine, a head the probes priced low) instead of the estimate made before training.  ``clock`` is the seconds
+    The time left is every unfinished chunk's price times the measured-to-priced ratio of its job (feature set and
+    head: the probes misprice each its own way) over the job's last :data:`RECENT` finished chunks and the one in
+    training, or its head's, or any job's while it has none, so the ETA follows the machine's actual speed (a busy
+    machine, a job the probes priced low) instead of the estimate made before training.  ``clock`` is the seconds
     counter chunks are timed by.
     """
 
@@ -82,7 +83,7 @@ class Tracker:
         self.clock = clock
         self.fraction: dict[int, float] = {}  # of a chunk in training, how much is done
         self.started: dict[int, float] = {}  # of a chunk in training in this process, when it started
-        self.ratios: dict[str, list[tuple[float, float]]] = {}  # by head: (measured, priced) of finished chunks
+        self.ratios: dict[tuple[str, str], list[tuple[float, float]]] = {}  # by job: (measured, priced) of finished chunks
 
     def start(self, chunk: Chunk) -> None:
         """``chunk`` starts training in this process (its progress then times it as it goes)."""
@@ -99,30 +100,36 @@ class Tracker:
         left = 1.0 - self.fraction.pop(id(chunk), 0.0)
         self.pending.pop(id(chunk), None)
         self.started.pop(id(chunk), None)
-        self.ratios.setdefault(chunk.job.head, []).append((seconds, chunk.estimate))
+        self.ratios.setdefault(_job(chunk), []).append((seconds, chunk.estimate))
         self.done_runs += left * len(chunk.runs)
         return left * chunk.estimate
 
-    def ratio(self, head: str) -> float:
-        """Measured over priced seconds of the head's recent chunks (any head's where it has none yet); 1 before
-        any chunk has run."""
+    def ratio(self, job: tuple[str, str]) -> float:
+        """Measured over priced seconds of the recent chunks of ``job`` (feature set, head), else of its head, else
+        of any job; 1 before any chunk has run."""
         now = self.clock()
-        training = {key: (now - started, self.fraction.get(key, 0.0) * self.pending[key].estimate)
-                    for key, started in self.started.items()}  # fmt: skip
-        mine = [timing for key, timing in training.items() if self.pending[key].job.head == head]
-        recent = self.ratios.get(head, [])[-self.RECENT :] + mine
-        if not any(priced for _, priced in recent):
-            recent = [r for rs in self.ratios.values() for r in rs[-self.RECENT :]] + list(training.values())
-        priced = sum(p for _, p in recent)
-        return sum(m for m, _ in recent) / priced if priced > 0 else 1.0
+        training = [(_job(self.pending[key]), (now - started, self.fraction.get(key, 0.0) * self.pending[key].estimate))
+                    for key, started in self.started.items()]  # fmt: skip
+        for alike in (lambda other: other == job, lambda other: other[1] == job[1], lambda other: True):
+            recent = [timing for other, timings in self.ratios.items() if alike(other) for timing in timings[-self.RECENT :]]
+            recent += [timing for other, timing in training if alike(other)]
+            priced = sum(p for _, p in recent)
+            if priced > 0:
+                return sum(m for m, _ in recent) / priced
+        return 1.0
 
     def remaining(self) -> float:
-        """Seconds of training left: every unfinished chunk's price at its head's ratio, less what is done of it."""
-        return sum(chunk.estimate * self.ratio(chunk.job.head) * (1.0 - self.fraction.get(key, 0.0))
+        """Seconds of training left: every unfinished chunk's price at its job's ratio, less what is done of it."""
+        return sum(chunk.estimate * self.ratio(_job(chunk)) * (1.0 - self.fraction.get(key, 0.0))
                    for key, chunk in self.pending.items())  # fmt: skip
 
     def done_text(self) -> str:
         return f"{int(self.done_runs + 1e-9)}/{self.total_runs} runs"
+
+
+def _job(chunk: Chunk) -> tuple[str, str]:
+    """The (feature set, head) a chunk's time is predicted by."""
+    return chunk.job.name, chunk.job.head
 
 
 class Executor:

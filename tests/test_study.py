@@ -388,6 +388,26 @@ def test_a_cell_s_budget_is_the_first_whose_doubling_no_longer_moves_it():
     assert budgets["budget"].tolist() == [2, 1, 8] and budgets["converged"].tolist() == [True, True, False]
 
 
+def test_a_move_beyond_a_point_but_within_its_noise_is_named_as_uncertain(capsys):
+    """Two points on average, but +18 and -14 by fold: counted as converged, and the terminal says more seeds
+    would tell; a one-point-and-two-errors move is not named so."""
+    from types import SimpleNamespace
+
+    from budget.analysis import cell_budgets
+    from budget.cli.studies import _print_unconverged
+
+    key = {"features": "f", "head": "h", "fold": [0, 1, 2, 3], "seed": 0}
+    ladder = pd.concat([pd.DataFrame({**key, "size": [Size(16)] * 4, "ua": [0.5, 0.6, 0.5, 0.6], "budget": 1}),
+                        pd.DataFrame({**key, "size": [Size(16)] * 4, "ua": [0.68, 0.46, 0.68, 0.46], "budget": 2}),
+                        pd.DataFrame({**key, "size": [Size(8)] * 4, "ua": [0.5, 0.6, 0.5, 0.6], "budget": 1}),
+                        pd.DataFrame({**key, "size": [Size(8)] * 4, "ua": [0.5, 0.6, 0.5, 0.6], "budget": 2})])  # fmt: skip
+    table = convergence_table(pd.DataFrame(), ladder)
+    _print_unconverged(SimpleNamespace(convergence=table, budgets=cell_budgets(table), display=str))
+    printed = " ".join(capsys.readouterr().err.split())
+    assert printed == ("uncertain: f + h at 16 per class moves +2.0 ± 9.2 UA points from 1x to 2x the budget, within "
+                       "two standard errors: counted as converged; more --seeds tell seed noise from learning")
+
+
 def test_a_config_file_s_training_settings_hold_unless_typed(tmp_path):
     from budget.api import configured
 
@@ -625,7 +645,8 @@ def test_the_eta_follows_a_head_whose_speed_halves_midway():
     from budget.execute import Chunk, Tracker, Work
 
     now = [0.0]
-    chunks = [Chunk(SimpleNamespace(head="mlp_pool"), runs=[None, None], estimate=1.0, units=10) for _ in range(20)]
+    job = SimpleNamespace(name="lld", head="mlp_pool")
+    chunks = [Chunk(job, runs=[None, None], estimate=1.0, units=10) for _ in range(20)]
     taken = [1.0] * 10 + [2.0] * 10
     tracker = Tracker([Work("results", TrainConfig(), chunks)], clock=lambda: now[0])
     seen = []  # (share of runs done, predicted seconds left, seconds that remained)
@@ -646,17 +667,22 @@ def test_the_eta_follows_a_head_whose_speed_halves_midway():
     assert abs(5.0 - at_75) > 0.3 * at_75  # the chunks' price alone (5 left at a second) is off by half
 
 
-def test_the_eta_prices_each_head_at_its_own_speed():
+def test_the_eta_prices_each_feature_set_and_head_at_its_own_speed():
+    """The probes misprice each job its own way (on one machine, LLD at 0.8 of its price, Whisper at 1.3): a
+    chunk's time left is predicted from its own job's chunks, then its head's, then any."""
     from types import SimpleNamespace
 
     from budget.execute import Chunk, Tracker, Work
 
     now = [0.0]
-    fast, slow = (Chunk(SimpleNamespace(head=head), runs=[None], estimate=1.0, units=1) for head in ("logreg", "mlp_pool"))
-    rest = [Chunk(SimpleNamespace(head=head), runs=[None], estimate=1.0, units=1) for head in ("logreg", "mlp_pool")]
-    tracker = Tracker([Work("results", TrainConfig(), [fast, slow, *rest])], clock=lambda: now[0])
-    for chunk, seconds in ((fast, 0.5), (slow, 3.0)):  # logreg at half its price, mlp_pool at three times
+    jobs = [SimpleNamespace(name=name, head=head) for name, head in (("lld", "mlp_pool"), ("whisper", "mlp_pool"),
+                                                                     ("whisper", "logreg"))]  # fmt: skip
+    first = [Chunk(job, runs=[None], estimate=1.0, units=1) for job in jobs[:2]]
+    rest = [Chunk(job, runs=[None], estimate=1.0, units=1) for job in jobs]
+    tracker = Tracker([Work("results", TrainConfig(), [*first, *rest])], clock=lambda: now[0])
+    for chunk, seconds in zip(first, (0.5, 3.0), strict=True):  # lld at half its price, whisper at three times
         tracker.start(chunk)
         now[0] += seconds
         tracker.finished(chunk, seconds)
-    assert tracker.remaining() == pytest.approx(0.5 + 3.0)
+    # lld + mlp_pool: 0.5; whisper + mlp_pool: 3; whisper + logreg, no logreg yet: every job's (3.5 over 2)
+    assert tracker.remaining() == pytest.approx(0.5 + 3.0 + 1.75)

@@ -16,6 +16,7 @@ from budget.analysis.choice import (
 )
 from budget.analysis.intervals import (
     BUDGETS,
+    CONVERGENCE_TOLERANCE,
     FEW_FOLDS,
     PairedDifference,
     aggregate,
@@ -57,6 +58,7 @@ from budget.analysis.planning import (
 __all__ = [
     "BOUND_TOL",
     "BUDGETS",
+    "CONVERGENCE_TOLERANCE",
     "CurveFit",
     "FAMILIES",
     "FEW_FOLDS",

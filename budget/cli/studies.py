@@ -149,8 +149,9 @@ def select(
 
 
 def _print_unconverged(result) -> None:
-    """A line on the cells that needed more than the study's budget, and one per cell still moving at the cap."""
-    from budget.analysis import BUDGETS
+    """A line on the cells that needed more than the study's budget, one per cell whose last doubling moved it by
+    more than a point but within its noise, and one per cell still moving at the cap."""
+    from budget.analysis import BUDGETS, CONVERGENCE_TOLERANCE
 
     budgets = result.budgets
     needed = budgets[budgets["converged"] & (budgets["budget"] > 1)]
@@ -159,6 +160,12 @@ def _print_unconverged(result) -> None:
                   + ", ".join(f"{result.display(r.features)} + {r.head} at {r.size} ({r.budget}x)" for r in needed.itertuples()),
                   soft_wrap=True)  # fmt: skip
     table = result.convergence
+    last = table.drop_duplicates(["features", "head", "size"], keep="last")
+    for row in last[~last["flagged"] & (last["change_points"].abs() > 100 * CONVERGENCE_TOLERANCE)].itertuples():
+        err.print(f"[yellow]uncertain:[/] {result.display(row.features)} + {row.head} at {row.size} per class moves "
+                  f"{row.change_points:+.1f} ± {row.change_se_points:.1f} UA points from {row.budget}x to "
+                  f"{2 * row.budget}x the budget, within two standard errors: counted as converged; more --seeds "
+                  "tell seed noise from learning", soft_wrap=True)  # fmt: skip
     for row in table[table["flagged"] & (table["budget"] == BUDGETS[-2])].itertuples():
         err.print(f"[bold yellow]not converged at {BUDGETS[-1]}x the budget:[/] {result.display(row.features)} + "
                   f"{row.head} at {row.size} per class moves {row.change_points:+.1f} ± {row.change_se_points:.1f} UA "

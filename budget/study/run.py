@@ -237,9 +237,8 @@ class Study:
 
     def _trained(self) -> pd.DataFrame:
         """Every finished run at every budget, with its ``budget``."""
-        tables = [self.folder.finished(budget_table(budget)).assign(budget=budget) for budget in BUDGETS]
-        return pd.concat([table for table in tables if len(table)], ignore_index=True) if any(len(t) for t in tables) \
-            else pd.DataFrame(columns=RESULT_KEY)
+        tables = [table.assign(budget=budget) for budget in BUDGETS if len(table := self.folder.finished(budget_table(budget)))]
+        return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=[*RESULT_KEY, "budget"])
 
     def _compose(self, order: dict[str, list[str]]) -> pd.DataFrame:
         """Write the results (every cell at the budget it needed, by :func:`budget.analysis.cell_budgets`) and the
