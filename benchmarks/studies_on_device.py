@@ -57,6 +57,8 @@ def export(studies: list[str], folder: Path) -> None:
         inputs = Study(replace(config, train=replace(config.train, device="cpu")), folder / "unused").load_inputs()
         for spec, features in inputs.features.items():
             first = shared.setdefault(spec, features)
+            if first.frames is None and features.frames is not None:  # a study of pooled heads loaded no frames
+                first = shared[spec] = features
             if list(first.utt_ids) == list(features.utt_ids):
                 inputs.features[spec] = first
         saved.append({"name": name, "config": config, "check": check, "inputs": inputs})

@@ -43,6 +43,7 @@ class HeadSpec:
     inputs: ClassVar[tuple[str, ...]] = SINGLE
     budgeted: ClassVar[bool] = True  # has an optimiser budget the convergence check can double
     uploads: ClassVar[bool] = False  # trains from features uploaded to the device once per feature set
+    reads_frames: ClassVar[bool] = False  # reads frames, not only the stored per-utterance statistics
 
     #: whether a training step reads a sample of each utterance's frames (``train_frames``)
     samples_frames: ClassVar[bool] = False
@@ -94,6 +95,10 @@ class EnsembleSpec(HeadSpec):
     def module(self) -> type[EnsembleHead]:
         """The head's torch module class, which the engine trains."""
         return HEADS[self.name]
+
+    @property
+    def reads_frames(self) -> bool:
+        return not self.module.pools_first
 
     @property
     def samples_frames(self) -> bool:
@@ -177,6 +182,7 @@ class BimodalSpec(HeadSpec):
     """The alignment model or an ablation, on audio + text pairs; it draws its own progress bar."""
 
     inputs: ClassVar[tuple[str, ...]] = PAIR
+    reads_frames: ClassVar[bool] = True
 
     def train(self, inputs, labels, runs, n_classes, config, advance=None, uploaded=None, probabilities=False
               ) -> list[np.ndarray]:  # fmt: skip

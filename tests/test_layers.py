@@ -15,11 +15,12 @@ from budget.engine.config import TrainConfig
 from budget.engine.runs import train_runs
 from budget.errors import BudgetError
 from budget.features.featureset import FeatureSet
-from budget.features.layers import feature_choices, read_layers
+from budget.features.layers import FeatureChoice, feature_choices, read_layers
 from budget.grid import Run
 from budget.heads import AttnPool, MeanPool, MLPPool, PackedBatch
 from budget.results import RunOutput, layer_weights
 from budget.study import Study, StudyConfig
+from budget.study.run import frames_read
 
 ENCODER = {"hf:m:all": SimpleNamespace(n_layers=3), "lld": SimpleNamespace()}
 
@@ -46,6 +47,14 @@ def test_a_sweep_names_each_layer_and_the_weighted_sum_reads_the_all_entry():
 def test_layer_choices_that_cannot_be_read_are_one_clear_error(specs, layers, message):
     with pytest.raises(BudgetError, match=message):
         feature_choices(specs, read_layers(layers), ENCODER)
+
+
+def test_a_feature_set_s_frames_are_read_only_where_a_head_that_trains_on_it_reads_them():
+    layer, weighted = FeatureChoice("hf:m:2", "hf:m:all", layer=2), FeatureChoice("hf:m:weighted", "hf:m:all", weighted=True)
+    assert not frames_read(layer, ("logreg", "mean_pool", "meanmax_pool"))
+    assert frames_read(layer, ("mean_pool", "attn_pool")) and frames_read(layer, ("mlp_pool",))
+    assert not frames_read(weighted, ("mean_pool", "attn_pool"))  # attention never trains on stacked layers
+    assert frames_read(weighted, ("mean_pool", "mlp_pool"))
 
 
 def test_a_weighted_feature_set_needs_a_head_that_learns_layer_weights():

@@ -8,20 +8,25 @@ import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import write_wav
 from feature_helpers import CountingExtractor
 from tolerances import assert_float_close
 
 from budget.audio import load_audio
+from budget.engine.config import TrainConfig
+from budget.engine.packed import DeviceFeatures, prepared_inputs
 from budget.errors import BudgetError
 from budget.features import FeatureStore
 from budget.features.base import length_batches
 from budget.features.entries import EntrySettings
+from budget.heads import MeanPool, MLPPool
 
 
 def make_corpus(folder: Path, n: int = 20) -> pd.DataFrame:
@@ -339,3 +344,49 @@ def test_an_entry_s_settings_are_one_value_checked_where_it_is_made(tmp_path, co
     assert settings.entry(store.root, CountingExtractor()).folder != EntrySettings().entry(store.root, CountingExtractor()).folder
     report = store.extract(CountingExtractor(), corpus, settings)
     assert report.entry == settings.entry(store.root, CountingExtractor()).folder  # what extraction wrote is what loading reads
+
+
+class LayeredExtractor(CountingExtractor):
+    """Every frame as ``n_layers`` hidden states of ``width``, layer ``k`` the counting frame times ``k + 1``: an
+    ``:all`` entry."""
+
+    def __init__(self, n_layers: int = 12, width: int = 1024):
+        super().__init__()
+        self.n_layers, self.width = n_layers, width
+
+    def identity(self):
+        return {**super().identity(), "layers": self.n_layers, "width": self.width}
+
+    def layer_names(self):
+        return [f"layer{k}" for k in range(self.n_layers)]
+
+    def frames(self, wave: np.ndarray) -> np.ndarray:
+        base = np.resize(super().frames(wave), (len(wave) // 160, self.width))
+        return np.stack([(k + 1) * base for k in range(self.n_layers)], axis=1)
+
+
+def test_one_layer_of_an_all_entry_is_read_alone_and_statistics_without_frames(tmp_path, corpus):
+
+    store, extractor = FeatureStore(tmp_path / "store"), LayeredExtractor()
+    store.extract(extractor, corpus, batch_size=8)
+    every = store.load(extractor, corpus)
+    tracemalloc.start()
+    one = store.load(extractor, corpus, layer=5)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    np.testing.assert_array_equal(one.frames, every.frames[:, 5])
+    np.testing.assert_array_equal(one.mean, every.mean[:, 5])
+    np.testing.assert_array_equal(one.max, every.max[:, 5])
+    assert one.layer_names is None and one.dim == extractor.width
+    assert peak < 3 * one.frames.nbytes < every.frames.nbytes / 3  # the layer's frames, never all twelve
+    pooled = store.load(extractor, corpus, layer=5, frames=False)
+    assert pooled.frames is None and pooled.dim == one.dim
+    for name in ("lengths", "offsets", "mean", "max", "utt_ids"):
+        np.testing.assert_array_equal(getattr(pooled, name), getattr(one, name))
+    assert pooled.select(corpus["utt_id"][:3]).frames is None
+    with pytest.raises(BudgetError, match="without frames"):
+        pooled.sequence(0)
+    uploaded = DeviceFeatures.upload(pooled, torch.device("cpu"))
+    assert prepared_inputs(MeanPool, uploaded, TrainConfig()) is uploaded  # a pooled head reads the statistics
+    with pytest.raises(BudgetError, match="mlp_pool: these features were loaded without frames"):
+        prepared_inputs(MLPPool, uploaded, TrainConfig())

@@ -440,6 +440,25 @@ def test_every_study_option_on_the_command_line_is_a_config_key_of_the_same_name
         assert StudyConfig().with_overrides(**{key: None}) == StudyConfig()
 
 
+def test_heads_that_pool_first_train_on_statistics_alone_and_give_what_they_give_beside_frames(iemocap, tmp_path):
+    seen = {}
+
+    def spy(head, inputs, labels, runs, n_classes, config, **kwargs):
+        seen.setdefault(head, set()).add(inputs["single"].frames is None)
+        return train_head(head, inputs, labels, runs, n_classes, config, **kwargs)
+
+    pooled = ("logreg", "mean_pool", "meanmax_pool")
+    alone = Study(config_for(iemocap, tmp_path, heads=pooled, seeds=1), tmp_path / "alone", trainer=spy).run(log=lambda _: None)
+    assert seen == dict.fromkeys(pooled, {True})  # no frame was loaded
+    seen.clear()
+    beside = Study(config_for(iemocap, tmp_path, heads=(*pooled, "mlp_pool"), seeds=1), tmp_path / "beside",
+                   trainer=spy).run(log=lambda _: None)  # fmt: skip
+    assert seen == {**dict.fromkeys(pooled, {False}), "mlp_pool": {False}}
+    metrics = ["features", "head", "size", "fold", "seed", "ua", "wa", "macro_f1", "confusion", "inputs"]
+    pd.testing.assert_frame_equal(alone[metrics].reset_index(drop=True),
+                                  beside[beside["head"].isin(pooled)][metrics].reset_index(drop=True))  # fmt: skip
+
+
 def test_a_study_reads_the_features_budget_extract_stored_with_the_same_frame_dtype(iemocap, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     store = str(tmp_path / "store")

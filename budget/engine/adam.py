@@ -45,7 +45,7 @@ def train_ensemble(head_class: type[EnsembleHead], inputs: DeviceFeatures, label
                    probabilities: bool = False, predict: bool = True) -> list[np.ndarray | RunOutput]:  # fmt: skip
     """Step ``runs`` as one ensemble on :func:`prepared_inputs` and return each run's test predictions (with the
     layer weights it learned, on stacked layers, and its class probabilities where asked for)."""
-    device = inputs.frames.device
+    device = inputs.device
     kind = head_class.pooled_kind
     seeds = [member_seeds(run) for run in runs]
     generators = [torch.Generator().manual_seed(init) for init, _ in seeds]
@@ -98,7 +98,7 @@ def train_ensemble(head_class: type[EnsembleHead], inputs: DeviceFeatures, label
 def _test_logits(head: EnsembleHead, inputs: DeviceFeatures, runs: list[Run], kind: str, autocast) -> torch.Tensor:
     """Every member's logits on its run's test positions, ``(E, longest test, classes)`` on the CPU."""
     head.eval()
-    device = inputs.frames.device
+    device = inputs.device
     tests = pad_rows([run.test for run in runs], -1).numpy()
     outputs = []
     for start in range(0, tests.shape[1], EVAL_SLOTS):

@@ -177,7 +177,7 @@ def measure_unit_seconds(
     the members stepped; pooled heads by the fit of one chunk, attention by
     the fits of a few runs.
     """
-    device = inputs.frames.device
+    device = inputs.device
     if solved(head, config):  # pooled heads: one chunk, as they are fitted; attention: a few runs, each alone
         chunk = members_per_chunk(head, inputs, config, device, n_classes)
         sample = runs[: chunk if head.pools_first else min(SOLVE_PROBE_RUNS, chunk)]

@@ -21,7 +21,7 @@ def solve(head_class: type[EnsembleHead], inputs: DeviceFeatures, labels, runs, 
     """Each run's predictions from its head fitted to an optimum: the pooled heads all runs at once
     (:func:`fit_full_batch`), attention and pooled heads over stacked layers each run alone (:func:`fit_attention`,
     :func:`fit_layer_mix`); with ``probabilities``, each run's class probabilities too."""
-    device = inputs.frames.device
+    device = inputs.device
     if inputs.stacked > 1:
         return fit_layer_mix(head_class, inputs, labels, runs, n_classes, config, advance, probabilities)
     if not head_class.pools_first:
@@ -53,7 +53,7 @@ def fit_layer_mix(head_class: type[EnsembleHead], inputs: DeviceFeatures, labels
     make depend on the run's mates; alone, a run never sees them.  Every weight
     starts at zero (equal layer weights), as :func:`fit_full_batch`'s.
     """
-    device = inputs.frames.device
+    device = inputs.device
     kind = head_class.pooled_kind
     mean, std = inputs.standardisation(runs, kind)
     pooled = inputs.pooled(kind)
@@ -152,7 +152,7 @@ def fit_full_batch(
     replace the stored statistics and the runs' standardisation (attention's
     start: :func:`fit_attention`).
     """
-    device = inputs.frames.device
+    device = inputs.device
     head = _zero_head(head_class, len(runs), inputs.dim, n_classes,
                       stats or inputs.standardisation(runs, head_class.pooled_kind), device)  # fmt: skip
     rows = np.unique(np.concatenate([run.train for run in runs]))  # every run's training rows, sorted
@@ -174,7 +174,7 @@ def fit_attention(inputs: DeviceFeatures, labels: np.ndarray, runs: list[Run], n
     mean frames (uniform attention pools exactly those).  A run never sees its
     mates: the start is separable and each fit is its own.
     """
-    device = inputs.frames.device
+    device = inputs.device
     mean, std = inputs.standardisation(runs, "")
     start = None
     if config.attention_start == "pooled":

@@ -11,37 +11,46 @@ import torch
 
 from budget.engine.config import TrainConfig, solved
 from budget.engine.device import product_dtype
+from budget.errors import BudgetError
 from budget.features.featureset import FeatureSet
 from budget.grid import Run
 from budget.heads import EnsembleHead, PackedBatch
 
+NO_FRAMES = "these features were loaded without frames (FeatureStore.load(..., frames=False)); a head that reads frames needs them"
+
 
 class DeviceFeatures:
-    """A feature set on the device: pooled statistics and packed frames, with per-utterance sums."""
+    """A feature set on the device: pooled statistics and packed frames, with per-utterance sums.
 
-    def __init__(self, frames: torch.Tensor, lengths: np.ndarray, mean: torch.Tensor, maximum: torch.Tensor,
+    ``frames`` is None where the feature set was loaded without them (every
+    head of the study pools first): the pooled statistics are all there is.
+    """
+
+    def __init__(self, frames: torch.Tensor | None, lengths: np.ndarray, mean: torch.Tensor, maximum: torch.Tensor,
                  stacked: int = 1):  # fmt: skip
-        self.frames = frames  # (total frames, D): D = stacked hidden states of layer_dim each
+        self._frames = frames  # (total frames, D): D = stacked hidden states of layer_dim each
         self.stacked = stacked
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
-        device = frames.device
-        self.lengths_t = torch.from_numpy(self.lengths).to(device)
-        self.offsets_t = torch.from_numpy(self.offsets).to(device)
+        self.device = mean.device
+        self.lengths_t = torch.from_numpy(self.lengths).to(self.device)
+        self.offsets_t = torch.from_numpy(self.offsets).to(self.device)
         self.mean, self.max = mean, maximum  # (N, D) float32
         self._meanmax: torch.Tensor | None = None
         self._centred: dict[torch.dtype, DeviceFeatures] = {}
         self._windowed: dict[int, DeviceFeatures] = {}
-        self.utt_sum, self.utt_sumsq = _frame_sums(frames, self.lengths)
+        self.utt_sum, self.utt_sumsq = _frame_sums(frames, self.lengths) if frames is not None else (None, None)
 
     @classmethod
     def upload(cls, features: FeatureSet, device: torch.device, half: bool | None = None) -> DeviceFeatures:
         """The feature set on ``device``, frames in :meth:`upload_dtype` (float16 when ``half``)."""
-        if half is None:
-            dtype = cls.upload_dtype(features.frames.dtype, device)
-        else:
-            dtype = torch.float16 if half else torch.float32
-        frames = torch.from_numpy(np.ascontiguousarray(features.frames)).to(device, dtype)
+        frames = None
+        if features.frames is not None:
+            if half is None:
+                dtype = cls.upload_dtype(features.frames.dtype, device)
+            else:
+                dtype = torch.float16 if half else torch.float32
+            frames = torch.from_numpy(np.ascontiguousarray(features.frames)).to(device, dtype)
         return cls(
             frames,
             features.lengths,
@@ -58,6 +67,17 @@ class DeviceFeatures:
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    @property
+    def has_frames(self) -> bool:
+        return self._frames is not None
+
+    @property
+    def frames(self) -> torch.Tensor:
+        """Every utterance's frames end to end: an error where only the statistics were loaded."""
+        if self._frames is None:
+            raise BudgetError(NO_FRAMES)
+        return self._frames
 
     def centred(self, dtype: torch.dtype) -> DeviceFeatures:
         """The frames less their mean over every utterance, in ``dtype``: what stepped frame heads read (made once).
@@ -93,7 +113,7 @@ class DeviceFeatures:
 
     @property
     def dim(self) -> int:
-        return int(self.frames.shape[1])
+        return int(self.mean.shape[1])
 
     @property
     def layer_dim(self) -> int:
@@ -125,7 +145,7 @@ class DeviceFeatures:
 
     def standardisation(self, runs: list[Run], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-run ``(E, width)`` mean and std of its training inputs: pooled statistics ``kind``, or frames ("")."""
-        device = self.frames.device
+        device = self.device
         selection = torch.zeros(len(runs), len(self) + 1, dtype=torch.float64, device=device)
         index = pad_rows([run.train for run in runs], len(self)).to(device)
         selection.scatter_(1, index, 1.0)
@@ -148,7 +168,7 @@ class DeviceFeatures:
         (``kind`` "") get the slots' frames packed end to end, ``width`` frames
         per member: every frame, or the evenly spaced frames of ``sample``.
         """
-        slots = slots.to(self.frames.device)  # a no-op in training, which keeps them there
+        slots = slots.to(self.device)  # a no-op in training, which keeps them there
         valid = slots >= 0
         safe = slots.clamp_min(0)
         if kind:
@@ -278,6 +298,8 @@ def prepared_inputs(head: type[EnsembleHead], inputs: DeviceFeatures, config: Tr
     frames centred in the product dtype."""
     if head.pools_first:
         return inputs
+    if not inputs.has_frames:
+        raise BudgetError(f"{head.name}: {NO_FRAMES}")
     if solved(head, config):
         return inputs.windowed(config.attention_window)
-    return inputs.centred(product_dtype(inputs.frames.device, config))
+    return inputs.centred(product_dtype(inputs.device, config))

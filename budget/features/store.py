@@ -306,12 +306,14 @@ class FeatureStore:
 
     def load(
         self, extractor: FeatureExtractor, manifest: pd.DataFrame, settings: EntrySettings = DEFAULT_SETTINGS, *,
-        layer: int | None = None,
+        layer: int | None = None, frames: bool = True,
     ) -> FeatureSet:  # fmt: skip
         """The stored features of ``manifest``'s utterances, in its order, under ``settings``.
 
-        ``layer`` picks one hidden state from an entry that stored them all.
-        Raises when nothing was extracted for this configuration.
+        ``layer`` picks one hidden state from an entry that stored them all, and
+        only its frames are read; without ``frames``, only the per-utterance
+        statistics are (what heads that pool first train on).  Raises when
+        nothing was extracted for this configuration.
         """
         entry = settings.entry(self.root, extractor)
         if not entry.described():
@@ -334,6 +336,7 @@ class FeatureStore:
         found = index.reindex(keys)
         usable = (found["ok"] == True).to_numpy()  # noqa: E712 (pandas element-wise)
         rows = found[usable].astype({"offset": np.int64, "n_frames": np.int64, "row": np.int64})
+        pick = (slice(None),) if layer is None else (slice(None), layer)  # a row's whole frame, or one of its layers
         opened: dict[str, tuple[np.ndarray, ...]] = {}
         sequences, means, maxes = [], [], []
         for shard, offset, n, row in zip(rows["shard"], rows["offset"], rows["n_frames"], rows["row"], strict=True):
@@ -342,22 +345,23 @@ class FeatureStore:
                     np.load(entry.shards / f"{shard}.{part}.npy", mmap_mode="r") for part in SHARD_ARRAYS
                 )
             shard_frames, shard_mean, shard_max = opened[shard]
-            sequences.append(shard_frames[offset : offset + n])
-            means.append(shard_mean[row])
-            maxes.append(shard_max[row])
-        shape = tuple(meta["frame_shape"])
-        lengths = np.array([len(x) for x in sequences], dtype=np.int64)
-        frames = np.concatenate(sequences) if sequences else np.zeros((0, *shape), np.float16)
+            if frames:  # memory-mapped: only these rows (of this layer) are read
+                sequences.append(shard_frames[offset : offset + n][pick])
+            means.append(shard_mean[row][pick[1:]])
+            maxes.append(shard_max[row][pick[1:]])
+        shape = tuple(meta["frame_shape"])[0 if layer is None else 1 :]
+        lengths = np.array(rows["n_frames"], dtype=np.int64)  # a writable copy (torch reads it)
         mean = np.stack(means) if means else np.zeros((0, *shape), np.float32)
         maximum = np.stack(maxes) if maxes else np.zeros((0, *shape), np.float32)
-        if layer is not None:
-            frames, mean, maximum = frames[:, layer], mean[:, layer], maximum[:, layer]
+        stored = None
+        if frames:
+            stored = np.concatenate(sequences) if sequences else np.zeros((0, *shape), np.float16)
         return FeatureSet(
             spec=extractor.spec,
             utt_ids=manifest["utt_id"].to_numpy()[usable],
             lengths=lengths,
             offsets=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
-            frames=np.ascontiguousarray(frames),
+            frames=stored,
             mean=np.asarray(mean, dtype=np.float32),
             max=np.asarray(maximum, dtype=np.float32),
             layer_names=None if layer is not None else layer_names,

@@ -290,7 +290,8 @@ class Study:
         entries = {choice.name: report_of[choice.stored].entry.name for choice in choices}
         loaded = {}
         for choice in choices:
-            features = store.load(extractors[choice.stored], data.manifest, self.config.entry_settings(), layer=choice.layer)
+            features = store.load(extractors[choice.stored], data.manifest, self.config.entry_settings(),
+                                  layer=choice.layer, frames=frames_read(choice, self.config.heads))  # fmt: skip
             if choice.weighted:
                 features = stacked_layers(features)
             if features.missing:
@@ -299,12 +300,18 @@ class Study:
         return entries, loaded
 
 
+def frames_read(choice: FeatureChoice, heads: tuple[str, ...]) -> bool:
+    """Whether a head that trains on ``choice`` reads its frames; if none does, a study loads its statistics alone.
+    (On stacked layers, only the heads that learn layer weights train.)"""
+    return any(spec.reads_frames and (spec.mixes_layers or not choice.weighted) for spec in map(head_spec, heads))
+
+
 def stacked_layers(features: FeatureSet) -> FeatureSet:
     """An ``:all`` entry's frames ``(frames, layers, width)`` as stacked inputs ``(frames, layers * width)``, for a
     head that learns the layers' weights."""
-    n_frames, n_layers, width = features.frames.shape
-    n = len(features)
-    return replace(features, frames=features.frames.reshape(n_frames, n_layers * width),
+    n, n_layers, width = features.mean.shape
+    frames = None if features.frames is None else features.frames.reshape(len(features.frames), n_layers * width)
+    return replace(features, frames=frames,
                    mean=features.mean.reshape(n, n_layers * width), max=features.max.reshape(n, n_layers * width),
                    stacked=n_layers)  # fmt: skip
 

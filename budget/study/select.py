@@ -21,6 +21,7 @@ from budget.errors import BudgetError, check_number
 from budget.features import FeatureStore
 from budget.grid import Run
 from budget.labels import class_order
+from budget.registry import head_spec
 from budget.registry import train as train_head
 from budget.results import RunOutput
 from budget.sampling import FULL
@@ -86,7 +87,7 @@ def select_clips(config: StudyConfig, pool: Path, n: int, strategy_name: str, lo
         raise BudgetError(f"asked for {n} clips; the pool holds {len(unlabelled)} that are not labelled")
     both = pd.concat([labelled, unlabelled], ignore_index=True)
     extract(config, extractors, both)
-    features = FeatureStore(config.store).load(extractor, both, settings)
+    features = FeatureStore(config.store).load(extractor, both, settings, frames=head_spec(config.heads[0]).reads_frames)
     position = {u: i for i, u in enumerate(features.utt_ids)}
     train = np.array([position[u] for u in labelled["utt_id"] if u in position])
     test = np.array([position[u] for u in unlabelled["utt_id"] if u in position])
