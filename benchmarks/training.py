@@ -1,7 +1,7 @@
 """Benchmark the training engine: cost per run at each size, against logistic regression and the hardware floor.
 
     python benchmarks/training.py --emodb ../shared/data/emodb --whisper ../shared/models/whisper-tiny-en [--before]
-    python benchmarks/training.py --synthetic iemocap [--device cuda] [--scale 1.0]
+    python benchmarks/training.py --synthetic iemocap|ravdess [--device cuda] [--scale 1.0]
 
 ``--emodb``: EmoDB's four IEMOCAP classes, every leave-one-speaker-out fold,
 ``--seeds`` seeds, at each of ``--per-class`` (default 6, 13, 26, 52 per
@@ -10,7 +10,9 @@ class and full), on LLDs and Whisper tiny.en features from the feature store
 IEMOCAP's shape (5,531 utterances in 5 sessions, class counts 1,708 / 1,636 /
 1,103 / 1,084, 1024-d frames at 100 per second like wav2vec large, 5 s crop)
 and the paper's Figure 2 grid (125, 250, 500 per class and full x 5 folds x
-5 seeds) for the four heads; ``--scale`` shrinks the corpus for a quick run.
+5 seeds) for the four heads; ``--synthetic ravdess``: RAVDESS's four classes
+(672 utterances of 3.7 s in 6 folds, Whisper tiny.en's 384-d frames at 50 per
+second) at 5 to 80 per class; ``--scale`` shrinks the corpus for a quick run.
 
 Per head and size it prints, all measured in this process on this device:
 seconds per run (every run of the size trained as the study would train it),
@@ -189,29 +191,53 @@ def emodb_grids(args, device: torch.device) -> list[Grid]:
     return grids
 
 
-def synthetic_iemocap(scale: float, device: torch.device, seeds: int, seed: int = 0) -> Grid:
-    """Random 1024-d frames of IEMOCAP's shape; each class shifts the frames' mean a little, so heads can learn."""
+@dataclass(frozen=True)
+class Shape:
+    """A synthetic corpus: class counts, groups (folds), utterance seconds (mean, crop), frame rate, width, sizes."""
+
+    name: str
+    classes: tuple[int, ...]
+    groups: tuple[int, ...]
+    mean_seconds: float
+    crop_seconds: float
+    frame_rate: int
+    width: int
+    sizes: tuple[int, ...]
+
+
+SHAPES = {
+    # 1,024-d frames at 100 a second like wav2vec large, 5 s crop; the paper's Figure 2 sizes
+    "iemocap": Shape("IEMOCAP", tuple(IEMOCAP_CLASSES.values()), IEMOCAP_SESSIONS, 4.5, 5.0, 100, 1024,
+                     tuple(125 * 2**i for i in range(8))),  # fmt: skip
+    # RAVDESS's four classes (672 utterances of 3.7 s), Whisper tiny.en's 384-d frames at 50 a second, 6 folds
+    "ravdess": Shape("RAVDESS", (96, 192, 192, 192), (112,) * 6, 3.7, 5.0, 50, 384, (5, 10, 20, 40, 80)),
+}
+
+
+def synthetic_grid(shape: Shape, scale: float, device: torch.device, seeds: int, seed: int = 0) -> Grid:
+    """Random frames of ``shape``; each class shifts the frames' mean a little, so heads can learn."""
     generator = torch.Generator(device=device).manual_seed(seed)
     rng = np.random.default_rng(seed)
-    sessions = np.concatenate([np.full(max(2, round(n * scale)), i) for i, n in enumerate(IEMOCAP_SESSIONS)])
-    counts = np.array(list(IEMOCAP_CLASSES.values()), dtype=float)
-    labels = rng.choice(len(counts), size=len(sessions), p=counts / counts.sum())
-    seconds = np.clip(rng.gamma(4.0, 4.5 / 4.0, len(sessions)), 0.6, 5.0)  # mean ~4.5 s before the 5 s crop
-    lengths = np.round(seconds * 100).astype(np.int64)
+    groups = np.concatenate([np.full(max(2, round(n * scale)), i) for i, n in enumerate(shape.groups)])
+    counts = np.array(shape.classes, dtype=float)
+    labels = rng.choice(len(counts), size=len(groups), p=counts / counts.sum())
+    seconds = np.clip(rng.gamma(4.0, shape.mean_seconds / 4.0, len(groups)), 0.6, shape.crop_seconds)
+    lengths = np.round(seconds * shape.frame_rate).astype(np.int64)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    centres = 0.005 * torch.randn(len(counts), 1024, generator=generator, device=device, dtype=dtype)
-    frames = torch.randn(int(lengths.sum()), 1024, generator=generator, device=device, dtype=dtype)
+    width = shape.width
+    centres = 0.005 * torch.randn(len(counts), width, generator=generator, device=device, dtype=dtype)
+    frames = torch.randn(int(lengths.sum()), width, generator=generator, device=device, dtype=dtype)
     frames += centres[torch.from_numpy(np.repeat(labels, lengths)).to(device)]
     owner = torch.from_numpy(np.repeat(np.arange(len(lengths)), lengths)).to(device)
-    sums = torch.zeros(len(lengths), 1024, device=device).index_add_(0, owner, frames.float())
+    sums = torch.zeros(len(lengths), width, device=device).index_add_(0, owner, frames.float())
     mean = sums / torch.from_numpy(lengths).to(device).unsqueeze(1)
-    maximum = torch.full((len(lengths), 1024), -torch.inf, device=device).index_reduce_(0, owner, frames.float(), "amax")
+    maximum = torch.full((len(lengths), width), -torch.inf, device=device).index_reduce_(0, owner, frames.float(), "amax")
     features = DeviceFeatures(frames, lengths, mean, maximum)
-    ceiling = min(np.bincount(labels[sessions != s], minlength=len(counts)).min() for s in range(5))
-    sizes = [125 * 2**i for i in range(8) if 125 * 2**i <= ceiling] or [max(1, int(ceiling) // 2)]
-    runs = runs_for(labels, sessions, [*sizes, FULL], seeds)
+    ceiling = min(np.bincount(labels[groups != g], minlength=len(counts)).min() for g in np.unique(groups))
+    sizes = [size for size in shape.sizes if size <= ceiling] or [max(1, int(ceiling) // 2)]
+    runs = runs_for(labels, groups, [*sizes, FULL], seeds)
     host = _HostPooled(mean.cpu().numpy(), maximum.cpu().numpy())
-    return Grid(f"synthetic IEMOCAP x{scale:g} (sizes {sizes} + full)", features, labels, runs, len(counts), host)
+    return Grid(f"synthetic {shape.name} x{scale:g} (sizes {sizes} + full)", features, labels, runs, len(counts), host)
 
 
 @dataclass
@@ -226,8 +252,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--emodb")
     parser.add_argument("--whisper")
-    parser.add_argument("--synthetic", choices=["iemocap"])
-    parser.add_argument("--scale", type=float, default=1.0, help="fraction of IEMOCAP's utterances (synthetic)")
+    parser.add_argument("--synthetic", choices=list(SHAPES))
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the synthetic corpus's utterances")
     parser.add_argument("--store", default=None, help="feature store (default: budget's)")
     parser.add_argument("--per-class", default="6,13,26,52,full", help="sizes on EmoDB")
     parser.add_argument("--seeds", type=int, default=None, help="default 1 on EmoDB, 5 synthetic")
@@ -239,7 +265,7 @@ def main() -> None:
     parser.add_argument("--before", action="store_true", help="train every cell again as the engine before did, and compare")
     args = parser.parse_args()
     if not (args.synthetic or (args.emodb and args.whisper)):
-        parser.error("give --emodb and --whisper, or --synthetic iemocap")
+        parser.error(f"give --emodb and --whisper, or --synthetic {'/'.join(SHAPES)}")
 
     from machine import describe_machine
 
@@ -248,7 +274,7 @@ def main() -> None:
     device = training_device(config)
     print(f"machine: {describe_machine()}; training on {device}")
     if args.synthetic:
-        grids = [synthetic_iemocap(args.scale, device, args.seeds or 5)]
+        grids = [synthetic_grid(SHAPES[args.synthetic], args.scale, device, args.seeds or 5)]
         heads = args.heads.split(",") if args.heads else list(HEADS)
     else:
         args.seeds = args.seeds or 1

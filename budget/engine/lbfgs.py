@@ -90,13 +90,16 @@ class _Rows:
 def _minimise(head: EnsembleHead, rows: _Rows, strength: torch.Tensor, config: TrainConfig) -> EnsembleHead:
     """Full-batch L-BFGS on ``head``'s weights: every member's mean cross-entropy over its rows plus
     ``strength k |W|^2 / 2`` for each penalised weight (:meth:`EnsembleHead.penalties`); at most ``config.steps``
-    iterations, until no gradient element exceeds ``config.lbfgs_tolerance``."""
+    iterations, until no gradient element exceeds ``config.lbfgs_tolerance``.  The fitted head's ``evaluations``
+    counts the objective's evaluations, what a fit's time goes to."""
     optimiser = torch.optim.LBFGS(
         list(head.parameters()), max_iter=config.steps, history_size=LBFGS_HISTORY,
         tolerance_grad=config.lbfgs_tolerance, tolerance_change=0.0, line_search_fn="strong_wolfe",
     )  # fmt: skip
+    head.evaluations = 0
 
     def objective() -> torch.Tensor:
+        head.evaluations += 1
         optimiser.zero_grad()
         norms = sum(k * weight.square().flatten(1).sum(1) for weight, k in head.penalties())  # (E,)
         logits = head.shared_logits(*rows.inputs)  # (E, rows, classes)
