@@ -66,15 +66,16 @@ class Tracker:
     done (a chunk's runs advance together, step by step) and the time left.
 
     The time left is every unfinished chunk's price times the measured-to-priced ratio of its job (feature set and
-    head: the probes misprice each its own way) over the job's last :data:`RECENT_CHUNKS` finished chunks and the one in
+    head: the probes misprice each its own way) over the job's last :data:`RECENT` finished chunks and the one in
     training, or its head's, or any job's while it has none, so the ETA follows the machine's actual speed (a busy
     machine, a job the probes priced low) instead of the estimate made before training.  ``clock`` is the seconds
-    counter chunks are timed by; ``timings`` holds the (measured, priced) seconds of finished chunks by job, shared
-    with the executor so a later pass starts from what the earlier ones measured.
+    counter chunks are timed by.
     """
 
-    def __init__(self, works: list[Work], clock: Callable[[], float] = time.perf_counter,
-                 timings: dict[tuple[str, str], list[tuple[float, float]]] | None = None):  # fmt: skip
+    #: Finished chunks of a head whose measured-to-priced ratio predicts its chunks to come.
+    RECENT = 3
+
+    def __init__(self, works: list[Work], clock: Callable[[], float] = time.perf_counter):
         self.pending = {id(chunk): chunk for work in works for chunk in work.chunks}
         self.total_runs = sum(work.runs for work in works)
         self.total_work = sum(work.estimate for work in works)
@@ -82,7 +83,7 @@ class Tracker:
         self.clock = clock
         self.fraction: dict[int, float] = {}  # of a chunk in training, how much is done
         self.started: dict[int, float] = {}  # of a chunk in training in this process, when it started
-        self.timings = {} if timings is None else timings
+        self.ratios: dict[tuple[str, str], list[tuple[float, float]]] = {}  # by job: (measured, priced) of finished chunks
 
     def start(self, chunk: Chunk) -> None:
         """``chunk`` starts training in this process (its progress then times it as it goes)."""
@@ -99,16 +100,23 @@ class Tracker:
         left = 1.0 - self.fraction.pop(id(chunk), 0.0)
         self.pending.pop(id(chunk), None)
         self.started.pop(id(chunk), None)
-        self.timings.setdefault(_job(chunk), []).append((seconds, chunk.estimate))
+        self.ratios.setdefault(_job(chunk), []).append((seconds, chunk.estimate))
         self.done_runs += left * len(chunk.runs)
         return left * chunk.estimate
 
     def ratio(self, job: tuple[str, str]) -> float:
-        """:func:`speed_ratio` of ``job``, the chunks in training counted as far as they have gone."""
+        """Measured over priced seconds of the recent chunks of ``job`` (feature set, head), else of its head, else
+        of any job; 1 before any chunk has run."""
         now = self.clock()
         training = [(_job(self.pending[key]), (now - started, self.fraction.get(key, 0.0) * self.pending[key].estimate))
                     for key, started in self.started.items()]  # fmt: skip
-        return speed_ratio(self.timings, job, training)
+        for alike in (lambda other: other == job, lambda other: other[1] == job[1], lambda other: True):
+            recent = [timing for other, timings in self.ratios.items() if alike(other) for timing in timings[-self.RECENT :]]
+            recent += [timing for other, timing in training if alike(other)]
+            priced = sum(p for _, p in recent)
+            if priced > 0:
+                return sum(m for m, _ in recent) / priced
+        return 1.0
 
     def remaining(self) -> float:
         """Seconds of training left: every unfinished chunk's price at its job's ratio, less what is done of it."""
@@ -117,23 +125,6 @@ class Tracker:
 
     def done_text(self) -> str:
         return f"{int(self.done_runs + 1e-9)}/{self.total_runs} runs"
-
-
-#: Finished chunks of a job whose measured-to-priced ratio predicts its chunks to come.
-RECENT_CHUNKS = 3
-
-
-def speed_ratio(timings: dict[tuple[str, str], list[tuple[float, float]]], job: tuple[str, str],
-                training: list[tuple[tuple[str, str], tuple[float, float]]] = ()) -> float:  # fmt: skip
-    """Measured over priced seconds of the last :data:`RECENT_CHUNKS` finished chunks of ``job`` (feature set,
-    head) and of those of its ``training``, else of its head's, else of any job's; 1 before any chunk has run."""
-    for alike in (lambda other: other == job, lambda other: other[1] == job[1], lambda other: True):
-        recent = [timing for other, times in timings.items() if alike(other) for timing in times[-RECENT_CHUNKS:]]
-        recent += [timing for other, timing in training if alike(other)]
-        priced = sum(p for _, p in recent)
-        if priced > 0:
-            return sum(m for m, _ in recent) / priced
-    return 1.0
 
 
 def _job(chunk: Chunk) -> tuple[str, str]:
@@ -152,7 +143,6 @@ class Executor:
     def __init__(self, folder: RunFolder, trainer: Trainer, classes: list[str], fold_names: dict[int, str], log):
         self.folder, self.trainer, self.classes, self.fold_names, self.log = folder, trainer, classes, fold_names, log
         self.uploaded: dict[str, DeviceFeatures] = {}  # each feature set on the training device, once
-        self.timings: dict[tuple[str, str], list[tuple[float, float]]] = {}  # (measured, priced) of trained chunks, by job
 
     def plan(self, jobs: list[Job], table: str, train: TrainConfig) -> Work:
         """What ``table``'s parts lack of ``jobs``, in chunks priced by each head's cost model."""
@@ -162,19 +152,16 @@ class Executor:
         return Work(table, train, self._chunks(todo, train))
 
     def announce(self, works: list[Work], what: str = "") -> float:
-        """Log the estimate of ``works`` (per head; ``what`` says what they are) and return it in seconds: the
-        probes' prices, at the speed this executor's earlier chunks measured (:func:`speed_ratio`) where it trained any."""
+        """Log the estimate of ``works`` (per head; ``what`` says what they are) and return it in seconds."""
         by_head: dict[str, float] = {}
         for chunk in (chunk for work in works for chunk in work.chunks):
-            price = chunk.estimate * speed_ratio(self.timings, _job(chunk))
-            by_head[chunk.job.head] = by_head.get(chunk.job.head, 0.0) + price
+            by_head[chunk.job.head] = by_head.get(chunk.job.head, 0.0) + chunk.estimate
         total = sum(by_head.values())
         if by_head:
             heads = ", ".join(f"{head} {duration(seconds)}" for head, seconds in by_head.items())
-            speed = ", at the speed this study's chunks have trained at so far" if self.timings else ""
             self.log(f"estimated training time: {duration(total)}{self.estimate_scope} for "
                      f"{sum(work.runs for work in works)} runs{what} ({heads}; each head timed at its smallest and "
-                     f"largest size{speed})")  # fmt: skip
+                     "largest size)")  # fmt: skip
         return total
 
     def execute(self, works: list[Work]) -> float:
@@ -182,7 +169,7 @@ class Executor:
         works = [work for work in works if work.chunks]
         if not works:
             return 0.0
-        tracker, started = Tracker(works, self.clock, self.timings), self.clock()
+        tracker, started = Tracker(works, self.clock), self.clock()
         with progress_bar(tracker.total_work, "training", unit="s", done=tracker.done_text, eta=tracker.remaining
                           ) as advance:  # fmt: skip
             for work in works:

@@ -705,26 +705,3 @@ def test_the_eta_prices_each_feature_set_and_head_at_its_own_speed():
         tracker.finished(chunk, seconds)
     # lld + mlp_pool: 0.5; whisper + mlp_pool: 3; whisper + logreg, no logreg yet: every job's (3.5 over 2)
     assert tracker.remaining() == pytest.approx(0.5 + 3.0 + 1.75)
-
-
-def test_a_later_pass_is_priced_and_its_eta_predicted_at_the_speed_the_earlier_ones_measured():
-    """The convergence check's later passes: on a machine that trains at half the probes' speed, their estimate
-    and their first ETA carry the ratio the first pass measured, not the probes' price alone."""
-    from types import SimpleNamespace
-
-    from budget.execute import Chunk, Executor, Tracker, Work
-
-    lines, now = [], [0.0]
-    executor = Executor(None, None, [], {}, lines.append)
-    job = SimpleNamespace(name="lld", head="mlp_pool")
-    first = Work("results", TrainConfig(), [Chunk(job, runs=[None], estimate=1.0, units=1) for _ in range(2)])
-    assert executor.announce([first]) == 2.0 and "so far" not in lines[-1]  # nothing measured yet: the probes' price
-    tracker = Tracker([first], clock=lambda: now[0], timings=executor.timings)
-    for chunk in first.chunks:
-        tracker.start(chunk)
-        now[0] += 2.0
-        tracker.finished(chunk, 2.0)
-    later = Work("budget_4x", TrainConfig(), [Chunk(job, runs=[None], estimate=3.0, units=1)])
-    assert executor.announce([later], " at 4x the budget") == pytest.approx(6.0)
-    assert lines[-1].startswith("estimated training time: 6.0 s for 1 runs at 4x the budget") and "so far" in lines[-1]
-    assert Tracker([later], clock=lambda: now[0], timings=executor.timings).remaining() == pytest.approx(6.0)
