@@ -58,7 +58,7 @@ class FeatureSet:
         if self.frames is None:
             frames = None
         else:
-            pieces = [self.frames[self.offsets[i] : self.offsets[i] + self.lengths[i]] for i in rows]
+            pieces = [self.sequence(i) for i in rows]
             frames = np.concatenate(pieces) if pieces else self.frames[:0]
         return FeatureSet(
             spec=self.spec,
