@@ -12,7 +12,8 @@ the clips that bring the labelled set to the next size.  Sizes are clips
 annotated; ``full`` is every clip of the pool.
 
 :func:`acquire` runs every round of a group of streams, training each round's
-runs together (one ensemble where the head allows), and returns one row per
+runs together (one ensemble where the head allows; a run several streams share,
+the seed set's or the whole pool's, once), and returns one row per
 (stream, size): a results table's row with the strategy beside it, and the
 clips the round added (``acquired``), so a study can say which clips a team
 would have sent.
@@ -82,8 +83,11 @@ def acquire(trainer, head: str, inputs: dict[str, FeatureSet], labels: np.ndarra
     for size in sizes:
         started = time.perf_counter()
         runs = [state.run(size) for state in states]
-        outputs = [RunOutput.of(o) for o in trainer(head, inputs, labels, runs, n_classes, config, uploaded=uploaded,
-                                                    probabilities=True)]  # fmt: skip
+        distinct = {_identity(run): run for run in runs}  # a run several streams share trains once
+        trained = trainer(head, inputs, labels, list(distinct.values()), n_classes, config, uploaded=uploaded,
+                          probabilities=True)  # fmt: skip
+        by_identity = dict(zip(distinct, map(RunOutput.of, trained), strict=True))
+        outputs = [by_identity[_identity(run)] for run in runs]
         train_seconds = (time.perf_counter() - started) / len(states)
         for state, run, output in zip(states, runs, outputs, strict=True):
             on_pool = len(run.test) - len(state.test)
@@ -99,6 +103,20 @@ def acquire(trainer, head: str, inputs: dict[str, FeatureSet], labels: np.ndarra
             if following:
                 state.choose(following[0], output.probabilities[:on_pool])
     return rows
+
+
+def _identity(run: Run) -> tuple:
+    """What a run's result depends on: its fold, seed and size, and the clips it trains on and predicts.  Streams of a
+    (fold, seed) share the seed set's round (every strategy but the oracle) and the whole pool's (all of them)."""
+    return run.fold, run.seed, run.size, run.train.tobytes(), run.test.tobytes()
+
+
+def distinct_rounds(strategies: list[str], sizes: list[Size]) -> list[int]:
+    """How many distinct runs a (fold, seed)'s streams of ``strategies`` train at each of ``sizes``: one for the
+    seed set's round of every strategy but the oracle, one for the whole pool's, one a stream otherwise."""
+    oracles = sum(strategy(name).oracle for name in strategies)
+    first = oracles + (len(strategies) > oracles)
+    return [1 if size.full else first if i == 0 else len(strategies) for i, size in enumerate(sizes)]
 
 
 class _StreamState:

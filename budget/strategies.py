@@ -150,9 +150,10 @@ class KCenter(Strategy):
     def choose(self, pool, n, rng):
         unlabelled = self._checked(pool, n)
         points = pool.standardised()
+        candidates = points[unlabelled]
         labelled = np.flatnonzero(pool.labelled)
         if len(labelled):
-            nearest = _min_distances(points[unlabelled], points[labelled])
+            nearest = _min_distances(candidates, points[labelled])
         else:  # nothing to be far from: start at a random clip
             nearest = np.full(len(unlabelled), np.inf)
             nearest[rng.integers(len(unlabelled))] = np.finfo(float).max
@@ -161,7 +162,8 @@ class KCenter(Strategy):
             i = int(np.argmax(nearest))
             chosen.append(unlabelled[i])
             scores.append(float(nearest[i]))
-            nearest = np.minimum(nearest, _min_distances(points[unlabelled], points[unlabelled[i] : unlabelled[i] + 1]))
+            # the new centre's distance to every candidate: one row, so numpy's norm, not a pairwise call per pick
+            nearest = np.minimum(nearest, np.linalg.norm(candidates - candidates[i], axis=1))
             nearest[i] = -np.inf  # chosen: never again
         return Choice(np.array(chosen, dtype=np.int64), np.array(scores))
 

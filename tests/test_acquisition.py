@@ -142,6 +142,31 @@ def test_an_interrupted_acquisition_resumes_to_the_same_results(iemocap, tmp_pat
     assert set(resumed["size"]) == {4, 8, FULL} and len(resumed) == 2 * 3 * 5
 
 
+def test_rounds_that_streams_share_train_once_and_the_estimate_counts_what_trains(iemocap, tmp_path):
+    """The seed set's round is the same for every strategy but the oracle, and the whole pool's for all of them: each
+    trains once per (fold, seed), every stream gets its row, and the announced fits are the runs trained."""
+    trained, lines = [], []
+
+    def counting(*args, **kwargs):
+        trained.append(len(args[3]))
+        return train_head(*args, **kwargs)
+
+    config = AcquisitionConfig(corpus="iemocap", root=str(iemocap), features=("lld",), heads=("logreg",), seeds=2,
+                               clips=(4, 8, "full"), strategies=("random", "entropy", "balanced"),
+                               store=str(tmp_path / "store"), train=TRAIN)  # fmt: skip
+    table = Acquisition(config, tmp_path / "run", trainer=counting).run(log=lines.append)
+    folds = table["fold"].nunique()
+    assert trained == [2 * 2, 2 * 3, 2] * folds  # per fold: (seed set + oracle), three streams, the whole pool
+    assert len(table) == folds * 2 * 3 * 3
+    (estimate,) = [line for line in lines if line.startswith("estimated training time")]
+    assert f"for {folds * 2 * 3 * 3} rounds in {sum(trained)} fits" in estimate
+    first = table[table["size"] == Size(4)].pivot_table(index=["fold", "seed"], columns="strategy", values="confusion",
+                                                        aggfunc="first")  # fmt: skip
+    assert (first["random"] == first["entropy"]).all()
+    whole = table[table["size"] == FULL].groupby(["fold", "seed"])["confusion"].nunique()
+    assert (whole == 1).all()
+
+
 def test_budget_acquire_writes_a_report_and_the_api_reads_it_back(iemocap, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 

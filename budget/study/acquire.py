@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from budget.acquisition import Stream, acquire
+from budget.acquisition import Stream, acquire, distinct_rounds
 from budget.errors import BudgetError
 from budget.execute import make_executor
 from budget.grid import SINGLE, Job, Run, build_jobs
@@ -135,8 +135,10 @@ class Acquisition(Study):
         prices = _prices(work, sizes, len(data.classes), config)
         total = sum(prices)
         rounds = sum(len(streams) for _, _, streams in work) * len(sizes)
-        log(f"estimated training time: {duration(total)} for {rounds} rounds ({len(work)} tasks of every seed and "
-            "strategy of a fold; each head timed at its smallest and largest size)")  # fmt: skip
+        fits = sum(sum(_fits(streams, sizes)) for _, _, streams in work)
+        log(f"estimated training time: {duration(total)} for {rounds} rounds in {fits} fits (the seed set's round and the "
+            f"whole pool's are shared by a fold and seed's strategies; {len(work)} tasks of every seed and strategy of a "
+            "fold; each head timed at its smallest and largest size)")  # fmt: skip
         with progress_bar(max(total, 1e-9), "acquiring", unit="s") as advance:
             for job in {id(job): job for job, _, _ in work}.values():
                 tasks = [(folds, streams, price) for (j, folds, streams), price in zip(work, prices, strict=True) if j is job]
@@ -151,8 +153,8 @@ class Acquisition(Study):
 
 
 def _prices(work, sizes: list[Size], n_classes: int, config: AcquisitionConfig) -> list[float]:
-    """Each task's estimated seconds: its rounds priced by the head's cost model (timed on runs of the smallest and
-    largest size), strategies' own choosing not counted."""
+    """Each task's estimated seconds: its distinct runs (:func:`_fits`) priced by the head's cost model
+    (timed on runs of the smallest and largest size), strategies' own choosing not counted."""
     prices, models = [], {}
     for job, folds, streams in work:
         spec = head_spec(job.head)
@@ -162,8 +164,15 @@ def _prices(work, sizes: list[Size], n_classes: int, config: AcquisitionConfig) 
             models[(job.name, job.head)] = spec.cost_model(job.inputs, job.labels, [runs[0], runs[-1]], n_classes,
                                                             config.train, None)  # fmt: skip
         model = models[(job.name, job.head)]
-        prices.append(len(streams) * sum(model.unit_seconds(len(run.train)) * spec.units(run, config.train) for run in runs))
+        prices.append(sum(count * model.unit_seconds(len(run.train)) * spec.units(run, config.train)
+                          for count, run in zip(_fits(streams, sizes), runs, strict=True)))  # fmt: skip
     return prices
+
+
+def _fits(streams: list[Stream], sizes: list[Size]) -> list[int]:
+    """The runs a task of ``streams`` (one fold) trains at each size: :func:`distinct_rounds` for each seed."""
+    seeds = len({stream.seed for stream in streams})
+    return [seeds * count for count in distinct_rounds(list(dict.fromkeys(stream.strategy for stream in streams)), sizes)]
 
 
 def _pool_counts(data: StudyData) -> dict[str, dict[str, int]]:
