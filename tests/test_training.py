@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from dataclasses import replace
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.metrics import balanced_accuracy_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, recall_score
 from tolerances import assert_float_close, decided_by_margin
 
 import budget.engine.adam as engine_adam
@@ -69,6 +70,35 @@ def test_ua_is_balanced_accuracy_the_mean_per_class_recall():
     assert metrics["ua"] == pytest.approx(np.mean(recalls))
     assert metrics["recall_sad"] == pytest.approx(recalls[2])
     assert np.array(eval(metrics["confusion"])).sum() == 200
+
+
+def test_every_metric_read_off_the_confusion_matrix_is_scikit_learn_s_own():
+    """Random folds of 1 to 60 clips of 2 to 7 classes, some classes missing from the fold or never predicted, some
+    predictions all wrong: UA, WA, macro-F1 and each recall equal scikit-learn's functions on the same labels."""
+    for case in range(300):
+        _check_metrics_against_scikit_learn(np.random.default_rng(case), all_wrong=case % 10 == 0)
+
+
+def _check_metrics_against_scikit_learn(rng: np.random.Generator, all_wrong: bool) -> None:
+    n_classes = int(rng.integers(2, 8))
+    held = rng.choice(n_classes, size=int(rng.integers(1, n_classes + 1)), replace=False)  # the fold's classes
+    y_true = rng.choice(held, size=int(rng.integers(1, 61)))
+    y_pred = np.where(rng.random(len(y_true)) < rng.random(), y_true, rng.integers(0, n_classes, len(y_true)))
+    if all_wrong:
+        y_pred = (y_true + 1) % n_classes
+    classes = [f"c{i}" for i in range(n_classes)]
+    metrics = run_metrics(y_true, y_pred, classes)
+    labels = list(range(n_classes))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn's warnings on classes the fold lacks
+        assert metrics["ua"] == pytest.approx(balanced_accuracy_score(y_true, y_pred), abs=1e-12)
+        assert metrics["wa"] == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-12)
+        assert metrics["macro_f1"] == pytest.approx(
+            f1_score(y_true, y_pred, labels=np.unique(y_true), average="macro", zero_division=0), abs=1e-12)
+        recalls = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=np.nan)
+    ours = np.array([metrics[f"recall_c{i}"] for i in labels])
+    assert np.array_equal(np.isnan(ours), np.isnan(recalls)) and np.allclose(ours[~np.isnan(ours)], recalls[~np.isnan(recalls)])
+    assert json.loads(metrics["confusion"]) == confusion_matrix(y_true, y_pred, labels=labels).tolist()
 
 
 def test_a_class_the_test_fold_lacks_has_no_recall_and_stays_out_of_ua_without_a_warning():
