@@ -159,7 +159,8 @@ def test_rounds_that_streams_share_train_once_and_the_estimate_counts_what_train
     assert trained == [2 * 2, 2 * 3, 2] * folds  # per fold: (seed set + oracle), three streams, the whole pool
     assert len(table) == folds * 2 * 3 * 3
     (estimate,) = [line for line in lines if line.startswith("estimated training time")]
-    assert f"for {folds * 2 * 3 * 3} rounds in {sum(trained)} fits" in estimate
+    assert f"for {folds * 2 * 3 * 3} rounds in {sum(trained)} fits (logreg " in estimate
+    assert any(line.startswith("acquiring took ") and "; estimated " in line for line in lines)  # the closing line
     first = table[table["size"] == Size(4)].pivot_table(index=["fold", "seed"], columns="strategy", values="confusion",
                                                         aggfunc="first")  # fmt: skip
     assert (first["random"] == first["entropy"]).all()

@@ -134,11 +134,16 @@ class Acquisition(Study):
         config = self.config
         prices = _prices(work, sizes, len(data.classes), config)
         total = sum(prices)
+        by_head: dict[str, float] = {}
+        for (job, _, _), price in zip(work, prices, strict=True):
+            by_head[job.head] = by_head.get(job.head, 0.0) + price
         rounds = sum(len(streams) for _, _, streams in work) * len(sizes)
         fits = sum(sum(_fits(streams, sizes)) for _, _, streams in work)
-        log(f"estimated training time: {duration(total)} for {rounds} rounds in {fits} fits (the seed set's round and the "
-            f"whole pool's are shared by a fold and seed's strategies; {len(work)} tasks of every seed and strategy of a "
-            "fold; each head timed at its smallest and largest size)")  # fmt: skip
+        log(f"estimated training time: {duration(total)}{executor.estimate_scope} for {rounds} rounds in {fits} fits "
+            f"({', '.join(f'{head} {duration(seconds)}' for head, seconds in by_head.items())}; the seed set's round "
+            "and the whole pool's are shared by a fold and seed's strategies; each head timed at its smallest and "
+            "largest size)")  # fmt: skip
+        started = executor.clock()
         with progress_bar(max(total, 1e-9), "acquiring", unit="s") as advance:
             for job in {id(job): job for job, _, _ in work}.values():
                 tasks = [(folds, streams, price) for (j, folds, streams), price in zip(work, prices, strict=True) if j is job]
@@ -150,23 +155,37 @@ class Acquisition(Study):
                                              "fold_name": data.fold_names[row["fold"]], "inputs": job.digest}
                                             for row in rows])  # fmt: skip
                     advance(tasks[i][2])
+        log(f"acquiring took {duration(executor.clock() - started)}; estimated {duration(total)}{executor.estimate_scope}")
 
 
 def _prices(work, sizes: list[Size], n_classes: int, config: AcquisitionConfig) -> list[float]:
-    """Each task's estimated seconds: its distinct runs (:func:`_fits`) priced by the head's cost model
-    (timed on runs of the smallest and largest size), strategies' own choosing not counted."""
+    """Each task's estimated seconds: its distinct runs (:func:`_fits`) priced by the head's cost model, timed on
+    rounds like the study's at its smallest and largest size (as many runs, each on random clips of the pool and
+    predicting the rest of it); strategies' own choosing not counted."""
     prices, models = [], {}
     for job, folds, streams in work:
         spec = head_spec(job.head)
         pool, test = np.flatnonzero(folds != streams[0].fold), np.flatnonzero(folds == streams[0].fold)
-        runs = [Run(streams[0].fold, 0, size, pool[: len(pool) if size.full else size.per_class], test) for size in sizes]
+        fits = _fits(streams, sizes)
         if (job.name, job.head) not in models:
-            models[(job.name, job.head)] = spec.cost_model(job.inputs, job.labels, [runs[0], runs[-1]], n_classes,
-                                                            config.train, None)  # fmt: skip
+            probes = [run for i in (0, -1) for run in _round(pool, test, streams[0].fold, sizes[i], fits[i])]
+            models[(job.name, job.head)] = spec.cost_model(job.inputs, job.labels, probes, n_classes, config.train, None)
         model = models[(job.name, job.head)]
-        prices.append(sum(count * model.unit_seconds(len(run.train)) * spec.units(run, config.train)
-                          for count, run in zip(_fits(streams, sizes), runs, strict=True)))  # fmt: skip
+        prices.append(sum(count * model.unit_seconds(len(pool) if size.full else size.per_class)
+                          * spec.units(_round(pool, test, 0, size, 1)[0], config.train)
+                          for count, size in zip(fits, sizes, strict=True)))  # fmt: skip
     return prices
+
+
+def _round(pool: np.ndarray, test: np.ndarray, fold: int, size: Size, count: int) -> list[Run]:
+    """``count`` runs of a round at ``size``, each on its own random clips of ``pool``, predicting the rest of the
+    pool and the held-out fold ``test``: what a cost probe times."""
+    runs = []
+    for seed in range(count):
+        order = np.random.default_rng(seed).permutation(len(pool))
+        labelled = len(pool) if size.full else size.per_class
+        runs.append(Run(fold, seed, size, np.sort(pool[order[:labelled]]), np.concatenate([np.sort(pool[order[labelled:]]), test])))
+    return runs
 
 
 def _fits(streams: list[Stream], sizes: list[Size]) -> list[int]:
