@@ -379,6 +379,10 @@ def test_one_layer_of_an_all_entry_is_read_alone_and_statistics_without_frames(t
     np.testing.assert_array_equal(one.max, every.max[:, 5])
     assert one.layer_names is None and one.dim == extractor.width
     assert peak < 3 * one.frames.nbytes < every.frames.nbytes / 3  # the layer's frames, never all twelve
+    for layer, loaded in ((None, every), (5, one)):  # what a study's memory guard reads, from the index alone
+        footprint = store.footprint(extractor, corpus, layer=layer)
+        assert (footprint.utterances, footprint.frames) == (len(loaded), len(loaded.frames))
+        assert footprint.width * footprint.itemsize * footprint.frames == loaded.frames.nbytes
     pooled = store.load(extractor, corpus, layer=5, frames=False)
     assert pooled.frames is None and pooled.dim == one.dim
     for name in ("lengths", "offsets", "mean", "max", "utt_ids"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -457,6 +457,36 @@ def test_heads_that_pool_first_train_on_statistics_alone_and_give_what_they_give
     metrics = ["features", "head", "size", "fold", "seed", "ua", "wa", "macro_f1", "confusion", "inputs"]
     pd.testing.assert_frame_equal(alone[metrics].reset_index(drop=True),
                                   beside[beside["head"].isin(pooled)][metrics].reset_index(drop=True))  # fmt: skip
+
+
+def test_a_study_that_would_not_fit_in_memory_stops_in_one_line_before_loading_its_features(iemocap, tmp_path, monkeypatch):
+    """The guard reads the store's index: frame heads count every frame (as loaded, uploaded and their own copy),
+    heads that pool first the statistics alone."""
+    from budget.features import FeatureStore, parse_feature_spec
+    from budget.study import memory
+
+    lines = []
+    pooled = Study(config_for(iemocap, tmp_path, heads=("mean_pool",), seeds=1), tmp_path / "pooled")
+    pooled.run(log=lines.append)
+    (line,) = [line for line in lines if line.startswith("memory: ")]
+    assert "lld" in line and "statistics only" in line and "available now" in line
+    framed = config_for(iemocap, tmp_path, heads=("mean_pool", "mlp_pool"), seeds=1)
+    inputs = Study(framed, tmp_path / "framed").load_inputs(log=lambda _: None)
+    footprint = FeatureStore(framed.store).footprint(parse_feature_spec("lld"), inputs.data.manifest, framed.entry_settings())
+    need = memory.feature_memory("lld", footprint, list(framed.heads), framed.train)
+    values = inputs.features["lld"].frames.size  # as loaded (float16), uploaded (float32), centred for mlp_pool
+    assert need.bytes >= values * (2 + 4 + 2) and need.holds.endswith("for mlp_pool")
+    too_small = replace(framed, max_memory=need.bytes / memory.GB / 2)
+    loads = []
+    monkeypatch.setattr(FeatureStore, "load", lambda *a, **k: loads.append(1))
+    with pytest.raises(BudgetError, match=r"this study's features need about .* GB, more than .* \(--max-memory .*\); the "
+                                          r"largest is lld"):  # fmt: skip
+        Study(too_small, tmp_path / "refused").run(log=lambda _: None)
+    assert not loads and not (tmp_path / "refused" / "results.parquet").exists()
+    result = runner.invoke(app, ["curve", "--corpus", "iemocap", "--root", str(iemocap), "--features", "lld", "--model",
+                                 "mlp_pool", "--store", framed.store, "--max-memory", "0.00001", "--no-report",
+                                 "--run-dir", str(tmp_path / "cli")])  # fmt: skip
+    assert result.exit_code == 2 and result.output.count("error:") == 1 and "--max-memory 1e-05" in result.output
 
 
 def test_a_study_reads_the_features_budget_extract_stored_with_the_same_frame_dtype(iemocap, tmp_path, monkeypatch):

@@ -73,6 +73,17 @@ class _Target:
     known: pd.DataFrame | None
 
 
+@dataclass(frozen=True)
+class Footprint:
+    """What loading a feature set reads: utterances, frames, values in a frame (every layer of an ``:all`` entry, or
+    the one picked) and bytes a stored value takes."""
+
+    utterances: int
+    frames: int
+    width: int
+    itemsize: int
+
+
 class FeatureStore:
     """An on-disk store of frame-level features, keyed by extractor and utterance identity."""
 
@@ -367,6 +378,20 @@ class FeatureStore:
             layer_names=None if layer is not None else layer_names,
             missing=list(manifest["utt_id"].to_numpy()[~usable]),
         )
+
+    def footprint(self, extractor: FeatureExtractor, manifest: pd.DataFrame, settings: EntrySettings = DEFAULT_SETTINGS,
+                  *, layer: int | None = None) -> Footprint:  # fmt: skip
+        """What :meth:`load` would read for ``manifest`` (of ``layer``), from the entry's index alone: nothing is
+        loaded.  An empty footprint where nothing is stored."""
+        entry = settings.entry(self.root, extractor)
+        if not entry.described():
+            return Footprint(0, 0, 0, 0)
+        meta = entry.meta()
+        shape = tuple(meta["frame_shape"] or ())[0 if layer is None else 1 :]
+        found = entry.index().reindex(settings.utterance_keys(extractor, manifest))
+        usable = (found["ok"] == True).to_numpy()  # noqa: E712 (pandas element-wise)
+        frames = int(found.loc[usable, "n_frames"].astype(np.int64).sum())
+        return Footprint(int(usable.sum()), frames, int(np.prod(shape)) if shape else 0, np.dtype(settings.frame_dtype).itemsize)
 
     def summary(self) -> pd.DataFrame:
         """One row per stored entry: spec, frame shape, utterances, failures, frames, size on disk."""

@@ -29,7 +29,7 @@ DEFAULT_ENCODER = "hf:microsoft/wavlm-base-plus"
 #: a fitted head retrained round by round while clips are acquired.
 COMMAND_HEADS = {"curve": ("mlp_pool",), "compare": ACOUSTIC_HEADS, "acquire": ("mean_pool",)}
 #: Settings that do not change a result: where things are, how audio files are known, where and how runs execute.
-NOT_IN_DIGEST = ("store", "root", "file_identity", "executor", "extract_batch")
+NOT_IN_DIGEST = ("store", "root", "file_identity", "executor", "extract_batch", "max_memory")
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,9 @@ class StudyConfig:
         "--precision", f"Precision the encoders run in: {', '.join(PRECISIONS)} (default {PRECISIONS[0]})."))
     extract_batch: int | None = field(default=None, metadata=option(
         "--extract-batch", "Utterances per extraction batch (default 16 on CUDA, 8 on a CPU)."))
+    max_memory: float | None = field(default=None, metadata=option(
+        "--max-memory", "GB the features a study trains on may take; a study that needs more stops before loading "
+        "them, saying why (default: what the machine has available)."))
     store: str | None = field(default=None, metadata=option(
         "--store", "Feature store folder; default: $BUDGET_STORE_DIR or ~/.cache/budget/features."))
     executor: Where = field(default=LOCAL, metadata=option(
@@ -93,6 +96,8 @@ class StudyConfig:
         check_number("max_seconds", self.max_seconds, minimum=0)
         if self.extract_batch is not None:
             check_number("extract_batch", self.extract_batch, integer=True, minimum=1)
+        if self.max_memory is not None:
+            check_number("max_memory", self.max_memory, minimum=0)
         object.__setattr__(self, "layers", read_layers(self.layers))
         if self.per_class is not None:
             object.__setattr__(self, "per_class", read_sizes(self.per_class))

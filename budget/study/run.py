@@ -35,6 +35,7 @@ from budget.results import RESULT_KEY, sort_results
 from budget.runfolder import CONVERGENCE, RESULTS, RunFolder, budget_table
 from budget.sampling import SizePlan, per_class_sizes, plan_sizes
 from budget.study.config import StudyConfig
+from budget.study.memory import check_memory, feature_memory
 
 
 @dataclass
@@ -288,6 +289,10 @@ class Study:
                 log(f"extracted {extractor.spec} for {report.extracted} utterances ({report.seconds:.0f} s)")
         report_of = dict(zip(extractors, reports, strict=True))
         entries = {choice.name: report_of[choice.stored].entry.name for choice in choices}
+        check_memory([feature_memory(choice.name, store.footprint(extractors[choice.stored], data.manifest,
+                                                                  self.config.entry_settings(), layer=choice.layer),
+                                     heads_on(choice, self.config.heads), self.config.train)
+                      for choice in choices], self.config.max_memory, log)  # fmt: skip
         loaded = {}
         for choice in choices:
             features = store.load(extractors[choice.stored], data.manifest, self.config.entry_settings(),
@@ -300,10 +305,14 @@ class Study:
         return entries, loaded
 
 
+def heads_on(choice: FeatureChoice, heads: tuple[str, ...]) -> list[str]:
+    """The heads that train on ``choice``: on stacked layers, only those that learn layer weights."""
+    return [head for head in heads if head_spec(head).mixes_layers or not choice.weighted]
+
+
 def frames_read(choice: FeatureChoice, heads: tuple[str, ...]) -> bool:
-    """Whether a head that trains on ``choice`` reads its frames; if none does, a study loads its statistics alone.
-    (On stacked layers, only the heads that learn layer weights train.)"""
-    return any(spec.reads_frames and (spec.mixes_layers or not choice.weighted) for spec in map(head_spec, heads))
+    """Whether a head that trains on ``choice`` reads its frames; if none does, a study loads its statistics alone."""
+    return any(head_spec(head).reads_frames for head in heads_on(choice, heads))
 
 
 def stacked_layers(features: FeatureSet) -> FeatureSet:

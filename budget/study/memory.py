@@ -1,0 +1,103 @@
+"""What a study's features take in memory, known from the store's index before anything is loaded, and the guard
+that refuses, in one line, a study that would not fit instead of letting the system kill it.
+
+A study holds every feature set it trains on for its whole run: as loaded
+(the per-utterance statistics, and the frames where a head reads them, at the
+store's precision), and once more on the training device (float32 on a CPU),
+with the copy each frame head makes of the frames it reads (mlp_pool's centred
+frames in its product precision, attention's windowed means).  Fitted
+attention also gathers one run's frames at a time, at most every frame again.
+On CUDA the device's copies are in the GPU's memory; the machine holds the
+loaded features alone.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from budget.engine.config import TrainConfig, solved
+from budget.engine.device import product_dtype, training_device
+from budget.errors import BudgetError
+from budget.features.store import Footprint
+from budget.registry import EnsembleSpec, head_spec
+
+GB = 2**30
+FLOAT32 = 4
+
+
+@dataclass(frozen=True)
+class FeatureMemory:
+    """One feature set's bytes for a study, and what they hold, in words."""
+
+    name: str
+    bytes: int
+    holds: str
+
+
+def feature_memory(name: str, footprint: Footprint, heads: list[str], train: TrainConfig) -> FeatureMemory:
+    """The bytes a study training ``heads`` on a feature set of ``footprint`` holds for it (the module docstring
+    says what is counted)."""
+    on_cpu = training_device(train).type == "cpu"
+    copies = 2 if on_cpu else 1  # as loaded, and the device's float32 copy where the device is this machine
+    statistics = copies * 2 * footprint.utterances * footprint.width * FLOAT32  # mean and max
+    specs = [head_spec(head) for head in heads]
+    frame_heads = [spec for spec in specs if spec.reads_frames]
+    if not frame_heads:
+        return FeatureMemory(name, statistics, "statistics only")
+    per_value = footprint.itemsize + (FLOAT32 if on_cpu else 0)  # as loaded, and as uploaded
+    if on_cpu:
+        per_value += sum(_copy_per_value(spec, train) for spec in frame_heads)
+    readers = ", ".join(spec.name for spec in frame_heads)
+    frames = int(footprint.frames * footprint.width * per_value)
+    return FeatureMemory(name, statistics + frames, f"{footprint.frames:,} frames of {footprint.width} for {readers}")
+
+
+def _copy_per_value(spec, train: TrainConfig) -> float:
+    """Bytes per frame value a frame head adds on a CPU: fitted attention gathers one run's frames (of its windowed
+    means, themselves a copy, when the window is wider than a frame); a stepped head centres them in its product
+    precision; the bimodal heads read the loaded frames."""
+    if not isinstance(spec, EnsembleSpec):
+        return 0.0
+    if solved(spec.module, train):
+        window = train.attention_window
+        return FLOAT32 * (2 if window > 1 else 1) / window
+    return float(product_dtype(training_device(train), train).itemsize)
+
+
+def available_bytes() -> int | None:
+    """Memory the machine can give a new allocation now (Linux's MemAvailable: free memory and the page cache it can
+    drop); None where the system does not say."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(needs: list[FeatureMemory], max_memory: float | None, log) -> None:
+    """Say what the study's features take; raise one clear error when that exceeds ``max_memory`` GB (default: what
+    the machine has available now)."""
+    total = sum(need.bytes for need in needs)
+    limit = max_memory * GB if max_memory is not None else available_bytes()
+    where = f"--max-memory {max_memory:g}" if max_memory is not None else "available now; --max-memory sets a limit"
+    parts = ", ".join(f"{need.name} {need.bytes / GB:.2f} GB ({need.holds})" for need in needs)
+    if limit is None:
+        log(f"memory: the features this study trains on take about {total / GB:.2f} GB: {parts}")
+        return
+    log(f"memory: the features this study trains on take about {total / GB:.2f} GB of {limit / GB:.1f} GB ({where}): "
+        f"{parts}")  # fmt: skip
+    if total > limit:
+        largest = max(needs, key=lambda need: need.bytes)
+        raise BudgetError(
+            f"this study's features need about {total / GB:.1f} GB, more than {limit / GB:.1f} GB ({where}); the "
+            f"largest is {largest.name}, {largest.bytes / GB:.1f} GB ({largest.holds}): crop utterances shorter "
+            "(--max-seconds), train heads that pool first on it (logreg, mean_pool, meanmax_pool read statistics "
+            "only), study fewer feature sets or layers at once, or set --max-memory if more memory will be free"
+        )
