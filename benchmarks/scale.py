@@ -1,6 +1,8 @@
 """What loading a study's features costs in memory as the corpus grows: frames, statistics alone, one layer.
 
     python benchmarks/scale.py [--sizes 1000,10000] [--layered 1000] [--width 768] [--folder /tmp/scale]
+    python benchmarks/scale.py --sizes "" --layered 0 --extraction 500,5000
+    python benchmarks/scale.py --sizes "" --layered 0 --studies 1000,10000,100000
 
 Writes synthetic feature stores in the store's own format (random float16
 frames, ``--width`` wide, utterances of 2 to 10 s at 50 frames a second; no
@@ -21,6 +23,25 @@ frees under pressure, so ``allocated`` is what can run a machine out of memory:
   one-layer entry of as many utterances.
 
 The store is written once into ``--folder`` (kept, so a second run only loads).
+
+``--extraction N1,N2`` measures extraction as the corpus grows instead: it
+writes N synthetic utterances (16 kHz noise of 1 to 4 s) and a tiny random
+wav2vec 2.0, then in a fresh child process per size extracts them into an
+empty store as ``budget extract`` does, and prints utterances and audio
+seconds per second and the peak resident memory the extraction added.  Memory
+that stays flat from N1 to N2 is constant in the corpus; seconds of audio per
+second that stay flat are time linear in audio.
+
+``--studies N1,N2,...`` runs a small study of each head that pools first
+(logreg, mean_pool, meanmax_pool: 2 sizes x 3 folds x 1 seed, the same sizes
+at every N) on a synthetic store of N utterances, each in a fresh child
+process loading the store as a study does, and prints per head and N the peak
+resident memory the load and the study added, the seconds per run (the
+results' ``train_seconds``), of which fitting and the rest (predicting the
+held-out fold, which grows with N, and a chunk's preparation), and the ratios
+to the smallest N.  These
+heads never read a frame, so their stores hold two frames an utterance (to
+spare the disk: a 100,000-utterance store of 2 to 10 s would take 44 GB).
 """
 
 from __future__ import annotations
@@ -31,6 +52,7 @@ import multiprocessing
 import resource
 import sys
 import tracemalloc
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,16 +68,19 @@ SHARD_UTTERANCES = 256
 
 
 class SyntheticEncoder(FeatureExtractor):
-    """Stands for an encoder whose features were stored: it is never run, only named."""
+    """Stands for an encoder whose features were stored: it is never run, only named.  ``frames``: how many an
+    utterance holds (None: 2 to 10 s at 50 a second)."""
 
     frame_rate = float(FRAME_RATE)
 
-    def __init__(self, width: int, layers: int | None, utterances: int):
-        super().__init__(f"synthetic{width}-{utterances}" + (":all" if layers else ""))
-        self.width, self.layers, self.utterances = width, layers, utterances
+    def __init__(self, width: int, layers: int | None, utterances: int, frames: int | None = None):
+        short = "" if frames is None else f"-{frames}frames"
+        super().__init__(f"synthetic{width}-{utterances}{short}" + (":all" if layers else ""))
+        self.width, self.layers, self.utterances, self.frames = width, layers, utterances, frames
 
     def identity(self):
-        return {"kind": "synthetic", "width": self.width, "layers": self.layers, "utterances": self.utterances}
+        return {"kind": "synthetic", "width": self.width, "layers": self.layers, "utterances": self.utterances,
+                "frames": self.frames}  # fmt: skip
 
     def layer_names(self):
         return [f"layer{k}" for k in range(self.layers)] if self.layers else None
@@ -64,12 +89,15 @@ class SyntheticEncoder(FeatureExtractor):
         raise RuntimeError("synthetic features are written, not extracted")
 
 
-def manifest(n: int) -> pd.DataFrame:
-    """``n`` utterances of files that do not exist, four classes, five groups."""
+CLASSES = ["neutral", "happy", "sad", "angry"]
+
+
+def manifest(n: int, groups: int = 5) -> pd.DataFrame:
+    """``n`` utterances of files that do not exist, four classes, ``groups`` groups."""
     ids = [f"u{i:06d}" for i in range(n)]
     return pd.DataFrame({"utt_id": ids, "path": [f"/nonexistent/{u}.wav" for u in ids], "text": "",
-                         "label": np.array(["neutral", "happy", "sad", "angry"])[np.arange(n) % 4],
-                         "group": [f"g{i % 5}" for i in range(n)], "speaker": [f"s{i % 10}" for i in range(n)]})  # fmt: skip
+                         "label": np.array(CLASSES)[np.arange(n) % 4],
+                         "group": [f"g{i % groups}" for i in range(n)], "speaker": [f"s{i % 10}" for i in range(n)]})  # fmt: skip
 
 
 def write(store: FeatureStore, encoder: SyntheticEncoder, table: pd.DataFrame, settings: EntrySettings) -> int:
@@ -84,7 +112,11 @@ def write(store: FeatureStore, encoder: SyntheticEncoder, table: pd.DataFrame, s
             for start in range(0, len(table), SHARD_UTTERANCES):
                 rows = slice(start, start + SHARD_UTTERANCES)
                 lengths = rng.integers(2 * FRAME_RATE, 10 * FRAME_RATE + 1, len(table[rows]))
-                outputs = [rng.standard_normal((n, *shape), dtype=np.float32) for n in lengths]
+                if encoder.frames is not None:
+                    lengths = np.full(len(lengths), encoder.frames)
+                labels = table["label"][rows].map({c: i for i, c in enumerate(CLASSES)}).to_numpy()
+                # each class shifts its utterances a little, so a head has something to learn
+                outputs = [rng.standard_normal((n, *shape), dtype=np.float32) + 0.05 * label for n, label in zip(lengths, labels, strict=True)]
                 entry.write_shard(keys[rows], list(table["utt_id"][rows]), outputs, [""] * len(outputs), "float16")
     return sum(p.stat().st_size for p in entry.folder.rglob("*") if p.is_file())
 
@@ -127,14 +159,185 @@ def measured(root: Path, width: int, layers: int | None, n: int, layer: int | No
     return result
 
 
+def audio_corpus(folder: Path, n: int) -> pd.DataFrame:
+    """``n`` wav files of 16 kHz noise, 1 to 4 s, in ``folder`` (kept), as a manifest."""
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(n)
+    table = manifest(n)
+    paths = []
+    for utt_id in table["utt_id"]:
+        path = folder / f"{utt_id}.wav"
+        if not path.is_file():
+            sf.write(path, 0.1 * rng.standard_normal(int(rng.uniform(1, 4) * 16000)).astype(np.float32), 16000)
+        paths.append(str(path))
+    return table.assign(path=paths)
+
+
+def tiny_wav2vec2(folder: Path) -> Path:
+    """A randomly initialised wav2vec 2.0 of three 32-wide layers, saved in transformers' layout (kept)."""
+    if not (folder / "config.json").is_file():
+        import torch
+        from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+        config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=48,
+                                conv_dim=(16, 16, 16), conv_stride=(5, 4, 2), conv_kernel=(10, 4, 2),
+                                num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, vocab_size=12)  # fmt: skip
+        torch.manual_seed(0)
+        Wav2Vec2Model(config).eval().save_pretrained(folder)
+    return folder
+
+
+def _extract(model: str, corpus: str, n: int, store: str, answer) -> None:
+    import time
+
+    from budget.features import parse_feature_spec
+
+    table = audio_corpus(Path(corpus), n)
+    extractor = parse_feature_spec(f"hf:{model}")
+    _reset_peak()
+    before = _resident_bytes()
+    started = time.perf_counter()
+    report = FeatureStore(store).extract(extractor, table)
+    seconds = time.perf_counter() - started
+    audio = sum(Path(path).stat().st_size - 44 for path in table["path"]) / 2 / 16000  # 16-bit PCM after the header
+    answer.send((report.extracted, seconds, audio, _peak_bytes() - before))
+
+
+def extraction(folder: Path, sizes: list[int]) -> pd.DataFrame:
+    """Per corpus size, a fresh process extracting every utterance into an empty store: rates and peak memory."""
+    import shutil
+
+    model = tiny_wav2vec2(folder / "tiny-wav2vec2")
+    rows = []
+    for n in sizes:
+        corpus, store = folder / f"audio-{n}", folder / f"extracted-{n}"
+        audio_corpus(corpus, n)  # written before the timing
+        shutil.rmtree(store, ignore_errors=True)
+        receive, send = multiprocessing.Pipe(duplex=False)
+        child = multiprocessing.get_context("spawn").Process(target=_extract, args=(str(model), str(corpus), n, str(store), send))
+        child.start()
+        extracted, seconds, audio, peak = receive.recv()
+        child.join()
+        rows.append({"utterances": n, "extracted": extracted, "audio_hours": audio / 3600, "seconds": seconds,
+                     "utterances_per_s": extracted / seconds, "audio_s_per_s": audio / seconds,
+                     "peak_resident_gb": peak / 2**30})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+POOLED_HEADS = ("logreg", "mean_pool", "meanmax_pool")
+STUDY_SIZES = (25, 100)  # per class, at every N (N = 1,000 holds 166 a class in a fold's training folds)
+STUDY_FOLDS = 3
+
+
+def _study(root: str, width: int, n: int, head: str, folder: str, answer) -> None:
+    """Load the store as a study whose heads pool first does and run one head's small study; send its peak
+    resident memory added and the seconds per run at each size."""
+    from budget.engine.config import TrainConfig
+    from budget.folds import assign_folds, fold_names
+    from budget.sampling import Size, plan_sizes
+    from budget.study import Study, StudyConfig
+    from budget.study.run import StudyData, StudyInputs
+
+    table = manifest(n, groups=STUDY_FOLDS)
+    encoder = SyntheticEncoder(width, None, n, frames=2)
+    _reset_peak()
+    before = _resident_bytes()
+    features = FeatureStore(root).load(encoder, table, EntrySettings(), frames=False)
+    folds = assign_folds(table, n_folds=STUDY_FOLDS)
+    sizes = [Size(k) for k in STUDY_SIZES]
+    data = StudyData(table, CLASSES, folds, fold_names(table, folds), plan_sizes(sizes, table, folds),
+                     pd.DataFrame(), pd.DataFrame())  # fmt: skip
+    config = StudyConfig(corpus="csv", features=("synthetic",), heads=(head,), per_class=sizes, seeds=1,
+                         train=TrainConfig(device="cpu"))  # fmt: skip
+    inputs = StudyInputs(data, {"synthetic": features}, {"synthetic": encoder.spec}, [])
+    with fits_timed() as fitting:
+        results = Study(config, folder).run_inputs(inputs, log=lambda _: None)
+    runs = len(results)
+    answer.send((_peak_bytes() - before, results["train_seconds"].sum() / runs, fitting[0] / runs))
+
+
+@contextmanager
+def fits_timed():
+    """Within it, the seconds spent fitting runs in training (scikit-learn's pipeline fit, the toolkit's full-batch
+    L-BFGS; not the cost model's probes) add up in the list it yields, apart from predicting the held-out fold, which
+    a run's ``train_seconds`` also holds."""
+    import time
+
+    from sklearn.pipeline import Pipeline
+
+    from budget.engine import lbfgs
+    from budget.execute import LocalExecutor
+
+    spent, training = [0.0], [False]
+    originals = Pipeline.fit, lbfgs.fit_full_batch, LocalExecutor.train_chunks
+
+    def timed(function):
+        def call(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[0] += (time.perf_counter() - started) if training[0] else 0.0
+
+        return call
+
+    def train_chunks(*args, **kwargs):
+        training[0] = True
+        try:
+            return originals[2](*args, **kwargs)
+        finally:
+            training[0] = False
+
+    Pipeline.fit, lbfgs.fit_full_batch, LocalExecutor.train_chunks = timed(originals[0]), timed(originals[1]), train_chunks
+    try:
+        yield spent
+    finally:
+        Pipeline.fit, lbfgs.fit_full_batch, LocalExecutor.train_chunks = originals
+
+
+def studies(folder: Path, sizes: list[int], width: int) -> pd.DataFrame:
+    """Per N and head that pools first, a fresh process's small study: peak memory and seconds per run."""
+    import shutil
+
+    store, settings, rows = FeatureStore(folder), EntrySettings(), []
+    for n in sizes:
+        on_disk = write(store, SyntheticEncoder(width, None, n, frames=2), manifest(n, groups=STUDY_FOLDS), settings)
+        for head in POOLED_HEADS:
+            run = folder / f"study-{head}-{n}"
+            shutil.rmtree(run, ignore_errors=True)
+            receive, send = multiprocessing.Pipe(duplex=False)
+            child = multiprocessing.get_context("spawn").Process(target=_study, args=(str(folder), width, n, head, str(run), send))
+            child.start()
+            peak, per_run, fit = receive.recv()
+            child.join()
+            rows.append({"head": head, "utterances": n, "store_gb": on_disk / 2**30, "peak_resident_gb": peak / 2**30,
+                         "s_per_run": per_run, "fit_s_per_run": fit, "held_out_s_per_run": per_run - fit})  # fmt: skip
+    table = pd.DataFrame(rows)
+    for column in ("s_per_run", "fit_s_per_run"):
+        table[f"{column}_vs_first"] = table[column] / table.groupby("head")[column].transform("first")
+    return table
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,10000", help="utterances of each one-layer store")
     parser.add_argument("--layered", type=int, default=1000, help="utterances of the 13-layer :all store (0: none)")
     parser.add_argument("--width", type=int, default=768)
     parser.add_argument("--folder", type=Path, default=Path("/tmp/budget-scale"))
+    parser.add_argument("--extraction", default="", help="utterances of each synthetic audio corpus to extract")
+    parser.add_argument("--studies", default="", help="utterances of each store a small study of every pooled head runs on")
     args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.studies:
+        table = studies(args.folder, [int(n) for n in args.studies.split(",")], args.width)
+        print(f"python {' '.join(sys.argv)}; width {args.width}; {STUDY_FOLDS} folds, sizes {STUDY_SIZES} per class, 1 seed")
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    if args.extraction:
+        table = extraction(args.folder, [int(n) for n in args.extraction.split(",")])
+        print(f"python {' '.join(sys.argv)}; a tiny random wav2vec 2.0 (3 layers, 32 wide) over 1 to 4 s of noise")
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    sizes = [int(s) for s in args.sizes.split(",") if s]
     store, settings = FeatureStore(args.folder), EntrySettings()
     rows = []
     for n in sizes:
@@ -147,6 +350,8 @@ def main(argv: list[str] | None = None) -> None:
         on_disk = write(store, SyntheticEncoder(args.width, LAYERS, n), manifest(n), settings)
         for frames, load in ((True, f"layer 6 of {LAYERS}"), (False, f"layer 6 of {LAYERS}, statistics")):
             rows.append(_row(f"{LAYERS} layers", n, on_disk, load, *measured(args.folder, args.width, LAYERS, n, 6, frames)))
+    if not rows:
+        return
     table = pd.DataFrame(rows)
     print(f"python {' '.join(sys.argv)}; width {args.width}, float16 frames, 2 to 10 s at {FRAME_RATE} frames a second")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))

@@ -30,7 +30,7 @@ from budget.grid import Run
 from budget.heads import HEADS, EnsembleLinear, PackedBatch
 from budget.metrics import run_metrics
 from budget.registry import head_spec
-from budget.sampling import balanced_subset
+from budget.sampling import Size, balanced_subset
 
 
 def synthetic_features(n_per_class=30, n_classes=3, dim=6, seed=0) -> tuple[FeatureSet, np.ndarray]:
@@ -366,6 +366,24 @@ def test_padding_never_changes_a_prediction(head):
     depth = len([m for m in model.modules() if isinstance(m, EnsembleLinear)]) + 1
     assert_float_close(packed[1, 0], alone[1, 0], depth=depth)
     assert_float_close(packed[0, 0], alone[0, 0], depth=depth)
+
+
+def test_a_run_s_standardisation_reads_its_own_training_rows_only():
+    """Every other utterance is NaN: a standardisation that read the corpus (a dense selection times every row) would
+    come out NaN; one that reads each run's rows gives numpy's mean and std of them, for statistics and frames."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 6, 40)
+    frames = rng.normal(3, 2, (int(lengths.sum()), 5)).astype(np.float32)
+    owner = np.repeat(np.arange(40), lengths)
+    runs = [Run(0, seed, Size(4), np.sort(rng.choice(20, 8, replace=False)), np.arange(20, 40)) for seed in range(3)]
+    frames[owner >= 20] = np.nan  # never a training row
+    mean = np.stack([frames[owner == u].mean(0) for u in range(40)])
+    inputs = DeviceFeatures(torch.from_numpy(frames), lengths, torch.from_numpy(mean), torch.from_numpy(mean))
+    for kind, values, rows_of in (("mean", mean, lambda run: run.train), ("", frames, lambda run: np.isin(owner, run.train))):
+        centre, spread = inputs.standardisation(runs, kind)
+        for e, run in enumerate(runs):
+            np.testing.assert_allclose(centre[e].numpy(), values[rows_of(run)].mean(0), rtol=1e-5)
+            np.testing.assert_allclose(spread[e].numpy(), values[rows_of(run)].std(0), rtol=1e-4)
 
 
 def test_pooled_heads_read_the_stored_statistics():

@@ -144,22 +144,25 @@ class DeviceFeatures:
         return (self.utt_sum / self.lengths_t.clamp_min(1).unsqueeze(1)).float()
 
     def standardisation(self, runs: list[Run], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-run ``(E, width)`` mean and std of its training inputs: pooled statistics ``kind``, or frames ("")."""
-        device = self.device
-        selection = torch.zeros(len(runs), len(self) + 1, dtype=torch.float64, device=device)
-        index = pad_rows([run.train for run in runs], len(self)).to(device)
-        selection.scatter_(1, index, 1.0)
-        selection = selection[:, :-1]
-        if kind:
-            x = self.pooled(kind).double()
-            count = selection.sum(1, keepdim=True)
-            mean = selection @ x / count
-            var = (selection @ x.square() / count - mean.square()).clamp_min(0)
-        else:
-            count = (selection @ self.lengths_t.double().unsqueeze(1)).clamp_min(1)
-            mean = selection @ self.utt_sum / count
-            var = (selection @ self.utt_sumsq / count - mean.square()).clamp_min(0)
-        return mean.float(), var.sqrt().float()
+        """Per-run ``(E, width)`` mean and std of its training inputs: pooled statistics ``kind``, or frames ("").
+
+        Each run reads its own training rows only, so the work follows the
+        subsets, not the corpus (a dense run-by-utterance selection read every
+        utterance for every run)."""
+        means, variances = [], []
+        for run in runs:
+            rows = torch.from_numpy(np.asarray(run.train, dtype=np.int64)).to(self.device)
+            if kind:
+                x = self.pooled(kind)[rows].double()
+                count = torch.tensor(float(len(rows)), dtype=torch.float64, device=self.device)
+                total, squares = x.sum(0), x.square().sum(0)
+            else:
+                count = self.lengths_t[rows].sum().double().clamp_min(1)
+                total, squares = self.utt_sum[rows].sum(0), self.utt_sumsq[rows].sum(0)
+            mean = total / count
+            means.append(mean)
+            variances.append((squares / count - mean.square()).clamp_min(0))
+        return torch.stack(means).float(), torch.stack(variances).sqrt().float()
 
     def batch(self, slots: torch.Tensor, width: int, kind: str, sample: FrameSample | None = None) -> PackedBatch:
         """Gather each member's slot utterances (``(E, B)``, -1 empty) into one batch on the device.
