@@ -143,6 +143,9 @@ class Executor:
     def __init__(self, folder: RunFolder, trainer: Trainer, classes: list[str], fold_names: dict[int, str], log):
         self.folder, self.trainer, self.classes, self.fold_names, self.log = folder, trainer, classes, fold_names, log
         self.uploaded: dict[str, DeviceFeatures] = {}  # each feature set on the training device, once
+        # each job's cost model, probed once: a later pass (the convergence check's doubled budgets) costs as much a
+        # unit of work, and fresh short probes on a busy machine scatter where the first ones were made alike
+        self.cost_models: dict[tuple[str, str], CostModel] = {}
 
     def plan(self, jobs: list[Job], table: str, train: TrainConfig) -> Work:
         """What ``table``'s parts lack of ``jobs``, in chunks priced by each head's cost model."""
@@ -201,12 +204,17 @@ class Executor:
         advance(tracker.finished(chunk, seconds))
 
     def _chunks(self, todo: list[Job], train: TrainConfig) -> list[Chunk]:
-        """Every job's runs in chunks of one step count, as many as train together, each priced by its job's model."""
+        """Every job's runs in chunks of one step count, as many as train together, each priced by its job's model
+        (probed the first time the job is planned, on all its runs: their smallest and largest size)."""
         n_classes = len(self.classes)
         chunks = []
         for job in todo:
             spec = head_spec(job.head)
-            model = spec.cost_model(job.inputs, job.labels, job.runs, n_classes, train, self._uploaded(job, train))
+            key = (job.name, job.head)
+            if key not in self.cost_models:
+                self.cost_models[key] = spec.cost_model(job.inputs, job.labels, job.runs, n_classes, train,
+                                                        self._uploaded(job, train))  # fmt: skip
+            model = self.cost_models[key]
             for step_count in sorted({spec.units(run, train) for run in job.runs}):
                 group = [run for run in job.runs if spec.units(run, train) == step_count]
                 size = spec.chunk(job.single, train, n_classes)

@@ -299,7 +299,8 @@ def test_the_convergence_check_trains_each_cell_still_learning_again_until_a_dou
     from budget.analysis import cell_budgets
     from budget.runfolder import FinishedStudy
 
-    monkeypatch.setattr(engine_cost, "measure_unit_seconds", lambda *args, **kwargs: 1e-3)
+    probes = []
+    monkeypatch.setattr(engine_cost, "measure_unit_seconds", lambda *args, **kwargs: probes.append(1) or 1e-3)
     # classes right at 1x, 2x, 4x and 8x: size 1: 4 4 4 4; size 2: 0 1 2 4; size 3: 2 4 4 4; full: 1 2 4 4
     learner = classes_learned({1: 4, 2: 0.5, 3: 2, None: 1})
     config = config_for(iemocap, tmp_path, heads=("mlp_pool",), per_class=(1, 2, 3, "full"),
@@ -320,6 +321,7 @@ def test_the_convergence_check_trains_each_cell_still_learning_again_until_a_dou
         "convergence check: 3 cell(s) moved by doubling 1x the budget to 2x; they train again at 4x",
         "convergence check: 2 cell(s) moved by doubling 2x the budget to 4x; they train again at 8x"]
     assert any(re.fullmatch(r"training took .+; estimated .+", line) for line in said)
+    assert len(probes) == 2  # the job's smallest and largest size, once: the 4x and 8x passes are priced by them
     from budget.api import load
     from budget.cli.studies import _print_unconverged
 
