@@ -171,9 +171,9 @@ def _prices(work, sizes: list[Size], n_classes: int, config: AcquisitionConfig) 
             probes = [run for i in (0, -1) for run in _round(pool, test, streams[0].fold, sizes[i], fits[i])]
             models[(job.name, job.head)] = spec.cost_model(job.inputs, job.labels, probes, n_classes, config.train, None)
         model = models[(job.name, job.head)]
-        prices.append(sum(count * model.unit_seconds(len(pool) if size.full else size.per_class)
-                          * spec.units(_round(pool, test, 0, size, 1)[0], config.train)
-                          for count, size in zip(fits, sizes, strict=True)))  # fmt: skip
+        rounds = [Run(streams[0].fold, 0, size, pool[: len(pool) if size.full else size.per_class], test) for size in sizes]
+        prices.append(sum(count * model.unit_seconds(len(run.train)) * spec.units(run, config.train)
+                          for count, run in zip(fits, rounds, strict=True)))  # fmt: skip
     return prices
 
 
