@@ -220,7 +220,7 @@ def synthetic_grid(shape: Shape, scale: float, device: torch.device, seeds: int,
     rng = np.random.default_rng(seed)
     groups = np.concatenate([np.full(max(2, round(n * scale)), i) for i, n in enumerate(shape.groups)])
     counts = np.array(shape.classes, dtype=float)
-    labels = rng.choice(len(counts), size=len(groups), p=counts / counts.sum())
+    labels = np.concatenate([rng.permutation(_class_mix(counts, int((groups == g).sum()))) for g in np.unique(groups)])
     seconds = np.clip(rng.gamma(4.0, shape.mean_seconds / 4.0, len(groups)), 0.6, shape.crop_seconds)
     lengths = np.round(seconds * shape.frame_rate).astype(np.int64)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -238,6 +238,15 @@ def synthetic_grid(shape: Shape, scale: float, device: torch.device, seeds: int,
     runs = runs_for(labels, groups, [*sizes, FULL], seeds)
     host = _HostPooled(mean.cpu().numpy(), maximum.cpu().numpy())
     return Grid(f"synthetic {shape.name} x{scale:g} (sizes {sizes} + full)", features, labels, runs, len(counts), host)
+
+
+def _class_mix(counts: np.ndarray, size: int) -> np.ndarray:
+    """``size`` labels in the proportions of ``counts`` (largest remainders): every group holds the corpus's class
+    mix, as RAVDESS's actors and IEMOCAP's sessions nearly do."""
+    share = counts / counts.sum() * size
+    taken = np.floor(share).astype(np.int64)
+    taken[np.argsort(taken - share)[: size - int(taken.sum())]] += 1
+    return np.repeat(np.arange(len(counts)), taken)
 
 
 @dataclass

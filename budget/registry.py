@@ -135,12 +135,14 @@ class EnsembleSpec(HeadSpec):
         if not solved(self.module, config):
             return _stepped(config, frames=self.samples_frames, products=True)
         prior = f"; attention's frame score {ATTN_SCORE_PRIOR:g} x width times as strongly" if self.scores_frames else ""
-        start = "a zero start"
+        start, iterations = "a zero start", config.steps
         if self.scores_frames:
             start += ", attention from its mean-pooling optimum" if config.attention_start == "pooled" else ""
-            start += f", weighing means of {config.attention_window} frames" if config.attention_window > 1 else ""
-        return (f"L2-penalised (C = {config.l2_c:g}{prior}) on standardised inputs, every run fitted to an optimum by "
-                f"full-batch L-BFGS from {start} (at most {config.steps} iterations; no dropout)")  # fmt: skip
+            start += (f", weighing at most {config.attention_segments} stretches of each utterance (their frames' means)"
+                      if config.attention_segments else "")  # fmt: skip
+            iterations = config.attention_iterations or iterations
+        return (f"L2-penalised (C = {config.l2_c:g}{prior}) on standardised inputs, every run fitted by full-batch L-BFGS "
+                f"from {start}, to scikit-learn's tolerance or at most {iterations} iterations (no dropout)")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -295,7 +295,7 @@ def test_attention_starts_at_its_optimum_under_uniform_attention(monkeypatch):
     starts = []
     real = engine_lbfgs._minimise
 
-    def record(head, rows, strength, config):
+    def record(head, rows, strength, config, iterations=0):
         if isinstance(head, HEADS["attn_pool"]):
             starts.append((head, rows, strength))
             return head.eval()  # the start itself, unoptimised
@@ -315,19 +315,59 @@ def test_attention_starts_at_its_optimum_under_uniform_attention(monkeypatch):
         assert head.score.weight.grad.abs().max() > 1e-4  # attention has something left to learn
 
 
-def test_windowed_frames_are_the_means_of_consecutive_frames():
+def test_segments_are_the_means_of_near_equal_stretches_of_each_utterance():
     features, labels = synthetic_features()
     inputs = DeviceFeatures.upload(features, torch.device("cpu"), half=False)
-    windowed = inputs.windowed(4)
-    assert list(windowed.lengths) == [-(-length // 4) for length in features.lengths]
-    for utt in (0, 7):
+    segmented = inputs.segmented(4)
+    assert list(segmented.lengths) == [min(length, 4) for length in features.lengths]
+    for utt in range(len(features.lengths)):
         frames = features.sequence(utt).astype(np.float64)
-        expected = np.stack([frames[i : i + 4].mean(0) for i in range(0, len(frames), 4)])
-        start = windowed.offsets[utt]
-        np.testing.assert_allclose(windowed.frames[start : start + len(expected)].numpy(), expected, rtol=1e-5, atol=1e-6)
-    assert inputs.windowed(1) is inputs and inputs.windowed(4) is windowed  # made once
-    predictions = train_runs(HEADS["attn_pool"], features, labels, runs_for(labels, size=8), 3, TrainConfig(attention_window=4))
-    assert all(len(p) == len(r.test) for p, r in zip(predictions, runs_for(labels, size=8), strict=True))
+        count = min(len(frames), 4)
+        bounds = [j * len(frames) // count for j in range(count + 1)]
+        expected = np.stack([frames[bounds[j] : bounds[j + 1]].mean(0) for j in range(count)])
+        start = segmented.offsets[utt]
+        np.testing.assert_allclose(segmented.frames[start : start + count].numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert inputs.segmented(0) is inputs and inputs.segmented(int(features.lengths.max())) is inputs
+    assert inputs.segmented(4) is segmented  # made once
+    runs = runs_for(labels, size=8)
+    predictions = train_runs(HEADS["attn_pool"], features, labels, runs, 3, TrainConfig(attention_segments=4))
+    assert all(len(p) == len(r.test) for p, r in zip(predictions, runs, strict=True))
+
+
+def test_attention_stops_at_its_iteration_cap_and_the_convergence_check_doubles_it():
+    features, labels = synthetic_features(n_per_class=40)
+    inputs = DeviceFeatures.upload(features, torch.device("cpu"), half=False)
+    runs = runs_for(labels, size=25)[:2]
+
+    def evaluations(config: TrainConfig) -> list[int]:
+        return [head.evaluations for head in engine_lbfgs.fit_attention(inputs, labels, runs, 3, config)]
+
+    free = evaluations(TrainConfig(attention_iterations=0))
+    assert min(free) > 4  # the cap below binds
+    capped = TrainConfig(attention_iterations=2)
+    assert max(evaluations(capped)) <= 3  # L-BFGS evaluates at most 1.25 x its iterations
+    assert capped.doubled().attention_iterations == 4 and capped.scaled(8).attention_iterations == 16
+
+
+def test_attention_predicts_a_fold_in_blocks_as_at_once():
+    features, labels = synthetic_features()
+    inputs = DeviceFeatures.upload(features, torch.device("cpu"), half=False)
+    runs = runs_for(labels, size=8)[:1]
+    (head,) = engine_lbfgs.fit_attention(inputs, labels, runs, 3, TrainConfig())
+    rows = runs[0].test
+    whole = engine_lbfgs.attention_logits(head, inputs, rows, block_values=10**9)
+    smallest = engine_lbfgs.attention_logits(head, inputs, rows, block_values=1)  # one utterance a block
+    some = engine_lbfgs.attention_logits(head, inputs, rows, block_values=3 * int(features.lengths.max()) * features.dim)
+    assert whole.shape == (1, len(rows), 3)
+    torch.testing.assert_close(smallest, whole, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(some, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_a_run_folder_from_before_attention_segments_reads_as_trained_on_every_frame():
+    recorded = TrainConfig.recorded({"steps": 3000, "attention_window": 1})
+    assert recorded.attention_segments == 0 and recorded.attention_iterations == 0
+    assert TrainConfig.recorded({"attention_segments": 32}).attention_segments == 32
+    assert TrainConfig().attention_segments > 0 and TrainConfig().attention_iterations > 0
 
 
 def _gens(n):

@@ -25,7 +25,17 @@ DEFAULT_TRAIN_FRAMES = 8
 DEFAULT_MAX_EPOCHS = 150
 
 
-DEFAULT_ATTENTION_WINDOW = 1
+#: Fitted attention weighs each utterance as at most this many stretches (their frames' means), and stops after at
+#: most this many L-BFGS iterations from its mean-pooling start: its work per run then grows as its subset, not
+#: faster (benchmarks/RESULTS.md: EmoDB's UA unchanged within noise, a fit 2 to 4 times cheaper).
+DEFAULT_ATTENTION_SEGMENTS = 32
+
+
+DEFAULT_ATTENTION_ITERATIONS = 50
+
+
+#: How a run folder written before a setting existed trained, where today's default trains otherwise.
+BEFORE_ADDED = {"attention_segments": 0, "attention_iterations": 0}
 
 
 ATTENTION_STARTS = ("pooled", "zero")
@@ -68,7 +78,8 @@ class TrainConfig:
     train_frames: int = field(default=DEFAULT_TRAIN_FRAMES, metadata=option(
         "--train-frames", "Evenly spaced frames of each utterance an mlp_pool step reads (default 8; 0: every frame). "
         "Prediction always reads every frame."))
-    attention_window: int = DEFAULT_ATTENTION_WINDOW  # fitted attention weighs means of this many frames; 1: each frame
+    attention_segments: int = DEFAULT_ATTENTION_SEGMENTS  # fitted attention weighs at most this many stretches of each utterance; 0: every frame
+    attention_iterations: int = DEFAULT_ATTENTION_ITERATIONS  # fitted attention's L-BFGS iterations from its start, at most; 0: `steps`
     attention_start: str = "pooled"  # fitted attention starts at its mean-pooling optimum ("pooled") or at zero
     lbfgs_tolerance: float = DEFAULT_LBFGS_TOLERANCE  # the full-batch fits stop below this largest gradient element
     dropout: float = field(default=DEFAULT_DROPOUT, metadata=option("--dropout", "Dropout after each layer (default 0.2)."))
@@ -86,7 +97,8 @@ class TrainConfig:
             check_number(key, getattr(self, key), integer=True, minimum=1)
         check_number("train_frames", self.train_frames, integer=True, minimum=0)
         check_number("max_epochs", self.max_epochs, integer=True, minimum=0)
-        check_number("attention_window", self.attention_window, integer=True, minimum=1)
+        check_number("attention_segments", self.attention_segments, integer=True, minimum=0)
+        check_number("attention_iterations", self.attention_iterations, integer=True, minimum=0)
         if self.attention_start not in ATTENTION_STARTS:
             raise BudgetError(f"attention_start must be one of {', '.join(ATTENTION_STARTS)}; got {self.attention_start!r}")
         for key in ("lr", "dropout", "weight_decay", "l2_c", "lbfgs_tolerance"):
@@ -110,7 +122,8 @@ class TrainConfig:
     def scaled(self, factor: int) -> TrainConfig:
         """``factor`` times the budget: every run's steps (and epochs, and passes over a small subset) multiplied;
         the convergence check trains at 2x, then 4x and 8x for cells still learning."""
-        return replace(self, steps=factor * self.steps, epochs=factor * self.epochs, max_epochs=factor * self.max_epochs)
+        return replace(self, steps=factor * self.steps, epochs=factor * self.epochs, max_epochs=factor * self.max_epochs,
+                       attention_iterations=factor * self.attention_iterations)  # fmt: skip
 
     def doubled(self) -> TrainConfig:
         """Twice the budget: the convergence check's first setting."""
@@ -119,9 +132,10 @@ class TrainConfig:
     @classmethod
     def recorded(cls, values: dict) -> TrainConfig:
         """The settings a run folder recorded (``config.json``'s ``train``); keys this version no longer has are left
-        out, keys it has since added take their defaults."""
+        out, keys it has since added take what the folder's runs trained with (:data:`BEFORE_ADDED`), else their
+        defaults."""
         known = {spec.name for spec in fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in known})
+        return cls(**{**BEFORE_ADDED, **{key: value for key, value in values.items() if key in known}})
 
 
 def solved(head: type[EnsembleHead], config: TrainConfig) -> bool:

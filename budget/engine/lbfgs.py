@@ -72,9 +72,21 @@ def fit_layer_mix(head_class: type[EnsembleHead], inputs: DeviceFeatures, labels
 
 
 @torch.inference_mode()
-def attention_logits(head: EnsembleHead, inputs: DeviceFeatures, rows: np.ndarray) -> torch.Tensor:
-    """Every member's logits ``(E, len(rows), classes)`` for the utterances ``rows``."""
-    return head.shared_logits(*inputs.gathered(rows))
+def attention_logits(head: EnsembleHead, inputs: DeviceFeatures, rows: np.ndarray, block_values: int = 2**22
+                     ) -> torch.Tensor:  # fmt: skip
+    """Every member's logits ``(E, len(rows), classes)`` for the utterances ``rows``, gathered in blocks of whole
+    utterances of at most ``block_values`` frame values (one utterance at least): a held-out fold's frames are
+    never copied at once."""
+    rows = np.asarray(rows, dtype=np.int64)
+    ends = np.cumsum(inputs.lengths[rows])
+    per_block = max(1, block_values // max(inputs.dim, 1))
+    blocks, first = [], 0
+    while first < len(rows):
+        start = int(ends[first] - inputs.lengths[rows[first]])
+        last = max(first + 1, int(np.searchsorted(ends, start + per_block, side="right")))
+        blocks.append(head.shared_logits(*inputs.gathered(rows[first:last])))
+        first = last
+    return torch.cat(blocks, dim=1) if blocks else head.shared_logits(*inputs.gathered(rows))
 
 
 @dataclass
@@ -87,13 +99,14 @@ class _Rows:
     share: torch.Tensor
 
 
-def _minimise(head: EnsembleHead, rows: _Rows, strength: torch.Tensor, config: TrainConfig) -> EnsembleHead:
+def _minimise(head: EnsembleHead, rows: _Rows, strength: torch.Tensor, config: TrainConfig, iterations: int = 0
+              ) -> EnsembleHead:  # fmt: skip
     """Full-batch L-BFGS on ``head``'s weights: every member's mean cross-entropy over its rows plus
-    ``strength k |W|^2 / 2`` for each penalised weight (:meth:`EnsembleHead.penalties`); at most ``config.steps``
-    iterations, until no gradient element exceeds ``config.lbfgs_tolerance``.  The fitted head's ``evaluations``
+    ``strength k |W|^2 / 2`` for each penalised weight (:meth:`EnsembleHead.penalties`); at most ``iterations``
+    (0: ``config.steps``), until no gradient element exceeds ``config.lbfgs_tolerance``.  The fitted head's ``evaluations``
     counts the objective's evaluations, what a fit's time goes to."""
     optimiser = torch.optim.LBFGS(
-        list(head.parameters()), max_iter=config.steps, history_size=LBFGS_HISTORY,
+        list(head.parameters()), max_iter=iterations or config.steps, history_size=LBFGS_HISTORY,
         tolerance_grad=config.lbfgs_tolerance, tolerance_change=0.0, line_search_fn="strong_wolfe",
     )  # fmt: skip
     head.evaluations = 0
@@ -113,12 +126,12 @@ def _minimise(head: EnsembleHead, rows: _Rows, strength: torch.Tensor, config: T
 
 
 def _fit_alone(head: EnsembleHead, inputs: tuple[torch.Tensor, ...], labels: np.ndarray, run: Run, n_classes: int,
-               config: TrainConfig) -> EnsembleHead:  # fmt: skip
+               config: TrainConfig, iterations: int = 0) -> EnsembleHead:  # fmt: skip
     """``head`` (one member) fitted by :func:`_minimise` on ``run``'s training rows alone, as its ``shared_logits``
     read them from ``inputs``."""
     device = head.scale.device
     rows = _Rows(inputs, _targets(labels, run.train, n_classes, device), torch.full((1, 1), 1 / len(run.train), device=device))
-    return _minimise(head, rows, torch.tensor([1 / (config.l2_c * len(run.train))], device=device), config)
+    return _minimise(head, rows, torch.tensor([1 / (config.l2_c * len(run.train))], device=device), config, iterations)
 
 
 def _targets(labels: np.ndarray, rows: np.ndarray, n_classes: int, device: torch.device) -> torch.Tensor:
@@ -168,13 +181,19 @@ def fit_full_batch(
 
 
 def fit_attention(inputs: DeviceFeatures, labels: np.ndarray, runs: list[Run], n_classes: int, config: TrainConfig):
-    """Yield each run's attention head (one member), fitted alone to an optimum of its objective.
+    """Yield each run's attention head (one member), fitted alone toward an optimum of its objective.
 
     The objective is :func:`fit_full_batch`'s, with the score weights' stronger
-    penalty, on the run's own training utterances only.  The fit starts where attention is uniform and the
-    classifier is at its optimum for it: mean pooling of the run's standardised
-    frames, a convex problem solved for every run at once on the utterances'
-    mean frames (uniform attention pools exactly those).  A run never sees its
+    penalty, on the run's own training utterances only, as ``inputs`` holds
+    them (each utterance's segment means: :func:`prepared_inputs`).  The fit
+    stops at the tolerance or after ``config.attention_iterations``: a fit's
+    work then grows as its subset (evaluations to the tolerance grow with it,
+    as the penalty weakens), and the convergence check doubles the cap.
+
+    The fit starts where attention is uniform and the classifier is at its
+    optimum for it: mean pooling of the run's standardised segments, a convex
+    problem solved for every run at once on the utterances' mean segments
+    (uniform attention pools exactly those).  A run never sees its
     mates: the start is separable and each fit is its own.
     """
     device = inputs.device
@@ -188,5 +207,5 @@ def fit_attention(inputs: DeviceFeatures, labels: np.ndarray, runs: list[Run], n
             with torch.no_grad():
                 head.classifier.weight.copy_(start.classifier.weight[e : e + 1])
                 head.classifier.bias.copy_(start.classifier.bias[e : e + 1])
-        yield _fit_alone(head, inputs.gathered(run.train), labels, run, n_classes, config)
+        yield _fit_alone(head, inputs.gathered(run.train), labels, run, n_classes, config, config.attention_iterations)
 

@@ -38,7 +38,7 @@ class DeviceFeatures:
         self.mean, self.max = mean, maximum  # (N, D) float32
         self._meanmax: torch.Tensor | None = None
         self._centred: dict[torch.dtype, DeviceFeatures] = {}
-        self._windowed: dict[int, DeviceFeatures] = {}
+        self._segmented: dict[int, DeviceFeatures] = {}
         self.utt_sum, self.utt_sumsq = _frame_sums(frames, self.lengths) if frames is not None else (None, None)
 
     @classmethod
@@ -97,19 +97,23 @@ class DeviceFeatures:
             self._centred[dtype] = DeviceFeatures(frames, self.lengths, self.mean, self.max, self.stacked)
         return self._centred[dtype]
 
-    def windowed(self, width: int) -> DeviceFeatures:
-        """Each utterance's frames averaged over consecutive windows of ``width`` (the last may be shorter), in
-        float32: what fitted attention weighs when its window is wider than a frame (made once)."""
-        if width == 1:
+    def segmented(self, most: int) -> DeviceFeatures:
+        """Each utterance's frames averaged over at most ``most`` consecutive stretches of near-equal length (of ``L``
+        frames in ``c`` stretches, the ``j``-th from ``floor(j L / c)`` to ``floor((j + 1) L / c)``), in float32: what
+        fitted attention weighs (made once).  An utterance of ``most`` frames or fewer keeps them; 0 keeps every frame.
+        """
+        if not most or int(self.lengths.max(initial=0)) <= most:
             return self
-        if width not in self._windowed:
-            sizes = [np.minimum(width, length - np.arange(0, length, width)) for length in self.lengths]
-            lengths = np.concatenate(sizes) if sizes else np.zeros(0, dtype=np.int64)
-            sums, _ = _frame_sums(self.frames, lengths)
-            frames = (sums / torch.from_numpy(lengths).to(sums.device).clamp_min(1).unsqueeze(1)).float()
-            windows = np.array([len(size) for size in sizes], dtype=np.int64)
-            self._windowed[width] = DeviceFeatures(frames, windows, self.mean, self.max, self.stacked)
-        return self._windowed[width]
+        if most not in self._segmented:
+            counts = np.minimum(self.lengths, most)
+            owner = np.repeat(np.arange(len(counts)), counts)
+            rank = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+            length, count = self.lengths[owner], counts[owner]
+            sizes = ((rank + 1) * length) // count - (rank * length) // count
+            sums, _ = _frame_sums(self.frames, sizes)
+            frames = (sums / torch.from_numpy(sizes).to(sums.device).unsqueeze(1)).float()
+            self._segmented[most] = DeviceFeatures(frames, counts, self.mean, self.max, self.stacked)
+        return self._segmented[most]
 
     @property
     def dim(self) -> int:
@@ -299,12 +303,12 @@ def bucketed(frames: np.ndarray) -> np.ndarray:
 
 def prepared_inputs(head: type[EnsembleHead], inputs: DeviceFeatures, config: TrainConfig) -> DeviceFeatures:
     """What a head reads, made once per feature set (before free memory sizes the chunks, and outside any timing):
-    the stored statistics; for fitted attention the frames, averaged over its window; for stepped frame heads the
+    the stored statistics; for fitted attention the frames, averaged over its segments; for stepped frame heads the
     frames centred in the product dtype."""
     if head.pools_first:
         return inputs
     if not inputs.has_frames:
         raise BudgetError(f"{head.name}: {NO_FRAMES}")
     if solved(head, config):
-        return inputs.windowed(config.attention_window)
+        return inputs.segmented(config.attention_segments)
     return inputs.centred(product_dtype(inputs.device, config))

@@ -5,8 +5,8 @@ A study holds every feature set it trains on for its whole run: as loaded
 (the per-utterance statistics, and the frames where a head reads them, at the
 store's precision), and once more on the training device (float32 on a CPU),
 with the copy each frame head makes of the frames it reads (mlp_pool's centred
-frames in its product precision, attention's windowed means).  Fitted
-attention also gathers one run's frames at a time, at most every frame again.
+frames in its product precision, attention's segment means).  Fitted
+attention also gathers one run's segments at a time, at most all of them again.
 On CUDA the device's copies are in the GPU's memory; the machine holds the
 loaded features alone.
 """
@@ -47,21 +47,22 @@ def feature_memory(name: str, footprint: Footprint, heads: list[str], train: Tra
         return FeatureMemory(name, statistics, "statistics only")
     per_value = footprint.itemsize + (FLOAT32 if on_cpu else 0)  # as loaded, and as uploaded
     if on_cpu:
-        per_value += sum(_copy_per_value(spec, train) for spec in frame_heads)
+        per_value += sum(_copy_per_value(spec, train, footprint) for spec in frame_heads)
     readers = ", ".join(spec.name for spec in frame_heads)
     frames = int(footprint.frames * footprint.width * per_value)
     return FeatureMemory(name, statistics + frames, f"{footprint.frames:,} frames of {footprint.width} for {readers}")
 
 
-def _copy_per_value(spec, train: TrainConfig) -> float:
-    """Bytes per frame value a frame head adds on a CPU: fitted attention gathers one run's frames (of its windowed
-    means, themselves a copy, when the window is wider than a frame); a stepped head centres them in its product
-    precision; the bimodal heads read the loaded frames."""
+def _copy_per_value(spec, train: TrainConfig, footprint: Footprint) -> float:
+    """Bytes per frame value a frame head adds on a CPU: fitted attention's segment means and one run's gathered
+    copy of them (at most as many as the frames; every frame: the gathered copy alone); a stepped head centres the
+    frames in its product precision; the bimodal heads read the loaded frames."""
     if not isinstance(spec, EnsembleSpec):
         return 0.0
     if solved(spec.module, train):
-        window = train.attention_window
-        return FLOAT32 * (2 if window > 1 else 1) / window
+        if not train.attention_segments:
+            return float(FLOAT32)
+        return 2 * FLOAT32 * min(1.0, footprint.utterances * train.attention_segments / max(footprint.frames, 1))
     return float(product_dtype(training_device(train), train).itemsize)
 
 
