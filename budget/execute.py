@@ -217,7 +217,7 @@ class Executor:
             model = self.cost_models[key]
             for step_count in sorted({spec.units(run, train) for run in job.runs}):
                 group = [run for run in job.runs if spec.units(run, train) == step_count]
-                size = spec.chunk(job.single, train, n_classes)
+                size = spec.chunk(job.single, train, n_classes, max(len(run.train) for run in group))
                 for start in range(0, len(group), size):
                     runs = group[start : start + size]
                     units = sum(spec.units(run, train) for run in runs)

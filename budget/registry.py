@@ -64,8 +64,8 @@ class HeadSpec:
         """A run's units of work for the cost model and the progress bar."""
         return config.steps_for(len(run.train))
 
-    def chunk(self, features: FeatureSet | None, config: TrainConfig, n_classes: int) -> int:
-        """How many runs train (and are saved) together."""
+    def chunk(self, features: FeatureSet | None, config: TrainConfig, n_classes: int, train_rows: int | None = None) -> int:
+        """How many runs train (and are saved) together; ``train_rows``: the most training rows of one of them."""
         return 10
 
     def cost_model(self, inputs: dict[str, FeatureSet], labels: np.ndarray, runs: list[Run], n_classes: int,
@@ -116,13 +116,15 @@ class EnsembleSpec(HeadSpec):
         return "lbfgs" if solved(self.module, config) else config.schedule
 
     def steps(self, config: TrainConfig, n_train: int) -> int:
-        return config.steps if solved(self.module, config) else config.steps_for(n_train)  # L-BFGS: its cap
+        if not solved(self.module, config):
+            return config.steps_for(n_train)
+        return (self.scores_frames and config.attention_iterations) or config.steps  # L-BFGS: its cap
 
     def units(self, run: Run, config: TrainConfig) -> int:
         return run_units(self.module, run, config)
 
-    def chunk(self, features: FeatureSet | None, config: TrainConfig, n_classes: int) -> int:
-        return members_per_chunk(self.module, features, config, training_device(config), n_classes)
+    def chunk(self, features: FeatureSet | None, config: TrainConfig, n_classes: int, train_rows: int | None = None) -> int:
+        return members_per_chunk(self.module, features, config, training_device(config), n_classes, train_rows)
 
     def cost_model(self, inputs, labels, runs, n_classes, config, uploaded) -> CostModel:
         return measured_cost(self.module, inputs["single"], labels, runs, n_classes, config, uploaded)

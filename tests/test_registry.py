@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -32,6 +34,7 @@ def test_budgets_and_schedules_come_from_the_spec():
     assert head_spec("mlp_pool").units(run, passes) == 75 and head_spec("mlp_pool").steps(passes, 20) == 75
     assert head_spec("mlp_pool").units(run, epochs) == 15  # 3 passes over 20 examples in batches of 4
     assert head_spec("mean_pool").units(run, steps) == 1  # one full-batch fit
-    assert head_spec("attn_pool").steps(passes, 20) == 300  # its L-BFGS iteration cap, whatever the subset
+    assert head_spec("attn_pool").steps(passes, 20) == 50  # its L-BFGS iteration cap, whatever the subset
+    assert head_spec("attn_pool").steps(replace(passes, attention_iterations=0), 20) == head_spec("mean_pool").steps(passes, 20) == 300
     assert head_spec(LOGREG).steps(steps, 20) == 0 and head_spec(LOGREG).units(run, steps) == 1
     assert head_spec("align_lstm").schedule(epochs) == "epochs" and head_spec("align_lstm").budgeted

@@ -461,9 +461,11 @@ def test_heads_that_pool_first_train_on_statistics_alone_and_give_what_they_give
                                   beside[beside["head"].isin(pooled)][metrics].reset_index(drop=True))  # fmt: skip
 
 
-def test_a_study_that_would_not_fit_in_memory_stops_in_one_line_before_loading_its_features(iemocap, tmp_path, monkeypatch):
+def test_a_study_whose_frames_would_not_fit_reads_them_from_the_store_and_one_that_never_fits_stops_in_one_line(
+        iemocap, tmp_path, monkeypatch):  # fmt: skip
     """The guard reads the store's index: frame heads count every frame (as loaded, uploaded and their own copy),
-    heads that pool first the statistics alone."""
+    heads that pool first the statistics alone; under a limit that a copy of every frame exceeds, the frames stay in
+    the store and the results are the same; under one that even that exceeds, nothing is loaded."""
     from budget.features import FeatureStore, parse_feature_spec
     from budget.study import memory
 
@@ -472,17 +474,27 @@ def test_a_study_that_would_not_fit_in_memory_stops_in_one_line_before_loading_i
     pooled.run(log=lines.append)
     (line,) = [line for line in lines if line.startswith("memory: ")]
     assert "lld" in line and "statistics only" in line and "available now" in line
-    framed = config_for(iemocap, tmp_path, heads=("mean_pool", "mlp_pool"), seeds=1)
+    framed = config_for(iemocap, tmp_path, heads=("mlp_pool", "attn_pool"), seeds=1)
     inputs = Study(framed, tmp_path / "framed").load_inputs(log=lambda _: None)
     footprint = FeatureStore(framed.store).footprint(parse_feature_spec("lld"), inputs.data.manifest, framed.entry_settings())
     need = memory.feature_memory("lld", footprint, list(framed.heads), framed.train)
     values = inputs.features["lld"].frames.size  # as loaded (float16), uploaded (float32), centred for mlp_pool
-    assert need.bytes >= values * (2 + 4 + 2) and need.holds.endswith("for mlp_pool")
-    too_small = replace(framed, max_memory=need.bytes / memory.GB / 2)
+    assert need.bytes >= values * (2 + 4 + 2) and need.holds.endswith("for mlp_pool, attn_pool")
+    assert need.mapped < need.bytes
+
+    copied = Study(framed, tmp_path / "copied").run(log=lambda _: None)
+    lines.clear()
+    between = replace(framed, max_memory=(need.mapped + need.bytes) / 2 / memory.GB)
+    read = Study(between, tmp_path / "read").run(log=lines.append)
+    assert "read from the store as training asks" in next(line for line in lines if line.startswith("memory: "))
+    metrics = ["features", "head", "size", "fold", "seed", "ua", "wa", "macro_f1", "confusion"]
+    pd.testing.assert_frame_equal(copied[metrics], read[metrics])
+
+    too_small = replace(framed, max_memory=need.mapped / memory.GB / 2)
     loads = []
     monkeypatch.setattr(FeatureStore, "load", lambda *a, **k: loads.append(1))
     with pytest.raises(BudgetError, match=r"this study's features need about .* GB, more than .* \(--max-memory .*\); the "
-                                          r"largest is lld"):  # fmt: skip
+                                          r"largest is lld, .* read from the store as training asks"):  # fmt: skip
         Study(too_small, tmp_path / "refused").run(log=lambda _: None)
     assert not loads and not (tmp_path / "refused" / "results.parquet").exists()
     result = runner.invoke(app, ["curve", "--corpus", "iemocap", "--root", str(iemocap), "--features", "lld", "--model",

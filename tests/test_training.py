@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import time
 import warnings
 from dataclasses import replace
@@ -25,7 +26,7 @@ from budget.engine.cost import members_per_chunk
 from budget.engine.packed import DeviceFeatures, data_order
 from budget.engine.runs import train_runs
 from budget.errors import BudgetError
-from budget.features.featureset import FeatureSet
+from budget.features.featureset import FeatureSet, MappedFrames
 from budget.grid import Run
 from budget.heads import HEADS, EnsembleLinear, PackedBatch
 from budget.metrics import run_metrics
@@ -58,6 +59,40 @@ def runs_for(labels, size, seeds=(0, 1), test_every=5):
     train = np.setdiff1d(np.arange(len(labels)), test)
     return [Run(fold=f, seed=s, size=size, train=train[balanced_subset(labels[train], size, s + 10 * f)], test=test)
             for f in (0, 1) for s in seeds]  # fmt: skip
+
+
+def left_in_files(features: FeatureSet, folder) -> FeatureSet:
+    """``features`` with its frames written to three .npy files and read from them (:class:`MappedFrames`):
+    utterances spread over the files at random, in reverse order within each, after two rows of padding."""
+    shard = np.random.default_rng(0).integers(0, 3, len(features))
+    files, first = [], np.zeros(len(features), dtype=np.int64)
+    for number in range(3):
+        pieces, position = [np.zeros((2, features.dim), dtype=features.frames.dtype)], 2
+        for utterance in np.flatnonzero(shard == number)[::-1]:
+            first[utterance], position = position, position + features.lengths[utterance]
+            pieces.append(features.sequence(utterance))
+        files.append(folder / f"{number}.frames.npy")
+        np.save(files[-1], np.concatenate(pieces))
+    return replace(features, frames=MappedFrames(files, shard, first, features.lengths))
+
+
+@pytest.mark.parametrize("head", ["mlp_pool", "attn_pool", "mean_pool"])
+def test_frames_left_in_files_train_as_a_copy_of_every_frame_does(tmp_path, head):
+    features, labels = synthetic_features()
+    mapped = left_in_files(features, tmp_path)
+    np.testing.assert_array_equal(mapped.frames[:], features.frames)
+    positions = np.random.default_rng(1).integers(0, len(features.frames), 50)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(mapped.frames)).take(positions), features.frames[positions])
+    uploaded = DeviceFeatures.upload(mapped, torch.device("cpu"))
+    assert uploaded.mapped and uploaded.has_frames
+    with pytest.raises(BudgetError, match="stay in the store"):
+        _ = uploaded.frames
+    runs = runs_for(labels, size=8)
+    config = TrainConfig(steps=40, attention_segments=5, memory_mb=0)  # chunks of four runs
+    copied = train_runs(HEADS[head], features, labels, runs, 3, config)
+    read = train_runs(HEADS[head], mapped, labels, runs, 3, config)
+    for a, b in zip(copied, read, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_ua_is_balanced_accuracy_the_mean_per_class_recall():
@@ -543,6 +578,18 @@ def test_runs_of_different_step_counts_cannot_share_an_ensemble():
     runs = runs_for(labels, size=8)[:1] + runs_for(labels, size=10)[:1]
     with pytest.raises(BudgetError, match="same number of steps"):
         train_runs(HEADS["mean_pool"], features, labels, runs, 3, TrainConfig(schedule="epochs", epochs=1, batch_size=4))
+
+
+def test_a_fitted_chunk_is_sized_by_the_rows_its_runs_read_not_by_the_corpus():
+    budget, classes, width = 32 * 2**20, 4, 768
+    at_corpus = engine_cost._fitted_members(budget, 100_000, None, classes, width)
+    small_subsets = engine_cost._fitted_members(budget, 100_000, 500, classes, width)
+    assert at_corpus < 16 < small_subsets  # a chunk of 1,000-row runs no longer fits as if each read 100,000 rows
+    assert engine_cost._fitted_members(budget, 1_000, 500, classes, width) >= small_subsets
+    per_row, weights = 32 * classes, 4 * width * (classes + 1) * (2 * engine_lbfgs.LBFGS_HISTORY + 4)
+    for members in (small_subsets, small_subsets + 1):  # the largest that fits
+        fits = members * (per_row * min(100_000, members * 500) + weights) <= budget
+        assert fits == (members == small_subsets)
 
 
 def test_a_small_memory_budget_chunks_the_ensemble_without_changing_results():

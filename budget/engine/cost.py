@@ -59,10 +59,11 @@ def head_cost(head: type[EnsembleHead], features: FeatureSet | DeviceFeatures, n
 
 def members_per_chunk(
     head: type[EnsembleHead], features: FeatureSet | DeviceFeatures, config: TrainConfig, device: torch.device,
-    n_classes: int,
+    n_classes: int, train_rows: int | None = None,
 ) -> int:
     """How many runs one ensemble step holds within the memory budget (on CUDA, the memory free once
-    :func:`prepared_inputs` has made what the head reads)."""
+    :func:`prepared_inputs` has made what the head reads); ``train_rows``, the most training rows of a run (default:
+    every utterance), bounds what a fitted chunk reads."""
     budget_mb, fewest = config.memory_mb, 1
     if budget_mb is None:
         if device.type == "cuda":
@@ -73,9 +74,7 @@ def members_per_chunk(
             budget_mb, fewest = CPU_CHUNK_MB, CPU_MIN_MEMBERS
     if solved(head, config):  # attention's runs are fitted one at a time; a chunk shares their pooled start
         width = head.input_width(features.dim)
-        # every row's logits and their gradients; the weights, their gradient and the L-BFGS history
-        per_member = 4 * (n_classes * len(features) * 8 + width * (n_classes + 1) * (2 * LBFGS_HISTORY + 4))
-        return max(fewest, int(budget_mb * 2**20 // per_member))
+        return max(fewest, _fitted_members(budget_mb * 2**20, len(features), train_rows, n_classes, width))
     if head.pools_first:
         return 4096
     longest = float(np.max(features.lengths)) if len(features) else 1.0
@@ -89,6 +88,26 @@ def members_per_chunk(
     # per hidden unit: the activation, its dropout mask and its gradient
     per_member = rows * (features.dim * (activation_bytes + 4) + config.batch_size * 4 + head.hidden_units(features.layer_dim) * 3 * activation_bytes)
     return max(fewest, int(budget_mb * 2**20 // per_member))
+
+
+def _fitted_members(budget: int, utterances: int, train_rows: int | None, n_classes: int, width: int) -> int:
+    """The most runs one full-batch fit holds within ``budget`` bytes: its logits (and their gradients) cover the
+    union of its runs' training rows, at most ``members * train_rows`` and at most every utterance, and each run
+    has its weights, their gradient and the L-BFGS history."""
+    per_row = 4 * n_classes * 8
+    weights = 4 * width * (n_classes + 1) * (2 * LBFGS_HISTORY + 4)
+    rows = min(train_rows or utterances, utterances)
+
+    def fits(members: int) -> bool:
+        return members * (per_row * min(utterances, members * rows) + weights) <= budget
+
+    low, high = 0, 1
+    while fits(high) and high < 2**20:
+        low, high = high, 2 * high
+    while high - low > 1:  # fits(low), not fits(high)
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
 
 
 def units(head: type[EnsembleHead], run: Run, config: TrainConfig) -> int:
@@ -179,7 +198,7 @@ def measure_unit_seconds(
     """
     device = inputs.device
     if solved(head, config):  # pooled heads: one chunk, as they are fitted; attention: a few runs, each alone
-        chunk = members_per_chunk(head, inputs, config, device, n_classes)
+        chunk = members_per_chunk(head, inputs, config, device, n_classes, max(len(run.train) for run in runs))
         sample = runs[: chunk if head.pools_first else min(SOLVE_PROBE_RUNS, chunk)]
         return short_call_seconds(lambda: solve(head, inputs, labels, sample, n_classes, config, None)) / len(sample)
     sample = runs[: members_per_chunk(head, inputs, config, device, n_classes)]

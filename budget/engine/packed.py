@@ -4,6 +4,7 @@ samples and seeds, fixed up front from the run's own seed."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from budget.engine.config import TrainConfig, solved
 from budget.engine.device import product_dtype
 from budget.errors import BudgetError
-from budget.features.featureset import FeatureSet
+from budget.features.featureset import FeatureSet, MappedFrames
 from budget.grid import Run
 from budget.heads import EnsembleHead, PackedBatch
 
@@ -24,11 +25,16 @@ class DeviceFeatures:
 
     ``frames`` is None where the feature set was loaded without them (every
     head of the study pools first): the pooled statistics are all there is.
+    Frames left in the store (:class:`MappedFrames`, on a CPU) are read as
+    they are asked for (:meth:`rows`), in float32, less ``centre`` and in
+    ``dtype`` where given: exactly what a copy of every frame would hold.
     """
 
-    def __init__(self, frames: torch.Tensor | None, lengths: np.ndarray, mean: torch.Tensor, maximum: torch.Tensor,
-                 stacked: int = 1):  # fmt: skip
+    def __init__(self, frames: torch.Tensor | MappedFrames | None, lengths: np.ndarray, mean: torch.Tensor,
+                 maximum: torch.Tensor, stacked: int = 1, centre: torch.Tensor | None = None,
+                 dtype: torch.dtype | None = None):  # fmt: skip
         self._frames = frames  # (total frames, D): D = stacked hidden states of layer_dim each
+        self._centre, self._dtype = centre, dtype
         self.stacked = stacked
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
@@ -39,18 +45,27 @@ class DeviceFeatures:
         self._meanmax: torch.Tensor | None = None
         self._centred: dict[torch.dtype, DeviceFeatures] = {}
         self._segmented: dict[int, DeviceFeatures] = {}
-        self.utt_sum, self.utt_sumsq = _frame_sums(frames, self.lengths) if frames is not None else (None, None)
+        self.utt_sum, self.utt_sumsq = _frame_sums(self.block, self.lengths, self.dim) if frames is not None else (None, None)
 
     @classmethod
     def upload(cls, features: FeatureSet, device: torch.device, half: bool | None = None) -> DeviceFeatures:
-        """The feature set on ``device``, frames in :meth:`upload_dtype` (float16 when ``half``)."""
+        """The feature set on ``device``, frames in :meth:`upload_dtype` (float16 when ``half``); frames left in the
+        store stay there for a float32 CPU copy, and are read into the device's memory by blocks otherwise."""
         frames = None
         if features.frames is not None:
             if half is None:
                 dtype = cls.upload_dtype(features.frames.dtype, device)
             else:
                 dtype = torch.float16 if half else torch.float32
-            frames = torch.from_numpy(np.ascontiguousarray(features.frames)).to(device, dtype)
+            if not isinstance(features.frames, MappedFrames):
+                frames = torch.from_numpy(np.ascontiguousarray(features.frames)).to(device, dtype)
+            elif device.type == "cpu" and dtype == torch.float32:
+                frames = features.frames
+            else:
+                frames = torch.empty(features.frames.shape, dtype=dtype, device=device)
+                rows = max(1, 2**24 // max(features.dim, 1))
+                for start in range(0, len(frames), rows):
+                    frames[start : start + rows] = torch.from_numpy(features.frames[start : start + rows]).to(device, dtype)
         return cls(
             frames,
             features.lengths,
@@ -73,14 +88,34 @@ class DeviceFeatures:
         return self._frames is not None
 
     @property
+    def mapped(self) -> bool:
+        """Whether the frames stay in the store, read as asked for."""
+        return isinstance(self._frames, MappedFrames)
+
+    @property
     def frames(self) -> torch.Tensor:
-        """Every utterance's frames end to end: an error where only the statistics were loaded."""
-        if self._frames is None:
-            raise BudgetError(NO_FRAMES)
+        """Every utterance's frames end to end: an error where only the statistics were loaded, or the frames are
+        left in the store (read them by :meth:`rows`)."""
+        if not isinstance(self._frames, torch.Tensor):
+            raise BudgetError(NO_FRAMES if self._frames is None else "these frames stay in the store; read them by rows()")
         return self._frames
 
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """The frames at ``index`` (positions among every utterance's frames end to end)."""
+        if not self.mapped:
+            return self.frames.index_select(0, index)  # gathers rows faster than [...]
+        values = torch.from_numpy(self._frames.take(index.cpu().numpy())).to(self.device, torch.float32)
+        return values if self._centre is None else (values - self._centre).to(self._dtype)
+
+    def block(self, start: int, stop: int) -> torch.Tensor:
+        """Consecutive frames ``start`` to ``stop``."""
+        if not self.mapped:
+            return self.frames[start:stop]
+        return self.rows(torch.arange(start, stop, device=self.device))
+
     def centred(self, dtype: torch.dtype) -> DeviceFeatures:
-        """The frames less their mean over every utterance, in ``dtype``: what stepped frame heads read (made once).
+        """The frames less their mean over every utterance, in ``dtype``: what stepped frame heads read (made once;
+        frames left in the store are centred as they are read).
 
         Rounded to bf16, a frame keeps 8 significant bits of its value;
         centred, those bits describe how it varies rather than its offset (a
@@ -90,6 +125,10 @@ class DeviceFeatures:
         """
         if dtype not in self._centred:
             centre = (self.utt_sum.sum(0) / max(int(self.lengths.sum()), 1)).float()
+            if self.mapped:
+                self._centred[dtype] = DeviceFeatures(self._frames, self.lengths, self.mean, self.max, self.stacked,
+                                                      centre, dtype)  # fmt: skip
+                return self._centred[dtype]
             frames = torch.empty(self.frames.shape, dtype=dtype, device=self.frames.device)
             rows = max(1, 2**24 // max(self.dim, 1))
             for start in range(0, len(frames), rows):  # by blocks: no float32 copy of every frame at once
@@ -110,7 +149,7 @@ class DeviceFeatures:
             rank = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
             length, count = self.lengths[owner], counts[owner]
             sizes = ((rank + 1) * length) // count - (rank * length) // count
-            sums, _ = _frame_sums(self.frames, sizes)
+            sums, _ = _frame_sums(self.block, sizes, self.dim)
             frames = (sums / torch.from_numpy(sizes).to(sums.device).unsqueeze(1)).float()
             self._segmented[most] = DeviceFeatures(frames, counts, self.mean, self.max, self.stacked)
         return self._segmented[most]
@@ -135,13 +174,13 @@ class DeviceFeatures:
     def gathered(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The utterances ``rows`` as attention's ``shared_logits`` reads them: their frames end to end in float32
         ``(F, D)``, and ``(n, T)`` positions of each utterance's frames among them with a mask of real frames."""
-        index = torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(self.frames.device)
+        index = torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(self.device)
         lengths = self.lengths_t[index]
         starts = lengths.cumsum(0) - lengths
-        position = torch.arange(max(int(lengths.max()) if len(index) else 1, 1), device=self.frames.device)
+        position = torch.arange(max(int(lengths.max()) if len(index) else 1, 1), device=self.device)
         present = position < lengths.unsqueeze(1)
         source = (self.offsets_t[index].unsqueeze(1) + position)[present]  # every frame of the rows, in order
-        return self.frames[source].float(), torch.where(present, starts.unsqueeze(1) + position, 0), present
+        return self.rows(source).float(), torch.where(present, starts.unsqueeze(1) + position, 0), present
 
     def frame_means(self) -> torch.Tensor:
         """Each utterance's mean frame ``(N, D)`` in float32, from the frames as held here."""
@@ -192,13 +231,15 @@ class DeviceFeatures:
         if sample is not None:  # the rank-th of `taken` evenly spaced frames, from the slot's random start
             rank = (sample.starts.gather(1, slot) + rank * full.gather(1, slot)) // taken.clamp_min(1)
         frame = self.offsets_t[safe.gather(1, slot)] + rank
-        frames = self.frames.index_select(0, torch.where(in_batch, frame, 0).view(-1)).view(*frame.shape, -1)  # gathers rows faster than [...]
+        frames = self.rows(torch.where(in_batch, frame, 0).view(-1)).view(*frame.shape, -1)
         members = (slot.unsqueeze(1) == torch.arange(slots.shape[1], device=slots.device).view(1, -1, 1)) & in_batch.unsqueeze(1)
         return PackedBatch(n_slots=slots.shape[1], frames=frames, members=members, counts=lengths)
 
 
-def _frame_sums(frames: torch.Tensor, lengths: np.ndarray, block_elements: int = 2**20) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-utterance sums of frames and of their squares, in float64, by blocks of whole utterances.
+def _frame_sums(block: Callable[[int, int], torch.Tensor], lengths: np.ndarray, width: int,
+                block_elements: int = 2**20) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Per-utterance sums of frames and of their squares, in float64, by blocks of whole utterances, read by
+    ``block(start, stop)`` (frames ``width`` wide).
 
     Cumulative sums rather than scatter-adds, so the result is the same on
     every run and device.  A block's float64 working copies (six of them) are
@@ -206,22 +247,22 @@ def _frame_sums(frames: torch.Tensor, lengths: np.ndarray, block_elements: int =
     2**25 elements took 1.3 GB and ran twice as slow (out of cache).
     """
     ends = np.cumsum(lengths)
-    per_block = max(1, block_elements // max(frames.shape[1], 1))
+    per_block = max(1, block_elements // max(width, 1))
     sums, squares = [], []
     first = 0
     while first < len(lengths):
         start = int(ends[first] - lengths[first])
         last = max(first + 1, int(np.searchsorted(ends, start + per_block, side="right")))
-        block = frames[start : int(ends[last - 1])].double()
-        zero = block.new_zeros(1, block.shape[1])
-        bounds = torch.from_numpy(ends[first:last] - start).to(frames.device)
-        starts = bounds - torch.from_numpy(lengths[first:last]).to(frames.device)
-        for out, values in ((sums, block), (squares, block.square())):
-            cumulative = torch.cat([zero, values.cumsum(0)])
+        values = block(start, int(ends[last - 1])).double()
+        zero = values.new_zeros(1, values.shape[1])
+        bounds = torch.from_numpy(ends[first:last] - start).to(values.device)
+        starts = bounds - torch.from_numpy(lengths[first:last]).to(values.device)
+        for out, summed in ((sums, values), (squares, values.square())):
+            cumulative = torch.cat([zero, summed.cumsum(0)])
             out.append(cumulative[bounds] - cumulative[starts])
         first = last
     if not sums:
-        empty = frames.new_zeros(0, frames.shape[1], dtype=torch.float64)
+        empty = block(0, 0).new_zeros(0, width, dtype=torch.float64)
         return empty, empty
     return torch.cat(sums), torch.cat(squares)
 

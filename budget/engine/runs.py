@@ -50,7 +50,7 @@ def train_runs(
     inputs = uploaded or DeviceFeatures.upload(features, device)
     fit = solve if solved(head, config) else train_ensemble
     inputs = prepared_inputs(head, inputs, config)  # before free memory sizes the chunks
-    chunk = members_per_chunk(head, inputs, config, device, n_classes)
+    chunk = members_per_chunk(head, inputs, config, device, n_classes, max(len(run.train) for run in runs))
     predictions: list[np.ndarray | RunOutput] = []
     for start in range(0, len(runs), chunk):
         try:

@@ -3,10 +3,66 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from budget.errors import BudgetError
+
+
+class MappedFrames:
+    """Every utterance's frames left in the store's memory-mapped shard files and read on demand, in a feature set's
+    order (``offsets``): what a study holds instead of a copy of every frame when that copy would not fit.
+
+    ``files[shard[i]]`` holds utterance ``i`` from row ``first[i]`` on (of
+    ``layer`` alone, where the entry stores every layer).  Pickled, it carries
+    the file names, not their contents: a worker that sees the same files
+    reads them itself.
+    """
+
+    def __init__(self, files: list[Path], shard: np.ndarray, first: np.ndarray, lengths: np.ndarray,
+                 layer: int | None = None):  # fmt: skip
+        self.files, self.layer = [Path(file) for file in files], layer
+        self.shard = np.asarray(shard, dtype=np.int64)
+        self.first = np.asarray(first, dtype=np.int64)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+        self._opened: dict[int, np.ndarray] = {}
+        probe = np.load(self.files[0], mmap_mode="r") if self.files else np.zeros((0, 0), np.float16)
+        self.dtype = probe.dtype
+        self.shape = (int(self.lengths.sum()), *probe.shape[1 if layer is None else 2 :])
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_opened": {}}
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def _file(self, shard: int) -> np.ndarray:
+        if shard not in self._opened:
+            self._opened[shard] = np.load(self.files[shard], mmap_mode="r")
+        return self._opened[shard]
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        """The frames at ``positions`` (among every utterance's frames end to end), read from the files."""
+        positions = np.asarray(positions, dtype=np.int64)
+        utterance = np.searchsorted(self.offsets, positions, side="right") - 1
+        rows = self.first[utterance] + positions - self.offsets[utterance]
+        shards = self.shard[utterance]
+        out = np.empty((len(positions), *self.shape[1:]), dtype=self.dtype)
+        for shard in np.unique(shards):
+            picked = shards == shard
+            stored = self._file(int(shard))
+            out[picked] = stored[rows[picked]] if self.layer is None else stored[rows[picked], self.layer]
+        return out
+
+    def __getitem__(self, frames: slice) -> np.ndarray:
+        """Consecutive frames, as an array's slice would give them."""
+        return self.take(np.arange(*frames.indices(len(self))))
 
 
 @dataclass
@@ -15,7 +71,8 @@ class FeatureSet:
 
     ``frames[offsets[i] : offsets[i] + lengths[i]]`` is utterance ``i``;
     ``mean`` and ``max`` are its pooled statistics.  ``frames`` is None where
-    only the statistics were loaded (every head of the study pools first).  ``stacked`` > 1: each
+    only the statistics were loaded (every head of the study pools first), and
+    :class:`MappedFrames` where they stay in the store until read.  ``stacked`` > 1: each
     frame holds that many hidden states of an encoder side by side (layer-major),
     for a head that learns their weights (a ``:weighted`` feature set).  Utterances with no
     features (failed or never extracted) are left out and named in ``missing``.
@@ -25,7 +82,7 @@ class FeatureSet:
     utt_ids: np.ndarray
     lengths: np.ndarray
     offsets: np.ndarray
-    frames: np.ndarray | None
+    frames: np.ndarray | MappedFrames | None
     mean: np.ndarray
     max: np.ndarray
     layer_names: list[str] | None = None

@@ -31,7 +31,7 @@ from budget.features.entries import (
     default_store_dir,
     to_extract,
 )
-from budget.features.featureset import FeatureSet
+from budget.features.featureset import FeatureSet, MappedFrames
 from budget.progress import progress_bar
 
 
@@ -317,14 +317,16 @@ class FeatureStore:
 
     def load(
         self, extractor: FeatureExtractor, manifest: pd.DataFrame, settings: EntrySettings = DEFAULT_SETTINGS, *,
-        layer: int | None = None, frames: bool = True,
+        layer: int | None = None, frames: bool = True, mapped: bool = False,
     ) -> FeatureSet:  # fmt: skip
         """The stored features of ``manifest``'s utterances, in its order, under ``settings``.
 
         ``layer`` picks one hidden state from an entry that stored them all, and
         only its frames are read; without ``frames``, only the per-utterance
-        statistics are (what heads that pool first train on).  Raises when
-        nothing was extracted for this configuration.
+        statistics are (what heads that pool first train on); with ``mapped``,
+        the frames stay in the store's files, read as training asks for them
+        (:class:`MappedFrames`).  Raises when nothing was extracted for this
+        configuration.
         """
         entry = settings.entry(self.root, extractor)
         if not entry.described():
@@ -356,7 +358,7 @@ class FeatureStore:
                     np.load(entry.shards / f"{shard}.{part}.npy", mmap_mode="r") for part in SHARD_ARRAYS
                 )
             shard_frames, shard_mean, shard_max = opened[shard]
-            if frames:  # memory-mapped: only these rows (of this layer) are read
+            if frames and not mapped:  # memory-mapped: only these rows (of this layer) are read
                 sequences.append(shard_frames[offset : offset + n][pick])
             means.append(shard_mean[row][pick[1:]])
             maxes.append(shard_max[row][pick[1:]])
@@ -365,7 +367,12 @@ class FeatureStore:
         mean = np.stack(means) if means else np.zeros((0, *shape), np.float32)
         maximum = np.stack(maxes) if maxes else np.zeros((0, *shape), np.float32)
         stored = None
-        if frames:
+        if frames and mapped and len(rows):
+            shards = list(dict.fromkeys(rows["shard"]))
+            files = [entry.shards / f"{shard}.{SHARD_ARRAYS[0]}.npy" for shard in shards]
+            number = {shard: i for i, shard in enumerate(shards)}
+            stored = MappedFrames(files, rows["shard"].map(number).to_numpy(), rows["offset"].to_numpy(), lengths, layer)
+        elif frames:
             stored = np.concatenate(sequences) if sequences else np.zeros((0, *shape), np.float16)
         return FeatureSet(
             spec=extractor.spec,

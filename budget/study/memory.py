@@ -1,14 +1,17 @@
 """What a study's features take in memory, known from the store's index before anything is loaded, and the guard
-that refuses, in one line, a study that would not fit instead of letting the system kill it.
+that, where a copy of every frame would not fit, leaves the frames in the store (read as training asks for them) or
+refuses, in one line, a study that would not fit even so, instead of letting the system kill it.
 
 A study holds every feature set it trains on for its whole run: as loaded
 (the per-utterance statistics, and the frames where a head reads them, at the
 store's precision), and once more on the training device (float32 on a CPU),
 with the copy each frame head makes of the frames it reads (mlp_pool's centred
-frames in its product precision, attention's segment means).  Fitted
-attention also gathers one run's segments at a time, at most all of them again.
-On CUDA the device's copies are in the GPU's memory; the machine holds the
-loaded features alone.
+frames in its product precision, attention's segment means), and each of
+these a float64 sum and sum of squares per utterance.  Fitted attention also
+gathers one run's segments at a time, at most all of them again.  On CUDA the
+device's copies are in the GPU's memory; the machine holds the loaded features
+alone.  Frames left in the store take none of this but attention's segments
+and the sums: a step reads its own frames from the files.
 """
 
 from __future__ import annotations
@@ -24,20 +27,25 @@ from budget.registry import EnsembleSpec, head_spec
 
 GB = 2**30
 FLOAT32 = 4
+FLOAT64 = 8
 
 
 @dataclass(frozen=True)
 class FeatureMemory:
-    """One feature set's bytes for a study, and what they hold, in words."""
+    """One feature set's bytes for a study, with what they hold, in words; ``mapped``, its bytes with the frames
+    left in the store (None where its heads need a copy)."""
 
     name: str
     bytes: int
     holds: str
+    mapped: int | None = None
 
 
-def feature_memory(name: str, footprint: Footprint, heads: list[str], train: TrainConfig) -> FeatureMemory:
+def feature_memory(name: str, footprint: Footprint, heads: list[str], train: TrainConfig, mappable: bool = True
+                   ) -> FeatureMemory:  # fmt: skip
     """The bytes a study training ``heads`` on a feature set of ``footprint`` holds for it (the module docstring
-    says what is counted)."""
+    says what is counted), with every frame copied and, where ``mappable`` and every frame head is the engine's,
+    with the frames left in the store."""
     on_cpu = training_device(train).type == "cpu"
     copies = 2 if on_cpu else 1  # as loaded, and the device's float32 copy where the device is this machine
     statistics = copies * 2 * footprint.utterances * footprint.width * FLOAT32  # mean and max
@@ -45,12 +53,19 @@ def feature_memory(name: str, footprint: Footprint, heads: list[str], train: Tra
     frame_heads = [spec for spec in specs if spec.reads_frames]
     if not frame_heads:
         return FeatureMemory(name, statistics, "statistics only")
-    per_value = footprint.itemsize + (FLOAT32 if on_cpu else 0)  # as loaded, and as uploaded
-    if on_cpu:
-        per_value += sum(_copy_per_value(spec, train, footprint) for spec in frame_heads)
     readers = ", ".join(spec.name for spec in frame_heads)
-    frames = int(footprint.frames * footprint.width * per_value)
-    return FeatureMemory(name, statistics + frames, f"{footprint.frames:,} frames of {footprint.width} for {readers}")
+    holds = f"{footprint.frames:,} frames of {footprint.width} for {readers}"
+    if not on_cpu:
+        frames = footprint.frames * footprint.width * footprint.itemsize
+        return FeatureMemory(name, statistics + frames, holds, statistics if mappable else None)
+    ensemble = [spec for spec in frame_heads if isinstance(spec, EnsembleSpec)]
+    sums = 2 * FLOAT64 * footprint.utterances * footprint.width * (1 + len(ensemble))  # the frames' and each copy's
+    per_value = footprint.itemsize + FLOAT32 + sum(_copy_per_value(spec, train, footprint) for spec in frame_heads)
+    copied = statistics + sums + int(footprint.frames * footprint.width * per_value)
+    if not mappable or len(ensemble) < len(frame_heads):
+        return FeatureMemory(name, copied, holds)
+    segments = sum(_copy_per_value(spec, train, footprint) for spec in ensemble if solved(spec.module, train))
+    return FeatureMemory(name, copied, holds, statistics + sums + int(footprint.frames * footprint.width * segments))
 
 
 def _copy_per_value(spec, train: TrainConfig, footprint: Footprint) -> float:
@@ -82,23 +97,40 @@ def available_bytes() -> int | None:
         return None
 
 
-def check_memory(needs: list[FeatureMemory], max_memory: float | None, log) -> None:
-    """Say what the study's features take; raise one clear error when that exceeds ``max_memory`` GB (default: what
-    the machine has available now)."""
+def check_memory(needs: list[FeatureMemory], max_memory: float | None, log) -> set[str]:
+    """Say what the study's features take and return the feature sets whose frames stay in the store: none where
+    a copy of every frame fits within ``max_memory`` GB (default: what the machine has available now), else the
+    largest first until the rest fits; raise one clear error where even that exceeds it."""
     total = sum(need.bytes for need in needs)
     limit = max_memory * GB if max_memory is not None else available_bytes()
+    mapped: set[str] = set()
+    for need in sorted(needs, key=lambda need: need.bytes, reverse=True):
+        if limit is not None and total > limit and need.mapped is not None:
+            total -= need.bytes - need.mapped
+            mapped.add(need.name)
     where = f"--max-memory {max_memory:g}" if max_memory is not None else "available now; --max-memory sets a limit"
-    parts = ", ".join(f"{need.name} {need.bytes / GB:.2f} GB ({need.holds})" for need in needs)
+    parts = ", ".join(_part(need, need.name in mapped) for need in needs)
     if limit is None:
         log(f"memory: the features this study trains on take about {total / GB:.2f} GB: {parts}")
-        return
+        return mapped
     log(f"memory: the features this study trains on take about {total / GB:.2f} GB of {limit / GB:.1f} GB ({where}): "
         f"{parts}")  # fmt: skip
     if total > limit:
-        largest = max(needs, key=lambda need: need.bytes)
+        largest = max(needs, key=lambda need: need.mapped if need.name in mapped else need.bytes)
+        size = largest.mapped if largest.name in mapped else largest.bytes
         raise BudgetError(
             f"this study's features need about {total / GB:.1f} GB, more than {limit / GB:.1f} GB ({where}); the "
-            f"largest is {largest.name}, {largest.bytes / GB:.1f} GB ({largest.holds}): crop utterances shorter "
-            "(--max-seconds), train heads that pool first on it (logreg, mean_pool, meanmax_pool read statistics "
-            "only), study fewer feature sets or layers at once, or set --max-memory if more memory will be free"
+            f"largest is {largest.name}, {size / GB:.1f} GB ({_part(largest, largest.name in mapped, False)}): crop "
+            "utterances shorter (--max-seconds), train heads that pool first on it (logreg, mean_pool, meanmax_pool "
+            "read statistics only), study fewer feature sets or layers at once, or set --max-memory if more memory "
+            "will be free"
         )
+    return mapped
+
+
+def _part(need: FeatureMemory, mapped: bool, named: bool = True) -> str:
+    name = f"{need.name} " if named else ""
+    if not mapped:
+        return f"{name}{need.bytes / GB:.2f} GB ({need.holds})" if named else need.holds
+    held = f"{need.holds}, read from the store as training asks: a copy would take {need.bytes / GB:.2f} GB"
+    return f"{name}{need.mapped / GB:.2f} GB ({held})" if named else held

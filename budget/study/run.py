@@ -289,14 +289,15 @@ class Study:
                 log(f"extracted {extractor.spec} for {report.extracted} utterances ({report.seconds:.0f} s)")
         report_of = dict(zip(extractors, reports, strict=True))
         entries = {choice.name: report_of[choice.stored].entry.name for choice in choices}
-        check_memory([feature_memory(choice.name, store.footprint(extractors[choice.stored], data.manifest,
-                                                                  self.config.entry_settings(), layer=choice.layer),
-                                     heads_on(choice, self.config.heads), self.config.train)
-                      for choice in choices], self.config.max_memory, log)  # fmt: skip
+        mapped = check_memory([feature_memory(choice.name, store.footprint(extractors[choice.stored], data.manifest,
+                                                                           self.config.entry_settings(), layer=choice.layer),
+                                              heads_on(choice, self.config.heads), self.config.train, not choice.weighted)
+                               for choice in choices], self.config.max_memory, log)  # fmt: skip
         loaded = {}
         for choice in choices:
             features = store.load(extractors[choice.stored], data.manifest, self.config.entry_settings(),
-                                  layer=choice.layer, frames=frames_read(choice, self.config.heads))  # fmt: skip
+                                  layer=choice.layer, frames=frames_read(choice, self.config.heads),
+                                  mapped=choice.name in mapped)  # fmt: skip
             if choice.weighted:
                 features = stacked_layers(features)
             if features.missing:
