@@ -231,20 +231,53 @@ STUDY_SIZES = (25, 100)  # per class, at every N (N = 1,000 holds 166 a class in
 STUDY_FOLDS = 3
 
 
+FRAME_HEADS = ("attn_pool", "mlp_pool")
+
+
+class AnonymousPeak:
+    """The peak of this process's anonymous resident memory (RssAnon: what it allocated, not the store's file pages
+    its memory maps read, which the kernel drops under pressure), sampled every ``interval`` seconds."""
+
+    def __init__(self, interval: float = 0.02):
+        import threading
+
+        self.interval, self.start = interval, self.now()
+        self.peak, self._stop = self.start, threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def now() -> int:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("RssAnon:")).split()[1]) * 1024
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.now())
+
+    def stop(self) -> int:
+        """The peak added since it started."""
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, self.now()) - self.start
+
+
 def _study(root: str, width: int, n: int, head: str, folder: str, answer) -> None:
-    """Load the store as a study whose heads pool first does and run one head's small study; send its peak
-    resident memory added and the seconds per run at each size."""
+    """Load the store as a study does (a head that reads frames: frames left in the store) and run one head's small
+    study; send its peak resident and anonymous memory added and the seconds per run, fitting and predicting."""
     from budget.engine.config import TrainConfig
     from budget.folds import assign_folds, fold_names
+    from budget.registry import head_spec
     from budget.sampling import Size, plan_sizes
     from budget.study import Study, StudyConfig
     from budget.study.run import StudyData, StudyInputs
 
+    reads = head_spec(head).reads_frames
     table = manifest(n, groups=STUDY_FOLDS)
-    encoder = SyntheticEncoder(width, None, n, frames=2)
+    encoder = SyntheticEncoder(width, None, n, frames=None if reads else 2)
     _reset_peak()
-    before = _resident_bytes()
-    features = FeatureStore(root).load(encoder, table, EntrySettings(), frames=False)
+    before, anonymous = _resident_bytes(), AnonymousPeak()
+    features = FeatureStore(root).load(encoder, table, EntrySettings(), frames=reads, mapped=reads)
     folds = assign_folds(table, n_folds=STUDY_FOLDS)
     sizes = [Size(k) for k in STUDY_SIZES]
     data = StudyData(table, CLASSES, folds, fold_names(table, folds), plan_sizes(sizes, table, folds),
@@ -252,28 +285,29 @@ def _study(root: str, width: int, n: int, head: str, folder: str, answer) -> Non
     config = StudyConfig(corpus="csv", features=("synthetic",), heads=(head,), per_class=sizes, seeds=1,
                          train=TrainConfig(device="cpu"))  # fmt: skip
     inputs = StudyInputs(data, {"synthetic": features}, {"synthetic": encoder.spec}, [])
-    with fits_timed() as fitting:
+    with fits_timed() as (fitting, predicting):
         results = Study(config, folder).run_inputs(inputs, log=lambda _: None)
-    runs = len(results)
-    answer.send((_peak_bytes() - before, results["train_seconds"].sum() / runs, fitting[0] / runs))
+    runs, per_run = len(results), results["train_seconds"].mean()
+    fit = per_run - predicting[0] / runs if reads else fitting[0] / runs
+    answer.send((_peak_bytes() - before, anonymous.stop(), per_run, fit))
 
 
 @contextmanager
 def fits_timed():
-    """Within it, the seconds spent fitting runs in training (scikit-learn's pipeline fit, the toolkit's full-batch
-    L-BFGS; not the cost model's probes) add up in the list it yields, apart from predicting the held-out fold, which
-    a run's ``train_seconds`` also holds."""
+    """Within it, the seconds spent in training fitting the runs of heads that pool first (scikit-learn's pipeline
+    fit, the toolkit's full-batch L-BFGS; not the cost model's probes) and predicting the held-out fold of frame heads
+    add up in the two lists it yields: what a run's ``train_seconds`` holds besides, for each."""
     import time
 
     from sklearn.pipeline import Pipeline
 
-    from budget.engine import lbfgs
+    from budget.engine import adam, lbfgs
     from budget.execute import LocalExecutor
 
-    spent, training = [0.0], [False]
-    originals = Pipeline.fit, lbfgs.fit_full_batch, LocalExecutor.train_chunks
+    fitting, predicting, training = [0.0], [0.0], [False]
+    originals = Pipeline.fit, lbfgs.fit_full_batch, LocalExecutor.train_chunks, adam._test_logits, lbfgs.attention_logits
 
-    def timed(function):
+    def timed(function, spent):
         def call(*args, **kwargs):
             started = time.perf_counter()
             try:
@@ -290,30 +324,36 @@ def fits_timed():
         finally:
             training[0] = False
 
-    Pipeline.fit, lbfgs.fit_full_batch, LocalExecutor.train_chunks = timed(originals[0]), timed(originals[1]), train_chunks
+    Pipeline.fit, lbfgs.fit_full_batch = timed(originals[0], fitting), timed(originals[1], fitting)
+    adam._test_logits, lbfgs.attention_logits = timed(originals[3], predicting), timed(originals[4], predicting)
+    LocalExecutor.train_chunks = train_chunks
     try:
-        yield spent
+        yield fitting, predicting
     finally:
-        Pipeline.fit, lbfgs.fit_full_batch, LocalExecutor.train_chunks = originals
+        Pipeline.fit, lbfgs.fit_full_batch, LocalExecutor.train_chunks, adam._test_logits, lbfgs.attention_logits = originals
 
 
-def studies(folder: Path, sizes: list[int], width: int) -> pd.DataFrame:
-    """Per N and head that pools first, a fresh process's small study: peak memory and seconds per run."""
+def studies(folder: Path, sizes: list[int], width: int, heads: tuple[str, ...]) -> pd.DataFrame:
+    """Per N and head, a fresh process's small study: peak memory and seconds per run."""
     import shutil
+
+    from budget.registry import head_spec
 
     store, settings, rows = FeatureStore(folder), EntrySettings(), []
     for n in sizes:
-        on_disk = write(store, SyntheticEncoder(width, None, n, frames=2), manifest(n, groups=STUDY_FOLDS), settings)
-        for head in POOLED_HEADS:
+        for head in heads:
+            frames = None if head_spec(head).reads_frames else 2
+            on_disk = write(store, SyntheticEncoder(width, None, n, frames=frames), manifest(n, groups=STUDY_FOLDS), settings)
             run = folder / f"study-{head}-{n}"
             shutil.rmtree(run, ignore_errors=True)
             receive, send = multiprocessing.Pipe(duplex=False)
             child = multiprocessing.get_context("spawn").Process(target=_study, args=(str(folder), width, n, head, str(run), send))
             child.start()
-            peak, per_run, fit = receive.recv()
+            peak, anonymous, per_run, fit = receive.recv()
             child.join()
             rows.append({"head": head, "utterances": n, "store_gb": on_disk / 2**30, "peak_resident_gb": peak / 2**30,
-                         "s_per_run": per_run, "fit_s_per_run": fit, "held_out_s_per_run": per_run - fit})  # fmt: skip
+                         "peak_anonymous_gb": anonymous / 2**30, "s_per_run": per_run, "fit_s_per_run": fit,
+                         "held_out_s_per_run": per_run - fit})  # fmt: skip
     table = pd.DataFrame(rows)
     for column in ("s_per_run", "fit_s_per_run"):
         table[f"{column}_vs_first"] = table[column] / table.groupby("head")[column].transform("first")
@@ -327,10 +367,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=int, default=768)
     parser.add_argument("--folder", type=Path, default=Path("/tmp/budget-scale"))
     parser.add_argument("--extraction", default="", help="utterances of each synthetic audio corpus to extract")
-    parser.add_argument("--studies", default="", help="utterances of each store a small study of every pooled head runs on")
+    parser.add_argument("--studies", default="", help="utterances of each store a small study of each head runs on")
+    parser.add_argument("--heads", default=",".join(POOLED_HEADS + FRAME_HEADS), help="the heads of --studies")
     args = parser.parse_args(argv)
     if args.studies:
-        table = studies(args.folder, [int(n) for n in args.studies.split(",")], args.width)
+        table = studies(args.folder, [int(n) for n in args.studies.split(",")], args.width, tuple(args.heads.split(",")))
         print(f"python {' '.join(sys.argv)}; width {args.width}; {STUDY_FOLDS} folds, sizes {STUDY_SIZES} per class, 1 seed")
         print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     if args.extraction:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,7 +15,7 @@ from feature_helpers import tiny_encoder
 from budget.engine.config import TrainConfig
 from budget.engine.runs import train_runs
 from budget.errors import BudgetError
-from budget.features.featureset import FeatureSet
+from budget.features.featureset import FeatureSet, MappedFrames
 from budget.features.layers import FeatureChoice, feature_choices, read_layers
 from budget.grid import Run
 from budget.heads import AttnPool, MeanPool, MLPPool, PackedBatch
@@ -121,6 +122,26 @@ def test_learned_layer_weights_lean_on_the_layer_that_holds_the_class(head, conf
     alone = train_runs(head, features, labels, runs[1:], 3, config)[0]
     np.testing.assert_array_equal(alone.predictions, outputs[1].predictions)  # a run never depends on its mates
     np.testing.assert_allclose(alone.layer_weights, outputs[1].layer_weights, atol=1e-6)
+
+
+def test_a_weighted_sum_of_frames_left_in_the_store_trains_as_the_copy_does(tmp_path):
+    """Hidden states stored per frame ``(frames, layers, width)`` and read by each step, stacked side by side:
+    the same runs as on a copy of every stacked frame."""
+    features, labels, runs = _layered()
+    layered = np.asarray(features.frames).reshape(len(features.frames), features.stacked, -1).astype(np.float16)
+    np.save(tmp_path / "0.frames.npy", layered)
+    mapped = MappedFrames([tmp_path / "0.frames.npy"], np.zeros(len(features), dtype=np.int64), features.offsets,
+                          features.lengths)  # fmt: skip
+    stacked = replace(features, frames=mapped.reshape(*features.frames.shape))
+    copied = replace(features, frames=layered.reshape(features.frames.shape))
+    with pytest.raises(BudgetError, match="cannot reshape"):
+        mapped.reshape(len(mapped), 5)
+    config = TrainConfig(device="cpu", steps=30, lr=1e-2, batch_size=8)
+    for head in (MLPPool, MeanPool):
+        for read, held in zip(train_runs(head, stacked, labels, runs, 3, config), train_runs(head, copied, labels, runs, 3, config),
+                              strict=True):  # fmt: skip
+            np.testing.assert_array_equal(read.predictions, held.predictions)
+            np.testing.assert_array_equal(read.layer_weights, held.layer_weights)
 
 
 def test_a_study_sweeps_every_layer_and_the_weighted_sum_from_one_extraction(tmp_path):

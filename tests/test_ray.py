@@ -59,6 +59,27 @@ def test_a_study_on_ray_gives_the_results_it_gives_in_process(iemocap, tmp_path,
     assert config_for(iemocap, tmp_path, executor="ray").digest() == config_for(iemocap, tmp_path).digest()
 
 
+def _store_reading_trainer(head, inputs, labels, runs, n_classes, config, **kwargs):
+    from budget.features.featureset import MappedFrames
+
+    frames = inputs["single"].frames
+    if frames is not None and not isinstance(frames, MappedFrames):
+        raise BudgetError(f"{head}: a task received its frames, not the store's file names")
+    return train_head(head, inputs, labels, runs, n_classes, config, **kwargs)
+
+
+def test_a_study_on_ray_with_a_shared_store_reads_frames_from_it_with_the_in_process_results(iemocap, tmp_path, cluster):
+    local = Study(config_for(iemocap, tmp_path), tmp_path / "local").run(log=lambda _: None)
+    lines = []
+    shared = config_for(iemocap, tmp_path, executor="ray", shared_store=True)
+    on_ray = Study(shared, tmp_path / "ray", trainer=_store_reading_trainer).run(log=lines.append)
+    pd.testing.assert_frame_equal(measured(local), measured(on_ray))
+    assert "read from the store as training asks" in next(line for line in lines if line.startswith("memory: "))
+    with pytest.raises(BudgetError, match="received its frames"):  # without the setting, tasks get every frame
+        Study(config_for(iemocap, tmp_path, executor="ray"), tmp_path / "copied", trainer=_store_reading_trainer).run(
+            log=lambda _: None)
+
+
 def _refusing_trainer(head, inputs, labels, runs, n_classes, config, **kwargs):
     if head == "mean_pool":
         raise BudgetError("mean_pool cannot read these features")

@@ -83,6 +83,10 @@ def test_frames_left_in_files_train_as_a_copy_of_every_frame_does(tmp_path, head
     np.testing.assert_array_equal(mapped.frames[:], features.frames)
     positions = np.random.default_rng(1).integers(0, len(features.frames), 50)
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(mapped.frames)).take(positions), features.frames[positions])
+    assert mapped.select(mapped.utt_ids) is mapped and features.select(features.utt_ids) is features  # no copy
+    some = features.utt_ids[::-3]
+    assert isinstance(mapped.select(some).frames, MappedFrames)
+    np.testing.assert_array_equal(mapped.select(some).frames[:], features.select(some).frames)
     uploaded = DeviceFeatures.upload(mapped, torch.device("cpu"))
     assert uploaded.mapped and uploaded.has_frames
     with pytest.raises(BudgetError, match="stay in the store"):

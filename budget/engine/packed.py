@@ -149,8 +149,7 @@ class DeviceFeatures:
             rank = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
             length, count = self.lengths[owner], counts[owner]
             sizes = ((rank + 1) * length) // count - (rank * length) // count
-            sums, _ = _frame_sums(self.block, sizes, self.dim)
-            frames = (sums / torch.from_numpy(sizes).to(sums.device).unsqueeze(1)).float()
+            frames, _ = _frame_sums(self.block, sizes, self.dim, means=True)
             self._segmented[most] = DeviceFeatures(frames, counts, self.mean, self.max, self.stacked)
         return self._segmented[most]
 
@@ -236,10 +235,11 @@ class DeviceFeatures:
         return PackedBatch(n_slots=slots.shape[1], frames=frames, members=members, counts=lengths)
 
 
-def _frame_sums(block: Callable[[int, int], torch.Tensor], lengths: np.ndarray, width: int,
-                block_elements: int = 2**20) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def _frame_sums(block: Callable[[int, int], torch.Tensor], lengths: np.ndarray, width: int, means: bool = False,
+                block_elements: int = 2**20) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
     """Per-utterance sums of frames and of their squares, in float64, by blocks of whole utterances, read by
-    ``block(start, stop)`` (frames ``width`` wide).
+    ``block(start, stop)`` (frames ``width`` wide); with ``means``, the sums divided by the lengths in float32
+    alone (no squares).
 
     Cumulative sums rather than scatter-adds, so the result is the same on
     every run and device.  A block's float64 working copies (six of them) are
@@ -248,23 +248,27 @@ def _frame_sums(block: Callable[[int, int], torch.Tensor], lengths: np.ndarray, 
     """
     ends = np.cumsum(lengths)
     per_block = max(1, block_elements // max(width, 1))
-    sums, squares = [], []
+    first_block = block(0, 0)
+    # the sums are allocated whole up front: kept per block, they would pin the heap between the blocks'
+    # working copies, and the process would hold about a block's worth more for every block read
+    sums = first_block.new_empty((len(lengths), width), dtype=torch.float32 if means else torch.float64)
+    squares = None if means else first_block.new_empty((len(lengths), width), dtype=torch.float64)
     first = 0
     while first < len(lengths):
         start = int(ends[first] - lengths[first])
         last = max(first + 1, int(np.searchsorted(ends, start + per_block, side="right")))
         values = block(start, int(ends[last - 1])).double()
         zero = values.new_zeros(1, values.shape[1])
+        counts = torch.from_numpy(lengths[first:last]).to(values.device)
         bounds = torch.from_numpy(ends[first:last] - start).to(values.device)
-        starts = bounds - torch.from_numpy(lengths[first:last]).to(values.device)
-        for out, summed in ((sums, values), (squares, values.square())):
+        for out, summed in ((sums, values), (squares, None if means else values.square())):
+            if out is None:
+                continue
             cumulative = torch.cat([zero, summed.cumsum(0)])
-            out.append(cumulative[bounds] - cumulative[starts])
+            total = cumulative[bounds] - cumulative[bounds - counts]
+            out[first:last] = total / counts.clamp_min(1).unsqueeze(1) if means else total
         first = last
-    if not sums:
-        empty = block(0, 0).new_zeros(0, width, dtype=torch.float64)
-        return empty, empty
-    return torch.cat(sums), torch.cat(squares)
+    return sums, squares
 
 
 def pad_rows(rows: list[np.ndarray], fill: int) -> torch.Tensor:

@@ -21,8 +21,8 @@ class MappedFrames:
     """
 
     def __init__(self, files: list[Path], shard: np.ndarray, first: np.ndarray, lengths: np.ndarray,
-                 layer: int | None = None):  # fmt: skip
-        self.files, self.layer = [Path(file) for file in files], layer
+                 layer: int | None = None, flat: bool = False):  # fmt: skip
+        self.files, self.layer, self.flat = [Path(file) for file in files], layer, flat
         self.shard = np.asarray(shard, dtype=np.int64)
         self.first = np.asarray(first, dtype=np.int64)
         self.lengths = np.asarray(lengths, dtype=np.int64)
@@ -30,7 +30,8 @@ class MappedFrames:
         self._opened: dict[int, np.ndarray] = {}
         probe = np.load(self.files[0], mmap_mode="r") if self.files else np.zeros((0, 0), np.float16)
         self.dtype = probe.dtype
-        self.shape = (int(self.lengths.sum()), *probe.shape[1 if layer is None else 2 :])
+        frame = probe.shape[1 if layer is None else 2 :]
+        self.shape = (int(self.lengths.sum()), *((int(np.prod(frame)),) if flat else frame))
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_opened": {}}
@@ -43,8 +44,8 @@ class MappedFrames:
         return len(self.shape)
 
     def _file(self, shard: int) -> np.ndarray:
-        if shard not in self._opened:
-            self._opened[shard] = np.load(self.files[shard], mmap_mode="r")
+        if shard not in self._opened:  # a plain array over the map: indexing a np.memmap costs several times more
+            self._opened[shard] = np.load(self.files[shard], mmap_mode="r").view(np.ndarray)
         return self._opened[shard]
 
     def take(self, positions: np.ndarray) -> np.ndarray:
@@ -53,12 +54,23 @@ class MappedFrames:
         utterance = np.searchsorted(self.offsets, positions, side="right") - 1
         rows = self.first[utterance] + positions - self.offsets[utterance]
         shards = self.shard[utterance]
-        out = np.empty((len(positions), *self.shape[1:]), dtype=self.dtype)
-        for shard in np.unique(shards):
-            picked = shards == shard
-            stored = self._file(int(shard))
+        out = np.empty((len(positions), *self._file(0).shape[1 if self.layer is None else 2 :]), dtype=self.dtype)
+        order = np.argsort(shards, kind="stable")
+        groups = np.split(order, np.flatnonzero(np.diff(shards[order])) + 1) if len(order) else []
+        for picked in groups:  # the positions each file holds
+            stored = self._file(int(shards[picked[0]]))
             out[picked] = stored[rows[picked]] if self.layer is None else stored[rows[picked], self.layer]
-        return out
+        return out.reshape(len(positions), *self.shape[1:])
+
+    def reshape(self, frames: int, width: int) -> MappedFrames:
+        """Each frame's hidden states side by side, ``(frames, layers * width)``, as an array's reshape gives them."""
+        if (frames, width) != (self.shape[0], int(np.prod(self.shape[1:]))):
+            raise BudgetError(f"cannot reshape frames of shape {self.shape} to {(frames, width)}")
+        return MappedFrames(self.files, self.shard, self.first, self.lengths, self.layer, flat=True)
+
+    def select(self, rows: np.ndarray) -> MappedFrames:
+        """The frames of utterances ``rows``, in that order, still in the files."""
+        return MappedFrames(self.files, self.shard[rows], self.first[rows], self.lengths[rows], self.layer, self.flat)
 
     def __getitem__(self, frames: slice) -> np.ndarray:
         """Consecutive frames, as an array's slice would give them."""
@@ -108,12 +120,17 @@ class FeatureSet:
         return self.frames[self.offsets[i] : self.offsets[i] + self.lengths[i]]
 
     def select(self, utt_ids) -> FeatureSet:
-        """The features of ``utt_ids``, in that order (each must be present)."""
+        """The features of ``utt_ids``, in that order (each must be present): this one where that is every
+        utterance in order, and frames left in the store stay there (no frame is copied in either case)."""
         position = {u: i for i, u in enumerate(self.utt_ids)}
         rows = np.array([position[u] for u in utt_ids], dtype=np.int64)
+        if np.array_equal(rows, np.arange(len(self))):
+            return self
         lengths = self.lengths[rows]
         if self.frames is None:
             frames = None
+        elif isinstance(self.frames, MappedFrames):
+            frames = self.frames.select(rows)
         else:
             pieces = [self.sequence(i) for i in rows]
             frames = np.concatenate(pieces) if pieces else self.frames[:0]

@@ -29,7 +29,7 @@ DEFAULT_ENCODER = "hf:microsoft/wavlm-base-plus"
 #: a fitted head retrained round by round while clips are acquired.
 COMMAND_HEADS = {"curve": ("mlp_pool",), "compare": ACOUSTIC_HEADS, "acquire": ("mean_pool",)}
 #: Settings that do not change a result: where things are, how audio files are known, where and how runs execute.
-NOT_IN_DIGEST = ("store", "root", "file_identity", "executor", "extract_batch", "max_memory")
+NOT_IN_DIGEST = ("store", "root", "file_identity", "executor", "extract_batch", "max_memory", "shared_store")
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,12 @@ class StudyConfig:
     extract_batch: int | None = field(default=None, metadata=option(
         "--extract-batch", "Utterances per extraction batch (default 16 on CUDA, 8 on a CPU)."))
     max_memory: float | None = field(default=None, metadata=option(
-        "--max-memory", "GB the features a study trains on may take; a study that needs more stops before loading "
-        "them, saying why (default: what the machine has available)."))
+        "--max-memory", "GB the features a study trains on may take (default: what the machine has available); "
+        "beyond it, frames stay in the store and are read as training asks; a study that needs more even so stops "
+        "before loading them, saying why."))
+    shared_store: bool = field(default=False, metadata=option(
+        "--shared-store", "With --executor ray: every worker sees the feature store's files, so a task reads the "
+        "frames its runs need from them rather than receiving every frame."))
     store: str | None = field(default=None, metadata=option(
         "--store", "Feature store folder; default: $BUDGET_STORE_DIR or ~/.cache/budget/features."))
     executor: Where = field(default=LOCAL, metadata=option(

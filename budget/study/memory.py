@@ -41,11 +41,10 @@ class FeatureMemory:
     mapped: int | None = None
 
 
-def feature_memory(name: str, footprint: Footprint, heads: list[str], train: TrainConfig, mappable: bool = True
-                   ) -> FeatureMemory:  # fmt: skip
+def feature_memory(name: str, footprint: Footprint, heads: list[str], train: TrainConfig) -> FeatureMemory:
     """The bytes a study training ``heads`` on a feature set of ``footprint`` holds for it (the module docstring
-    says what is counted), with every frame copied and, where ``mappable`` and every frame head is the engine's,
-    with the frames left in the store."""
+    says what is counted), with every frame copied and, where every frame head is the engine's, with the frames
+    left in the store."""
     on_cpu = training_device(train).type == "cpu"
     copies = 2 if on_cpu else 1  # as loaded, and the device's float32 copy where the device is this machine
     statistics = copies * 2 * footprint.utterances * footprint.width * FLOAT32  # mean and max
@@ -55,14 +54,14 @@ def feature_memory(name: str, footprint: Footprint, heads: list[str], train: Tra
         return FeatureMemory(name, statistics, "statistics only")
     readers = ", ".join(spec.name for spec in frame_heads)
     holds = f"{footprint.frames:,} frames of {footprint.width} for {readers}"
+    ensemble = [spec for spec in frame_heads if isinstance(spec, EnsembleSpec)]
     if not on_cpu:
         frames = footprint.frames * footprint.width * footprint.itemsize
-        return FeatureMemory(name, statistics + frames, holds, statistics if mappable else None)
-    ensemble = [spec for spec in frame_heads if isinstance(spec, EnsembleSpec)]
+        return FeatureMemory(name, statistics + frames, holds, statistics if len(ensemble) == len(frame_heads) else None)
     sums = 2 * FLOAT64 * footprint.utterances * footprint.width * (1 + len(ensemble))  # the frames' and each copy's
     per_value = footprint.itemsize + FLOAT32 + sum(_copy_per_value(spec, train, footprint) for spec in frame_heads)
     copied = statistics + sums + int(footprint.frames * footprint.width * per_value)
-    if not mappable or len(ensemble) < len(frame_heads):
+    if len(ensemble) < len(frame_heads):
         return FeatureMemory(name, copied, holds)
     segments = sum(_copy_per_value(spec, train, footprint) for spec in ensemble if solved(spec.module, train))
     return FeatureMemory(name, copied, holds, statistics + sums + int(footprint.frames * footprint.width * segments))
@@ -97,15 +96,16 @@ def available_bytes() -> int | None:
         return None
 
 
-def check_memory(needs: list[FeatureMemory], max_memory: float | None, log) -> set[str]:
-    """Say what the study's features take and return the feature sets whose frames stay in the store: none where
-    a copy of every frame fits within ``max_memory`` GB (default: what the machine has available now), else the
-    largest first until the rest fits; raise one clear error where even that exceeds it."""
+def check_memory(needs: list[FeatureMemory], max_memory: float | None, log, in_store: bool = False) -> set[str]:
+    """Say what the study's features take and return the feature sets whose frames stay in the store: every one
+    that can with ``in_store``, else none where a copy of every frame fits within ``max_memory`` GB (default:
+    what the machine has available now), else the largest first until the rest fits; raise one clear error where
+    even that exceeds it."""
     total = sum(need.bytes for need in needs)
     limit = max_memory * GB if max_memory is not None else available_bytes()
     mapped: set[str] = set()
     for need in sorted(needs, key=lambda need: need.bytes, reverse=True):
-        if limit is not None and total > limit and need.mapped is not None:
+        if (in_store or (limit is not None and total > limit)) and need.mapped is not None:
             total -= need.bytes - need.mapped
             mapped.add(need.name)
     where = f"--max-memory {max_memory:g}" if max_memory is not None else "available now; --max-memory sets a limit"

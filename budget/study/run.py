@@ -291,8 +291,9 @@ class Study:
         entries = {choice.name: report_of[choice.stored].entry.name for choice in choices}
         mapped = check_memory([feature_memory(choice.name, store.footprint(extractors[choice.stored], data.manifest,
                                                                            self.config.entry_settings(), layer=choice.layer),
-                                              heads_on(choice, self.config.heads), self.config.train, not choice.weighted)
-                               for choice in choices], self.config.max_memory, log)  # fmt: skip
+                                              heads_on(choice, self.config.heads), self.config.train)
+                               for choice in choices], self.config.max_memory, log,
+                              in_store=self.config.shared_store and not self.config.executor.local)  # fmt: skip
         loaded = {}
         for choice in choices:
             features = store.load(extractors[choice.stored], data.manifest, self.config.entry_settings(),
