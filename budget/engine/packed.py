@@ -351,6 +351,7 @@ def prepared_inputs(head: type[EnsembleHead], inputs: DeviceFeatures, config: Tr
     the stored statistics; for fitted attention the frames, averaged over its segments; for stepped frame heads the
     frames centred in the product dtype."""
     if head.pools_first:
+        inputs.pooled(head.pooled_kind)  # meanmax_pool's statistics side by side, made here once
         return inputs
     if not inputs.has_frames:
         raise BudgetError(f"{head.name}: {NO_FRAMES}")

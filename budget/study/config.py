@@ -29,6 +29,10 @@ DEFAULT_ENCODER = "hf:microsoft/wavlm-base-plus"
 #: a fitted head retrained round by round while clips are acquired.
 COMMAND_HEADS = {"curve": ("mlp_pool",), "compare": ACOUSTIC_HEADS, "acquire": ("mean_pool",)}
 #: Settings that do not change a result: where things are, how audio files are known, where and how runs execute.
+#: Training settings only fitted attention reads, added after run folders' digests held ``attention_window``.
+ATTENTION_SETTINGS = ("attention_segments", "attention_iterations")
+
+
 NOT_IN_DIGEST = ("store", "root", "file_identity", "executor", "extract_batch", "max_memory", "shared_store")
 
 
@@ -190,5 +194,9 @@ class StudyConfig:
                 settings.pop(key)
         settings["train"].pop("device")
         settings["train"].pop("memory_mb")
+        if not any(head_spec(head).scores_frames for head in self.heads):  # settings no head of the study reads:
+            for key in ATTENTION_SETTINGS:  # out, with the one key they replaced, as digests held it before
+                settings["train"].pop(key)
+            settings["train"]["attention_window"] = 1
         settings["train"]["bf16"] = with_products(self.train).bf16  # the products decided, not "where fast"
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
