@@ -69,8 +69,8 @@ class DeviceFeatures:
         return cls(
             frames,
             features.lengths,
-            torch.from_numpy(features.mean.astype(np.float32)).to(device),
-            torch.from_numpy(features.max.astype(np.float32)).to(device),
+            torch.from_numpy(np.asarray(features.mean, dtype=np.float32)).to(device),  # on a CPU, the loaded arrays
+            torch.from_numpy(np.asarray(features.max, dtype=np.float32)).to(device),
             features.stacked,
         )
 

@@ -3,9 +3,9 @@ that, where a copy of every frame would not fit, leaves the frames in the store 
 refuses, in one line, a study that would not fit even so, instead of letting the system kill it.
 
 A study holds every feature set it trains on for its whole run: as loaded
-(the per-utterance statistics, and the frames where a head reads them, at the
-store's precision), and once more on the training device (float32 on a CPU),
-with the copy each frame head makes of the frames it reads (mlp_pool's centred
+(the per-utterance statistics in float32, which a CPU trains on as they are,
+and the frames where a head reads them, at the store's precision), the frames
+once more on the training device (float32 on a CPU), with the copy each frame head makes of the frames it reads (mlp_pool's centred
 frames in its product precision, attention's segment means), and each of
 these a float64 sum and sum of squares per utterance.  Fitted attention also
 gathers one run's segments at a time, at most all of them again.  On CUDA the
@@ -46,8 +46,7 @@ def feature_memory(name: str, footprint: Footprint, heads: list[str], train: Tra
     says what is counted), with every frame copied and, where every frame head is the engine's, with the frames
     left in the store."""
     on_cpu = training_device(train).type == "cpu"
-    copies = 2 if on_cpu else 1  # as loaded, and the device's float32 copy where the device is this machine
-    statistics = copies * 2 * footprint.utterances * footprint.width * FLOAT32  # mean and max
+    statistics = 2 * footprint.utterances * footprint.width * FLOAT32  # mean and max, which a CPU trains on as loaded
     specs = [head_spec(head) for head in heads]
     frame_heads = [spec for spec in specs if spec.reads_frames]
     if not frame_heads:
