@@ -32,16 +32,18 @@ seconds per second and the peak resident memory the extraction added.  Memory
 that stays flat from N1 to N2 is constant in the corpus; seconds of audio per
 second that stay flat are time linear in audio.
 
-``--studies N1,N2,...`` runs a small study of each head that pools first
-(logreg, mean_pool, meanmax_pool: 2 sizes x 3 folds x 1 seed, the same sizes
-at every N) on a synthetic store of N utterances, each in a fresh child
-process loading the store as a study does, and prints per head and N the peak
-resident memory the load and the study added, the seconds per run (the
-results' ``train_seconds``), of which fitting and the rest (predicting the
-held-out fold, which grows with N, and a chunk's preparation), and the ratios
-to the smallest N.  These
-heads never read a frame, so their stores hold two frames an utterance (to
-spare the disk: a 100,000-utterance store of 2 to 10 s would take 44 GB).
+``--studies N1,N2,...`` runs a small study of each of ``--heads`` (2 sizes x
+3 folds x 1 seed, the same sizes at every N) on a synthetic store of N
+utterances, each in a fresh child process loading the store as a study does
+(a head that reads frames: its frames left in the store's files), and prints
+per head and N the peak resident memory the load and the study added (with the
+store's pages its maps read) and the peak anonymous memory (what it allocated),
+the seconds per run (the results' ``train_seconds``), of which fitting, the
+held-out fold (which grows with N) and, apart, the seconds spent once per
+feature set preparing what a frame head reads (a pass over every frame), and
+the ratios to the smallest N.  Heads that pool first never read a frame, so
+their stores hold two frames an utterance (to spare the disk: a
+100,000-utterance store of 2 to 10 s takes 44 GB).
 """
 
 from __future__ import annotations
@@ -285,27 +287,30 @@ def _study(root: str, width: int, n: int, head: str, folder: str, answer) -> Non
     config = StudyConfig(corpus="csv", features=("synthetic",), heads=(head,), per_class=sizes, seeds=1,
                          train=TrainConfig(device="cpu"))  # fmt: skip
     inputs = StudyInputs(data, {"synthetic": features}, {"synthetic": encoder.spec}, [])
-    with fits_timed() as (fitting, predicting):
+    with fits_timed() as (fitting, predicting, preparing):
         results = Study(config, folder).run_inputs(inputs, log=lambda _: None)
     runs, per_run = len(results), results["train_seconds"].mean()
-    fit = per_run - predicting[0] / runs if reads else fitting[0] / runs
-    answer.send((_peak_bytes() - before, anonymous.stop(), per_run, fit))
+    fit = per_run - (predicting[0] + preparing[0]) / runs if reads else fitting[0] / runs
+    held_out = predicting[0] / runs if reads else per_run - fit
+    answer.send((_peak_bytes() - before, anonymous.stop(), per_run, fit, held_out, preparing[0]))
 
 
 @contextmanager
 def fits_timed():
     """Within it, the seconds spent in training fitting the runs of heads that pool first (scikit-learn's pipeline
-    fit, the toolkit's full-batch L-BFGS; not the cost model's probes) and predicting the held-out fold of frame heads
-    add up in the two lists it yields: what a run's ``train_seconds`` holds besides, for each."""
+    fit, the toolkit's full-batch L-BFGS; not the cost model's probes), predicting the held-out fold of frame heads,
+    and preparing what frame heads read (centred frames, segment means: once per feature set, a pass over every
+    frame) add up in the three lists it yields: what a run's ``train_seconds`` holds besides, for each."""
     import time
 
     from sklearn.pipeline import Pipeline
 
-    from budget.engine import adam, lbfgs
+    from budget.engine import adam, lbfgs, runs
     from budget.execute import LocalExecutor
 
-    fitting, predicting, training = [0.0], [0.0], [False]
-    originals = Pipeline.fit, lbfgs.fit_full_batch, LocalExecutor.train_chunks, adam._test_logits, lbfgs.attention_logits
+    fitting, predicting, preparing, training = [0.0], [0.0], [0.0], [False]
+    originals = (Pipeline.fit, lbfgs.fit_full_batch, LocalExecutor.train_chunks, adam._test_logits, lbfgs.attention_logits,
+                 runs.prepared_inputs)  # fmt: skip
 
     def timed(function, spent):
         def call(*args, **kwargs):
@@ -326,11 +331,12 @@ def fits_timed():
 
     Pipeline.fit, lbfgs.fit_full_batch = timed(originals[0], fitting), timed(originals[1], fitting)
     adam._test_logits, lbfgs.attention_logits = timed(originals[3], predicting), timed(originals[4], predicting)
-    LocalExecutor.train_chunks = train_chunks
+    LocalExecutor.train_chunks, runs.prepared_inputs = train_chunks, timed(originals[5], preparing)
     try:
-        yield fitting, predicting
+        yield fitting, predicting, preparing
     finally:
-        Pipeline.fit, lbfgs.fit_full_batch, LocalExecutor.train_chunks, adam._test_logits, lbfgs.attention_logits = originals
+        (Pipeline.fit, lbfgs.fit_full_batch, LocalExecutor.train_chunks, adam._test_logits, lbfgs.attention_logits,
+         runs.prepared_inputs) = originals  # fmt: skip
 
 
 def studies(folder: Path, sizes: list[int], width: int, heads: tuple[str, ...]) -> pd.DataFrame:
@@ -349,11 +355,11 @@ def studies(folder: Path, sizes: list[int], width: int, heads: tuple[str, ...]) 
             receive, send = multiprocessing.Pipe(duplex=False)
             child = multiprocessing.get_context("spawn").Process(target=_study, args=(str(folder), width, n, head, str(run), send))
             child.start()
-            peak, anonymous, per_run, fit = receive.recv()
+            peak, anonymous, per_run, fit, held_out, prepared = receive.recv()
             child.join()
             rows.append({"head": head, "utterances": n, "store_gb": on_disk / 2**30, "peak_resident_gb": peak / 2**30,
                          "peak_anonymous_gb": anonymous / 2**30, "s_per_run": per_run, "fit_s_per_run": fit,
-                         "held_out_s_per_run": per_run - fit})  # fmt: skip
+                         "held_out_s_per_run": held_out, "prepared_s": prepared})  # fmt: skip
     table = pd.DataFrame(rows)
     for column in ("s_per_run", "fit_s_per_run"):
         table[f"{column}_vs_first"] = table[column] / table.groupby("head")[column].transform("first")
