@@ -26,6 +26,7 @@ from budget.errors import BudgetError
 from budget.features import FeatureStore
 from budget.features.base import length_batches
 from budget.features.entries import EntrySettings
+from budget.features.featureset import MappedFrames
 from budget.heads import MeanPool, MLPPool
 
 
@@ -383,6 +384,10 @@ def test_one_layer_of_an_all_entry_is_read_alone_and_statistics_without_frames(t
         footprint = store.footprint(extractor, corpus, layer=layer)
         assert (footprint.utterances, footprint.frames) == (len(loaded), len(loaded.frames))
         assert footprint.width * footprint.itemsize * footprint.frames == loaded.frames.nbytes
+    for layer, loaded in ((None, every), (5, one)):  # left in the files, read by position: the same frames
+        mapped = store.load(extractor, corpus.iloc[::-1], layer=layer, mapped=True)
+        assert isinstance(mapped.frames, MappedFrames) and mapped.frames.shape == loaded.frames.shape
+        np.testing.assert_array_equal(mapped.frames[:], loaded.select(corpus["utt_id"].iloc[::-1]).frames)
     pooled = store.load(extractor, corpus, layer=5, frames=False)
     assert pooled.frames is None and pooled.dim == one.dim
     for name in ("lengths", "offsets", "mean", "max", "utt_ids"):
