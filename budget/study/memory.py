@@ -5,13 +5,14 @@ refuses, in one line, a study that would not fit even so, instead of letting the
 A study holds every feature set it trains on for its whole run: as loaded
 (the per-utterance statistics in float32, which a CPU trains on as they are,
 and the frames where a head reads them, at the store's precision), the frames
-once more on the training device (float32 on a CPU), with the copy each frame head makes of the frames it reads (mlp_pool's centred
-frames in its product precision, attention's segment means), and each of
-these a float64 sum and sum of squares per utterance.  Fitted attention also
-gathers one run's segments at a time, at most all of them again.  On CUDA the
-device's copies are in the GPU's memory; the machine holds the loaded features
-alone.  Frames left in the store take none of this but attention's segments
-and the sums: a step reads its own frames from the files.
+once more on the training device (float32 on a CPU), the copy each frame head
+makes of them (mlp_pool's centred frames in its product precision,
+attention's segment means), and for each of these a float64 sum and sum of
+squares per utterance.  Fitted attention also gathers one run's segments at a
+time, at most all of them again.  On CUDA the device's copies are in the GPU's
+memory; the machine holds the loaded features alone.  Frames left in the
+store take none of this but attention's segments and the sums: a step reads
+its own frames from the files.
 """
 
 from __future__ import annotations
