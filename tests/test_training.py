@@ -91,6 +91,9 @@ def test_frames_left_in_files_train_as_a_copy_of_every_frame_does(tmp_path, head
     assert uploaded.mapped and uploaded.has_frames
     with pytest.raises(BudgetError, match="stay in the store"):
         _ = uploaded.frames
+    read_in = DeviceFeatures.upload(mapped, torch.device("cpu"), half=True)  # another precision: read in by blocks
+    assert not read_in.mapped
+    torch.testing.assert_close(read_in.frames, DeviceFeatures.upload(features, torch.device("cpu"), half=True).frames)
     runs = runs_for(labels, size=8)
     config = TrainConfig(steps=40, attention_segments=5, memory_mb=0)  # chunks of four runs
     copied = train_runs(HEADS[head], features, labels, runs, 3, config)
