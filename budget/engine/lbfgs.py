@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from budget.engine.config import TrainConfig
-from budget.engine.packed import DeviceFeatures
+from budget.engine.packed import DeviceFeatures, utterance_blocks
 from budget.grid import Run
 from budget.heads import AttnPool, EnsembleHead, MeanPool
 from budget.results import RunOutput
@@ -78,14 +78,8 @@ def attention_logits(head: EnsembleHead, inputs: DeviceFeatures, rows: np.ndarra
     utterances of at most ``block_values`` frame values (one utterance at least): a held-out fold's frames are
     never copied at once."""
     rows = np.asarray(rows, dtype=np.int64)
-    ends = np.cumsum(inputs.lengths[rows])
-    per_block = max(1, block_values // max(inputs.dim, 1))
-    blocks, first = [], 0
-    while first < len(rows):
-        start = int(ends[first] - inputs.lengths[rows[first]])
-        last = max(first + 1, int(np.searchsorted(ends, start + per_block, side="right")))
-        blocks.append(head.shared_logits(*inputs.gathered(rows[first:last])))
-        first = last
+    blocks = [head.shared_logits(*inputs.gathered(rows[first:last]))
+              for first, last in utterance_blocks(inputs.lengths[rows], block_values // max(inputs.dim, 1))]  # fmt: skip
     return torch.cat(blocks, dim=1) if blocks else head.shared_logits(*inputs.gathered(rows))
 
 

@@ -4,7 +4,7 @@ samples and seeds, fixed up front from the run's own seed."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -247,16 +247,13 @@ def _frame_sums(block: Callable[[int, int], torch.Tensor], lengths: np.ndarray, 
     2**25 elements took 1.3 GB and ran twice as slow (out of cache).
     """
     ends = np.cumsum(lengths)
-    per_block = max(1, block_elements // max(width, 1))
     first_block = block(0, 0)
     # the sums are allocated whole up front: kept per block, they would pin the heap between the blocks'
     # working copies, and the process would hold about a block's worth more for every block read
     sums = first_block.new_empty((len(lengths), width), dtype=torch.float32 if means else torch.float64)
     squares = None if means else first_block.new_empty((len(lengths), width), dtype=torch.float64)
-    first = 0
-    while first < len(lengths):
+    for first, last in utterance_blocks(lengths, block_elements // max(width, 1)):
         start = int(ends[first] - lengths[first])
-        last = max(first + 1, int(np.searchsorted(ends, start + per_block, side="right")))
         values = block(start, int(ends[last - 1])).double()
         zero = values.new_zeros(1, values.shape[1])
         counts = torch.from_numpy(lengths[first:last]).to(values.device)
@@ -267,8 +264,19 @@ def _frame_sums(block: Callable[[int, int], torch.Tensor], lengths: np.ndarray, 
             cumulative = torch.cat([zero, summed.cumsum(0)])
             total = cumulative[bounds] - cumulative[bounds - counts]
             out[first:last] = total / counts.clamp_min(1).unsqueeze(1) if means else total
-        first = last
     return sums, squares
+
+
+def utterance_blocks(lengths: np.ndarray, frames_per_block: int) -> Iterator[tuple[int, int]]:
+    """Consecutive utterances ``[first, last)`` whose frames (``lengths``) add up to at most ``frames_per_block``,
+    one utterance at least: how a pass over every frame keeps its working copies bounded."""
+    ends = np.cumsum(lengths)
+    first = 0
+    while first < len(lengths):
+        start = int(ends[first] - lengths[first])
+        last = max(first + 1, int(np.searchsorted(ends, start + max(frames_per_block, 1), side="right")))
+        yield first, last
+        first = last
 
 
 def pad_rows(rows: list[np.ndarray], fill: int) -> torch.Tensor:
