@@ -118,7 +118,7 @@ class EnsembleSpec(HeadSpec):
     def steps(self, config: TrainConfig, n_train: int) -> int:
         if not solved(self.module, config):
             return config.steps_for(n_train)
-        return (self.scores_frames and config.attention_iterations) or config.steps  # L-BFGS: its cap
+        return config.lbfgs_iterations(self.scores_frames)  # L-BFGS: its cap
 
     def units(self, run: Run, config: TrainConfig) -> int:
         return run_units(self.module, run, config)
@@ -137,14 +137,14 @@ class EnsembleSpec(HeadSpec):
         if not solved(self.module, config):
             return _stepped(config, frames=self.samples_frames, products=True)
         prior = f"; attention's frame score {ATTN_SCORE_PRIOR:g} x width times as strongly" if self.scores_frames else ""
-        start, iterations = "a zero start", config.steps
+        start = "a zero start"
         if self.scores_frames:
             start += ", attention from its mean-pooling optimum" if config.attention_start == "pooled" else ""
             start += (f", weighing at most {config.attention_segments} stretches of each utterance (their frames' means)"
                       if config.attention_segments else "")  # fmt: skip
-            iterations = config.attention_iterations or iterations
+        cap = config.lbfgs_iterations(self.scores_frames)
         return (f"L2-penalised (C = {config.l2_c:g}{prior}) on standardised inputs, every run fitted by full-batch L-BFGS "
-                f"from {start}, to scikit-learn's tolerance or at most {iterations} iterations (no dropout)")  # fmt: skip
+                f"from {start}, to scikit-learn's tolerance or at most {cap} iterations (no dropout)")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,10 @@ class TrainConfig:
         if not self.lr > 0 or not self.dropout < 1 or not self.l2_c > 0:
             raise BudgetError(f"lr and l2_c must be positive and dropout below 1; got {self.lr}, {self.l2_c}, {self.dropout}")
 
+    def lbfgs_iterations(self, attention: bool) -> int:
+        """The L-BFGS iteration cap of a fitted head: fitted attention's own, where set; ``steps`` otherwise."""
+        return (attention and self.attention_iterations) or self.steps
+
     def steps_for(self, n_train: int) -> int:
         """Optimiser steps of a run with ``n_train`` examples."""
         if self.schedule == "steps":

@@ -201,5 +201,5 @@ def fit_attention(inputs: DeviceFeatures, labels: np.ndarray, runs: list[Run], n
             with torch.no_grad():
                 head.classifier.weight.copy_(start.classifier.weight[e : e + 1])
                 head.classifier.bias.copy_(start.classifier.bias[e : e + 1])
-        yield _fit_alone(head, inputs.gathered(run.train), labels, run, n_classes, config, config.attention_iterations)
+        yield _fit_alone(head, inputs.gathered(run.train), labels, run, n_classes, config, config.lbfgs_iterations(True))
 
