@@ -376,6 +376,21 @@ def test_segments_are_the_means_of_near_equal_stretches_of_each_utterance():
     assert all(len(p) == len(r.test) for p, r in zip(predictions, runs, strict=True))
 
 
+
+def test_segments_of_frames_left_in_the_store_stay_there_and_equal_the_copy_s(tmp_path):
+    features, _ = synthetic_features()
+    copied = DeviceFeatures.upload(features, torch.device("cpu"), half=False).segmented(4)
+    mapped = DeviceFeatures.upload(left_in_files(features, tmp_path), torch.device("cpu"), half=False).segmented(4)
+    assert mapped.mapped and not copied.mapped  # no tensor of every segment: each is averaged as it is read
+    np.testing.assert_array_equal(mapped.offsets, copied.offsets)
+    picked = np.random.default_rng(2).permutation(len(copied.frames))[:40]
+    torch.testing.assert_close(mapped.rows(torch.from_numpy(picked)), copied.frames[picked], rtol=0, atol=0)
+    torch.testing.assert_close(mapped.block(7, 60), copied.frames[7:60], rtol=0, atol=0)
+    rows = np.array([5, 0, 17, 3])
+    for a, b in zip(mapped.gathered(rows), copied.gathered(rows), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(mapped.utt_sum, copied.utt_sum, rtol=0, atol=0)
+
 def test_attention_stops_at_its_iteration_cap_and_the_convergence_check_doubles_it():
     features, labels = synthetic_features(n_per_class=40)
     inputs = DeviceFeatures.upload(features, torch.device("cpu"), half=False)

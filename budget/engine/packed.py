@@ -30,7 +30,7 @@ class DeviceFeatures:
     ``dtype`` where given: exactly what a copy of every frame would hold.
     """
 
-    def __init__(self, frames: torch.Tensor | MappedFrames | None, lengths: np.ndarray, mean: torch.Tensor,
+    def __init__(self, frames: torch.Tensor | MappedFrames | SegmentMeans | None, lengths: np.ndarray, mean: torch.Tensor,
                  maximum: torch.Tensor, stacked: int = 1, centre: torch.Tensor | None = None,
                  dtype: torch.dtype | None = None):  # fmt: skip
         self._frames = frames  # (total frames, D): D = stacked hidden states of layer_dim each
@@ -90,7 +90,7 @@ class DeviceFeatures:
     @property
     def mapped(self) -> bool:
         """Whether the frames stay in the store, read as asked for."""
-        return isinstance(self._frames, MappedFrames)
+        return isinstance(self._frames, MappedFrames | SegmentMeans)
 
     @property
     def frames(self) -> torch.Tensor:
@@ -140,6 +140,8 @@ class DeviceFeatures:
         """Each utterance's frames averaged over at most ``most`` consecutive stretches of near-equal length (of ``L``
         frames in ``c`` stretches, the ``j``-th from ``floor(j L / c)`` to ``floor((j + 1) L / c)``), in float32: what
         fitted attention weighs (made once).  An utterance of ``most`` frames or fewer keeps them; 0 keeps every frame.
+        Where the frames stay in the store, so do the segments: each is averaged from its frames as it is read
+        (:class:`SegmentMeans`), and a study holds only the stretches a fit or a block of predictions asks for.
         """
         if not most or int(self.lengths.max(initial=0)) <= most:
             return self
@@ -148,8 +150,8 @@ class DeviceFeatures:
             owner = np.repeat(np.arange(len(counts)), counts)
             rank = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
             length, count = self.lengths[owner], counts[owner]
-            sizes = ((rank + 1) * length) // count - (rank * length) // count
-            frames, _ = _frame_sums(self.block, sizes, self.dim, means=True)
+            source = SegmentMeans(self, ((rank + 1) * length) // count - (rank * length) // count)
+            frames = source if self.mapped else source.every()
             self._segmented[most] = DeviceFeatures(frames, counts, self.mean, self.max, self.stacked)
         return self._segmented[most]
 
@@ -235,11 +237,53 @@ class DeviceFeatures:
         return PackedBatch(n_slots=slots.shape[1], frames=frames, members=members, counts=lengths)
 
 
-def _frame_sums(block: Callable[[int, int], torch.Tensor], lengths: np.ndarray, width: int, means: bool = False,
-                block_elements: int = 2**20) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+class SegmentMeans:
+    """Consecutive stretches of a feature set's frames (``sizes``, tiling them in order), each read as its frames'
+    mean in float32: segments that stay in the store with the frames they average (:meth:`DeviceFeatures.segmented`).
+
+    A stretch's mean is its frames' sum in float64, added frame by frame in
+    order, over its size: the same value however it was read (alone, in a
+    block, or with every other), so segments read from the store equal
+    those made once from a copy of the frames.
+    """
+
+    def __init__(self, frames: DeviceFeatures, sizes: np.ndarray):
+        self._frames = frames
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        self.starts = np.cumsum(self.sizes) - self.sizes
+        self.shape = (len(self.sizes), frames.dim)
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def means(self, segments: np.ndarray) -> torch.Tensor:
+        """The means ``(len(segments), D)`` of the stretches ``segments``, on the frames' device."""
+        sizes, starts = self.sizes[segments], self.starts[segments]
+        first = np.cumsum(sizes) - sizes  # where each stretch's frames start among those read
+        frames = self._frames.rows(torch.from_numpy(np.repeat(starts - first, sizes) + np.arange(int(sizes.sum())))
+                                   .to(self._frames.device)).double()  # fmt: skip
+        sums = frames.new_zeros(len(sizes), self.shape[1])
+        for rank in range(int(sizes.max(initial=0))):  # frame by frame in order: a sum that never depends on the block
+            longer = np.flatnonzero(sizes > rank)
+            sums[longer] += frames[torch.from_numpy(first[longer] + rank).to(frames.device)]
+        return (sums / torch.from_numpy(np.maximum(sizes, 1)).to(sums).unsqueeze(1)).float()
+
+    def take(self, segments: np.ndarray) -> np.ndarray:
+        """The means of ``segments`` in float32, as :class:`MappedFrames` gives frames."""
+        return self.means(np.asarray(segments, dtype=np.int64)).cpu().numpy()
+
+    def every(self, block_frames: int = 2**20) -> torch.Tensor:
+        """Every stretch's mean ``(segments, D)``, read by blocks of at most ``block_frames`` frame values."""
+        out = torch.empty(self.shape, dtype=torch.float32, device=self._frames.device)
+        for first, last in utterance_blocks(self.sizes, block_frames // max(self.shape[1], 1)):
+            out[first:last] = self.means(np.arange(first, last))
+        return out
+
+
+def _frame_sums(block: Callable[[int, int], torch.Tensor], lengths: np.ndarray, width: int,
+                block_elements: int = 2**20) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Per-utterance sums of frames and of their squares, in float64, by blocks of whole utterances, read by
-    ``block(start, stop)`` (frames ``width`` wide); with ``means``, the sums divided by the lengths in float32
-    alone (no squares).
+    ``block(start, stop)`` (frames ``width`` wide).
 
     Cumulative sums rather than scatter-adds, so the result is the same on
     every run and device.  A block's float64 working copies (six of them) are
@@ -250,20 +294,17 @@ def _frame_sums(block: Callable[[int, int], torch.Tensor], lengths: np.ndarray, 
     first_block = block(0, 0)
     # the sums are allocated whole up front: kept per block, they would pin the heap between the blocks'
     # working copies, and the process would hold about a block's worth more for every block read
-    sums = first_block.new_empty((len(lengths), width), dtype=torch.float32 if means else torch.float64)
-    squares = None if means else first_block.new_empty((len(lengths), width), dtype=torch.float64)
+    sums = first_block.new_empty((len(lengths), width), dtype=torch.float64)
+    squares = first_block.new_empty((len(lengths), width), dtype=torch.float64)
     for first, last in utterance_blocks(lengths, block_elements // max(width, 1)):
         start = int(ends[first] - lengths[first])
         values = block(start, int(ends[last - 1])).double()
         zero = values.new_zeros(1, values.shape[1])
         counts = torch.from_numpy(lengths[first:last]).to(values.device)
         bounds = torch.from_numpy(ends[first:last] - start).to(values.device)
-        for out, summed in ((sums, values), (squares, None if means else values.square())):
-            if out is None:
-                continue
+        for out, summed in ((sums, values), (squares, values.square())):
             cumulative = torch.cat([zero, summed.cumsum(0)])
-            total = cumulative[bounds] - cumulative[bounds - counts]
-            out[first:last] = total / counts.clamp_min(1).unsqueeze(1) if means else total
+            out[first:last] = cumulative[bounds] - cumulative[bounds - counts]
     return sums, squares
 
 

@@ -11,8 +11,9 @@ attention's segment means), and for each of these a float64 sum and sum of
 squares per utterance.  Fitted attention also gathers one run's segments at a
 time, at most all of them again.  On CUDA the device's copies are in the GPU's
 memory; the machine holds the loaded features alone.  Frames left in the
-store take none of this but attention's segments and the sums: a step reads
-its own frames from the files.
+store take none of this but the sums and attention's one run of segments: a
+step reads its own frames from the files, and attention averages its
+segments from them as it reads them.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def feature_memory(name: str, footprint: Footprint, heads: list[str], train: Tra
     copied = statistics + sums + int(footprint.frames * footprint.width * per_value)
     if len(ensemble) < len(frame_heads):
         return FeatureMemory(name, copied, holds)
-    segments = sum(_copy_per_value(spec, train, footprint) for spec in ensemble if solved(spec.module, train))
-    return FeatureMemory(name, copied, holds, statistics + sums + int(footprint.frames * footprint.width * segments))
+    gathered = sum(_gathered_per_value(spec, train, footprint) for spec in ensemble)
+    return FeatureMemory(name, copied, holds, statistics + sums + int(footprint.frames * footprint.width * gathered))
 
 
 def _copy_per_value(spec, train: TrainConfig, footprint: Footprint) -> float:
@@ -74,10 +75,18 @@ def _copy_per_value(spec, train: TrainConfig, footprint: Footprint) -> float:
     if not isinstance(spec, EnsembleSpec):
         return 0.0
     if solved(spec.module, train):
-        if not train.attention_segments:
-            return float(FLOAT32)
-        return 2 * FLOAT32 * min(1.0, footprint.utterances * train.attention_segments / max(footprint.frames, 1))
+        return _gathered_per_value(spec, train, footprint) * (2 if train.attention_segments else 1)
     return float(product_dtype(training_device(train), train).itemsize)
+
+
+def _gathered_per_value(spec: EnsembleSpec, train: TrainConfig, footprint: Footprint) -> float:
+    """Bytes per frame value of one fitted attention run's gathered segments (at most all of them; every frame
+    without segments); nothing for a stepped head, which reads a batch at a time."""
+    if not solved(spec.module, train):
+        return 0.0
+    if not train.attention_segments:
+        return float(FLOAT32)
+    return FLOAT32 * min(1.0, footprint.utterances * train.attention_segments / max(footprint.frames, 1))
 
 
 def available_bytes() -> int | None:
