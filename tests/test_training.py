@@ -381,7 +381,7 @@ def test_segments_of_frames_left_in_the_store_stay_there_and_equal_the_copy_s(tm
     features, _ = synthetic_features()
     copied = DeviceFeatures.upload(features, torch.device("cpu"), half=False).segmented(4)
     mapped = DeviceFeatures.upload(left_in_files(features, tmp_path), torch.device("cpu"), half=False).segmented(4)
-    assert mapped.mapped and not copied.mapped  # no tensor of every segment: each is averaged as it is read
+    assert mapped.mapped and not copied.mapped  # written to a scratch file, read by position
     np.testing.assert_array_equal(mapped.offsets, copied.offsets)
     picked = np.random.default_rng(2).permutation(len(copied.frames))[:40]
     torch.testing.assert_close(mapped.rows(torch.from_numpy(picked)), copied.frames[picked], rtol=0, atol=0)

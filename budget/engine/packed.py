@@ -4,8 +4,10 @@ samples and seeds, fixed up front from the run's own seed."""
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,7 +32,7 @@ class DeviceFeatures:
     ``dtype`` where given: exactly what a copy of every frame would hold.
     """
 
-    def __init__(self, frames: torch.Tensor | MappedFrames | SegmentMeans | None, lengths: np.ndarray, mean: torch.Tensor,
+    def __init__(self, frames: torch.Tensor | MappedFrames | ScratchFrames | None, lengths: np.ndarray, mean: torch.Tensor,
                  maximum: torch.Tensor, stacked: int = 1, centre: torch.Tensor | None = None,
                  dtype: torch.dtype | None = None):  # fmt: skip
         self._frames = frames  # (total frames, D): D = stacked hidden states of layer_dim each
@@ -90,7 +92,7 @@ class DeviceFeatures:
     @property
     def mapped(self) -> bool:
         """Whether the frames stay in the store, read as asked for."""
-        return isinstance(self._frames, MappedFrames | SegmentMeans)
+        return isinstance(self._frames, MappedFrames | ScratchFrames)
 
     @property
     def frames(self) -> torch.Tensor:
@@ -140,8 +142,8 @@ class DeviceFeatures:
         """Each utterance's frames averaged over at most ``most`` consecutive stretches of near-equal length (of ``L``
         frames in ``c`` stretches, the ``j``-th from ``floor(j L / c)`` to ``floor((j + 1) L / c)``), in float32: what
         fitted attention weighs (made once).  An utterance of ``most`` frames or fewer keeps them; 0 keeps every frame.
-        Where the frames stay in the store, so do the segments: each is averaged from its frames as it is read
-        (:class:`SegmentMeans`), and a study holds only the stretches a fit or a block of predictions asks for.
+        Where the frames stay in the store, the segments are written to a scratch file beside them
+        (:class:`ScratchFrames`): a study holds only the segments a fit or a block of predictions reads.
         """
         if not most or int(self.lengths.max(initial=0)) <= most:
             return self
@@ -150,8 +152,14 @@ class DeviceFeatures:
             owner = np.repeat(np.arange(len(counts)), counts)
             rank = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
             length, count = self.lengths[owner], counts[owner]
-            source = SegmentMeans(self, ((rank + 1) * length) // count - (rank * length) // count)
-            frames = source if self.mapped else source.every()
+            sizes = ((rank + 1) * length) // count - (rank * length) // count
+            shape = (len(sizes), self.dim)
+            if self.mapped:  # beside the frames: a run gathers its own segments, a prediction block its own
+                frames = ScratchFrames(shape, self._frames.folder if isinstance(self._frames, MappedFrames) else None)
+                _segment_means(self.block, sizes, torch.from_numpy(frames.values))
+            else:
+                frames = torch.empty(shape, dtype=torch.float32, device=self.device)
+                _segment_means(self.block, sizes, frames)
             self._segmented[most] = DeviceFeatures(frames, counts, self.mean, self.max, self.stacked)
         return self._segmented[most]
 
@@ -237,47 +245,38 @@ class DeviceFeatures:
         return PackedBatch(n_slots=slots.shape[1], frames=frames, members=members, counts=lengths)
 
 
-class SegmentMeans:
-    """Consecutive stretches of a feature set's frames (``sizes``, tiling them in order), each read as its frames'
-    mean in float32: segments that stay in the store with the frames they average (:meth:`DeviceFeatures.segmented`).
+class ScratchFrames:
+    """Rows written once to an unlinked scratch file and read by position, as frames left in the store are: fitted
+    attention's segment means where the frames they average stay in the store.  The file has no name, so it is
+    gone when the study ends or dies; its pages are the page cache's, which the kernel drops under pressure."""
 
-    A stretch's mean is its frames' sum in float64, added frame by frame in
-    order, over its size: the same value however it was read (alone, in a
-    block, or with every other), so segments read from the store equal
-    those made once from a copy of the frames.
-    """
-
-    def __init__(self, frames: DeviceFeatures, sizes: np.ndarray):
-        self._frames = frames
-        self.sizes = np.asarray(sizes, dtype=np.int64)
-        self.starts = np.cumsum(self.sizes) - self.sizes
-        self.shape = (len(self.sizes), frames.dim)
+    def __init__(self, shape: tuple[int, int], folder: Path | None):
+        try:
+            self._file = tempfile.TemporaryFile(dir=folder)  # beside the store, which has room for more than this
+        except OSError:  # a store on storage this process may not write: the system's temporary folder
+            self._file = tempfile.TemporaryFile()
+        self.values = np.memmap(self._file, dtype=np.float32, mode="w+", shape=shape)
+        self.shape = shape
 
     def __len__(self) -> int:
-        return len(self.sizes)
+        return self.shape[0]
 
-    def means(self, segments: np.ndarray) -> torch.Tensor:
-        """The means ``(len(segments), D)`` of the stretches ``segments``, on the frames' device."""
-        sizes, starts = self.sizes[segments], self.starts[segments]
-        first = np.cumsum(sizes) - sizes  # where each stretch's frames start among those read
-        frames = self._frames.rows(torch.from_numpy(np.repeat(starts - first, sizes) + np.arange(int(sizes.sum())))
-                                   .to(self._frames.device)).double()  # fmt: skip
-        sums = frames.new_zeros(len(sizes), self.shape[1])
-        for rank in range(int(sizes.max(initial=0))):  # frame by frame in order: a sum that never depends on the block
-            longer = np.flatnonzero(sizes > rank)
-            sums[longer] += frames[torch.from_numpy(first[longer] + rank).to(frames.device)]
-        return (sums / torch.from_numpy(np.maximum(sizes, 1)).to(sums).unsqueeze(1)).float()
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        return self.values[np.asarray(positions, dtype=np.int64)]
 
-    def take(self, segments: np.ndarray) -> np.ndarray:
-        """The means of ``segments`` in float32, as :class:`MappedFrames` gives frames."""
-        return self.means(np.asarray(segments, dtype=np.int64)).cpu().numpy()
 
-    def every(self, block_frames: int = 2**20) -> torch.Tensor:
-        """Every stretch's mean ``(segments, D)``, read by blocks of at most ``block_frames`` frame values."""
-        out = torch.empty(self.shape, dtype=torch.float32, device=self._frames.device)
-        for first, last in utterance_blocks(self.sizes, block_frames // max(self.shape[1], 1)):
-            out[first:last] = self.means(np.arange(first, last))
-        return out
+def _segment_means(block: Callable[[int, int], torch.Tensor], sizes: np.ndarray, out: torch.Tensor,
+                   block_values: int = 2**20) -> None:  # fmt: skip
+    """Fill ``out`` ``(segments, D)`` with the means of consecutive stretches of frames (``sizes``, tiling them in
+    order, read by ``block(start, stop)``), by blocks of at most ``block_values`` frame values.  Each is its frames'
+    sum in float64, added in order within the stretch alone, over its size: the same value whichever block it was
+    read in, so segments written to a scratch file equal those of a copy."""
+    ends = np.cumsum(sizes)
+    for first, last in utterance_blocks(sizes, block_values // max(out.shape[1], 1)):
+        values = block(int(ends[first] - sizes[first]), int(ends[last - 1])).double()
+        lengths = torch.from_numpy(sizes[first:last]).to(values.device)
+        sums = torch.segment_reduce(values, "sum", lengths=lengths)
+        out[first:last] = (sums / lengths.clamp_min(1).unsqueeze(1)).to(out.device, torch.float32)
 
 
 def _frame_sums(block: Callable[[int, int], torch.Tensor], lengths: np.ndarray, width: int,

@@ -40,6 +40,11 @@ class MappedFrames:
         return self.shape[0]
 
     @property
+    def folder(self) -> Path | None:
+        """Where the files are (None: no files)."""
+        return self.files[0].parent if self.files else None
+
+    @property
     def ndim(self) -> int:
         return len(self.shape)
 

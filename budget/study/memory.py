@@ -12,8 +12,8 @@ squares per utterance.  Fitted attention also gathers one run's segments at a
 time, at most all of them again.  On CUDA the device's copies are in the GPU's
 memory; the machine holds the loaded features alone.  Frames left in the
 store take none of this but the sums and attention's one run of segments: a
-step reads its own frames from the files, and attention averages its
-segments from them as it reads them.
+step reads its own frames from the files, and attention writes its segment
+means to a scratch file beside them and reads them from there.
 """
 
 from __future__ import annotations
