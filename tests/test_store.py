@@ -73,7 +73,7 @@ def test_interrupted_extraction_resumes_where_it_stopped(tmp_path, corpus):
     store = FeatureStore(tmp_path / "store")
     with pytest.raises(KeyboardInterrupt):
         store.extract(CountingExtractor(fail_on_call=3), corpus, batch_size=4)
-    # two batches of 4 were committed before the interrupt
+    # the two batches of 4 held before the interrupt were committed as it stopped
     resumed = CountingExtractor()
     report = store.extract(resumed, corpus, batch_size=4)
     assert (report.cached, report.extracted, resumed.utterances) == (8, 12, 12)
@@ -87,7 +87,8 @@ def test_killed_extraction_leaves_only_whole_shards_and_resumes(tmp_path, corpus
         import sys, pandas as pd
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from feature_helpers import CountingExtractor
-        from budget.features import FeatureStore
+        from budget.features import FeatureStore, store
+        store.SHARD_UTTERANCES = 2  # a shard a batch
         FeatureStore({str(tmp_path / "store")!r}).extract(
             CountingExtractor(sleep=0.4), pd.read_csv({str(tmp_path / "corpus.csv")!r}, keep_default_na=False), batch_size=2
         )
@@ -110,6 +111,20 @@ def test_killed_extraction_leaves_only_whole_shards_and_resumes(tmp_path, corpus
     assert report.extracted == 20 - 2 * committed and resumed.utterances == report.extracted
     assert not [p for p in shards.rglob("*") if p.name.endswith(".tmp")]
     assert len(store.load(resumed, corpus)) == 20
+
+
+@pytest.mark.parametrize(("setting", "value", "sizes"), [("SHARD_UTTERANCES", 8, [9, 9, 2]), ("SHARD_SECONDS", 0.0, [3] * 6 + [2]),
+                                                        ("SHARD_BYTES", 1, [3] * 6 + [2])])  # fmt: skip
+def test_a_shard_holds_batches_until_it_is_full(tmp_path, corpus, monkeypatch, setting, value, sizes):
+    """Batches of 3 fill a shard until it holds SHARD_UTTERANCES; a shard is also committed once SHARD_SECONDS have
+    passed or its frames reach SHARD_BYTES, and at the end; reading them back gives every utterance."""
+    monkeypatch.setattr(f"budget.features.store.{setting}", value)
+    store = FeatureStore(tmp_path / "store")
+    report = store.extract(CountingExtractor(), corpus, batch_size=3)
+    held = sorted(len(pd.read_parquet(index)) for index in (report.entry / "shards").glob("*.index.parquet"))
+    assert held == sorted(sizes)
+    features = store.load(CountingExtractor(), corpus)
+    assert len(features) == 20 and not features.missing
 
 
 def test_changed_setting_is_a_new_entry(tmp_path, corpus):
@@ -316,7 +331,8 @@ def test_a_second_extraction_waits_for_the_writer_then_extracts_only_what_it_lef
 
 
 @pytest.mark.parametrize("part", ["frames.npy", "mean.npy", "index.parquet"])
-def test_a_shard_cut_short_is_extracted_again_not_served(tmp_path, corpus, part):
+def test_a_shard_cut_short_is_extracted_again_not_served(tmp_path, corpus, part, monkeypatch):
+    monkeypatch.setattr("budget.features.store.SHARD_UTTERANCES", 4)
     store = FeatureStore(tmp_path / "store")
     report = store.extract(CountingExtractor(), corpus, batch_size=4)
     shard = sorted((report.entry / "shards").glob(f"*.{part}"))[1]

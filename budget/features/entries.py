@@ -3,7 +3,7 @@
 Layout of a store folder::
 
     <store>/<slug>-<key>/entry.json                  what the entry holds: spec, identity, dims
-    <store>/<slug>-<key>/shards/<id>.frames.npy      frames of one batch, concatenated in time
+    <store>/<slug>-<key>/shards/<id>.frames.npy      frames of a shard's utterances, concatenated in time
     <store>/<slug>-<key>/shards/<id>.mean.npy        per-utterance mean over time (float32)
     <store>/<slug>-<key>/shards/<id>.max.npy         per-utterance max over time (float32)
     <store>/<slug>-<key>/shards/<id>.index.parquet   key, utt_id, offset, n_frames, ok, reason
@@ -17,11 +17,13 @@ every study), or for text features the transcript itself.  Changing any of
 these never serves stale features: a changed setting is a new entry, a changed
 file a new key.
 
-**Atomicity.**  Each batch becomes one shard.  Its arrays are written under
-temporary names and renamed into place, and its index is renamed last: a shard
-without an index does not exist for readers, and is swept away by the next
-writer.  An interrupted extraction (Ctrl-C, kill -9) therefore loses only the
-batch in flight, and running it again continues where it stopped.  One writer
+**Atomicity.**  Extraction gathers batches into a shard (about 256
+utterances, 64 MB of frames or a minute of work: ``budget.features.store``).
+Its arrays are written under temporary names and renamed into place, and its
+index is renamed last: a shard without an index does not exist for readers,
+and is swept away by the next writer.  An interrupted extraction (Ctrl-C)
+commits what it holds; a killed one (kill -9) loses at most the shard it was
+filling, and running it again continues where it stopped.  One writer
 at a time holds the entry's lock file.
 
 **Frames in float16.**  Frames are stored as float16 by default (pooled

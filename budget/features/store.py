@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +60,19 @@ class ExtractionReport:
         return self.seconds / self.audio_seconds if self.audio_seconds > 0 else float("nan")
 
 
+#: Extraction commits a shard once it holds this many utterances, or its targets hold this many bytes of frames, or
+#: this many seconds have passed since the last commit (and when the run ends or stops): a store is then a file per few hundred utterances,
+#: not per batch (an encoder whose output padding would change batches equal lengths alone: one utterance a batch
+#: on real audio, and 400,000 files for MSP-Podcast), and a killed run loses at most a shard's worth of work.
+SHARD_UTTERANCES = 256
+SHARD_BYTES = 2**26
+SHARD_SECONDS = 60.0
+
+
 @dataclass
 class _Target:
-    """One entry an extraction writes: its extractor, what it lacks, and which layer of a shared pass is its own."""
+    """One entry an extraction writes: its extractor, what it lacks, which layer of a shared pass is its own, and
+    the rows it holds until they fill a shard."""
 
     extractor: FeatureExtractor
     entry: Entry
@@ -71,6 +81,22 @@ class _Target:
     todo: list[int]
     column: int | None  # its layer's position in a shared pass's output; None: the output is its own
     known: pd.DataFrame | None
+    held: list[tuple[str, str, np.ndarray | None, str]] = field(default_factory=list)  # key, utt_id, output, reason
+
+    def commit(self, dtype: str) -> None:
+        """Write what is held as one shard (rows whose write fails are not stored: extracted again next time)."""
+        rows, self.held = self.held, []
+        if rows:
+            keys, utt_ids, outputs, reasons = (list(column) for column in zip(*rows, strict=True))
+            self.entry.write_shard(keys, utt_ids, outputs, reasons, dtype)
+
+
+def _shard_full(targets: list[_Target], since: float) -> bool:
+    """Whether the rows the targets hold (a shared pass's layers: views of the same outputs, counted once each)
+    make a shard, the last one committed at ``since``."""
+    return (max(len(target.held) for target in targets) >= SHARD_UTTERANCES
+            or time.perf_counter() - since >= SHARD_SECONDS
+            or sum(output.nbytes for target in targets for _, _, output, _ in target.held if output is not None) >= SHARD_BYTES)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -234,28 +260,29 @@ class FeatureStore:
             import torch
 
             extracted = extract_on_cluster(executor, runner, read, FeatureStore._extract_batch, torch.get_num_threads())
-        audio_seconds = 0.0
+        audio_seconds, since = 0.0, time.perf_counter()
         with progress_bar(len(todo), f"extracting {', '.join(t.extractor.spec for t in targets)}", unit="utt") as advance:
-            for positions, inputs, reasons, outputs in extracted:
-                if runner.modality == "audio":
-                    audio_seconds += sum(len(x) for x in inputs if x is not None) / SAMPLE_RATE
-                for target, wanted in zip(targets, needed, strict=True):
-                    own = [i for i, p in enumerate(positions) if p in wanted]
-                    if not own:
-                        continue
-                    mine = [outputs[i] if outputs[i] is None or target.column is None else outputs[i][:, target.column]
-                            for i in own]  # fmt: skip
-                    shapes = [o.shape[1:] for o in mine if o is not None]
-                    if shapes and not target.entry.described():
-                        self._describe(target.entry, target.extractor, target.identity, shapes[0])
-                    target.entry.write_shard(
-                        [target.keys[positions[i]] for i in own],
-                        [manifest["utt_id"].iloc[positions[i]] for i in own],
-                        mine,
-                        [reasons[i] for i in own],
-                        settings.frame_dtype,
-                    )
-                advance(len(positions))
+            try:
+                for positions, inputs, reasons, outputs in extracted:
+                    if runner.modality == "audio":
+                        audio_seconds += sum(len(x) for x in inputs if x is not None) / SAMPLE_RATE
+                    for target, wanted in zip(targets, needed, strict=True):
+                        own = [i for i, p in enumerate(positions) if p in wanted]
+                        mine = [outputs[i] if outputs[i] is None or target.column is None else outputs[i][:, target.column]
+                                for i in own]  # fmt: skip
+                        shapes = [o.shape[1:] for o in mine if o is not None]
+                        if shapes and not target.entry.described():
+                            self._describe(target.entry, target.extractor, target.identity, shapes[0])
+                        target.held.extend((target.keys[positions[i]], manifest["utt_id"].iloc[positions[i]], output,
+                                            reasons[i]) for i, output in zip(own, mine, strict=True))  # fmt: skip
+                    if _shard_full(targets, since):
+                        for target in targets:
+                            target.commit(settings.frame_dtype)
+                        since = time.perf_counter()
+                    advance(len(positions))
+            finally:  # the end, or an interrupt: what is extracted is kept
+                for target in targets:
+                    target.commit(settings.frame_dtype)
         return audio_seconds
 
     def _read_batch(self, runner, manifest, positions: list[int], max_seconds) -> tuple[list[int], list, list[str]]:
