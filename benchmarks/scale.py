@@ -3,6 +3,7 @@
     python benchmarks/scale.py [--sizes 1000,10000] [--layered 1000] [--width 768] [--folder /tmp/scale]
     python benchmarks/scale.py --sizes "" --layered 0 --extraction 500,5000
     python benchmarks/scale.py --sizes "" --layered 0 --studies 1000,10000,100000
+    python benchmarks/scale.py --sizes "" --layered 0 --weighted 10000 --heads mean_pool,mlp_pool
 
 Writes synthetic feature stores in the store's own format (random float16
 frames, ``--width`` wide, utterances of 2 to 10 s at 50 frames a second; no
@@ -44,6 +45,17 @@ feature set preparing what a frame head reads (a pass over every frame), and
 the ratios to the smallest N.  Heads that pool first never read a frame, so
 their stores hold two frames an utterance (to spare the disk: a
 100,000-utterance store of 2 to 10 s takes 44 GB).
+
+``--pooled-fits N1,N2`` times the runs of each pooled head of ``--heads``
+on statistics tables of N1 and N2 utterances in one process, the N taking
+turns: the same subset sizes, the same 200 held-out utterances a run, the
+median of 7 passes; milliseconds fits measured apart from a study's fixed
+costs and from a second process's share of the machine.
+
+``--weighted N`` runs the same small study of each head of ``--heads`` that
+can learn a weighted sum of layers (mean_pool, mlp_pool) on the 13-layer
+``:all`` entry of N utterances, as ``:weighted`` (every layer of a frame side
+by side, frames left in the store): 57 GB on disk at 10,000 utterances.
 """
 
 from __future__ import annotations
@@ -264,22 +276,25 @@ class AnonymousPeak:
         return max(self.peak, self.now()) - self.start
 
 
-def _study(root: str, width: int, n: int, head: str, folder: str, answer) -> None:
+def _study(root: str, width: int, n: int, head: str, folder: str, answer, layers: int | None = None) -> None:
     """Load the store as a study does (a head that reads frames: frames left in the store) and run one head's small
-    study; send its peak resident and anonymous memory added and the seconds per run, fitting and predicting."""
+    study; send its peak resident and anonymous memory added and the seconds per run, fitting and predicting.
+    ``layers``: on the ``:all`` entry of that many layers, as a weighted sum of them (``:weighted``)."""
     from budget.engine.config import TrainConfig
     from budget.folds import assign_folds, fold_names
     from budget.registry import head_spec
     from budget.sampling import Size, plan_sizes
     from budget.study import Study, StudyConfig
-    from budget.study.run import StudyData, StudyInputs
+    from budget.study.run import StudyData, StudyInputs, stacked_layers
 
     reads = head_spec(head).reads_frames
     table = manifest(n, groups=STUDY_FOLDS)
-    encoder = SyntheticEncoder(width, None, n, frames=None if reads else 2)
+    encoder = SyntheticEncoder(width, layers, n, frames=None if reads or layers else 2)
     _reset_peak()
     before, anonymous = _resident_bytes(), AnonymousPeak()
     features = FeatureStore(root).load(encoder, table, EntrySettings(), frames=reads, mapped=reads)
+    if layers:
+        features = stacked_layers(features)
     folds = assign_folds(table, n_folds=STUDY_FOLDS)
     sizes = [Size(k) for k in STUDY_SIZES]
     data = StudyData(table, CLASSES, folds, fold_names(table, folds), plan_sizes(sizes, table, folds),
@@ -339,30 +354,76 @@ def fits_timed():
          runs.prepared_inputs) = originals  # fmt: skip
 
 
-def studies(folder: Path, sizes: list[int], width: int, heads: tuple[str, ...]) -> pd.DataFrame:
-    """Per N and head, a fresh process's small study: peak memory and seconds per run."""
+def studies(folder: Path, sizes: list[int], width: int, heads: tuple[str, ...], layers: int | None = None
+            ) -> pd.DataFrame:  # fmt: skip
+    """Per N and head, a fresh process's small study: peak memory and seconds per run; with ``layers``, on an
+    ``:all`` entry of that many, as their weighted sum (the heads that can learn one)."""
     import shutil
 
     from budget.registry import head_spec
 
     store, settings, rows = FeatureStore(folder), EntrySettings(), []
     for n in sizes:
-        for head in heads:
-            frames = None if head_spec(head).reads_frames else 2
-            on_disk = write(store, SyntheticEncoder(width, None, n, frames=frames), manifest(n, groups=STUDY_FOLDS), settings)
-            run = folder / f"study-{head}-{n}"
+        for head in (h for h in heads if not layers or head_spec(h).mixes_layers):
+            frames = None if head_spec(head).reads_frames or layers else 2
+            on_disk = write(store, SyntheticEncoder(width, layers, n, frames=frames), manifest(n, groups=STUDY_FOLDS), settings)
+            run = folder / f"study-{head}-{n}{'-weighted' if layers else ''}"
             shutil.rmtree(run, ignore_errors=True)
             receive, send = multiprocessing.Pipe(duplex=False)
-            child = multiprocessing.get_context("spawn").Process(target=_study, args=(str(folder), width, n, head, str(run), send))
+            child = multiprocessing.get_context("spawn").Process(target=_study, args=(str(folder), width, n, head, str(run), send, layers))
             child.start()
             peak, anonymous, per_run, fit, held_out, prepared = receive.recv()
             child.join()
-            rows.append({"head": head, "utterances": n, "store_gb": on_disk / 2**30, "peak_resident_gb": peak / 2**30,
+            rows.append({"head": head + (f" ({layers} layers weighted)" if layers else ""), "utterances": n, "store_gb": on_disk / 2**30, "peak_resident_gb": peak / 2**30,
                          "peak_anonymous_gb": anonymous / 2**30, "s_per_run": per_run, "fit_s_per_run": fit,
                          "held_out_s_per_run": held_out, "prepared_s": prepared})  # fmt: skip
     table = pd.DataFrame(rows)
     for column in ("s_per_run", "fit_s_per_run"):
         table[f"{column}_vs_first"] = table[column] / table.groupby("head")[column].transform("first")
+    return table
+
+
+def pooled_fits(sizes: list[int], width: int, heads: tuple[str, ...], repeats: int = 7, seeds: int = 3) -> pd.DataFrame:
+    """Per head that pools first, the median seconds a run takes on statistics tables of each N in this one process
+    (the N taking turns, ``repeats`` times): the runs of every N train on the same subset sizes and predict the
+    same 200 held-out utterances, so only the table they are drawn from grows."""
+    import time
+
+    import torch
+    from training import runs_for
+
+    from budget.engine.config import TrainConfig
+    from budget.engine.packed import DeviceFeatures
+    from budget.engine.runs import train_runs
+    from budget.features.featureset import FeatureSet
+    from budget.grid import Run
+    from budget.heads import HEADS
+    from budget.registry import head_spec
+
+    config, rng = TrainConfig(device="cpu"), np.random.default_rng(0)
+    tables = {}
+    for n in sizes:
+        labels = np.arange(n) % 4
+        mean = (rng.standard_normal((n, width), dtype=np.float32) + 0.05 * labels[:, None]).astype(np.float32)
+        features = FeatureSet(f"synthetic{width}-{n}", np.array([f"u{i}" for i in range(n)]), np.ones(n, np.int64),
+                              np.arange(n), None, mean, mean + 1)  # fmt: skip
+        runs = [Run(r.fold, r.seed, r.size, r.train, r.test[:200])
+                for r in runs_for(labels, np.arange(n) % STUDY_FOLDS, STUDY_SIZES, seeds)]  # fmt: skip
+        tables[n] = (features, DeviceFeatures.upload(features, torch.device("cpu")), labels, runs)
+    timings = {(head, n): [] for head in heads for n in sizes}
+    for _ in range(repeats):
+        for head in heads:
+            for n, (features, uploaded, labels, runs) in tables.items():
+                started = time.perf_counter()
+                if head_spec(head).uploads:
+                    train_runs(HEADS[head], features, labels, runs, 4, config, uploaded=uploaded)
+                else:
+                    head_spec(head).train({"single": features}, labels, runs, 4, config)
+                timings[head, n].append((time.perf_counter() - started) / len(runs))
+    table = pd.DataFrame([{"head": head, "utterances": n, "s_per_run": float(np.median(times)),
+                           "spread": float(np.subtract(*np.percentile(times, [75, 25])) / np.median(times))}
+                          for (head, n), times in timings.items()])  # fmt: skip
+    table["s_per_run_vs_first"] = table["s_per_run"] / table.groupby("head")["s_per_run"].transform("first")
     return table
 
 
@@ -375,9 +436,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--extraction", default="", help="utterances of each synthetic audio corpus to extract")
     parser.add_argument("--studies", default="", help="utterances of each store a small study of each head runs on")
     parser.add_argument("--heads", default=",".join(POOLED_HEADS + FRAME_HEADS), help="the heads of --studies")
+    parser.add_argument("--weighted", type=int, default=0,
+                        help="utterances of a 13-layer :all store each head that can learns a weighted sum on (0: none)")
+    parser.add_argument("--pooled-fits", default="", help="utterances of each statistics table the pooled heads' runs "
+                        "are timed on in one process")
     args = parser.parse_args(argv)
-    if args.studies:
-        table = studies(args.folder, [int(n) for n in args.studies.split(",")], args.width, tuple(args.heads.split(",")))
+    if args.pooled_fits:
+        heads = tuple(h for h in args.heads.split(",") if h in POOLED_HEADS)
+        table = pooled_fits([int(n) for n in args.pooled_fits.split(",")], args.width, heads)
+        print(f"python {' '.join(sys.argv)}; width {args.width}; sizes {STUDY_SIZES} per class x {STUDY_FOLDS} folds x "
+              f"3 seeds, 200 held-out utterances a run; median of 7, spread the interquartile range over it")
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    for sizes, layers in ((args.studies, None), (str(args.weighted) if args.weighted else "", LAYERS)):
+        if not sizes:
+            continue
+        table = studies(args.folder, [int(n) for n in sizes.split(",")], args.width, tuple(args.heads.split(",")), layers)
         print(f"python {' '.join(sys.argv)}; width {args.width}; {STUDY_FOLDS} folds, sizes {STUDY_SIZES} per class, 1 seed")
         print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     if args.extraction:
