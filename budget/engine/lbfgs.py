@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,7 +147,8 @@ def _zero_head(head_class: type[EnsembleHead], n_members: int, dim: int, n_class
 
 def fit_full_batch(
     head_class: type[EnsembleHead], inputs: DeviceFeatures, labels: np.ndarray, runs: list[Run], n_classes: int,
-    config: TrainConfig, pooled: torch.Tensor | None = None, stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+    config: TrainConfig, pooled: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    stats: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> EnsembleHead:  # fmt: skip
     """Fit every run's pooled head to its optimum: one full-batch L-BFGS on the sum of the runs' objectives.
 
@@ -158,9 +160,9 @@ def fit_full_batch(
     are joint): each run ends at its own optimum, within
     ``config.lbfgs_tolerance`` of the run solved alone.  Logits come from rows
     shared by all runs (standardisation folded into the weights), so no run's
-    data is copied.  Every weight starts at zero.  ``pooled`` and ``stats``
-    replace the stored statistics and the runs' standardisation (attention's
-    start: :func:`fit_attention`).
+    data is copied.  Every weight starts at zero.  ``pooled`` (the inputs of
+    given rows) and ``stats`` replace the stored statistics and the runs'
+    standardisation (attention's start: :func:`fit_attention`).
     """
     device = inputs.device
     head = _zero_head(head_class, len(runs), inputs.dim, n_classes,
@@ -169,7 +171,8 @@ def fit_full_batch(
     share = torch.zeros(len(runs), len(rows), device=device)
     for e, run in enumerate(runs):  # once per fit, not per iteration
         share[e, torch.from_numpy(np.searchsorted(rows, run.train)).to(device)] = 1 / len(run.train)
-    x = (inputs.pooled(head_class.pooled_kind) if pooled is None else pooled)[torch.from_numpy(rows).to(device)]
+    index = torch.from_numpy(rows).to(device)
+    x = inputs.pooled(head_class.pooled_kind)[index] if pooled is None else pooled(index)
     strength = torch.tensor([1 / (config.l2_c * len(run.train)) for run in runs], device=device)
     return _minimise(head, _Rows((x,), _targets(labels, rows, n_classes, device), share), strength, config)
 
@@ -194,7 +197,7 @@ def fit_attention(inputs: DeviceFeatures, labels: np.ndarray, runs: list[Run], n
     mean, std = inputs.standardisation(runs, "")
     start = None
     if config.attention_start == "pooled":
-        start = fit_full_batch(MeanPool, inputs, labels, runs, n_classes, config, inputs.frame_means(), (mean, std))
+        start = fit_full_batch(MeanPool, inputs, labels, runs, n_classes, config, inputs.frame_means, (mean, std))
     for e, run in enumerate(runs):
         head = _zero_head(AttnPool, 1, inputs.dim, n_classes, (mean[e : e + 1], std[e : e + 1]), device)
         if start is not None:

@@ -47,7 +47,7 @@ class DeviceFeatures:
         self._meanmax: torch.Tensor | None = None
         self._centred: dict[torch.dtype, DeviceFeatures] = {}
         self._segmented: dict[int, DeviceFeatures] = {}
-        self.utt_sum, self.utt_sumsq = _frame_sums(self.block, self.lengths, self.dim) if frames is not None else (None, None)
+        self._sums: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def upload(cls, features: FeatureSet, device: torch.device, half: bool | None = None) -> DeviceFeatures:
@@ -164,6 +164,25 @@ class DeviceFeatures:
         return self._segmented[most]
 
     @property
+    def utt_sum(self) -> torch.Tensor:
+        """Per-utterance sums of the frames ``(N, D)`` in float64 (made on first use: :meth:`summed`)."""
+        return self.summed()._sums[0]
+
+    @property
+    def utt_sumsq(self) -> torch.Tensor:
+        """Per-utterance sums of the frames' squares ``(N, D)`` in float64."""
+        return self.summed()._sums[1]
+
+    def summed(self) -> DeviceFeatures:
+        """These features with their per-utterance sums made: a pass over every frame, once, and only for frames a
+        head standardises (a study of attention alone never sums the frames its segments average)."""
+        if self._sums is None:
+            if self._frames is None:
+                raise BudgetError(NO_FRAMES)
+            self._sums = _frame_sums(self.block, self.lengths, self.dim)
+        return self
+
+    @property
     def dim(self) -> int:
         return int(self.mean.shape[1])
 
@@ -191,9 +210,9 @@ class DeviceFeatures:
         source = (self.offsets_t[index].unsqueeze(1) + position)[present]  # every frame of the rows, in order
         return self.rows(source).float(), torch.where(present, starts.unsqueeze(1) + position, 0), present
 
-    def frame_means(self) -> torch.Tensor:
-        """Each utterance's mean frame ``(N, D)`` in float32, from the frames as held here."""
-        return (self.utt_sum / self.lengths_t.clamp_min(1).unsqueeze(1)).float()
+    def frame_means(self, rows: torch.Tensor) -> torch.Tensor:
+        """The utterances ``rows``' mean frames ``(len(rows), D)`` in float32, from the frames as held here."""
+        return (self.utt_sum[rows] / self.lengths_t[rows].clamp_min(1).unsqueeze(1)).float()
 
     def standardisation(self, runs: list[Run], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-run ``(E, width)`` mean and std of its training inputs: pooled statistics ``kind``, or frames ("").
@@ -404,5 +423,5 @@ def prepared_inputs(head: type[EnsembleHead], inputs: DeviceFeatures, config: Tr
     if not inputs.has_frames:
         raise BudgetError(f"{head.name}: {NO_FRAMES}")
     if solved(head, config):
-        return inputs.segmented(config.attention_segments)
-    return inputs.centred(product_dtype(inputs.device, config))
+        return inputs.segmented(config.attention_segments).summed()
+    return inputs.centred(product_dtype(inputs.device, config)).summed()
