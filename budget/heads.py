@@ -360,15 +360,12 @@ class MeanPool(EnsembleHead):
         return self.classifier(self.dropout(self.mixed(self.standardise(batch.pooled)), batch.keys))
 
     def shared_logits(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Every member's logits ``(E, N, classes)`` for the same ``(N, width)`` pooled rows, without dropout, or
-        for each member's own rows ``(E, N, width)``.
+        """Every member's logits ``(E, N, classes)`` for the same ``(N, width)`` pooled rows, without dropout.
 
-        Each member's standardisation is folded into its weights, so shared
-        rows are read once for all members rather than copied per member.
+        Each member's standardisation is folded into its weights, so the rows
+        are read once for all members rather than copied per member.
         """
         weight, bias = self.folded_classifier()
-        if pooled.dim() == 3:
-            return torch.baddbmm(bias, pooled.float(), weight)
         n_members, width, n_classes = weight.shape
         logits = pooled.float() @ weight.permute(1, 0, 2).reshape(width, n_members * n_classes)  # (N, E * classes)
         return logits.view(-1, n_members, n_classes).transpose(0, 1) + bias

@@ -244,11 +244,9 @@ def _reference_logreg(features, labels, run, kind):
     return model, scaler.transform(x[run.test])
 
 
-@pytest.mark.parametrize("overlap", [0, 10**9], ids=["own rows", "shared rows"])
 @pytest.mark.parametrize("head", ["mean_pool", "meanmax_pool"])
-def test_pooled_heads_are_solved_to_the_logreg_optimum_whatever_their_mates(head, overlap, monkeypatch):
-    """Under the step budget a pooled head is scikit-learn's L2 logistic regression, fitted by L-BFGS with its mates,
-    whether each member reads its own rows or every mate's (``SHARED_ROWS_OVERLAP``).
+def test_pooled_heads_are_solved_to_the_logreg_optimum_whatever_their_mates(head):
+    """Under the step budget a pooled head is scikit-learn's L2 logistic regression, fitted by L-BFGS with its mates.
 
     The objective is strongly convex with modulus at least 1/(C n), so a gradient
     below the solver's tolerance leaves the weights within sqrt(P) x tol x C x n of
@@ -256,7 +254,6 @@ def test_pooled_heads_are_solved_to_the_logreg_optimum_whatever_their_mates(head
     norm).  Logits are compared centred over classes (a common shift of the
     unpenalised biases changes nothing), alone and beside other runs.
     """
-    monkeypatch.setattr(engine_lbfgs, "SHARED_ROWS_OVERLAP", overlap)
     check_pooled_optimum(head, "cpu")
 
 

@@ -9,18 +9,12 @@ import numpy as np
 import torch
 
 from budget.engine.config import TrainConfig
-from budget.engine.packed import DeviceFeatures, pad_rows, utterance_blocks
+from budget.engine.packed import DeviceFeatures, utterance_blocks
 from budget.grid import Run
 from budget.heads import AttnPool, EnsembleHead, MeanPool
 from budget.results import RunOutput
 
 LBFGS_HISTORY = 20
-
-
-#: A full-batch fit reads rows shared by its runs while every member computing logits for all of them costs at most
-#: this many times the rows the members train on; past it (disjoint subsets of a large corpus: 18 runs at 100,000
-#: clips made each run's fit 2 to 3 times its cost at 1,000) each member reads its own rows.
-SHARED_ROWS_OVERLAP = 4
 
 
 def solve(head_class: type[EnsembleHead], inputs: DeviceFeatures, labels, runs, n_classes, config, advance,
@@ -166,27 +160,20 @@ def fit_full_batch(
     are joint): each run ends at its own optimum, within
     ``config.lbfgs_tolerance`` of the run solved alone.  Logits come from rows
     shared by all runs (standardisation folded into the weights), so no run's
-    data is copied, where the runs' rows overlap (a small corpus); where each
-    run's rows are mostly its own (a large one), every member reads its own
-    rows, so a run's work does not grow with its mates'.  Every weight starts at zero.  ``pooled`` (the inputs of
+    data is copied.  Every weight starts at zero.  ``pooled`` (the inputs of
     given rows) and ``stats`` replace the stored statistics and the runs'
     standardisation (attention's start: :func:`fit_attention`).
     """
     device = inputs.device
     head = _zero_head(head_class, len(runs), inputs.dim, n_classes,
                       stats or inputs.standardisation(runs, head_class.pooled_kind), device)  # fmt: skip
-    strength = torch.tensor([1 / (config.l2_c * len(run.train)) for run in runs], device=device)
     rows = np.unique(np.concatenate([run.train for run in runs]))  # every run's training rows, sorted
-    if len(rows) * len(runs) > SHARED_ROWS_OVERLAP * sum(len(run.train) for run in runs):
-        rows = pad_rows([run.train for run in runs], -1).numpy()  # (E, most rows): each member's own, -1 empty
-        share = torch.from_numpy((rows >= 0) / np.array([[len(run.train)] for run in runs])).to(device, torch.float32)
-        rows = np.maximum(rows, 0)
-    else:
-        share = torch.zeros(len(runs), len(rows), device=device)
-        for e, run in enumerate(runs):  # once per fit, not per iteration
-            share[e, torch.from_numpy(np.searchsorted(rows, run.train)).to(device)] = 1 / len(run.train)
+    share = torch.zeros(len(runs), len(rows), device=device)
+    for e, run in enumerate(runs):  # once per fit, not per iteration
+        share[e, torch.from_numpy(np.searchsorted(rows, run.train)).to(device)] = 1 / len(run.train)
     index = torch.from_numpy(rows).to(device)
     x = inputs.pooled(head_class.pooled_kind)[index] if pooled is None else pooled(index)
+    strength = torch.tensor([1 / (config.l2_c * len(run.train)) for run in runs], device=device)
     return _minimise(head, _Rows((x,), _targets(labels, rows, n_classes, device), share), strength, config)
 
 

@@ -211,8 +211,8 @@ class DeviceFeatures:
         return self.rows(source).float(), torch.where(present, starts.unsqueeze(1) + position, 0), present
 
     def frame_means(self, rows: torch.Tensor) -> torch.Tensor:
-        """The utterances ``rows``' mean frames ``(*rows.shape, D)`` in float32, from the frames as held here."""
-        return (self.utt_sum[rows] / self.lengths_t[rows].clamp_min(1).unsqueeze(-1)).float()
+        """The utterances ``rows``' mean frames ``(len(rows), D)`` in float32, from the frames as held here."""
+        return (self.utt_sum[rows] / self.lengths_t[rows].clamp_min(1).unsqueeze(1)).float()
 
     def standardisation(self, runs: list[Run], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-run ``(E, width)`` mean and std of its training inputs: pooled statistics ``kind``, or frames ("").
