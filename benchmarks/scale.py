@@ -50,7 +50,8 @@ their stores hold two frames an utterance (to spare the disk: a
 on statistics tables of N1 and N2 utterances in one process, the N taking
 turns: the same subset sizes, the same 200 held-out utterances a run, the
 median of 7 passes; milliseconds fits measured apart from a study's fixed
-costs and from a second process's share of the machine.
+costs and from a second process's share of the machine; every run in one
+call as a study chunks them, and one run a call (nothing shared).
 
 ``--weighted N`` runs the same small study of each head of ``--heads`` that
 can learn a weighted sum of layers (mean_pool, mlp_pool) on the 13-layer
@@ -386,7 +387,9 @@ def studies(folder: Path, sizes: list[int], width: int, heads: tuple[str, ...], 
 def pooled_fits(sizes: list[int], width: int, heads: tuple[str, ...], repeats: int = 7, seeds: int = 3) -> pd.DataFrame:
     """Per head that pools first, the median seconds a run takes on statistics tables of each N in this one process
     (the N taking turns, ``repeats`` times): the runs of every N train on the same subset sizes and predict the
-    same 200 held-out utterances, so only the table they are drawn from grows."""
+    same 200 held-out utterances, so only the table they are drawn from grows.  ``together``: every run in one
+    call, as a study's chunk (a fitted chunk reads the union of its runs' rows once for all of them, which on a
+    small corpus is far fewer than theirs added up); ``alone``: one run a call, with nothing shared."""
     import time
 
     import torch
@@ -410,20 +413,22 @@ def pooled_fits(sizes: list[int], width: int, heads: tuple[str, ...], repeats: i
         runs = [Run(r.fold, r.seed, r.size, r.train, r.test[:200])
                 for r in runs_for(labels, np.arange(n) % STUDY_FOLDS, STUDY_SIZES, seeds)]  # fmt: skip
         tables[n] = (features, DeviceFeatures.upload(features, torch.device("cpu")), labels, runs)
-    timings = {(head, n): [] for head in heads for n in sizes}
+    timings = {(head, n, fit): [] for head in heads for n in sizes for fit in ("together", "alone")}
     for _ in range(repeats):
         for head in heads:
             for n, (features, uploaded, labels, runs) in tables.items():
-                started = time.perf_counter()
-                if head_spec(head).uploads:
-                    train_runs(HEADS[head], features, labels, runs, 4, config, uploaded=uploaded)
-                else:
-                    head_spec(head).train({"single": features}, labels, runs, 4, config)
-                timings[head, n].append((time.perf_counter() - started) / len(runs))
-    table = pd.DataFrame([{"head": head, "utterances": n, "s_per_run": float(np.median(times)),
+                for fit, groups in (("together", [runs]), ("alone", [[run] for run in runs])):
+                    started = time.perf_counter()
+                    for group in groups:
+                        if head_spec(head).uploads:
+                            train_runs(HEADS[head], features, labels, group, 4, config, uploaded=uploaded)
+                        else:
+                            head_spec(head).train({"single": features}, labels, group, 4, config)
+                    timings[head, n, fit].append((time.perf_counter() - started) / len(runs))
+    table = pd.DataFrame([{"head": head, "fit": fit, "utterances": n, "s_per_run": float(np.median(times)),
                            "spread": float(np.subtract(*np.percentile(times, [75, 25])) / np.median(times))}
-                          for (head, n), times in timings.items()])  # fmt: skip
-    table["s_per_run_vs_first"] = table["s_per_run"] / table.groupby("head")["s_per_run"].transform("first")
+                          for (head, n, fit), times in timings.items()])  # fmt: skip
+    table["s_per_run_vs_first"] = table["s_per_run"] / table.groupby(["head", "fit"])["s_per_run"].transform("first")
     return table
 
 
@@ -445,7 +450,8 @@ def main(argv: list[str] | None = None) -> None:
         heads = tuple(h for h in args.heads.split(",") if h in POOLED_HEADS)
         table = pooled_fits([int(n) for n in args.pooled_fits.split(",")], args.width, heads)
         print(f"python {' '.join(sys.argv)}; width {args.width}; sizes {STUDY_SIZES} per class x {STUDY_FOLDS} folds x "
-              f"3 seeds, 200 held-out utterances a run; median of 7, spread the interquartile range over it")
+              f"3 seeds, 200 held-out utterances a run; median of 7, spread the interquartile range over it; a "
+              "chunk's runs fitted together or alone")
         print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     for sizes, layers in ((args.studies, None), (str(args.weighted) if args.weighted else "", LAYERS)):
         if not sizes:
