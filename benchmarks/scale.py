@@ -124,8 +124,9 @@ def write(store: FeatureStore, encoder: SyntheticEncoder, table: pd.DataFrame, s
         shape = (LAYERS, encoder.width) if encoder.layers else (encoder.width,)
         with entry.lock():
             FeatureStore._describe(entry, encoder, settings.identity(encoder), shape)
-            for start in range(0, len(table), SHARD_UTTERANCES):
-                rows = slice(start, start + SHARD_UTTERANCES)
+            per_shard = max(1, SHARD_UTTERANCES // (LAYERS if encoder.layers else 1))  # a shard's float32 copies fit
+            for start in range(0, len(table), per_shard):
+                rows = slice(start, start + per_shard)
                 lengths = rng.integers(2 * FRAME_RATE, 10 * FRAME_RATE + 1, len(table[rows]))
                 if encoder.frames is not None:
                     lengths = np.full(len(lengths), encoder.frames)
