@@ -29,7 +29,9 @@ The store is written once into ``--folder`` (kept, so a second run only loads).
 writes N synthetic utterances (16 kHz noise of 1 to 4 s) and a tiny random
 wav2vec 2.0, then in a fresh child process per size extracts them into an
 empty store as ``budget extract`` does, and prints utterances and audio
-seconds per second and the peak resident memory the extraction added.  Memory
+seconds per second, the peak resident memory the extraction added, the shards
+it wrote and how much its anonymous memory grew from the tenth shard's commit
+to the last's.  Memory
 that stays flat from N1 to N2 is constant in the corpus; seconds of audio per
 second that stay flat are time linear in audio.
 
@@ -209,16 +211,25 @@ def _extract(model: str, corpus: str, n: int, store: str, answer) -> None:
     import time
 
     from budget.features import parse_feature_spec
+    from budget.features.entries import Entry
 
     table = audio_corpus(Path(corpus), n)
     extractor = parse_feature_spec(f"hf:{model}")
+    committed, original = [], Entry.write_shard
+
+    def write_shard(entry, keys, *args, **kwargs):  # anonymous memory as each shard is committed
+        original(entry, keys, *args, **kwargs)
+        committed.append(AnonymousPeak.now())
+
+    Entry.write_shard = write_shard
     _reset_peak()
     before = _resident_bytes()
     started = time.perf_counter()
     report = FeatureStore(store).extract(extractor, table)
     seconds = time.perf_counter() - started
     audio = sum(Path(path).stat().st_size - 44 for path in table["path"]) / 2 / 16000  # 16-bit PCM after the header
-    answer.send((report.extracted, seconds, audio, _peak_bytes() - before))
+    tenth = committed[len(committed) // 10]
+    answer.send((report.extracted, seconds, audio, _peak_bytes() - before, len(committed), committed[-1] - tenth))
 
 
 def extraction(folder: Path, sizes: list[int]) -> pd.DataFrame:
@@ -234,11 +245,11 @@ def extraction(folder: Path, sizes: list[int]) -> pd.DataFrame:
         receive, send = multiprocessing.Pipe(duplex=False)
         child = multiprocessing.get_context("spawn").Process(target=_extract, args=(str(model), str(corpus), n, str(store), send))
         child.start()
-        extracted, seconds, audio, peak = receive.recv()
+        extracted, seconds, audio, peak, shards, growth = receive.recv()
         child.join()
         rows.append({"utterances": n, "extracted": extracted, "audio_hours": audio / 3600, "seconds": seconds,
                      "utterances_per_s": extracted / seconds, "audio_s_per_s": audio / seconds,
-                     "peak_resident_gb": peak / 2**30})  # fmt: skip
+                     "peak_resident_gb": peak / 2**30, "shards": shards, "anonymous_growth_mb": growth / 2**20})  # fmt: skip
     return pd.DataFrame(rows)
 
 
