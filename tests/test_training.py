@@ -551,6 +551,31 @@ def test_mlp_pool_trains_on_frame_samples_and_predicts_from_every_frame(monkeypa
     assert widths and not any(sampled for sampled, _, _ in widths)
 
 
+def test_predictions_gather_at_most_eval_values_frames_and_equal_one_batch(monkeypatch):
+    """With frames so wide that 64 slots would pass the bound, evaluation takes fewer slots a batch, never more
+    frame values than EVAL_VALUES allows (one utterance at least), and predicts what one batch does."""
+    features, labels = synthetic_features(n_per_class=40)
+    runs = runs_for(labels, size=25, seeds=(0,))
+    config = TrainConfig(steps=20, batch_size=8, train_frames=2, bf16=False)
+    whole = train_runs(HEADS["mlp_pool"], features, labels, runs, 3, config)
+    gathered = []
+    real = DeviceFeatures.batch
+
+    def spy(self, slots, width, kind, sample=None):
+        if sample is None:
+            gathered.append((slots.shape[1], len(slots) * width * self.dim))
+        return real(self, slots, width, kind, sample)
+
+    monkeypatch.setattr(DeviceFeatures, "batch", spy)
+    bound = 4 * len(runs) * int(features.lengths.mean()) * features.dim
+    monkeypatch.setattr(engine_adam, "EVAL_VALUES", bound)
+    blocked = train_runs(HEADS["mlp_pool"], features, labels, runs, 3, config)
+    assert gathered and max(slots for slots, _ in gathered) < min(len(run.test) for run in runs)  # blocks
+    assert max(values for _, values in gathered) <= 2 * bound  # the bound plans on twice the mean length a slot
+    for a, b in zip(whole, blocked, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_bucketed_widths_pad_little_and_take_few_shapes():
     widths = np.arange(1, 20_000)
     padded = engine_packed.bucketed(widths)

@@ -27,6 +27,12 @@ from budget.results import RunOutput
 EVAL_SLOTS = 64
 
 
+#: The most frame values an evaluation batch gathers for all its members (1 GB in float32, beside their copy in
+#: the product precision): EmoDB's folds in one batch, fewer slots of long or wide frames (every hidden state of
+#: an encoder side by side took 9.5 GB for four runs at 64 slots).
+EVAL_VALUES = 2**28
+
+
 def make_optimiser(parameters, config: TrainConfig, steps: int):
     """AdamW and its learning-rate schedule: a cosine to zero over ``steps``, or constant (the paper's).
 
@@ -100,9 +106,11 @@ def _test_logits(head: EnsembleHead, inputs: DeviceFeatures, runs: list[Run], ki
     head.eval()
     device = inputs.device
     tests = pad_rows([run.test for run in runs], -1).numpy()
+    per_slot = min(float(inputs.lengths.max(initial=1)), 2 * float(inputs.lengths.mean())) if kind == "" else 1.0
+    step = int(max(1, min(EVAL_SLOTS, EVAL_VALUES // max(len(runs) * per_slot * inputs.dim, 1))))
     outputs = []
-    for start in range(0, tests.shape[1], EVAL_SLOTS):
-        slots = tests[:, start : start + EVAL_SLOTS]
+    for start in range(0, tests.shape[1], step):
+        slots = tests[:, start : start + step]
         width = int(packed_widths(inputs, slots))
         batch = inputs.batch(torch.from_numpy(slots).to(device), width, kind)
         with autocast:
