@@ -18,6 +18,7 @@ from budget.engine.packed import (
     member_seeds,
     packed_widths,
     pad_rows,
+    slot_frames,
 )
 from budget.grid import Run
 from budget.heads import DropoutKeys, EnsembleHead
@@ -106,7 +107,7 @@ def _test_logits(head: EnsembleHead, inputs: DeviceFeatures, runs: list[Run], ki
     head.eval()
     device = inputs.device
     tests = pad_rows([run.test for run in runs], -1).numpy()
-    per_slot = min(float(inputs.lengths.max(initial=1)), 2 * float(inputs.lengths.mean())) if kind == "" else 1.0
+    per_slot = slot_frames(inputs.lengths) if kind == "" else 1.0
     step = int(max(1, min(EVAL_SLOTS, EVAL_VALUES // max(len(runs) * per_slot * inputs.dim, 1))))
     outputs = []
     for start in range(0, tests.shape[1], step):

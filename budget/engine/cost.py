@@ -13,7 +13,7 @@ from budget.engine.adam import train_ensemble
 from budget.engine.config import TrainConfig, solved
 from budget.engine.device import training_device, uses_autocast, warm_up
 from budget.engine.lbfgs import LBFGS_HISTORY, solve
-from budget.engine.packed import DeviceFeatures, prepared_inputs
+from budget.engine.packed import DeviceFeatures, prepared_inputs, slot_frames
 from budget.features.featureset import FeatureSet
 from budget.grid import Run
 from budget.heads import EnsembleHead
@@ -77,9 +77,7 @@ def members_per_chunk(
         return max(fewest, _fitted_members(budget_mb * 2**20, len(features), train_rows, n_classes, width))
     if head.pools_first:
         return 4096
-    longest = float(np.max(features.lengths)) if len(features) else 1.0
-    mean = float(np.mean(features.lengths)) if len(features) else 1.0
-    per_slot = min(longest, 2 * mean)  # with slack for long batches
+    per_slot = slot_frames(features.lengths)
     if config.train_frames and head.frame_mean:
         per_slot = min(per_slot, config.train_frames)
     rows = config.batch_size * per_slot  # packed frames per member

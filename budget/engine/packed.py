@@ -338,6 +338,14 @@ def utterance_blocks(lengths: np.ndarray, frames_per_block: int) -> Iterator[tup
         first = last
 
 
+def slot_frames(lengths: np.ndarray) -> float:
+    """The frames a batch plans for each utterance slot: twice the mean length (slack for long batches), at most the
+    longest; 1 for no utterances."""
+    if not len(lengths):
+        return 1.0
+    return min(float(np.max(lengths)), 2 * float(np.mean(lengths)))
+
+
 def pad_rows(rows: list[np.ndarray], fill: int) -> torch.Tensor:
     """Ragged index lists to one ``(E, longest)`` int64 tensor padded with ``fill``."""
     longest = max((len(r) for r in rows), default=0)
