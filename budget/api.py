@@ -35,7 +35,7 @@ from budget.progress import note
 from budget.runfolder import FinishedStudy, latest_run
 from budget.study import Study, StudyConfig, default_run_dir
 
-#: What ``check_convergence`` takes: False, True (the command's own check), or which cells to retrain.
+#: What ``check_convergence`` takes: False, True (the command's own check), or which cells to check.
 CHECKS = {"none", "ends", "all"}
 
 
@@ -70,13 +70,13 @@ class StudyResult:
 
     @property
     def convergence(self) -> pd.DataFrame:
-        """The convergence check: per retrained cell and doubling of its budget, UA before and after, the change and
+        """The convergence check: per checked cell and doubling of its budget, UA before and after, the change and
         whether the cell was still learning (empty when unchecked); ``budgets`` says what each cell needed."""
         return convergence_table(self.results, self._folder.convergence)
 
     @property
     def budgets(self) -> pd.DataFrame:
-        """Per retrained cell, the budget (a multiple of the study's) whose doubling no longer moved it, and whether
+        """Per checked cell, the budget (a multiple of the study's) whose doubling no longer moved it, and whether
         one did within the cap."""
         return cell_budgets(self.convergence)
 
@@ -217,7 +217,7 @@ def compare(*, config: str | Path | None = None, run_dir: str | Path | None = No
     """Every head on every feature set at one size (the paper's Table 1): ``budget compare`` from Python.
 
     Parameters are :func:`curve`'s; ``heads`` defaults to the config file's, else every head for one feature set;
-    one size is given as ``n`` (in total) or ``per_class``; ``check_convergence=True`` retrains every cell.
+    one size is given as ``n`` (in total) or ``per_class``; ``check_convergence=True`` checks every cell.
     """
     study_config = configured(config, settings).for_command("compare")
     sizes = study_config.n or study_config.per_class

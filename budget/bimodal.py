@@ -159,7 +159,7 @@ def train_bimodal_runs(
     padded = {m: _Padded(sources[m]) for m in modalities}
     dims = {f"{m}_dim": sources[m].dim for m in modalities}
     predictions = []
-    total_steps = sum(config.steps_for(len(run.train)) for run in runs)
+    total_steps = sum(config.total_steps(len(run.train)) for run in runs)
     with progress_bar(total_steps, f"training {head} x{len(runs)} (one at a time)", unit="step") as advance:
         for run in runs:
             predictions.append(_train_one(head, modalities, padded, dims, labels, run, n_classes, config, hidden, advance))
@@ -187,7 +187,7 @@ def _fit_one(modalities, padded, dims, labels, run: Run, n_classes, config, hidd
     device = training_device(config)
     model = AlignLSTM(modalities, n_classes, hidden=hidden, dropout=config.dropout, **dims).to(device)
     stats = {m: padded[m].standardisation(run) for m in modalities}
-    steps = config.steps_for(len(run.train))
+    steps = config.total_steps(len(run.train))
     optimiser, schedule = make_optimiser(model.parameters(), config, steps)
     targets = torch.from_numpy(labels.astype(np.int64))
     model.train()

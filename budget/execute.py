@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from budget.grid import Job, Run
 from budget.metrics import run_metrics
 from budget.progress import duration, progress_bar
 from budget.registry import HeadSpec, head_spec
-from budget.results import RESULT_KEY, RunOutput
+from budget.results import RESULT_KEY, Checkpoint, RunOutput
 from budget.runfolder import RunFolder
 
 #: :func:`budget.registry.train`'s protocol: head, inputs by part, labels, runs, classes, config, giving each run's
@@ -146,12 +146,28 @@ class Executor:
         # each job's cost model, probed once: a later pass (the convergence check's doubled budgets) costs as much a
         # unit of work, and fresh short probes on a busy machine scatter where the first ones were made alike
         self.cost_models: dict[tuple[str, str], CostModel] = {}
+        self.checkpoints: dict[tuple, Checkpoint] = {}  # by run key: the weights a kept run ended at, its latest rung
 
-    def plan(self, jobs: list[Job], table: str, train: TrainConfig) -> Work:
-        """What ``table``'s parts lack of ``jobs``, in chunks priced by each head's cost model."""
+    def plan(self, jobs: list[Job], table: str, train: TrainConfig, keep: set[tuple] = frozenset(),
+             after: list[Work] = ()) -> Work:  # fmt: skip
+        """What ``table``'s parts lack of ``jobs``, in chunks priced by each head's cost model.
+
+        A run goes on from its checkpoint where the executor holds one, or where
+        work planned before it (``after``) will leave one, below ``train``'s
+        cycles; the runs of ``keep`` (by key) leave theirs with the executor in
+        turn, for a later rung of the convergence check to go on from.
+        """
         finished = self.folder.current(table, {(job.name, job.head): job.digest for job in jobs}, self.log)
         done = set(finished[RESULT_KEY].itertuples(index=False, name=None))
-        todo = [job for job in (job.without(done) for job in jobs) if job.runs]
+        held = {key: checkpoint.cycles for key, checkpoint in self.checkpoints.items()}
+        for work in after:
+            held.update({run.key(chunk.job): work.train.cycles for chunk in work.chunks for run in chunk.runs
+                         if run.keeps})  # fmt: skip
+        todo = []
+        for job in (job.without(done) for job in jobs):
+            if job.runs:
+                todo.append(replace(job, runs=[replace(run, start=_promised(held.get(run.key(job), 0), train),
+                                                       keeps=run.key(job) in keep) for run in job.runs]))  # fmt: skip
         return Work(table, train, self._chunks(todo, train))
 
     def announce(self, works: list[Work], what: str = "") -> float:
@@ -196,11 +212,23 @@ class Executor:
         (``shared`` sent once), yielding ``(task index, result)`` as each finishes."""
         raise NotImplementedError
 
+    def started(self, chunk: Chunk) -> list[Run]:
+        """The chunk's runs with the checkpoints they were planned to go on from (planned, a run holds its cycles
+        alone); where one is not held (a trainer that keeps none), every run of the chunk from the start."""
+        held = [self.checkpoints.get(run.key(chunk.job)) if run.start else None for run in chunk.runs]
+        if any(run.start and (checkpoint is None or checkpoint.cycles != run.start.cycles)
+               for run, checkpoint in zip(chunk.runs, held, strict=True)):  # fmt: skip
+            return [replace(run, start=None) for run in chunk.runs]
+        return [replace(run, start=checkpoint) for run, checkpoint in zip(chunk.runs, held, strict=True)]
+
     def finish(self, chunk: Chunk, predictions: list[np.ndarray | RunOutput], seconds: float, work: Work,
                tracker: Tracker, advance) -> None:  # fmt: skip
-        """Write a trained chunk as one part, and count it done."""
+        """Write a trained chunk as one part, hold the checkpoints its runs keep, and count the chunk done."""
         self.folder.write_part(self._rows(chunk.job, chunk.runs, predictions, (seconds, chunk.estimate), work.train),
                                work.table)  # fmt: skip
+        for run, output in zip(chunk.runs, predictions, strict=True):
+            if run.keeps and isinstance(output, RunOutput) and output.checkpoint is not None:
+                self.checkpoints[run.key(chunk.job)] = output.checkpoint
         advance(tracker.finished(chunk, seconds))
 
     def _chunks(self, todo: list[Job], train: TrainConfig) -> list[Chunk]:
@@ -215,8 +243,8 @@ class Executor:
                 self.cost_models[key] = spec.cost_model(job.inputs, job.labels, job.runs, n_classes, train,
                                                         self._uploaded(job, train))  # fmt: skip
             model = self.cost_models[key]
-            for step_count in sorted({spec.units(run, train) for run in job.runs}):
-                group = [run for run in job.runs if spec.units(run, train) == step_count]
+            for step_count, start in sorted({(spec.units(run, train), _cycles(run)) for run in job.runs}):
+                group = [run for run in job.runs if (spec.units(run, train), _cycles(run)) == (step_count, start)]
                 size = spec.chunk(job.single, train, n_classes, max(len(run.train) for run in group))
                 for start in range(0, len(group), size):
                     runs = group[start : start + size]
@@ -269,7 +297,7 @@ class LocalExecutor(Executor):
             step = 1.0 / max(chunk.units, 1)
             tracker.start(chunk)
             started = self.clock()
-            predictions = self.trainer(chunk.job.head, chunk.job.inputs, chunk.job.labels, chunk.runs, len(self.classes),
+            predictions = self.trainer(chunk.job.head, chunk.job.inputs, chunk.job.labels, self.started(chunk), len(self.classes),
                                        work.train, advance=lambda n, chunk=chunk, step=step: advance(tracker.advance(chunk, n * step)),
                                        uploaded=self.uploaded.get(chunk.job.name))  # fmt: skip
             self.finish(chunk, predictions, self.clock() - started, work, tracker, advance)
@@ -315,7 +343,7 @@ class RayExecutor(Executor):
                 if chunk.job.name not in inputs:
                     inputs[chunk.job.name] = ray.put(chunk.job.inputs)
             pending = {
-                task.remote(self.trainer, chunk.job.head, inputs[chunk.job.name], chunk.job.labels, chunk.runs,
+                task.remote(self.trainer, chunk.job.head, inputs[chunk.job.name], chunk.job.labels, self.started(chunk),
                             len(self.classes), work.train, threads): chunk
                 for chunk in work.chunks
             }  # fmt: skip
@@ -357,6 +385,16 @@ def _train_chunk(trainer: Trainer, head: str, inputs, labels, runs, n_classes: i
     started = time.perf_counter()
     predictions = trainer(head, inputs, labels, runs, n_classes, train)
     return predictions, time.perf_counter() - started
+
+
+def _promised(cycles: int, train: TrainConfig) -> Checkpoint | None:
+    """Where a run planned at ``train`` starts: the checkpoint of ``cycles`` it will go on from (its weights filled
+    in when it trains, :meth:`Executor.started`), or None from the start."""
+    return Checkpoint(cycles, {}) if 0 < cycles < train.cycles else None
+
+
+def _cycles(run: Run) -> int:
+    return run.start.cycles if run.start else 0
 
 
 def _seconds(model: CostModel, spec: HeadSpec, runs: list[Run], train: TrainConfig) -> float:

@@ -11,13 +11,14 @@ any, a study builds its jobs first and hands them to
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from budget.features import display_name
 from budget.features.featureset import FeatureSet
+from budget.results import Checkpoint
 from budget.sampling import Size, balanced_subset, curve_ends
 
 #: What a head's runs read: one feature set, or an audio and a text set aligned row for row.
@@ -43,13 +44,16 @@ class FeaturePair:
 
 @dataclass(frozen=True)
 class Run:
-    """One training run: positions into the feature set's rows."""
+    """One training run: positions into the feature set's rows.  A stepped run with a ``start`` trains on from it, and
+    one that ``keeps`` returns the weights it ends at (:class:`Checkpoint`)."""
 
     fold: int
     seed: int
     size: Size
     train: np.ndarray
     test: np.ndarray
+    start: Checkpoint | None = field(default=None, compare=False, repr=False)
+    keeps: bool = field(default=False, compare=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "size", Size.of(self.size))

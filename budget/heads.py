@@ -58,6 +58,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -276,6 +277,16 @@ class EnsembleHead(nn.Module):
         self.register_buffer("scale", torch.ones(self.n_members, 1, self.input_width(in_dim) * stacked))
         self.dropout = EnsembleDropout(dropout, layer=0)
         self.mix = LayerMix(self.n_members, stacked) if stacked > 1 else None
+
+    def member_parameters(self, member: int) -> dict[str, np.ndarray]:
+        """One member's parameters by name, a copy on the CPU without the member axis."""
+        return {name: parameter.detach()[member].to("cpu", copy=True).numpy() for name, parameter in self.named_parameters()}
+
+    def load_members(self, parameters: list[dict[str, np.ndarray]]) -> None:
+        """Every member's parameters set to ``parameters[member]`` (as :meth:`member_parameters` gives them)."""
+        with torch.no_grad():
+            for name, parameter in self.named_parameters():
+                parameter.copy_(torch.from_numpy(np.stack([member[name] for member in parameters])))
 
     def layer_weights(self) -> torch.Tensor | None:
         """Each member's learned weights over the layers ``(E, stacked)``; None for one layer."""

@@ -58,11 +58,16 @@ class HeadSpec:
 
     def steps(self, config: TrainConfig, n_train: int) -> int:
         """The optimiser budget of a run on ``n_train`` examples, for the results table."""
-        return config.steps_for(n_train)
+        return config.total_steps(n_train)
 
     def units(self, run: Run, config: TrainConfig) -> int:
         """A run's units of work for the cost model and the progress bar."""
-        return config.steps_for(len(run.train))
+        return config.total_steps(len(run.train))
+
+    def goes_on(self, config: TrainConfig) -> bool:
+        """Whether a run at a higher budget trains on from the run below it (:meth:`TrainConfig.scaled`) rather than
+        again from the start."""
+        return False
 
     def chunk(self, features: FeatureSet | None, config: TrainConfig, n_classes: int, train_rows: int | None = None) -> int:
         """How many runs train (and are saved) together; ``train_rows``: the most training rows of one of them."""
@@ -117,11 +122,14 @@ class EnsembleSpec(HeadSpec):
 
     def steps(self, config: TrainConfig, n_train: int) -> int:
         if not solved(self.module, config):
-            return config.steps_for(n_train)
+            return config.total_steps(n_train)
         return config.lbfgs_iterations(self.scores_frames)  # L-BFGS: its cap
 
     def units(self, run: Run, config: TrainConfig) -> int:
         return run_units(self.module, run, config)
+
+    def goes_on(self, config: TrainConfig) -> bool:
+        return not solved(self.module, config)
 
     def chunk(self, features: FeatureSet | None, config: TrainConfig, n_classes: int, train_rows: int | None = None) -> int:
         return members_per_chunk(self.module, features, config, training_device(config), n_classes, train_rows)

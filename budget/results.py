@@ -86,33 +86,44 @@ def sort_results(table: pd.DataFrame, order: dict[str, list[str]] | None = None)
     return table.loc[keys.sort_values(list(keys.columns), kind="stable").index].reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """A stepped run's weights after ``cycles`` cycles of its schedule (:meth:`budget.engine.config.TrainConfig.scaled`),
+    by parameter name, without the ensemble's member axis: where the run at a higher budget goes on from."""
+
+    cycles: int
+    parameters: dict[str, np.ndarray]
+
+
 @dataclass
 class RunOutput:
     """A trained run: its predictions on the test positions; for a head that weighed an encoder's layers (a
     ``:weighted`` feature set), the weights it learned; and, where asked for (an acquisition strategy reads them),
-    its class probabilities on the test positions ``(positions, classes)``.  Trainers may return bare predictions
-    instead."""
+    its class probabilities on the test positions ``(positions, classes)``; a stepped run's weights as it ended.
+    Trainers may return bare predictions instead."""
 
     predictions: np.ndarray
     layer_weights: np.ndarray | None = None
     probabilities: np.ndarray | None = None
+    checkpoint: Checkpoint | None = None  # a stepped run's final weights, for the convergence check's next rung
 
     @classmethod
     def of(cls, output: RunOutput | np.ndarray) -> RunOutput:
         return output if isinstance(output, RunOutput) else cls(np.asarray(output))
 
     @classmethod
-    def packed(cls, predictions: np.ndarray, logits=None, layer_weights: np.ndarray | None = None):
-        """What a trainer returns: bare predictions, or a :class:`RunOutput` when it has layer weights or was asked
-        for probabilities (``logits`` given: a tensor or array ``(positions, classes)``, softmaxed here)."""
-        if logits is None and layer_weights is None:
+    def packed(cls, predictions: np.ndarray, logits=None, layer_weights: np.ndarray | None = None,
+               checkpoint: Checkpoint | None = None):  # fmt: skip
+        """What a trainer returns: bare predictions, or a :class:`RunOutput` when it has layer weights or a checkpoint
+        or was asked for probabilities (``logits`` given: a tensor or array ``(positions, classes)``, softmaxed here)."""
+        if logits is None and layer_weights is None and checkpoint is None:
             return predictions
         probabilities = None
         if logits is not None:
             import torch
 
             probabilities = torch.softmax(torch.as_tensor(logits).float(), -1).cpu().numpy()
-        return cls(predictions, layer_weights, probabilities)
+        return cls(predictions, layer_weights, probabilities, checkpoint)
 
     def columns(self) -> dict[str, str]:
         """What the run adds to its result row: ``layer_weights``, a JSON list, when it learned them."""

@@ -51,10 +51,17 @@ def measured(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_a_study_on_ray_gives_the_results_it_gives_in_process(iemocap, tmp_path, cluster):
-    local = Study(config_for(iemocap, tmp_path), tmp_path / "local").run(log=lambda _: None)
+    """With the convergence check, whose 2x runs go on from the weights the 1x runs' tasks sent back."""
+    local = Study(config_for(iemocap, tmp_path), tmp_path / "local").run(log=lambda _: None, check_convergence="ends")
     lines = []
-    on_ray = Study(config_for(iemocap, tmp_path, executor="ray"), tmp_path / "ray").run(log=lines.append)
+    on_ray = Study(config_for(iemocap, tmp_path, executor="ray"), tmp_path / "ray").run(log=lines.append,
+                                                                                       check_convergence="ends")  # fmt: skip
     pd.testing.assert_frame_equal(measured(local), measured(on_ray))
+    from budget.runfolder import FinishedStudy
+
+    checked = [FinishedStudy.open(tmp_path / name).convergence for name in ("local", "ray")]
+    assert (checked[0]["head"] == "mlp_pool").any()
+    pd.testing.assert_frame_equal(measured(checked[0]), measured(checked[1]))  # the 2x runs, gone on from 1x
     assert any("across the cluster's workers" in line for line in lines)
     assert config_for(iemocap, tmp_path, executor="ray").digest() == config_for(iemocap, tmp_path).digest()
 

@@ -12,6 +12,7 @@ from budget.errors import BudgetError
 from budget.grid import PAIR, SINGLE, Run
 from budget.heads import HEADS
 from budget.registry import ACOUSTIC_HEADS, LOGREG, REGISTRY, head_spec
+from budget.results import Checkpoint
 
 
 def test_every_head_is_registered_once_with_what_it_reads():
@@ -37,4 +38,9 @@ def test_budgets_and_schedules_come_from_the_spec():
     assert head_spec("attn_pool").steps(passes, 20) == 50  # its L-BFGS iteration cap, whatever the subset
     assert head_spec("attn_pool").steps(replace(passes, attention_iterations=0), 20) == head_spec("mean_pool").steps(passes, 20) == 300
     assert head_spec(LOGREG).steps(steps, 20) == 0 and head_spec(LOGREG).units(run, steps) == 1
+    on = replace(run, start=Checkpoint(1, {}))  # the convergence check's 2x run, going on from its 1x weights
+    assert head_spec("mlp_pool").units(on, steps.scaled(2)) == 300 and head_spec("mlp_pool").units(run, steps.scaled(2)) == 600
+    assert head_spec("mlp_pool").steps(steps.scaled(2), 20) == 600 and head_spec("mean_pool").units(on, steps.scaled(2)) == 1
+    assert head_spec("mlp_pool").goes_on(steps) and head_spec("attn_pool").goes_on(epochs)
+    assert not head_spec("attn_pool").goes_on(steps) and not head_spec("align_lstm").goes_on(epochs)  # fitted; trained again
     assert head_spec("align_lstm").schedule(epochs) == "epochs" and head_spec("align_lstm").budgeted

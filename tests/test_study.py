@@ -282,11 +282,11 @@ def classes_learned(rates: dict) -> Callable:
     def train(head, inputs, labels, runs, n_classes, config, advance=None, **kwargs):
         predictions = []
         for run in runs:
-            right = min(n_classes, int(config.steps * rates[run.size.per_class]))
+            right = min(n_classes, int(config.steps * config.cycles * rates[run.size.per_class]))
             truth = labels[run.test]
             predictions.append(np.where(truth < right, truth, (truth + 1) % n_classes))
         if advance:
-            advance(config.steps)
+            advance(config.steps * config.cycles)
         return predictions
 
     return train
@@ -317,9 +317,9 @@ def test_the_convergence_check_trains_each_cell_still_learning_again_until_a_dou
     by_size = results.groupby("size")[["budget", "steps"]].agg(set)
     assert by_size["budget"].tolist() == [{1}, {8}, {2}, {4}] == by_size["steps"].tolist()  # one step per budget
     assert (results["ua"] == 1.0).all()  # each cell at the budget it needed, not the first pass's
-    assert [line for line in said if "train again at" in line] == [
-        "convergence check: 3 cell(s) moved by doubling 1x the budget to 2x; they train again at 4x",
-        "convergence check: 2 cell(s) moved by doubling 2x the budget to 4x; they train again at 8x"]
+    assert [line for line in said if "train on to" in line] == [
+        "convergence check: 3 cell(s) moved by doubling 1x the budget to 2x; they train on to 4x",
+        "convergence check: 2 cell(s) moved by doubling 2x the budget to 4x; they train on to 8x"]
     assert any(re.fullmatch(r"training took .+; estimated .+", line) for line in said)
     assert len(probes) == 2  # the job's smallest and largest size, once: the 4x and 8x passes are priced by them
     from budget.api import load
@@ -339,6 +339,43 @@ def test_the_convergence_check_trains_each_cell_still_learning_again_until_a_dou
            "lld + mlp_pool at full at 4x the budget" in report
     assert "lld + mlp_pool at 2 per class: not converged at 8x, the cap" in report
     assert "lld + mlp_pool at full per class: converged at 4x the budget" in report
+
+
+def test_the_check_trains_on_from_the_first_pass_and_after_a_restart_from_the_start(iemocap, tmp_path, monkeypatch):
+    """The check's 2x runs of mlp_pool go on from the weights the first pass ended at, and 4x from 2x; a check run by
+    a later process, which holds none, trains both cycles.  Either way a 2x row records twice the steps."""
+    import budget.engine.runs as engine_runs
+
+    monkeypatch.setattr(engine_cost, "measure_unit_seconds", lambda *args, **kwargs: 1e-3)
+    calls = []
+    real = engine_runs.train_ensemble
+
+    def spy(head, inputs, labels, runs, n_classes, config, *args, **kwargs):
+        calls.append((config.cycles, frozenset(run.start.cycles if run.start else 0 for run in runs)))
+        return real(head, inputs, labels, runs, n_classes, config, *args, **kwargs)
+
+    monkeypatch.setattr(engine_runs, "train_ensemble", spy)
+    config = config_for(iemocap, tmp_path, heads=("mlp_pool",), per_class=(1, 2, 3),
+                        train=TrainConfig(steps=8, max_epochs=0, lr=1e-2, batch_size=4, device="cpu"))  # fmt: skip
+    first = Study(config, tmp_path / "on").run(log=lambda _: None, check_convergence="ends")
+    assert {starts for cycles, starts in calls if cycles == 1} == {frozenset({0})}
+    assert {(cycles, starts) for cycles, starts in calls if cycles > 1} >= {(2, frozenset({1})), (4, frozenset({2}))}
+    assert all(starts == {cycles // 2} for cycles, starts in calls if cycles > 1)  # each rung from the one below
+    checked = FinishedStudyOpen(tmp_path / "on").convergence
+    assert set(checked.loc[checked["budget"] == 2, "steps"]) == {16}
+    calls.clear()
+    Study(config, tmp_path / "restarted").run(log=lambda _: None, check_convergence="none")
+    Study(config, tmp_path / "restarted").run(log=lambda _: None, check_convergence="ends")
+    assert {call for call in calls if call[0] == 2} == {(2, frozenset({0}))}
+    again = FinishedStudyOpen(tmp_path / "restarted").convergence
+    assert set(again.loc[again["budget"] == 2, "steps"]) == {16}
+    assert len(first) == 30
+
+
+def FinishedStudyOpen(folder):
+    from budget.runfolder import FinishedStudy
+
+    return FinishedStudy.open(folder)
 
 
 def test_a_study_resumes_its_escalated_cells_without_training(iemocap, tmp_path, monkeypatch):

@@ -403,7 +403,8 @@ def test_attention_stops_at_its_iteration_cap_and_the_convergence_check_doubles_
     assert min(free) > 4  # the cap below binds
     capped = TrainConfig(attention_iterations=2)
     assert max(evaluations(capped)) <= 3  # L-BFGS evaluates at most 1.25 x its iterations
-    assert capped.doubled().attention_iterations == 4 and capped.scaled(8).attention_iterations == 16
+    assert capped.doubled().lbfgs_iterations(True) == 4 and capped.scaled(8).lbfgs_iterations(True) == 16
+    assert TrainConfig(steps=30).scaled(4).lbfgs_iterations(False) == 120
 
 
 def test_attention_predicts_a_fold_in_blocks_as_at_once():
@@ -616,8 +617,45 @@ def test_every_run_takes_the_same_steps_whatever_its_size():
 def test_a_small_subset_stops_after_its_passes_but_never_before_a_quarter_of_the_steps():
     config = TrainConfig(steps=400, batch_size=4, max_epochs=10)
     assert [config.steps_for(n) for n in (4, 80, 120, 4000)] == [100, 200, 300, 400]  # floor, passes, passes, cap
-    doubled = config.doubled()  # the convergence check doubles every run's budget, whatever its size
-    assert [doubled.steps_for(n) for n in (4, 80, 120, 4000)] == [200, 400, 600, 800]
+    doubled = config.doubled()  # the convergence check doubles every run's budget, whatever its size: two cycles
+    assert [doubled.steps_for(n) for n in (4, 80, 120, 4000)] == [100, 200, 300, 400]
+    assert [doubled.total_steps(n) for n in (4, 80, 120, 4000)] == [200, 400, 600, 800]
+
+
+@pytest.mark.parametrize("head", ["mlp_pool", "attn_pool"])
+def test_a_run_trained_on_from_its_checkpoint_is_the_run_trained_through(head, monkeypatch):
+    """The convergence check's 2x run goes on from the 1x run's weights: the same weights and predictions, bit for
+    bit, as two cycles trained at once, with a fresh optimiser each cycle (a warm restart), and different from one
+    cycle (so the second cycle trained).  (Beside other mates a run moves at rounding level, as any run does.)"""
+    features, labels = synthetic_features()
+    runs = [replace(run, keeps=True) for run in stepped_runs(head, labels)]
+    config = stepped(head)
+    optimisers = []
+    real = engine_adam.make_optimiser
+    monkeypatch.setattr(engine_adam, "make_optimiser", lambda *args: optimisers.append(1) or real(*args))
+    once = train_runs(HEADS[head], features, labels, runs, 3, config)
+    through = train_runs(HEADS[head], features, labels, runs, 3, config.doubled())
+    assert len(optimisers) == 3  # one cycle, then two
+    started = [replace(run, start=output.checkpoint) for run, output in zip(runs, once, strict=True)]
+    on = train_runs(HEADS[head], features, labels, started, 3, config.doubled())  # its mates as before: bit for bit
+    assert len(optimisers) == 4  # the second cycle alone
+    moved = False
+    for first, whole, resumed in zip(once, through, on, strict=True):
+        assert first.checkpoint.cycles == 1 and whole.checkpoint.cycles == resumed.checkpoint.cycles == 2
+        for name, value in whole.checkpoint.parameters.items():
+            np.testing.assert_array_equal(resumed.checkpoint.parameters[name], value)
+            moved |= not np.array_equal(first.checkpoint.parameters[name], value)
+        np.testing.assert_array_equal(resumed.predictions, whole.predictions)
+    assert moved
+    with pytest.raises(BudgetError, match="go on from one cycle below 2"):
+        train_runs(HEADS[head], features, labels, [started[0], runs[1]], 3, config.doubled())
+
+
+def test_a_run_keeps_its_weights_only_when_asked():
+    features, labels = synthetic_features()
+    runs = runs_for(labels, size=8)[:2]
+    plain = train_runs(HEADS["mlp_pool"], features, labels, runs, 3, stepped("mlp_pool"))
+    assert all(isinstance(output, np.ndarray) for output in plain)  # bare predictions, as trainers return them
 
 
 def test_runs_of_different_step_counts_cannot_share_an_ensemble():

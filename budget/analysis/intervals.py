@@ -109,7 +109,7 @@ BUDGETS = (1, 2, 4, 8)
 
 
 def budget_ladder(results: pd.DataFrame, convergence: pd.DataFrame) -> pd.DataFrame:
-    """Every run of the cells the convergence check retrained, at each budget it trained them at (``budget``: the
+    """Every run of the cells the convergence check trained on, at each budget it trained them at (``budget``: the
     multiple of the study's budget).  A run folder from before budgets were recorded holds the check's runs at twice
     the budget and the cells' own in ``results``."""
     if convergence.empty:
@@ -122,10 +122,10 @@ def budget_ladder(results: pd.DataFrame, convergence: pd.DataFrame) -> pd.DataFr
 
 
 def convergence_table(results: pd.DataFrame, convergence: pd.DataFrame) -> pd.DataFrame:
-    """Per retrained cell and doubling of its budget (``budget`` to twice it): mean UA at each, on the same runs.
+    """Per checked cell and doubling of its budget (``budget`` to twice it): mean UA at each, on the same runs.
 
     ``change_points`` is the move in UA points and ``change_se_points`` its
-    standard error over held-out folds (each run paired with its retraining).
+    standard error over held-out folds (each run paired with itself at the higher budget).
     ``flagged`` marks a cell still learning: a move of more than
     :data:`CONVERGENCE_TOLERANCE` (1 point) that is also more than two standard
     errors, so a stochastic head's seed noise is not taken for learning.
@@ -159,7 +159,7 @@ def convergence_table(results: pd.DataFrame, convergence: pd.DataFrame) -> pd.Da
 
 
 def cell_budgets(table: pd.DataFrame) -> pd.DataFrame:
-    """Per retrained cell (from :func:`convergence_table`): the first budget whose doubling no longer moves it
+    """Per checked cell (from :func:`convergence_table`): the first budget whose doubling no longer moves it
     (``budget``), or, where every doubling tried moved it, the largest tried with ``converged`` False."""
     rows = []
     for (features, head, size), steps in table.groupby(["features", "head", "size"], sort=False):

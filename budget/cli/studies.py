@@ -30,8 +30,8 @@ def curve(
     check_convergence: Annotated[
         bool,
         typer.Option("--check-convergence/--no-check-convergence",
-                     help="Retrain the smallest and largest size (and full) with twice the budget; a cell that moves "
-                          "trains again at twice that, up to 8x, and is shown at the budget it needed."),
+                     help="Train the smallest and largest size (and full) on to twice the budget; a cell that moves "
+                          "trains on to twice that, up to 8x, and is shown at the budget it needed."),
     ] = True,
     check_every_size: Annotated[
         bool, typer.Option("--check-every-size", help="The convergence check on every size, not only the ends.")

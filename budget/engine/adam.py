@@ -20,9 +20,10 @@ from budget.engine.packed import (
     pad_rows,
     slot_frames,
 )
+from budget.errors import BudgetError
 from budget.grid import Run
 from budget.heads import DropoutKeys, EnsembleHead
-from budget.results import RunOutput
+from budget.results import Checkpoint, RunOutput
 
 #: utterance slots per member in one evaluation batch
 EVAL_SLOTS = 64
@@ -50,21 +51,33 @@ def make_optimiser(parameters, config: TrainConfig, steps: int):
 
 def train_ensemble(head_class: type[EnsembleHead], inputs: DeviceFeatures, labels, runs, n_classes, config, advance,
                    probabilities: bool = False, predict: bool = True) -> list[np.ndarray | RunOutput]:  # fmt: skip
-    """Step ``runs`` as one ensemble on :func:`prepared_inputs` and return each run's test predictions (with the
-    layer weights it learned, on stacked layers, and its class probabilities where asked for)."""
+    """Step ``runs`` as one ensemble on :func:`prepared_inputs` and return each run's test predictions, with the
+    weights it ended at where it ``keeps`` them (:class:`budget.results.Checkpoint`), the layer weights it learned, on
+    stacked layers, and its class probabilities where asked for.
+
+    A run trains ``config.cycles`` cycles of its schedule, each a fresh
+    optimiser over :meth:`TrainConfig.steps_for` steps, or the cycles its
+    ``start`` lacks, from the weights it holds (every run of a call from the
+    same cycle).  Data order, frame draws and dropout masks follow the run's
+    step count over all cycles, so a run trained on from a checkpoint is the
+    run trained through from the start.
+    """
     device = inputs.device
     kind = head_class.pooled_kind
     seeds = [member_seeds(run) for run in runs]
     generators = [torch.Generator().manual_seed(init) for init, _ in seeds]
     head: EnsembleHead = head_class(generators, inputs.layer_dim, n_classes, dropout=config.dropout, stacked=inputs.stacked)
     head.set_standardisation(*inputs.standardisation(runs, kind))
+    first = _first_cycle(runs, config)
+    if first:
+        head.load_members([run.start.parameters for run in runs])
     head.to(device)
-    steps = config.steps_for(len(runs[0].train))
-    optimiser, schedule = make_optimiser(head.parameters(), config, steps)
-    orders = np.stack([data_order(run, steps, config.batch_size) for run in runs], axis=1)  # (steps, E, B)
+    cycle = config.steps_for(len(runs[0].train))
+    total = config.cycles * cycle
+    orders = np.stack([data_order(run, total, config.batch_size)[first * cycle :] for run in runs], axis=1)  # (steps, E, B)
     widths, samples = None, None
     if config.train_frames and head_class.frame_mean:
-        draws = np.stack([frame_starts(run, steps, config.batch_size) for run in runs], axis=1)
+        draws = np.stack([frame_starts(run, total, config.batch_size)[first * cycle :] for run in runs], axis=1)
         counts, starts = frame_samples(inputs.lengths, orders, draws, config.train_frames)
         widths = bucketed(counts.sum(axis=-1).max(axis=-1))
         samples = FrameSample(torch.from_numpy(counts).to(device), torch.from_numpy(starts).to(device))
@@ -76,11 +89,13 @@ def train_ensemble(head_class: type[EnsembleHead], inputs: DeviceFeatures, label
     loss_fn = nn.CrossEntropyLoss(reduction="none")
     autocast = autocast_for(device, config)
     head.train()
-    for step in range(steps):
+    for step in range(len(orders)):
+        if step % cycle == 0:  # each cycle: a fresh optimiser, the learning rate from its start
+            optimiser, schedule = make_optimiser(head.parameters(), config, cycle)
         slots = order_t[step]
         sample = FrameSample(samples.counts[step], samples.starts[step]) if samples is not None else None
         batch = inputs.batch(slots, int(widths[step]) if widths is not None else 0, kind, sample)
-        batch.keys = DropoutKeys(keys, step)
+        batch.keys = DropoutKeys(keys, first * cycle + step)
         with autocast:
             logits = head(batch)  # (E, B, C)
         valid = (slots >= 0).float()
@@ -97,8 +112,17 @@ def train_ensemble(head_class: type[EnsembleHead], inputs: DeviceFeatures, label
     logits = _test_logits(head, inputs, runs, kind, autocast)  # (E, positions, classes)
     predicted, weights = logits.argmax(-1).numpy(), head.layer_weights()
     return [RunOutput.packed(predicted[e, : len(run.test)], logits[e, : len(run.test)] if probabilities else None,
-                             None if weights is None else weights[e].cpu().numpy())
+                             None if weights is None else weights[e].cpu().numpy(),
+                             Checkpoint(config.cycles, head.member_parameters(e)) if run.keeps else None)
             for e, run in enumerate(runs)]  # fmt: skip
+
+
+def _first_cycle(runs: list[Run], config: TrainConfig) -> int:
+    """The cycle the runs go on from: their checkpoints' (0 without), the same for every run and below the config's."""
+    held = sorted({run.start.cycles if run.start else 0 for run in runs})
+    if len(held) != 1 or held[0] >= config.cycles:
+        raise BudgetError(f"runs trained together go on from one cycle below {config.cycles}; they hold {held}")
+    return held[0]
 
 
 @torch.inference_mode()

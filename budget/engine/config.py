@@ -89,6 +89,7 @@ class TrainConfig:
         "--device", "auto (CUDA when present), cpu or cuda[:N] (default: the config's, else auto)."))
     memory_mb: int | None = None  # activation budget per ensemble chunk; None: CPU_CHUNK_MB on CPU, from free memory on CUDA
     bf16: bool | None = None  # bf16 autocast for frame heads' products; None: where the device runs it fast (resolved)
+    cycles: int = 1  # the multiple of the budget a run trains at (the convergence check's rungs): see scaled()
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -97,6 +98,7 @@ class TrainConfig:
             check_number(key, getattr(self, key), integer=True, minimum=1)
         check_number("train_frames", self.train_frames, integer=True, minimum=0)
         check_number("max_epochs", self.max_epochs, integer=True, minimum=0)
+        check_number("cycles", self.cycles, integer=True, minimum=1)
         check_number("attention_segments", self.attention_segments, integer=True, minimum=0)
         check_number("attention_iterations", self.attention_iterations, integer=True, minimum=0)
         if self.attention_start not in ATTENTION_STARTS:
@@ -111,11 +113,12 @@ class TrainConfig:
             raise BudgetError(f"lr and l2_c must be positive and dropout below 1; got {self.lr}, {self.l2_c}, {self.dropout}")
 
     def lbfgs_iterations(self, attention: bool) -> int:
-        """The L-BFGS iteration cap of a fitted head: fitted attention's own, where set; ``steps`` otherwise."""
-        return (attention and self.attention_iterations) or self.steps
+        """The L-BFGS iteration cap of a fitted head: fitted attention's own, where set, else ``steps``; times
+        ``cycles``."""
+        return self.cycles * ((attention and self.attention_iterations) or self.steps)
 
     def steps_for(self, n_train: int) -> int:
-        """Optimiser steps of a run with ``n_train`` examples."""
+        """Optimiser steps of one cycle of a run with ``n_train`` examples (its schedule's length)."""
         if self.schedule == "steps":
             if not self.max_epochs:
                 return self.steps
@@ -123,11 +126,17 @@ class TrainConfig:
             return min(self.steps, max(self.steps // 4, passes))
         return max(1, math.ceil(self.epochs * n_train / self.batch_size))
 
+    def total_steps(self, n_train: int) -> int:
+        """Optimiser steps of a run with ``n_train`` examples over all its cycles."""
+        return self.cycles * self.steps_for(n_train)
+
     def scaled(self, factor: int) -> TrainConfig:
-        """``factor`` times the budget: every run's steps (and epochs, and passes over a small subset) multiplied;
-        the convergence check trains at 2x, then 4x and 8x for cells still learning."""
-        return replace(self, steps=factor * self.steps, epochs=factor * self.epochs, max_epochs=factor * self.max_epochs,
-                       attention_iterations=factor * self.attention_iterations)  # fmt: skip
+        """``factor`` times the budget, as the convergence check trains it (2x, then 4x and 8x for cells still
+        learning): a stepped run trains ``factor`` cycles of its schedule, each from the weights the last one ended
+        at, with a fresh optimiser and the learning rate back at its start (a warm restart: Loshchilov and Hutter,
+        "SGDR", ICLR 2017), reading its data stream on where the last stopped; so a run at 2x is its run at 1x
+        trained one cycle further.  A fitted head's L-BFGS iteration cap is multiplied."""
+        return replace(self, cycles=factor * self.cycles)
 
     def doubled(self) -> TrainConfig:
         """Twice the budget: the convergence check's first setting."""

@@ -109,8 +109,11 @@ def _fitted_members(budget: int, utterances: int, train_rows: int | None, n_clas
 
 
 def units(head: type[EnsembleHead], run: Run, config: TrainConfig) -> int:
-    """A run's units of work for the cost model and progress: its optimiser steps, or one fit for a solved head."""
-    return 1 if solved(head, config) else config.steps_for(len(run.train))
+    """A run's units of work for the cost model and progress: the optimiser steps it takes (those its checkpoint
+    lacks, where it goes on from one), or one fit for a solved head."""
+    if solved(head, config):
+        return 1
+    return (config.cycles - (run.start.cycles if run.start else 0)) * config.steps_for(len(run.train))
 
 
 @dataclass(frozen=True)
@@ -199,8 +202,8 @@ def measure_unit_seconds(
         chunk = members_per_chunk(head, inputs, config, device, n_classes, max(len(run.train) for run in runs))
         sample = runs[: chunk if head.pools_first else min(SOLVE_PROBE_RUNS, chunk)]
         return short_call_seconds(lambda: solve(head, inputs, labels, sample, n_classes, config, None)) / len(sample)
-    sample = runs[: members_per_chunk(head, inputs, config, device, n_classes)]
-    probe = replace(config, schedule="steps", steps=timed_steps + 1, max_epochs=0)
+    sample = [replace(run, start=None) for run in runs[: members_per_chunk(head, inputs, config, device, n_classes)]]
+    probe = replace(config, schedule="steps", steps=timed_steps + 1, max_epochs=0, cycles=1)
     clock = []
 
     def tick(_n: int) -> None:

@@ -98,10 +98,10 @@ def _minimise(head: EnsembleHead, rows: _Rows, strength: torch.Tensor, config: T
               ) -> EnsembleHead:  # fmt: skip
     """Full-batch L-BFGS on ``head``'s weights: every member's mean cross-entropy over its rows plus
     ``strength k |W|^2 / 2`` for each penalised weight (:meth:`EnsembleHead.penalties`); at most ``iterations``
-    (0: ``config.steps``), until no gradient element exceeds ``config.lbfgs_tolerance``.  The fitted head's ``evaluations``
+    (0: the config's cap, :meth:`TrainConfig.lbfgs_iterations`), until no gradient element exceeds ``config.lbfgs_tolerance``.  The fitted head's ``evaluations``
     counts the objective's evaluations, what a fit's time goes to."""
     optimiser = torch.optim.LBFGS(
-        list(head.parameters()), max_iter=iterations or config.steps, history_size=LBFGS_HISTORY,
+        list(head.parameters()), max_iter=iterations or config.lbfgs_iterations(False), history_size=LBFGS_HISTORY,
         tolerance_grad=config.lbfgs_tolerance, tolerance_change=0.0, line_search_fn="strong_wolfe",
     )  # fmt: skip
     head.evaluations = 0

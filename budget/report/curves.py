@@ -196,14 +196,16 @@ def _paired_section(doc, results: pd.DataFrame, table: pd.DataFrame, costs: pd.D
 
 
 def _convergence_section(doc, folder: FinishedStudy, show: Callable[[str], str]) -> None:
-    """The cells the convergence check retrained: each doubling of its budget, and the budget it needed."""
+    """The cells the convergence check trained on: each doubling of its budget, and the budget it needed."""
     steps = convergence_table(folder.results, folder.convergence)
     if steps.empty:
         return
     needed = cell_budgets(steps)
     doc.heading("Convergence check")
-    doc.text(f"These cells were trained again with twice the optimiser budget, on the same runs, and a cell still "
-             f"learning twice that again, up to {BUDGETS[-1]}x. A cell is still learning where its mean UA moves by "
+    doc.text(f"These cells were trained on to twice the optimiser budget, each run from where it ended (a stepped "
+             "head: one more cycle of its schedule, from a fresh optimiser; a fitted head: fitted again with twice the "
+             f"iterations), and a cell still learning on to twice that, up to {BUDGETS[-1]}x. A cell is still "
+             "learning where its mean UA moves by "
              "more than 1 point and by more than two standard errors of the change (over held-out folds: a smaller "
              "move may be a stochastic head's seed noise). The results show each cell at the first budget whose "
              "doubling no longer moved it; a cell that still moved at the cap is shown at the cap, marked not "
@@ -224,7 +226,7 @@ def _convergence_section(doc, folder: FinishedStudy, show: Callable[[str], str])
               f"{row.change_se_points:.1f} points from {row.budget}x to {2 * row.budget}x, within two standard errors: "
               "counted as converged; more seeds would tell noise from learning"
               for row in last[~last["flagged"] & (last["change_points"].abs() > 100 * CONVERGENCE_TOLERANCE)].itertuples()]
-    doc.items(items or ["every retrained cell was converged at the study's budget"])
+    doc.items(items or ["every checked cell was converged at the study's budget"])
 
 
 def _budgets_text(results: pd.DataFrame, show: Callable[[str], str]) -> str:

@@ -194,6 +194,8 @@ class StudyConfig:
                 settings.pop(key)
         settings["train"].pop("device")
         settings["train"].pop("memory_mb")
+        if settings["train"]["cycles"] == 1:  # at its default it stays out, as it did before it was added
+            settings["train"].pop("cycles")
         if not any(head_spec(head).scores_frames for head in self.heads):  # settings no head of the study reads:
             for key in ATTENTION_SETTINGS:  # out, with the one key they replaced, as digests held it before
                 settings["train"].pop(key)

@@ -16,6 +16,7 @@ from budget.analysis import BUDGETS, cell_budgets, convergence_table
 from budget.audio import AudioScan, notes_summary, usable_audio
 from budget.corpora import get_adapter
 from budget.corpora.fetch import load_fetching
+from budget.engine.config import TrainConfig
 from budget.engine.device import products_phrase, with_products
 from budget.errors import BudgetError
 from budget.execute import Trainer, make_executor
@@ -207,16 +208,19 @@ class Study:
 
     def _train(self, jobs: list[Job], executor, check: str, log) -> None:
         """The first pass and, with a check, the convergence check: the checked cells at twice the budget, then each
-        cell still learning at twice that again, up to :data:`budget.analysis.BUDGETS`' cap."""
+        cell still learning at twice that again, up to :data:`budget.analysis.BUDGETS`' cap.  A stepped head's run
+        at a higher budget trains on from its run below (:meth:`TrainConfig.scaled`), whose weights the executor
+        keeps until then."""
         train = self.config.train
         checked = [job.doubled(check) for job in jobs if head_spec(job.head).budgeted] if check != "none" else []
         checked = [job for job in checked if job.runs]
-        works = [executor.plan(jobs, RESULTS, train)]
+        works = [executor.plan(jobs, RESULTS, train, keep=_going_on(checked, train))]
         if checked:
             which = "every size" if check == "all" else "the smallest and largest size and full"
-            log(f"convergence check: {which} of each curve again with twice the budget; a cell still learning then "
-                f"trains again at twice that, up to {BUDGETS[-1]}x")  # fmt: skip
-            works.append(executor.plan(checked, budget_table(2), train.scaled(2)))
+            log(f"convergence check: {which} of each curve trained on to twice the budget; a cell still learning then "
+                f"trains on to twice that, up to {BUDGETS[-1]}x")  # fmt: skip
+            works.append(executor.plan(checked, budget_table(2), train.scaled(2), keep=_going_on(checked, train),
+                                       after=works))  # fmt: skip
         estimate = executor.announce(works, ", the first pass and the convergence check" if checked else "")
         seconds = executor.execute(works)
         budget = 2
@@ -227,12 +231,14 @@ class Study:
                 break
             cells = set(moving[["features", "head", "size"]].itertuples(index=False, name=None))
             again = [replace(job, runs=[r for r in job.runs if (job.name, job.head, r.size) in cells]) for job in checked]
+            again = [job for job in again if job.runs]
             budget *= 2
             log(f"convergence check: {len(cells)} cell(s) moved by doubling {budget // 4}x the budget to {budget // 2}x; "
-                f"they train again at {budget}x")  # fmt: skip
-            work = executor.plan([job for job in again if job.runs], budget_table(budget), train.scaled(budget))
+                f"they train on to {budget}x")  # fmt: skip
+            work = executor.plan(again, budget_table(budget), train.scaled(budget), keep=_going_on(again, train))
             estimate += executor.announce([work], f" at {budget}x the budget")
             seconds += executor.execute([work])
+        executor.checkpoints.clear()
         if seconds:
             log(f"training took {duration(seconds)}{executor.estimate_scope}; estimated {duration(estimate)}")
 
@@ -305,6 +311,11 @@ class Study:
                 log(f"{choice.name}: {len(features.missing)} utterance(s) have no features and are left out")
             loaded[choice.name] = replace(features, spec=choice.name)
         return entries, loaded
+
+
+def _going_on(jobs: list[Job], train: TrainConfig) -> set[tuple]:
+    """The runs of ``jobs`` whose higher budgets train on from them: their checkpoints are kept."""
+    return {run.key(job) for job in jobs if head_spec(job.head).goes_on(train) for run in job.runs}
 
 
 def heads_on(choice: FeatureChoice, heads: tuple[str, ...]) -> list[str]:
