@@ -95,3 +95,24 @@ def warm_up(device: torch.device) -> None:
     if device.type == "cuda":
         torch.ones(8, 8, device=device).matmul(torch.ones(8, 8, device=device)).sum().item()
 
+
+
+#: glibc's mallopt parameters: the size from which an allocation is its own mapping, and the free memory at the
+#: heap's top beyond which the heap is given back to the system.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory(mapped_from: int = 32 * 2**20, trimmed_from: int = 256 * 2**20) -> bool:
+    """Have glibc keep memory freed below ``mapped_from`` bytes an allocation for reuse, and give the heap back only
+    beyond ``trimmed_from`` free: a training step frees and allocates the same few MB of activations, which glibc's
+    defaults hand back to the system and fault in afresh each step.
+    For processes that only train; False where the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, mapped_from)) and bool(mallopt(_M_TRIM_THRESHOLD, trimmed_from))

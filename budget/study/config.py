@@ -33,7 +33,7 @@ COMMAND_HEADS = {"curve": ("mlp_pool",), "compare": ACOUSTIC_HEADS, "acquire": (
 ATTENTION_SETTINGS = ("attention_segments", "attention_iterations")
 
 
-NOT_IN_DIGEST = ("store", "root", "file_identity", "executor", "extract_batch", "max_memory", "shared_store")
+NOT_IN_DIGEST = ("store", "root", "file_identity", "executor", "extract_batch", "max_memory", "shared_store", "workers")
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,9 @@ class StudyConfig:
     executor: Where = field(default=LOCAL, metadata=option(
         "--executor", "Where runs train and batches extract: local (this process, default), ray (a local Ray "
         "cluster) or ray:ADDRESS (ray:auto joins a running one); the results are the same."))
+    workers: int | None = field(default=None, metadata=option(
+        "--workers", "Processes that train side by side on a CPU, sharing torch's threads equally (default: one per "
+        "thread, as many as free memory allows; 1: this process alone); the results are the same."))
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
@@ -106,6 +109,8 @@ class StudyConfig:
             check_number("extract_batch", self.extract_batch, integer=True, minimum=1)
         if self.max_memory is not None:
             check_number("max_memory", self.max_memory, minimum=0)
+        if self.workers is not None:
+            check_number("workers", self.workers, integer=True, minimum=1)
         object.__setattr__(self, "layers", read_layers(self.layers))
         if self.per_class is not None:
             object.__setattr__(self, "per_class", read_sizes(self.per_class))

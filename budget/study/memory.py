@@ -107,6 +107,25 @@ def available_bytes() -> int | None:
         return None
 
 
+#: What a training worker process holds beside the features it shares: an interpreter with torch, a chunk's
+#: activations and an evaluation batch's frames (benchmarks/RESULTS.md has a worker's measured share).
+WORKER_BYTES = 1 * GB
+
+
+def training_workers(requested: int | None, train: TrainConfig) -> int:
+    """The worker processes a study trains in on this machine: as many as asked, or (unset) on a CPU one per torch
+    thread, as many as the memory available now (features loaded) gives :data:`WORKER_BYTES` each; one on a GPU,
+    which one process keeps busy."""
+    if requested is not None:
+        return requested
+    if training_device(train).type != "cpu":
+        return 1
+    import torch
+
+    available = available_bytes()
+    return max(1, min(torch.get_num_threads(), available // WORKER_BYTES if available is not None else 1))
+
+
 def check_memory(needs: list[FeatureMemory], max_memory: float | None, log, in_store: bool = False) -> set[str]:
     """Say what the study's features take and return the feature sets whose frames stay in the store: every one
     that can with ``in_store``, else none where a copy of every frame fits within ``max_memory`` GB (default:

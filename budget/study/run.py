@@ -36,7 +36,7 @@ from budget.results import RESULT_KEY, sort_results
 from budget.runfolder import CONVERGENCE, RESULTS, RunFolder, budget_table
 from budget.sampling import SizePlan, per_class_sizes, plan_sizes
 from budget.study.config import StudyConfig
-from budget.study.memory import check_memory, feature_memory
+from budget.study.memory import check_memory, feature_memory, training_workers
 
 
 @dataclass
@@ -184,7 +184,8 @@ class Study:
         """Train and write results from loaded inputs (on this machine, or one with neither corpus nor store)."""
         config, data = self.config, inputs.data
         order = {"features": [*inputs.features, *(pair.name for pair in inputs.pairs)], "head": list(config.heads)}
-        executor = make_executor(config.executor, self.folder, self.trainer, data.classes, data.fold_names, log)
+        executor = make_executor(config.executor, self.folder, self.trainer, data.classes, data.fold_names, log,
+                                 training_workers(config.workers, config.train))  # fmt: skip
         with self.folder.writing():
             self.folder.claim(config.digest(), config.to_dict())
             log(f"study folder: {self.run_dir} (running it again resumes)")

@@ -1,0 +1,187 @@
+"""Training in worker processes side by side on this machine: the in-process results, errors as one line, and the
+estimate of wall time the workers make."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from corpus_builders import build_iemocap
+
+import budget.execute as execute
+from budget.engine.config import TrainConfig
+from budget.errors import BudgetError
+from budget.execute import Chunk, Tracker, Work, makespan, torch_threads
+from budget.registry import train as train_head
+from budget.runfolder import FinishedStudy
+from budget.study import Study, StudyConfig
+from budget.study.memory import WORKER_BYTES, training_workers
+
+
+@pytest.fixture(scope="module")
+def iemocap(tmp_path_factory) -> Path:
+    return build_iemocap(tmp_path_factory.mktemp("iemocap"))
+
+
+def config_for(root, tmp_path, **overrides) -> StudyConfig:
+    settings = dict(corpus="iemocap", root=str(root), features=("lld",), heads=("logreg", "mean_pool", "attn_pool", "mlp_pool"),
+                    per_class=(1, 2), seeds=2, store=str(tmp_path / "store"),
+                    train=TrainConfig(steps=20, lr=1e-2, batch_size=4, device="cpu"))  # fmt: skip
+    return StudyConfig(**{**settings, **overrides})
+
+
+def measured(results: pd.DataFrame) -> pd.DataFrame:
+    return results.drop(columns=["train_seconds", "estimated_seconds"])
+
+
+@pytest.fixture
+def any_work(monkeypatch):
+    """Workers train whatever work has more than one chunk (a test's work is priced at a second or two)."""
+    monkeypatch.setattr(execute, "WORKERS_FROM", 0.0)
+
+
+def test_workers_side_by_side_give_the_results_of_one_process_at_their_threads(iemocap, tmp_path, any_work):
+    """With the convergence check, whose 2x runs go on from weights a worker sent back; each worker trains with one
+    thread, as the process alone does here."""
+    with torch_threads(1):
+        local = Study(config_for(iemocap, tmp_path), tmp_path / "local").run(log=lambda _: None, check_convergence="ends")
+    lines = []
+    with torch_threads(2):
+        side_by_side = Study(config_for(iemocap, tmp_path, workers=2), tmp_path / "workers").run(
+            log=lines.append, check_convergence="ends")  # fmt: skip
+    assert "training in 2 worker processes side by side, 1 torch thread each (--workers sets how many)" in lines
+    pd.testing.assert_frame_equal(measured(local), measured(side_by_side))
+    checked = [FinishedStudy.open(tmp_path / name).convergence for name in ("local", "workers")]
+    assert (checked[0]["head"] == "mlp_pool").any()
+    pd.testing.assert_frame_equal(measured(checked[0]), measured(checked[1]))
+    assert config_for(iemocap, tmp_path, workers=2).digest() == config_for(iemocap, tmp_path).digest()
+
+
+def test_work_too_small_for_workers_trains_in_this_process(iemocap, tmp_path):
+    lines = []
+    Study(config_for(iemocap, tmp_path, heads=("mean_pool",), workers=2), tmp_path / "small").run(log=lines.append)
+    assert not any("worker processes" in line for line in lines)
+
+
+def _failing_trainer(head, inputs, labels, runs, n_classes, config, **kwargs):
+    if head == "mlp_pool":
+        raise BudgetError("mlp_pool: this input cannot be trained (a user's error)")
+    return train_head(head, inputs, labels, runs, n_classes, config, **kwargs)
+
+
+def _dying_trainer(head, inputs, labels, runs, n_classes, config, **kwargs):
+    if head == "mlp_pool":
+        os.kill(os.getpid(), signal.SIGKILL)  # as the system's out-of-memory killer does
+    return train_head(head, inputs, labels, runs, n_classes, config, **kwargs)
+
+
+def test_a_user_error_in_a_worker_is_raised_as_itself(iemocap, tmp_path, any_work):
+    study = Study(config_for(iemocap, tmp_path, heads=("mean_pool", "mlp_pool"), workers=2), tmp_path / "failing",
+                  trainer=_failing_trainer)  # fmt: skip
+    with pytest.raises(BudgetError, match="^mlp_pool: this input cannot be trained"):
+        study.run(log=lambda _: None)
+
+
+def test_a_worker_killed_is_one_error_that_names_the_setting(iemocap, tmp_path, any_work):
+    study = Study(config_for(iemocap, tmp_path, heads=("mean_pool", "mlp_pool"), workers=2), tmp_path / "dying",
+                  trainer=_dying_trainer)  # fmt: skip
+    with pytest.raises(BudgetError, match=r"a training worker stopped \(exit code -9, killed: most likely out of memory\)"
+                       r".*--workers 1"):  # fmt: skip
+        study.run(log=lambda _: None)
+
+
+def test_workers_asked_for_are_taken_and_unset_follow_threads_and_memory(monkeypatch):
+    import torch
+
+    import budget.study.memory as memory
+
+    cpu = TrainConfig(device="cpu")
+    assert training_workers(3, cpu) == 3
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    monkeypatch.setattr(memory, "available_bytes", lambda: 100 * WORKER_BYTES)
+    assert training_workers(None, cpu) == 8
+    monkeypatch.setattr(memory, "available_bytes", lambda: int(2.5 * WORKER_BYTES))
+    assert training_workers(None, cpu) == 2
+    monkeypatch.setattr(memory, "available_bytes", lambda: WORKER_BYTES // 2)
+    assert training_workers(None, cpu) == 1
+    with pytest.raises(BudgetError, match="workers"):
+        StudyConfig(workers=0)
+
+
+def test_makespan_gives_each_chunk_to_the_first_free_worker_longest_first():
+    assert makespan([3, 3, 2, 2, 2], 2) == 7  # 3+2+2 and 3+2
+    assert makespan([64, 32], 2) == 64  # one long chunk: no sharing shortens it
+    assert makespan([1, 1, 1], 1) == 3
+    assert makespan([5], 2, busy=[4, 1]) == 6  # after the chunks in training
+    assert makespan([], 3) == 0
+
+
+def test_the_time_left_with_workers_side_by_side_is_the_longest_worker_s():
+    now = [0.0]
+    job = SimpleNamespace(name="lld", head="mlp_pool")
+    chunks = [Chunk(job, runs=[None], estimate=seconds, units=1) for seconds in (4.0, 2.0, 2.0, 2.0)]
+    tracker = Tracker([Work("results", TrainConfig(), chunks, side_by_side=2)], clock=lambda: now[0], side_by_side=2)
+    assert tracker.remaining() == 6.0  # 4 | 2 + 2 + 2
+    for chunk in chunks[:2]:
+        tracker.start(chunk)
+    now[0] = 2.0
+    tracker.finished(chunks[1], 2.0)  # at its price; the 4 s chunk half done by the clock
+    tracker.advance(chunks[0], 0.5)
+    assert tracker.remaining() == pytest.approx(4.0)  # 2 left of the long one | 2 + 2
+
+
+def test_workers_beside_other_busy_processes_are_priced_slower_by_the_crowding(monkeypatch):
+    monkeypatch.setattr(execute, "_cpus", lambda: 2)
+    assert execute.crowding(1, 0.0) == execute.crowding(2, 0.0) == 1.0  # they fit: as fast as a probe alone
+    assert execute.crowding(2, 1.0) / execute.crowding(1, 1.0) == 1.5  # two workers and a burner on two CPUs
+    assert execute.crowding(4, 0.0) == 2.0
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="CPU use elsewhere is read from Linux's /proc/stat")
+def test_cpu_use_elsewhere_sees_a_busy_process_beside_this_one():
+    import subprocess
+    import sys
+    import time
+
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        with execute.cpu_elsewhere() as elsewhere:
+            time.sleep(1.5)
+    finally:
+        burner.kill()
+    assert elsewhere() > 0.6  # about one CPU's worth
+
+
+FAULTS = """
+import resource, sys, torch
+from budget.engine.device import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+def step():
+    kept = [torch.ones(2**20) for _ in range(4)]  # a step's activations: a few MB, freed together
+    del kept
+for _ in range(3):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(50):
+    step()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(os.uname().sysname != "Linux", reason="glibc's allocator, as the workers tune it")
+def test_a_worker_s_allocator_keeps_a_step_s_freed_memory_instead_of_faulting_it_in_again():
+    import subprocess
+    import sys
+
+    def faults(how: str) -> int:
+        return int(subprocess.run([sys.executable, "-c", FAULTS, how], check=True, capture_output=True, text=True).stdout)
+
+    default, kept = faults("default"), faults("keep")
+    assert default > 50 * 1000  # glibc's defaults: a step's 16 MB faulted in again, most steps
+    assert kept < default / 20
