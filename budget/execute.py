@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from itertools import groupby
 
 import numpy as np
 
@@ -329,14 +330,15 @@ class LocalExecutor(Executor):
     Python between them, which a second thread of the same process cannot
     share, so on a CPU processes of one thread each train more runs an hour
     than one process of every thread.  The workers train work priced at
-    :data:`WORKERS_FROM` seconds or more at a worker's threads (their start
-    costs seconds), in more than one chunk, on features held in memory
-    (frames left in the store are read by this process alone); other work
-    trains here, priced at this process's threads.  A probe runs alone, the
-    workers side by side and beside whatever else keeps the machine's CPUs
-    busy (measured while the probes ran): their chunks are priced slower by
-    how much more crowded the CPUs will be (:func:`crowding`).  A run's
-    results do not depend on where it trained.
+    :data:`WORKERS_FROM` seconds or more (their start costs seconds), in
+    more than one chunk, on features held in memory (frames left in the
+    store are read by this process alone); other work trains here, with
+    every thread.  Chunks are priced by probes at a worker's threads, run
+    alone: the workers' chunks slower by how much more crowded the CPUs
+    will be with them side by side, beside whatever else keeps the CPUs busy
+    (measured while the probes ran, :func:`crowding`), and this process's as
+    if its threads shared the work perfectly (a bound: small products share
+    it less).  A run's results do not depend on where it trained.
     """
 
     def __init__(self, folder, trainer, classes, fold_names, log, workers: int = 1):
@@ -352,27 +354,37 @@ class LocalExecutor(Executor):
         return max(1, torch.get_num_threads() // self.workers)
 
     def plan(self, jobs, table, train, keep=frozenset(), after=()) -> Work:
-        """As :meth:`Executor.plan`, priced at a worker's threads where the work is for the workers (enough of it,
-        in more than one chunk, on features in memory), else at this process's."""
-        if self.workers > 1 and training_device(train).type == "cpu":
-            self.pricing_threads, probed = self.threads, len(self.cost_models)
-            with cpu_elsewhere() as elsewhere:
-                work = super().plan(jobs, table, train, keep, after)
-            self.pricing_threads = None
-            if len(self.cost_models) > probed:
-                self.elsewhere = elsewhere()
-            if (len(work.chunks) > 1 and work.estimate >= WORKERS_FROM
-                    and not any(self._mapped(chunk.job) for chunk in work.chunks)):  # fmt: skip
-                side_by_side = min(self.workers, len(work.chunks))
-                slower = crowding(side_by_side * self.threads, self.elsewhere) / crowding(self.threads, self.elsewhere)
-                return replace(work, side_by_side=side_by_side,
-                               chunks=[replace(chunk, estimate=chunk.estimate * slower) for chunk in work.chunks])
-        return super().plan(jobs, table, train, keep, after)
+        """As :meth:`Executor.plan`, with workers on a CPU: priced at a worker's threads, and for the workers where
+        there is enough of it, in more than one chunk, on features in memory; else for this process."""
+        if self.workers < 2 or training_device(train).type != "cpu":
+            return super().plan(jobs, table, train, keep, after)
+        self.pricing_threads, probed = self.threads, len(self.cost_models)
+        with cpu_elsewhere() as elsewhere:
+            work = super().plan(jobs, table, train, keep, after)
+        self.pricing_threads = None
+        if len(self.cost_models) > probed:
+            self.elsewhere = elsewhere()
+        pooled = (len(work.chunks) > 1 and work.estimate >= WORKERS_FROM
+                  and not any(self._mapped(chunk.job) for chunk in work.chunks))  # fmt: skip
+        side_by_side = min(self.workers, len(work.chunks)) if pooled else 1
+        import torch
+
+        each = self.threads if pooled else torch.get_num_threads()  # a chunk's threads
+        slower = (crowding(side_by_side * each, self.elsewhere) / crowding(self.threads, self.elsewhere)
+                  * self.threads / each)  # fmt: skip
+        return replace(work, side_by_side=side_by_side,
+                       chunks=[replace(chunk, estimate=chunk.estimate * slower) for chunk in work.chunks])
 
     def train_works(self, works: list[Work], tracker: Tracker, advance) -> None:
+        """Each run of consecutive works planned for the workers in one set of them, the others here, in turn."""
+        for pooled, group in groupby(works, key=lambda work: work.side_by_side > 1):
+            if pooled:
+                self._train_side_by_side(list(group), tracker, advance)
+            else:
+                super().train_works(list(group), tracker, advance)
+
+    def _train_side_by_side(self, works: list[Work], tracker: Tracker, advance) -> None:
         side_by_side = self.side_by_side(works)
-        if side_by_side < 2:
-            return super().train_works(works, tracker, advance)
         self.log(f"training in {side_by_side} worker processes side by side, {self.threads} torch thread"
                  f"{'s' if self.threads > 1 else ''} each (--workers sets how many)")  # fmt: skip
         for work in works:  # every copy a head makes of its features, made once here and shared with the workers
@@ -592,8 +604,9 @@ def _busy_seconds() -> float | None:
 class Workers:
     """Worker processes on this machine, each training one chunk at a time with ``threads`` torch threads.
 
-    Spawned (a fresh interpreter, whatever threads this process runs), each
-    is sent a feature set once, its tensors in shared memory (torch's
+    Forked from a fresh server process that has imported torch and this
+    module once (spawned where the system has no fork server): never from
+    this process, whatever threads it runs.  Each is sent a feature set once, its tensors in shared memory (torch's
     multiprocessing pickler moves them there: no copy per worker), and then
     chunks; it reports when a chunk starts, its progress, and its
     predictions with the seconds they took.  A task's error is raised here
@@ -606,7 +619,11 @@ class Workers:
 
         import torch.multiprocessing  # noqa: F401  (registers the pickler that shares tensors' memory)
 
-        context = multiprocessing.get_context("spawn")
+        if "forkserver" in multiprocessing.get_all_start_methods():  # a clean process, forked again for each pool
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["budget.execute"])
+        else:
+            context = multiprocessing.get_context("spawn")
         self.connections, self.processes, self.held, self.busy = [], [], [], []
         for _ in range(workers):
             here, there = context.Pipe()

@@ -48,10 +48,11 @@ def test_workers_side_by_side_give_the_results_of_one_process_at_their_threads(i
     """With the convergence check, whose 2x runs go on from weights a worker sent back; each worker trains with one
     thread, as the process alone does here."""
     with torch_threads(1):
-        local = Study(config_for(iemocap, tmp_path), tmp_path / "local").run(log=lambda _: None, check_convergence="ends")
+        local = Study(config_for(iemocap, tmp_path, seeds=1), tmp_path / "local").run(log=lambda _: None,
+                                                                                   check_convergence="ends")  # fmt: skip
     lines = []
     with torch_threads(2):
-        side_by_side = Study(config_for(iemocap, tmp_path, workers=2), tmp_path / "workers").run(
+        side_by_side = Study(config_for(iemocap, tmp_path, seeds=1, workers=2), tmp_path / "workers").run(
             log=lines.append, check_convergence="ends")  # fmt: skip
     assert "training in 2 worker processes side by side, 1 torch thread each (--workers sets how many)" in lines
     pd.testing.assert_frame_equal(measured(local), measured(side_by_side))
@@ -149,28 +150,30 @@ def test_cpu_use_elsewhere_sees_a_busy_process_beside_this_one():
 
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        time.sleep(0.5)
+        time.sleep(0.3)
         with execute.cpu_elsewhere() as elsewhere:
-            time.sleep(1.5)
+            time.sleep(0.7)
     finally:
         burner.kill()
     assert elsewhere() > 0.6  # about one CPU's worth
 
 
 FAULTS = """
-import resource, sys, torch
+import resource, torch
 from budget.engine.device import keep_freed_memory
-if sys.argv[1] == "keep":
-    assert keep_freed_memory()
 def step():
     kept = [torch.ones(2**20) for _ in range(4)]  # a step's activations: a few MB, freed together
     del kept
-for _ in range(3):
-    step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(50):
-    step()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+def faults():
+    for _ in range(3):
+        step()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(50):
+        step()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+default = faults()
+assert keep_freed_memory()
+print(default, faults())
 """
 
 
@@ -179,9 +182,7 @@ def test_a_worker_s_allocator_keeps_a_step_s_freed_memory_instead_of_faulting_it
     import subprocess
     import sys
 
-    def faults(how: str) -> int:
-        return int(subprocess.run([sys.executable, "-c", FAULTS, how], check=True, capture_output=True, text=True).stdout)
-
-    default, kept = faults("default"), faults("keep")
+    output = subprocess.run([sys.executable, "-c", FAULTS], check=True, capture_output=True, text=True).stdout
+    default, kept = map(int, output.split())
     assert default > 50 * 1000  # glibc's defaults: a step's 16 MB faulted in again, most steps
     assert kept < default / 20
