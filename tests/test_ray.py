@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from corpus_builders import build_iemocap
+from study_helpers import measured, small_study
 
 from budget.engine.config import TrainConfig
 from budget.errors import BudgetError
@@ -39,22 +40,11 @@ def cluster(crash_marker):
     ray.shutdown()
 
 
-def config_for(root, tmp_path, **overrides) -> StudyConfig:
-    settings = dict(corpus="iemocap", root=str(root), features=("lld",), heads=("logreg", "mean_pool", "attn_pool", "mlp_pool"),
-                    per_class=(1, 2), seeds=2, store=str(tmp_path / "store"),
-                    train=TrainConfig(steps=20, lr=1e-2, batch_size=4, device="cpu"))  # fmt: skip
-    return StudyConfig(**{**settings, **overrides})
-
-
-def measured(results: pd.DataFrame) -> pd.DataFrame:
-    return results.drop(columns=["train_seconds", "estimated_seconds"])
-
-
 def test_a_study_on_ray_gives_the_results_it_gives_in_process(iemocap, tmp_path, cluster):
     """With the convergence check, whose 2x runs go on from the weights the 1x runs' tasks sent back."""
-    local = Study(config_for(iemocap, tmp_path), tmp_path / "local").run(log=lambda _: None, check_convergence="ends")
+    local = Study(small_study(iemocap, tmp_path), tmp_path / "local").run(log=lambda _: None, check_convergence="ends")
     lines = []
-    on_ray = Study(config_for(iemocap, tmp_path, executor="ray"), tmp_path / "ray").run(log=lines.append,
+    on_ray = Study(small_study(iemocap, tmp_path, executor="ray"), tmp_path / "ray").run(log=lines.append,
                                                                                        check_convergence="ends")  # fmt: skip
     pd.testing.assert_frame_equal(measured(local), measured(on_ray))
     from budget.runfolder import FinishedStudy
@@ -63,7 +53,7 @@ def test_a_study_on_ray_gives_the_results_it_gives_in_process(iemocap, tmp_path,
     assert (checked[0]["head"] == "mlp_pool").any()
     pd.testing.assert_frame_equal(measured(checked[0]), measured(checked[1]))  # the 2x runs, gone on from 1x
     assert any("across the cluster's workers" in line for line in lines)
-    assert config_for(iemocap, tmp_path, executor="ray").digest() == config_for(iemocap, tmp_path).digest()
+    assert small_study(iemocap, tmp_path, executor="ray").digest() == small_study(iemocap, tmp_path).digest()
 
 
 def _store_reading_trainer(head, inputs, labels, runs, n_classes, config, **kwargs):
@@ -76,14 +66,14 @@ def _store_reading_trainer(head, inputs, labels, runs, n_classes, config, **kwar
 
 
 def test_a_study_on_ray_with_a_shared_store_reads_frames_from_it_with_the_in_process_results(iemocap, tmp_path, cluster):
-    local = Study(config_for(iemocap, tmp_path), tmp_path / "local").run(log=lambda _: None)
+    local = Study(small_study(iemocap, tmp_path), tmp_path / "local").run(log=lambda _: None)
     lines = []
-    shared = config_for(iemocap, tmp_path, executor="ray", shared_store=True)
+    shared = small_study(iemocap, tmp_path, executor="ray", shared_store=True)
     on_ray = Study(shared, tmp_path / "ray", trainer=_store_reading_trainer).run(log=lines.append)
     pd.testing.assert_frame_equal(measured(local), measured(on_ray))
     assert "read from the store as training asks" in next(line for line in lines if line.startswith("memory: "))
     with pytest.raises(BudgetError, match="received its frames"):  # without the setting, tasks get every frame
-        Study(config_for(iemocap, tmp_path, executor="ray"), tmp_path / "copied", trainer=_store_reading_trainer).run(
+        Study(small_study(iemocap, tmp_path, executor="ray"), tmp_path / "copied", trainer=_store_reading_trainer).run(
             log=lambda _: None)
 
 
@@ -94,7 +84,7 @@ def _refusing_trainer(head, inputs, labels, runs, n_classes, config, **kwargs):
 
 
 def test_a_user_error_in_a_task_is_the_same_one_line_error(iemocap, tmp_path, cluster):
-    study = Study(config_for(iemocap, tmp_path, executor="ray", heads=("logreg", "mean_pool")), tmp_path / "run",
+    study = Study(small_study(iemocap, tmp_path, executor="ray", heads=("logreg", "mean_pool")), tmp_path / "run",
                   trainer=_refusing_trainer)  # fmt: skip
     with pytest.raises(BudgetError, match="^mean_pool cannot read these features$"):
         study.run(log=lambda _: None)
@@ -111,7 +101,7 @@ def _crashing_trainer(head, inputs, labels, runs, n_classes, config, **kwargs):
 
 def test_a_worker_that_dies_mid_study_has_its_task_run_again_with_the_same_results(iemocap, tmp_path, cluster,
                                                                                   crash_marker):  # fmt: skip
-    config = config_for(iemocap, tmp_path, heads=("logreg", "mlp_pool"))
+    config = small_study(iemocap, tmp_path, heads=("logreg", "mlp_pool"))
     local = Study(config, tmp_path / "local").run(log=lambda _: None)
     on_ray = Study(replace(config, executor="ray"), tmp_path / "ray", trainer=_crashing_trainer).run(log=lambda _: None)
     assert crash_marker.exists()  # a worker died

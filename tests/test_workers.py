@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 from corpus_builders import build_iemocap
+from study_helpers import measured, small_study
 
 import budget.execute as execute
 from budget.engine.config import TrainConfig
@@ -27,17 +28,6 @@ def iemocap(tmp_path_factory) -> Path:
     return build_iemocap(tmp_path_factory.mktemp("iemocap"))
 
 
-def config_for(root, tmp_path, **overrides) -> StudyConfig:
-    settings = dict(corpus="iemocap", root=str(root), features=("lld",), heads=("logreg", "mean_pool", "attn_pool", "mlp_pool"),
-                    per_class=(1, 2), seeds=2, store=str(tmp_path / "store"),
-                    train=TrainConfig(steps=20, lr=1e-2, batch_size=4, device="cpu"))  # fmt: skip
-    return StudyConfig(**{**settings, **overrides})
-
-
-def measured(results: pd.DataFrame) -> pd.DataFrame:
-    return results.drop(columns=["train_seconds", "estimated_seconds"])
-
-
 @pytest.fixture
 def any_work(monkeypatch):
     """Workers train whatever work has more than one chunk (a test's work is priced at a second or two)."""
@@ -48,23 +38,23 @@ def test_workers_side_by_side_give_the_results_of_one_process_at_their_threads(i
     """With the convergence check, whose 2x runs go on from weights a worker sent back; each worker trains with one
     thread, as the process alone does here."""
     with torch_threads(1):
-        local = Study(config_for(iemocap, tmp_path, seeds=1), tmp_path / "local").run(log=lambda _: None,
+        local = Study(small_study(iemocap, tmp_path, seeds=1), tmp_path / "local").run(log=lambda _: None,
                                                                                    check_convergence="ends")  # fmt: skip
     lines = []
     with torch_threads(2):
-        side_by_side = Study(config_for(iemocap, tmp_path, seeds=1, workers=2), tmp_path / "workers").run(
+        side_by_side = Study(small_study(iemocap, tmp_path, seeds=1, workers=2), tmp_path / "workers").run(
             log=lines.append, check_convergence="ends")  # fmt: skip
     assert "training in 2 worker processes side by side, 1 torch thread each (--workers sets how many)" in lines
     pd.testing.assert_frame_equal(measured(local), measured(side_by_side))
     checked = [FinishedStudy.open(tmp_path / name).convergence for name in ("local", "workers")]
     assert (checked[0]["head"] == "mlp_pool").any()
     pd.testing.assert_frame_equal(measured(checked[0]), measured(checked[1]))
-    assert config_for(iemocap, tmp_path, workers=2).digest() == config_for(iemocap, tmp_path).digest()
+    assert small_study(iemocap, tmp_path, workers=2).digest() == small_study(iemocap, tmp_path).digest()
 
 
 def test_work_too_small_for_workers_trains_in_this_process(iemocap, tmp_path):
     lines = []
-    Study(config_for(iemocap, tmp_path, heads=("mean_pool",), workers=2), tmp_path / "small").run(log=lines.append)
+    Study(small_study(iemocap, tmp_path, heads=("mean_pool",), workers=2), tmp_path / "small").run(log=lines.append)
     assert not any("worker processes" in line for line in lines)
 
 
@@ -81,14 +71,14 @@ def _dying_trainer(head, inputs, labels, runs, n_classes, config, **kwargs):
 
 
 def test_a_user_error_in_a_worker_is_raised_as_itself(iemocap, tmp_path, any_work):
-    study = Study(config_for(iemocap, tmp_path, heads=("mean_pool", "mlp_pool"), seeds=1, workers=2), tmp_path / "failing",
+    study = Study(small_study(iemocap, tmp_path, heads=("mean_pool", "mlp_pool"), seeds=1, workers=2), tmp_path / "failing",
                   trainer=_failing_trainer)  # fmt: skip
     with pytest.raises(BudgetError, match="^mlp_pool: this input cannot be trained"):
         study.run(log=lambda _: None)
 
 
 def test_a_worker_killed_is_one_error_that_names_the_setting(iemocap, tmp_path, any_work):
-    study = Study(config_for(iemocap, tmp_path, heads=("mean_pool", "mlp_pool"), seeds=1, workers=2), tmp_path / "dying",
+    study = Study(small_study(iemocap, tmp_path, heads=("mean_pool", "mlp_pool"), seeds=1, workers=2), tmp_path / "dying",
                   trainer=_dying_trainer)  # fmt: skip
     with pytest.raises(BudgetError, match=r"a training worker stopped \(exit code -9, killed: most likely out of memory\)"
                        r".*--workers 1"):  # fmt: skip
