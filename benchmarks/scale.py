@@ -390,6 +390,8 @@ def studies(folder: Path, sizes: list[int], width: int, heads: tuple[str, ...], 
             rows.append({"head": head + (f" ({layers} layers weighted)" if layers else ""), "utterances": n, "store_gb": on_disk / 2**30, "peak_resident_gb": peak / 2**30,
                          "peak_anonymous_gb": anonymous / 2**30, "s_per_run": per_run, "fit_s_per_run": fit,
                          "held_out_s_per_run": held_out, "prepared_s": prepared})  # fmt: skip
+            print(", ".join(f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}"
+                            for key, value in rows[-1].items()), flush=True)  # a study killed later leaves this one's figures
     table = pd.DataFrame(rows)
     for column in ("s_per_run", "fit_s_per_run"):
         table[f"{column}_vs_first"] = table[column] / table.groupby("head")[column].transform("first")

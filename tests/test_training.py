@@ -594,6 +594,7 @@ def test_centred_frames_keep_their_spread_in_bf16_and_standardise_alike():
     inputs = DeviceFeatures.upload(features, torch.device("cpu"), half=False)
     centred = inputs.centred(torch.bfloat16)
     assert centred is inputs.centred(torch.bfloat16) and centred.frames.dtype == torch.bfloat16  # made once
+    assert inputs._sums is None  # the frames' own sums, made for the centre alone, are let go (a corpus's worth)
     centre = (inputs.utt_sum.sum(0) / features.lengths.sum()).float()
     exact = inputs.frames - centre
     assert (centred.frames.float() - exact).abs().max() < 0.05 < (inputs.frames.bfloat16().float() - inputs.frames).abs().max()

@@ -126,7 +126,10 @@ class DeviceFeatures:
         standardises it exactly as it would the frames themselves.
         """
         if dtype not in self._centred:
+            summed_before = self._sums is not None
             centre = (self.utt_sum.sum(0) / max(int(self.lengths.sum()), 1)).float()
+            if not summed_before:  # made for the centre alone: the copy's own sums take their place
+                self._sums = None
             if self.mapped:
                 self._centred[dtype] = DeviceFeatures(self._frames, self.lengths, self.mean, self.max, self.stacked,
                                                       centre, dtype)  # fmt: skip

@@ -8,8 +8,8 @@ and the frames where a head reads them, at the store's precision), the frames
 once more on the training device (float32 on a CPU), the copy each frame head
 makes of them (mlp_pool's centred frames in its product precision,
 attention's segment means), and for each copy a float64 sum and sum of
-squares per utterance (and for the frames, where mlp_pool centres them on
-their mean).  Fitted attention also gathers one run's segments at a
+squares per utterance (the frames' own sums, made for mlp_pool's centre,
+are let go before its copy's are made).  Fitted attention also gathers one run's segments at a
 time, at most all of them again.  On CUDA the device's copies are in the GPU's
 memory; the machine holds the loaded features alone.  Frames left in the
 store take none of this but the sums and attention's one run of segments: a
@@ -60,8 +60,7 @@ def feature_memory(name: str, footprint: Footprint, heads: list[str], train: Tra
     if not on_cpu:
         frames = footprint.frames * footprint.width * footprint.itemsize
         return FeatureMemory(name, statistics + frames, holds, statistics if len(ensemble) == len(frame_heads) else None)
-    centred = any(not solved(spec.module, train) for spec in ensemble)  # a stepped head's centre sums the frames
-    sums = 2 * FLOAT64 * footprint.utterances * footprint.width * (len(ensemble) + centred)
+    sums = 2 * FLOAT64 * footprint.utterances * footprint.width * len(ensemble)
     per_value = footprint.itemsize + FLOAT32 + sum(_copy_per_value(spec, train, footprint) for spec in frame_heads)
     copied = statistics + sums + int(footprint.frames * footprint.width * per_value)
     if len(ensemble) < len(frame_heads):
