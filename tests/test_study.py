@@ -502,16 +502,18 @@ def test_heads_that_pool_first_train_on_statistics_alone_and_give_what_they_give
 def test_a_study_whose_frames_would_not_fit_reads_them_from_the_store_and_one_that_never_fits_stops_in_one_line(
         iemocap, tmp_path, monkeypatch):  # fmt: skip
     """The guard reads the store's index: frame heads count every frame (as loaded, uploaded and their own copy),
-    heads that pool first the statistics alone; under a limit that a copy of every frame exceeds, the frames stay in
-    the store and the results are the same; under one that even that exceeds, nothing is loaded."""
+    heads that pool first the statistics alone, and training the least it needs beside them; under a limit that a
+    copy of every frame exceeds, the frames stay in the store, evaluation batches shrink to what is left and the
+    results are the same; under one that even that exceeds, nothing is loaded."""
     from budget.features import FeatureStore, parse_feature_spec
     from budget.study import memory
 
     lines = []
     pooled = Study(config_for(iemocap, tmp_path, heads=("mean_pool",), seeds=1), tmp_path / "pooled")
     pooled.run(log=lines.append)
-    (line,) = [line for line in lines if line.startswith("memory: ")]
+    line, training = [line for line in lines if line.startswith("memory: ")]
     assert "lld" in line and "statistics only" in line and "available now" in line
+    assert "a chunk's activations (32 MB)" in training and "evaluation" not in training  # nothing gathered to evaluate
     framed = config_for(iemocap, tmp_path, heads=("mlp_pool", "attn_pool"), seeds=1)
     inputs = Study(framed, tmp_path / "framed").load_inputs(log=lambda _: None)
     footprint = FeatureStore(framed.store).footprint(parse_feature_spec("lld"), inputs.data.manifest, framed.entry_settings())
@@ -522,17 +524,21 @@ def test_a_study_whose_frames_would_not_fit_reads_them_from_the_store_and_one_th
 
     copied = Study(framed, tmp_path / "copied").run(log=lambda _: None)
     lines.clear()
-    between = replace(framed, max_memory=(need.mapped + need.bytes) / 2 / memory.GB)
+    least = memory.least_training_bytes(list(framed.heads), framed.train)  # beside the features, in one process
+    between = replace(framed, max_memory=((need.mapped + need.bytes) / 2 + least) / memory.GB)
     read = Study(between, tmp_path / "read").run(log=lines.append)
-    assert "read from the store as training asks" in next(line for line in lines if line.startswith("memory: "))
+    features_line, training_line = [line for line in lines if line.startswith("memory: ")]
+    assert "read from the store as training asks" in features_line
+    assert "this process; with a chunk's activations" in training_line and "(shrunk to fit" in training_line
     metrics = ["features", "head", "size", "fold", "seed", "ua", "wa", "macro_f1", "confusion"]
-    pd.testing.assert_frame_equal(copied[metrics], read[metrics])
+    pd.testing.assert_frame_equal(copied[metrics], read[metrics])  # frames from the store, smaller evaluation batches
 
-    too_small = replace(framed, max_memory=need.mapped / memory.GB / 2)
+    too_small = replace(framed, max_memory=(need.mapped + least) / memory.GB / 2)
     loads = []
     monkeypatch.setattr(FeatureStore, "load", lambda *a, **k: loads.append(1))
-    with pytest.raises(BudgetError, match=r"this study's features need about .* GB, more than .* \(--max-memory .*\); the "
-                                          r"largest is lld, .* read from the store as training asks"):  # fmt: skip
+    with pytest.raises(BudgetError, match=r"this study's features need about .* GB and training at least 0.09 GB more, more "
+                                          r"than .* \(--max-memory .*\); the largest is lld, .* read from the store as "
+                                          r"training asks"):  # fmt: skip
         Study(too_small, tmp_path / "refused").run(log=lambda _: None)
     assert not loads and not (tmp_path / "refused" / "results.parquet").exists()
     result = runner.invoke(app, ["curve", "--corpus", "iemocap", "--root", str(iemocap), "--features", "lld", "--model",

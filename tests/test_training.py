@@ -161,8 +161,8 @@ def _logits(head, features, labels, runs, config):
     captured = {}
     real = engine_adam._test_logits
 
-    def keep_logits(model, inputs, runs_, kind, autocast):
-        captured["logits"] = real(model, inputs, runs_, kind, autocast)
+    def keep_logits(model, inputs, runs_, kind, autocast, values):
+        captured["logits"] = real(model, inputs, runs_, kind, autocast, values)
         return captured["logits"]
 
     original, engine_adam._test_logits = engine_adam._test_logits, keep_logits
@@ -554,7 +554,8 @@ def test_mlp_pool_trains_on_frame_samples_and_predicts_from_every_frame(monkeypa
 
 def test_predictions_gather_at_most_eval_values_frames_and_equal_one_batch(monkeypatch):
     """With frames so wide that 64 slots would pass the bound, evaluation takes fewer slots a batch, never more
-    frame values than EVAL_VALUES allows (one utterance at least), and predicts what one batch does."""
+    frame values than EVAL_VALUES (or ``eval_mb``) allows (one utterance at least), and predicts what one batch
+    does."""
     features, labels = synthetic_features(n_per_class=40)
     runs = runs_for(labels, size=25, seeds=(0,))
     config = TrainConfig(steps=20, batch_size=8, train_frames=2, bf16=False)
@@ -574,6 +575,11 @@ def test_predictions_gather_at_most_eval_values_frames_and_equal_one_batch(monke
     assert gathered and max(slots for slots, _ in gathered) < min(len(run.test) for run in runs)  # blocks
     assert max(values for _, values in gathered) <= 2 * bound  # the bound plans on twice the mean length a slot
     for a, b in zip(whole, blocked, strict=True):
+        np.testing.assert_array_equal(a, b)
+    gathered.clear()  # a study's memory plan bounds the batch by eval_mb: here one utterance a member at a time
+    least = train_runs(HEADS["mlp_pool"], features, labels, runs, 3, replace(config, eval_mb=0))
+    assert gathered and {slots for slots, _ in gathered} == {1}
+    for a, b in zip(whole, least, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -20,7 +20,7 @@ from budget.execute import Chunk, Tracker, Work, makespan, torch_threads
 from budget.registry import train as train_head
 from budget.runfolder import FinishedStudy
 from budget.study import Study, StudyConfig
-from budget.study.memory import WORKER_BYTES, training_workers
+from budget.study.memory import MemoryPlan
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,8 @@ def test_workers_side_by_side_give_the_results_of_one_process_at_their_threads(i
 def test_work_too_small_for_workers_trains_in_this_process(iemocap, tmp_path):
     lines = []
     Study(small_study(iemocap, tmp_path, heads=("mean_pool",), workers=2), tmp_path / "small").run(log=lines.append)
-    assert not any("worker processes" in line for line in lines)
+    assert not any(line.startswith("training in") and "worker processes" in line for line in lines)
+    assert any(line.startswith("memory: training adds about") and "up to 2 workers" in line for line in lines)
 
 
 def _failing_trainer(head, inputs, labels, runs, n_classes, config, **kwargs):
@@ -85,20 +86,35 @@ def test_a_worker_killed_is_one_error_that_names_the_setting(iemocap, tmp_path, 
         study.run(log=lambda _: None)
 
 
-def test_workers_asked_for_are_taken_and_unset_follow_threads_and_memory(monkeypatch):
+def test_workers_asked_for_are_taken_and_unset_follow_threads_and_memory_and_the_evaluation_batch_fits_the_rest(
+        monkeypatch):  # fmt: skip
+    """Workers as asked, else one per thread as many as the memory left fits (each a process of PROCESS_BYTES with
+    the least training needs, and one process they fork from); the evaluation batch takes what is left, up to the
+    engine's bound; too little for one process is one error, naming fewer workers where there are several."""
     import torch
 
-    import budget.study.memory as memory
+    from budget.engine.adam import EVAL_VALUES
+    from budget.study.memory import PROCESS_BYTES, least_training_bytes, plan_training
 
-    cpu = TrainConfig(device="cpu")
-    assert training_workers(3, cpu) == 3
+    cpu, heads, mb = TrainConfig(device="cpu", bf16=False), ["mlp_pool"], 2**20
+    least = least_training_bytes(heads, cpu)
+    assert least == (32 + 64) * mb  # a chunk's activations and the least evaluation batch
+    assert plan_training(heads, cpu, 100 * 2**30, 3) == MemoryPlan(workers=3)  # room for the engine's bound
     monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
-    monkeypatch.setattr(memory, "available_bytes", lambda: 100 * WORKER_BYTES)
-    assert training_workers(None, cpu) == 8
-    monkeypatch.setattr(memory, "available_bytes", lambda: int(2.5 * WORKER_BYTES))
-    assert training_workers(None, cpu) == 2
-    monkeypatch.setattr(memory, "available_bytes", lambda: WORKER_BYTES // 2)
-    assert training_workers(None, cpu) == 1
+    assert plan_training(heads, cpu, 100 * 2**30, None) == MemoryPlan(workers=8)
+    assert plan_training(heads, cpu, None, None) == MemoryPlan(workers=1)  # memory unknown: one, at the bound
+    two = PROCESS_BYTES + 2 * (PROCESS_BYTES + least)
+    assert plan_training(heads, cpu, two, None) == MemoryPlan(workers=2, eval_mb=64)  # the least batch each
+    assert plan_training(heads, cpu, two + 2 * mb, None) == MemoryPlan(workers=2, eval_mb=65)
+    assert plan_training(heads, cpu, PROCESS_BYTES // 2, None) == MemoryPlan(workers=1, eval_mb=(PROCESS_BYTES // 2) // mb - 32)
+    evaluation = EVAL_VALUES * 8  # float32 frames and their float32 product copy
+    assert plan_training(heads, cpu, 32 * mb + evaluation, 1) == MemoryPlan(workers=1)
+    assert plan_training(["logreg"], cpu, 32 * mb, 1) == MemoryPlan(workers=1)  # nothing gathered to evaluate
+    with pytest.raises(BudgetError, match=r"training in 1 process needs at least 0.09 GB beside the features, more than "
+                                          r"the 0.09 GB they leave \(available now\): give each chunk less"):  # fmt: skip
+        plan_training(heads, cpu, least - 1, None)
+    with pytest.raises(BudgetError, match=r"training in 4 processes needs at least .* \(--workers 1\)"):
+        plan_training(heads, cpu, two, 4)
     with pytest.raises(BudgetError, match="workers"):
         StudyConfig(workers=0)
 

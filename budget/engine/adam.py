@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from budget.engine.config import TrainConfig
-from budget.engine.device import autocast_for
+from budget.engine.device import autocast_for, product_dtype
 from budget.engine.packed import (
     DeviceFeatures,
     FrameSample,
@@ -30,9 +30,18 @@ EVAL_SLOTS = 64
 
 
 #: The most frame values an evaluation batch gathers for all its members (1 GB in float32, beside their copy in
-#: the product precision): EmoDB's folds in one batch, fewer slots of long or wide frames (every hidden state of
-#: an encoder side by side took 9.5 GB for four runs at 64 slots).
+#: the product precision), unless ``TrainConfig.eval_mb`` says less: EmoDB's folds in one batch, fewer slots of
+#: long or wide frames (every hidden state of an encoder side by side took 9.5 GB for four runs at 64 slots).
+#: A member's predictions do not depend on the batch they are made in.
 EVAL_VALUES = 2**28
+
+
+def eval_values(config: TrainConfig, product: torch.dtype) -> int:
+    """The most frame values an evaluation batch gathers: :data:`EVAL_VALUES`, or what ``config.eval_mb`` holds of
+    them in float32 and in ``product`` side by side."""
+    if config.eval_mb is None:
+        return EVAL_VALUES
+    return min(EVAL_VALUES, config.eval_mb * 2**20 // (4 + product.itemsize))
 
 
 def make_optimiser(parameters, config: TrainConfig, steps: int):
@@ -109,7 +118,7 @@ def train_ensemble(head_class: type[EnsembleHead], inputs: DeviceFeatures, label
             advance(len(runs))
     if not predict:
         return []
-    logits = _test_logits(head, inputs, runs, kind, autocast)  # (E, positions, classes)
+    logits = _test_logits(head, inputs, runs, kind, autocast, eval_values(config, product_dtype(device, config)))
     predicted, weights = logits.argmax(-1).numpy(), head.layer_weights()
     return [RunOutput.packed(predicted[e, : len(run.test)], logits[e, : len(run.test)] if probabilities else None,
                              None if weights is None else weights[e].cpu().numpy(),
@@ -126,13 +135,15 @@ def _first_cycle(runs: list[Run], config: TrainConfig) -> int:
 
 
 @torch.inference_mode()
-def _test_logits(head: EnsembleHead, inputs: DeviceFeatures, runs: list[Run], kind: str, autocast) -> torch.Tensor:
-    """Every member's logits on its run's test positions, ``(E, longest test, classes)`` on the CPU."""
+def _test_logits(head: EnsembleHead, inputs: DeviceFeatures, runs: list[Run], kind: str, autocast, values: int
+                 ) -> torch.Tensor:  # fmt: skip
+    """Every member's logits on its run's test positions, ``(E, longest test, classes)`` on the CPU, in batches of at
+    most ``values`` frame values (one utterance a member at least)."""
     head.eval()
     device = inputs.device
     tests = pad_rows([run.test for run in runs], -1).numpy()
     per_slot = slot_frames(inputs.lengths) if kind == "" else 1.0
-    step = int(max(1, min(EVAL_SLOTS, EVAL_VALUES // max(len(runs) * per_slot * inputs.dim, 1))))
+    step = int(max(1, min(EVAL_SLOTS, values // max(len(runs) * per_slot * inputs.dim, 1))))
     outputs = []
     for start in range(0, tests.shape[1], step):
         slots = tests[:, start : start + step]

@@ -88,6 +88,7 @@ class TrainConfig:
     device: str = field(default="auto", metadata=option(  # resolved by the study
         "--device", "auto (CUDA when present), cpu or cuda[:N] (default: the config's, else auto)."))
     memory_mb: int | None = None  # activation budget per ensemble chunk; None: CPU_CHUNK_MB on CPU, from free memory on CUDA
+    eval_mb: int | None = None  # a stepped frame head's evaluation batch, at most (a study's memory plan sets it); None: EVAL_VALUES
     bf16: bool | None = None  # bf16 autocast for frame heads' products; None: where the device runs it fast (resolved)
     cycles: int = 1  # the multiple of the budget a run trains at (the convergence check's rungs): see scaled()
 
@@ -105,8 +106,9 @@ class TrainConfig:
             raise BudgetError(f"attention_start must be one of {', '.join(ATTENTION_STARTS)}; got {self.attention_start!r}")
         for key in ("lr", "dropout", "weight_decay", "l2_c", "lbfgs_tolerance"):
             check_number(key, getattr(self, key), minimum=0)
-        if self.memory_mb is not None:
-            check_number("memory_mb", self.memory_mb, integer=True, minimum=0)
+        for key in ("memory_mb", "eval_mb"):
+            if getattr(self, key) is not None:
+                check_number(key, getattr(self, key), integer=True, minimum=0)
         if not isinstance(self.device, str) or not isinstance(self.bf16, bool | None):
             raise BudgetError(f"device must be a string and bf16 true or false; got {self.device!r}, {self.bf16!r}")
         if not self.lr > 0 or not self.dropout < 1 or not self.l2_c > 0:

@@ -11,12 +11,13 @@ one part of the run folder, so an interrupted study resumes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from budget.acquisition import Stream, acquire, distinct_rounds
+from budget.engine.config import TrainConfig
 from budget.errors import BudgetError
 from budget.execute import make_executor
 from budget.grid import SINGLE, Job, Run, build_jobs
@@ -93,9 +94,15 @@ class Acquisition(Study):
     def announce_sizes(self, data: StudyData, log) -> None:
         """Sizes are in clips here: :func:`clip_sizes` says which it runs, when it runs them."""
 
+    @property
+    def training_workers(self) -> int:
+        """One: an acquisition study trains in this process."""
+        return 1
+
     def run_inputs(self, inputs: StudyInputs, log=print, check_convergence: str = "none") -> pd.DataFrame:
         config, data = self.config, inputs.data
         sizes = clip_sizes(config.clips, data, log)
+        train = replace(config.train, eval_mb=self.memory_plan(inputs, log).eval_mb)
         executor = make_executor(config.executor, self.folder, self.trainer, data.classes, data.fold_names, log)
         with self.folder.writing():
             self.folder.claim(config.digest(), config.to_dict())
@@ -118,7 +125,7 @@ class Acquisition(Study):
                     if any((job.name, job.head, s.strategy, size, s.fold, s.seed) not in done for s in streams for size in sizes):
                         work.append((job, folds, streams))
             if work:
-                self._acquire(work, sizes, executor, data, log)
+                self._acquire(work, sizes, executor, data, train, log)
             self.folder.write_provenance({
                 **study_provenance(config, data.manifest, data.classes, data.fold_names, sizes, [], len(data.problems),
                                    inputs.entries, [], inputs.layer_sweeps),
@@ -129,8 +136,9 @@ class Acquisition(Study):
                                          "strategy": list(config.strategies)})  # fmt: skip
 
     def _acquire(self, work: list[tuple[Job, np.ndarray, list[Stream]]], sizes: list[Size], executor, data: StudyData,
-                 log) -> None:  # fmt: skip
-        """Run every (job, fold) task through the executor, writing each as a part when it finishes."""
+                 train: TrainConfig, log) -> None:  # fmt: skip
+        """Run every (job, fold) task through the executor, trained as ``train`` says, writing each as a part when it
+        finishes."""
         config = self.config
         prices = _prices(work, sizes, len(data.classes), config)
         total = sum(prices)
@@ -148,9 +156,9 @@ class Acquisition(Study):
             for job in {id(job): job for job, _, _ in work}.values():
                 tasks = [(folds, streams, price) for (j, folds, streams), price in zip(work, prices, strict=True) if j is job]
                 shared = {"trainer": self.trainer, "head": job.head, "inputs": job.inputs, "labels": job.labels,
-                          "folds": tasks[0][0], "sizes": sizes, "n_classes": len(data.classes), "config": config.train,
+                          "folds": tasks[0][0], "sizes": sizes, "n_classes": len(data.classes), "config": train,
                           "classes": data.classes}  # fmt: skip
-                for i, rows in executor.map(acquire, shared, [{"streams": streams} for _, streams, _ in tasks], config.train):
+                for i, rows in executor.map(acquire, shared, [{"streams": streams} for _, streams, _ in tasks], train):
                     self.folder.write_part([{"features": job.name, "head": job.head, **row,
                                              "fold_name": data.fold_names[row["fold"]], "inputs": job.digest}
                                             for row in rows])  # fmt: skip

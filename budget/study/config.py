@@ -199,6 +199,7 @@ class StudyConfig:
                 settings.pop(key)
         settings["train"].pop("device")
         settings["train"].pop("memory_mb")
+        settings["train"].pop("eval_mb")
         if settings["train"]["cycles"] == 1:  # at its default it stays out, as it did before it was added
             settings["train"].pop("cycles")
         if not any(head_spec(head).scores_frames for head in self.heads):  # settings no head of the study reads:

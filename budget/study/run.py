@@ -36,7 +36,7 @@ from budget.results import RESULT_KEY, sort_results
 from budget.runfolder import CONVERGENCE, RESULTS, RunFolder, budget_table
 from budget.sampling import SizePlan, per_class_sizes, plan_sizes
 from budget.study.config import StudyConfig
-from budget.study.memory import check_memory, feature_memory, training_workers
+from budget.study.memory import MemoryPlan, available_bytes, feature_memory, plan_memory, plan_training
 
 
 @dataclass
@@ -171,8 +171,8 @@ class Study:
         self.announce_sizes(data, log)
         if missing := classes_missing(data.manifest, data.folds, data.classes):
             log(missing_classes_note(missing, data.fold_names))
-        entries, loaded = self._load_features(extractors, choices, data, log)
-        return StudyInputs(data, loaded, entries, pairs, layer_sweeps(choices, extractors))
+        entries, loaded, memory = self._load_features(extractors, choices, data, log)
+        return StudyInputs(data, loaded, entries, pairs, layer_sweeps(choices, extractors), memory)
 
     def announce_sizes(self, data: StudyData, log) -> None:
         """Say how the sizes were chosen, and which requested ones no fold can supply."""
@@ -184,8 +184,10 @@ class Study:
         """Train and write results from loaded inputs (on this machine, or one with neither corpus nor store)."""
         config, data = self.config, inputs.data
         order = {"features": [*inputs.features, *(pair.name for pair in inputs.pairs)], "head": list(config.heads)}
+        memory = self.memory_plan(inputs, log)
+        train = replace(config.train, eval_mb=memory.eval_mb)
         executor = make_executor(config.executor, self.folder, self.trainer, data.classes, data.fold_names, log,
-                                 training_workers(config.workers, config.train))  # fmt: skip
+                                 memory.workers)  # fmt: skip
         with self.folder.writing():
             self.folder.claim(config.digest(), config.to_dict())
             log(f"study folder: {self.run_dir} (running it again resumes)")
@@ -201,18 +203,17 @@ class Study:
                     + "; not trained on stacked layers: " + ", ".join(f"{job.head} on {job.name}" for job in unmixed))
                 jobs = [job for job in jobs if job not in unmixed]
             log(f"training: {describe_training(config.train, config.heads)}")
-            self._train(jobs, executor, check_convergence, log)
+            self._train(jobs, executor, train, check_convergence, log)
             self.folder.write_provenance(study_provenance(
                 config, data.manifest, data.classes, data.fold_names, data.plan.sizes, data.plan.skipped,
                 len(data.problems), inputs.entries, inputs.pairs, inputs.layer_sweeps))  # fmt: skip
             return self._compose(order)
 
-    def _train(self, jobs: list[Job], executor, check: str, log) -> None:
+    def _train(self, jobs: list[Job], executor, train: TrainConfig, check: str, log) -> None:
         """The first pass and, with a check, the convergence check: the checked cells at twice the budget, then each
         cell still learning at twice that again, up to :data:`budget.analysis.BUDGETS`' cap.  A stepped head's run
         at a higher budget trains on from its run below (:meth:`TrainConfig.scaled`), whose weights the executor
         keeps until then."""
-        train = self.config.train
         checked = [job.doubled(check) for job in jobs if head_spec(job.head).budgeted] if check != "none" else []
         checked = [job for job in checked if job.runs]
         works = [executor.plan(jobs, RESULTS, train, keep=_going_on(checked, train))]
@@ -286,9 +287,9 @@ class Study:
         return pairs
 
     def _load_features(self, extractors: dict[str, FeatureExtractor], choices: list[FeatureChoice], data: StudyData,
-                       log) -> tuple[dict[str, str], dict[str, FeatureSet]]:  # fmt: skip
+                       log) -> tuple[dict[str, str], dict[str, FeatureSet], MemoryPlan]:  # fmt: skip
         """Extract what the store lacks, then load every feature set; return store entries and feature sets, by
-        feature-set name."""
+        feature-set name, and how training fits in memory beside them."""
         store = FeatureStore(self.config.store)
         reports = extract(self.config, extractors, data.manifest)
         for extractor, report in zip(extractors.values(), reports, strict=True):
@@ -296,22 +297,36 @@ class Study:
                 log(f"extracted {extractor.spec} for {report.extracted} utterances ({report.seconds:.0f} s)")
         report_of = dict(zip(extractors, reports, strict=True))
         entries = {choice.name: report_of[choice.stored].entry.name for choice in choices}
-        mapped = check_memory([feature_memory(choice.name, store.footprint(extractors[choice.stored], data.manifest,
-                                                                           self.config.entry_settings(), layer=choice.layer),
-                                              heads_on(choice, self.config.heads), self.config.train)
-                               for choice in choices], self.config.max_memory, log,
-                              in_store=self.config.shared_store and not self.config.executor.local)  # fmt: skip
+        memory = plan_memory([feature_memory(choice.name, store.footprint(extractors[choice.stored], data.manifest,
+                                                                          self.config.entry_settings(), layer=choice.layer),
+                                             heads_on(choice, self.config.heads), self.config.train)
+                              for choice in choices], list(self.config.heads), self.config.train, self.config.max_memory,
+                             self.training_workers, log,
+                             in_store=self.config.shared_store and not self.config.executor.local)  # fmt: skip
         loaded = {}
         for choice in choices:
             features = store.load(extractors[choice.stored], data.manifest, self.config.entry_settings(),
                                   layer=choice.layer, frames=frames_read(choice, self.config.heads),
-                                  mapped=choice.name in mapped)  # fmt: skip
+                                  mapped=choice.name in memory.mapped)  # fmt: skip
             if choice.weighted:
                 features = stacked_layers(features)
             if features.missing:
                 log(f"{choice.name}: {len(features.missing)} utterance(s) have no features and are left out")
             loaded[choice.name] = replace(features, spec=choice.name)
-        return entries, loaded
+        return entries, loaded, memory
+
+    @property
+    def training_workers(self) -> int | None:
+        """The worker processes asked for (None: as many as fit)."""
+        return self.config.workers
+
+    def memory_plan(self, inputs: StudyInputs, log) -> MemoryPlan:
+        """How training fits beside the features: as planned when they were loaded, else (inputs loaded elsewhere)
+        within the memory available now."""
+        if inputs.memory is not None:
+            return inputs.memory
+        return plan_training(list(self.config.heads), self.config.train, available_bytes(), self.training_workers,
+                             log=log)  # fmt: skip
 
 
 def _going_on(jobs: list[Job], train: TrainConfig) -> set[tuple]:
@@ -363,6 +378,7 @@ class StudyInputs:
     entries: dict[str, str]  # feature set -> store entry
     pairs: list[FeaturePair]  # audio + text feature sets for bimodal heads
     layer_sweeps: dict[str, dict] = field(default_factory=dict)  # see layer_sweeps()
+    memory: MemoryPlan | None = None  # how training fits beside the features (None: loaded elsewhere)
 
 
 
