@@ -4,6 +4,7 @@
     python benchmarks/scale.py --sizes "" --layered 0 --extraction 500,5000
     python benchmarks/scale.py --sizes "" --layered 0 --studies 1000,10000,100000
     python benchmarks/scale.py --sizes "" --layered 0 --weighted 10000 --heads mean_pool,mlp_pool
+    python benchmarks/scale.py --sizes "" --layered 0 --studies 10000 --one-layer 10000
 
 Writes synthetic feature stores in the store's own format (random float16
 frames, ``--width`` wide, utterances of 2 to 10 s at 50 frames a second; no
@@ -59,6 +60,8 @@ call as a study chunks them, and one run a call (nothing shared).
 can learn a weighted sum of layers (mean_pool, mlp_pool) on the 13-layer
 ``:all`` entry of N utterances, as ``:weighted`` (every layer of a frame side
 by side, frames left in the store): 57 GB on disk at 10,000 utterances.
+``--one-layer N`` runs it for every head of ``--heads`` on layer 6 of that
+entry instead, to set beside ``--studies N`` on a one-layer entry.
 """
 
 from __future__ import annotations
@@ -289,10 +292,12 @@ class AnonymousPeak:
         return max(self.peak, self.now()) - self.start
 
 
-def _study(root: str, width: int, n: int, head: str, folder: str, answer, layers: int | None = None) -> None:
+def _study(root: str, width: int, n: int, head: str, folder: str, answer, layers: int | None = None,
+           layer: int | None = None) -> None:  # fmt: skip
     """Load the store as a study does (a head that reads frames: frames left in the store) and run one head's small
     study; send its peak resident and anonymous memory added and the seconds per run, fitting and predicting.
-    ``layers``: on the ``:all`` entry of that many layers, as a weighted sum of them (``:weighted``)."""
+    ``layers``: on the ``:all`` entry of that many layers, as a weighted sum of them (``:weighted``), or its
+    ``layer`` alone."""
     from budget.engine.config import TrainConfig
     from budget.folds import assign_folds, fold_names
     from budget.registry import head_spec
@@ -305,8 +310,8 @@ def _study(root: str, width: int, n: int, head: str, folder: str, answer, layers
     encoder = SyntheticEncoder(width, layers, n, frames=None if reads or layers else 2)
     _reset_peak()
     before, anonymous = _resident_bytes(), AnonymousPeak()
-    features = FeatureStore(root).load(encoder, table, EntrySettings(), frames=reads, mapped=reads)
-    if layers:
+    features = FeatureStore(root).load(encoder, table, EntrySettings(), layer=layer, frames=reads, mapped=reads)
+    if layers and layer is None:
         features = stacked_layers(features)
     folds = assign_folds(table, n_folds=STUDY_FOLDS)
     sizes = [Size(k) for k in STUDY_SIZES]
@@ -367,27 +372,29 @@ def fits_timed():
          runs.prepared_inputs) = originals  # fmt: skip
 
 
-def studies(folder: Path, sizes: list[int], width: int, heads: tuple[str, ...], layers: int | None = None
-            ) -> pd.DataFrame:  # fmt: skip
+def studies(folder: Path, sizes: list[int], width: int, heads: tuple[str, ...], layers: int | None = None,
+            layer: int | None = None) -> pd.DataFrame:  # fmt: skip
     """Per N and head, a fresh process's small study: peak memory and seconds per run; with ``layers``, on an
-    ``:all`` entry of that many, as their weighted sum (the heads that can learn one)."""
+    ``:all`` entry of that many, as their weighted sum (the heads that can learn one), or its ``layer``."""
     import shutil
 
     from budget.registry import head_spec
 
     store, settings, rows = FeatureStore(folder), EntrySettings(), []
     for n in sizes:
-        for head in (h for h in heads if not layers or head_spec(h).mixes_layers):
+        for head in (h for h in heads if not layers or layer is not None or head_spec(h).mixes_layers):
             frames = None if head_spec(head).reads_frames or layers else 2
             on_disk = write(store, SyntheticEncoder(width, layers, n, frames=frames), manifest(n, groups=STUDY_FOLDS), settings)
-            run = folder / f"study-{head}-{n}{'-weighted' if layers else ''}"
+            kind = "" if not layers else "-weighted" if layer is None else f"-layer{layer}"
+            run = folder / f"study-{head}-{n}{kind}"
             shutil.rmtree(run, ignore_errors=True)
             receive, send = multiprocessing.Pipe(duplex=False)
-            child = multiprocessing.get_context("spawn").Process(target=_study, args=(str(folder), width, n, head, str(run), send, layers))
+            child = multiprocessing.get_context("spawn").Process(target=_study, args=(str(folder), width, n, head, str(run), send, layers, layer))
             child.start()
             peak, anonymous, per_run, fit, held_out, prepared = receive.recv()
             child.join()
-            rows.append({"head": head + (f" ({layers} layers weighted)" if layers else ""), "utterances": n, "store_gb": on_disk / 2**30, "peak_resident_gb": peak / 2**30,
+            which = "" if not layers else f" ({layers} layers weighted)" if layer is None else f" (layer {layer} of {layers})"
+            rows.append({"head": head + which, "utterances": n, "store_gb": on_disk / 2**30, "peak_resident_gb": peak / 2**30,
                          "peak_anonymous_gb": anonymous / 2**30, "s_per_run": per_run, "fit_s_per_run": fit,
                          "held_out_s_per_run": held_out, "prepared_s": prepared})  # fmt: skip
             print(", ".join(f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}"
@@ -457,6 +464,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heads", default=",".join(POOLED_HEADS + FRAME_HEADS), help="the heads of --studies")
     parser.add_argument("--weighted", type=int, default=0,
                         help="utterances of a 13-layer :all store each head that can learns a weighted sum on (0: none)")
+    parser.add_argument("--one-layer", type=int, default=0,
+                        help="utterances of a 13-layer :all store each head of --heads studies layer 6 of (0: none)")
     parser.add_argument("--pooled-fits", default="", help="utterances of each statistics table the pooled heads' runs "
                         "are timed on in one process")
     args = parser.parse_args(argv)
@@ -467,10 +476,12 @@ def main(argv: list[str] | None = None) -> None:
               f"3 seeds, 200 held-out utterances a run; median of 7, spread the interquartile range over it; a "
               "chunk's runs fitted together or alone")
         print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-    for sizes, layers in ((args.studies, None), (str(args.weighted) if args.weighted else "", LAYERS)):
+    for sizes, layers, layer in ((args.studies, None, None), (str(args.weighted) if args.weighted else "", LAYERS, None),
+                                 (str(args.one_layer) if args.one_layer else "", LAYERS, 6)):  # fmt: skip
         if not sizes:
             continue
-        table = studies(args.folder, [int(n) for n in sizes.split(",")], args.width, tuple(args.heads.split(",")), layers)
+        table = studies(args.folder, [int(n) for n in sizes.split(",")], args.width, tuple(args.heads.split(",")), layers,
+                        layer)  # fmt: skip
         print(f"python {' '.join(sys.argv)}; width {args.width}; {STUDY_FOLDS} folds, sizes {STUDY_SIZES} per class, 1 seed")
         print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     if args.extraction:
