@@ -11,8 +11,9 @@ makes of them (mlp_pool's centred frames in its product precision,
 attention's segment means), and for each copy a float64 sum and sum of
 squares per utterance (the frames' own sums, made for mlp_pool's centre,
 are let go before its copy's are made).  Fitted attention also gathers
-one run's segments at a time, at most all of them again.  On CUDA the device's copies are in the GPU's
-memory; the machine holds the loaded features alone.  Frames left in the
+one run's segments at a time, at most all of them again.  On CUDA the
+device's copies are in the GPU's memory; the machine holds the loaded
+features alone.  Frames left in the
 store take none of this but the sums and attention's one run of segments: a
 step reads its own frames from the files, and attention writes its segment
 means to a scratch file beside them and reads them from there.
@@ -202,8 +203,7 @@ def plan_training(heads: list[str], train: TrainConfig, left: int | None, worker
             )
         plan = MemoryPlan(workers=workers, eval_mb=None if room >= evaluation else room // 2**20)
     if log:
-        log(f"memory: training adds about {_training_total(plan, activations, evaluation) / GB:.2f} GB: "
-            f"{_training_words(plan, activations, evaluation)}")  # fmt: skip
+        log(_training_line(plan, activations, evaluation))
     return plan
 
 
@@ -234,21 +234,19 @@ def _processes(workers: int) -> int:
     return workers + 1 if workers > 1 else 0
 
 
-def _training_total(plan: MemoryPlan, activations: int, evaluation: int) -> int:
-    batch = evaluation if plan.eval_mb is None else plan.eval_mb * 2**20
-    return _processes(plan.workers) * PROCESS_BYTES + plan.workers * (activations + batch)
-
-
-def _training_words(plan: MemoryPlan, activations: int, evaluation: int) -> str:
+def _training_line(plan: MemoryPlan, activations: int, evaluation: int) -> str:
+    """What training adds, in one line of the study's log."""
     where = (f"up to {plan.workers} workers (for work of a minute or more) and the process they fork from, "
-             f"{PROCESS_BYTES / GB:.1f} GB each") if plan.workers > 1 else "this process"
-    if not activations:
-        return f"{where}; the training device holds the rest"
+             f"{PROCESS_BYTES / GB:.1f} GB each") if plan.workers > 1 else "this process"  # fmt: skip
     batch = evaluation if plan.eval_mb is None else plan.eval_mb * 2**20
+    total = _processes(plan.workers) * PROCESS_BYTES + plan.workers * (activations + batch)
+    if not activations:
+        return f"memory: training adds about {total / GB:.2f} GB: {where}; the training device holds the rest"
     shrunk = " (shrunk to fit; the predictions are the same)" if plan.eval_mb is not None else ""
-    each = "each" if plan.workers > 1 else "with"
     held = f" and evaluation batches of up to {batch / GB:.2f} GB{shrunk}" if evaluation else ""
-    return f"{where}; {each} a chunk's activations ({activations / 2**20:.0f} MB){held}"
+    each = "each" if plan.workers > 1 else "with"
+    return (f"memory: training adds about {total / GB:.2f} GB: {where}; {each} a chunk's activations "
+            f"({activations / 2**20:.0f} MB){held}")
 
 
 def _part(need: FeatureMemory, mapped: bool, named: bool = True) -> str:
