@@ -317,8 +317,9 @@ class Study:
 
     @property
     def training_workers(self) -> int | None:
-        """The worker processes asked for (None: as many as fit)."""
-        return self.config.workers
+        """The worker processes asked for (None: as many as fit); one where a Ray cluster trains (each task is one
+        process)."""
+        return self.config.workers if self.config.executor.local else 1
 
     def memory_plan(self, inputs: StudyInputs, log) -> MemoryPlan:
         """How training fits beside the features: as planned when they were loaded, else (inputs loaded elsewhere)
