@@ -144,6 +144,30 @@ def test_a_weighted_sum_of_frames_left_in_the_store_trains_as_the_copy_does(tmp_
             np.testing.assert_array_equal(read.layer_weights, held.layer_weights)
 
 
+def test_one_layer_of_frames_left_in_the_store_is_copied_once_beside_it_and_trains_as_its_copy_does(tmp_path):
+    """One hidden state of rows that store every layer ``(frames, layers, width)``: uploaded, it is written once to a
+    scratch file of that layer alone (in the store's precision, beside the store), and every frame head trains on
+    it as on a copy of that layer."""
+    from budget.engine.packed import DeviceFeatures, ScratchFrames
+
+    features, labels, runs = _layered()
+    layered = np.asarray(features.frames).reshape(len(features.frames), features.stacked, -1).astype(np.float16)
+    np.save(tmp_path / "0.frames.npy", layered)
+    mapped = MappedFrames([tmp_path / "0.frames.npy"], np.zeros(len(features), dtype=np.int64), features.offsets,
+                          features.lengths, layer=1)  # fmt: skip
+    one = replace(features, frames=mapped, mean=features.mean[:, 4:8], max=features.max[:, 4:8], stacked=1)
+    copied = replace(one, frames=layered[:, 1])
+    uploaded = DeviceFeatures.upload(one, torch.device("cpu"))
+    assert isinstance(uploaded._frames, ScratchFrames) and uploaded._frames.values.dtype == np.float16
+    assert uploaded._frames.folder == tmp_path and uploaded.mapped
+    np.testing.assert_array_equal(uploaded.block(0, len(layered)).numpy(), layered[:, 1].astype(np.float32))
+    config = TrainConfig(device="cpu", steps=30, lr=1e-2, batch_size=8, attention_segments=3)
+    for head in (MLPPool, AttnPool):
+        read, held = train_runs(head, one, labels, runs, 3, config), train_runs(head, copied, labels, runs, 3, config)
+        for a, b in zip(read, held, strict=True):
+            np.testing.assert_array_equal(RunOutput.of(a).predictions, RunOutput.of(b).predictions)
+
+
 def test_a_study_sweeps_every_layer_and_the_weighted_sum_from_one_extraction(tmp_path):
     from budget.report import build_report
 

@@ -52,7 +52,8 @@ class DeviceFeatures:
     @classmethod
     def upload(cls, features: FeatureSet, device: torch.device, half: bool | None = None) -> DeviceFeatures:
         """The feature set on ``device``, frames in :meth:`upload_dtype` (float16 when ``half``); frames left in the
-        store stay there for a float32 CPU copy, and are read into the device's memory by blocks otherwise."""
+        store stay there for a float32 CPU copy (one layer of an entry of every layer: written once to a scratch file
+        of its own, :meth:`ScratchFrames.layer_of`), and are read into the device's memory by blocks otherwise."""
         frames = None
         if features.frames is not None:
             if half is None:
@@ -62,7 +63,7 @@ class DeviceFeatures:
             if not isinstance(features.frames, MappedFrames):
                 frames = torch.from_numpy(np.ascontiguousarray(features.frames)).to(device, dtype)
             elif device.type == "cpu" and dtype == torch.float32:
-                frames = features.frames
+                frames = features.frames if features.frames.layer is None else ScratchFrames.layer_of(features.frames)
             else:
                 frames = torch.empty(features.frames.shape, dtype=dtype, device=device)
                 rows = max(1, 2**24 // max(features.dim, 1))
@@ -158,7 +159,7 @@ class DeviceFeatures:
             sizes = ((rank + 1) * length) // count - (rank * length) // count
             shape = (len(sizes), self.dim)
             if self.mapped:  # beside the frames: a run gathers its own segments, a prediction block its own
-                frames = ScratchFrames(shape, self._frames.folder if isinstance(self._frames, MappedFrames) else None)
+                frames = ScratchFrames(shape, self._frames.folder)
                 _segment_means(self.block, sizes, torch.from_numpy(frames.values))
             else:
                 frames = torch.empty(shape, dtype=torch.float32, device=self.device)
@@ -269,16 +270,28 @@ class DeviceFeatures:
 
 class ScratchFrames:
     """Rows written once to an unlinked scratch file and read by position, as frames left in the store are: fitted
-    attention's segment means where the frames they average stay in the store.  The file has no name, so it is
-    gone when the study ends or dies; its pages are the page cache's, which the kernel drops under pressure."""
+    attention's segment means where the frames they average stay in the store, and one layer of an entry that
+    stores every layer.  The file has no name, so it is gone when the study ends or dies; its pages are the page
+    cache's, which the kernel drops under pressure."""
 
-    def __init__(self, shape: tuple[int, int], folder: Path | None):
+    def __init__(self, shape: tuple[int, int], folder: Path | None, dtype: np.dtype = np.float32):
         try:
             self._file = tempfile.TemporaryFile(dir=folder)  # beside the store, which has room for more than this
         except OSError:  # a store on storage this process may not write: the system's temporary folder
             self._file = tempfile.TemporaryFile()
-        self.values = np.memmap(self._file, dtype=np.float32, mode="w+", shape=shape)
-        self.shape = shape
+        self.values = np.memmap(self._file, dtype=dtype, mode="w+", shape=shape)
+        self.shape, self.folder = shape, folder
+
+    @classmethod
+    def layer_of(cls, frames: MappedFrames, block_values: int = 2**24) -> ScratchFrames:
+        """The one layer ``frames`` reads of an entry that stores every hidden state of a frame side by side, copied
+        once, in the store's precision and the feature set's order: a step or a prediction then reads that layer's
+        bytes alone, where the stored rows would bring every layer's pages around them from the disk."""
+        out = cls((len(frames), int(np.prod(frames.shape[1:]))), frames.folder, frames.dtype)
+        rows = max(1, block_values // max(out.shape[1], 1))
+        for start in range(0, len(frames), rows):
+            out.values[start : start + rows] = frames[start : start + rows]
+        return out
 
     def __len__(self) -> int:
         return self.shape[0]
