@@ -144,10 +144,12 @@ def test_a_weighted_sum_of_frames_left_in_the_store_trains_as_the_copy_does(tmp_
             np.testing.assert_array_equal(read.layer_weights, held.layer_weights)
 
 
-def test_one_layer_of_frames_left_in_the_store_is_copied_once_beside_it_and_trains_as_its_copy_does(tmp_path):
+def test_one_layer_of_frames_left_in_the_store_is_copied_once_beside_it_and_trains_as_its_copy_does(tmp_path,
+                                                                                                     monkeypatch):
     """One hidden state of rows that store every layer ``(frames, layers, width)``: uploaded, it is written once to a
     scratch file of that layer alone (in the store's precision, beside the store), and every frame head trains on
-    it as on a copy of that layer."""
+    it as on a copy of that layer; where the disk lacks room, the rows are read as they are."""
+    from budget.engine import packed
     from budget.engine.packed import DeviceFeatures, ScratchFrames
 
     features, labels, runs = _layered()
@@ -166,6 +168,8 @@ def test_one_layer_of_frames_left_in_the_store_is_copied_once_beside_it_and_trai
         read, held = train_runs(head, one, labels, runs, 3, config), train_runs(head, copied, labels, runs, 3, config)
         for a, b in zip(read, held, strict=True):
             np.testing.assert_array_equal(RunOutput.of(a).predictions, RunOutput.of(b).predictions)
+    monkeypatch.setattr(packed, "SCRATCH_MARGIN", 2**62)  # a disk without room for the copy: the rows are read
+    assert DeviceFeatures.upload(one, torch.device("cpu"))._frames is mapped
 
 
 def test_a_study_sweeps_every_layer_and_the_weighted_sum_from_one_extraction(tmp_path):

@@ -4,6 +4,7 @@ samples and seeds, fixed up front from the run's own seed."""
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -268,6 +269,10 @@ class DeviceFeatures:
         return PackedBatch(n_slots=slots.shape[1], frames=frames, members=members, counts=lengths)
 
 
+#: Disk left free beside a scratch copy of one layer: where there is less, the layer is read from the store's rows.
+SCRATCH_MARGIN = 2**30
+
+
 class ScratchFrames:
     """Rows written once to an unlinked scratch file and read by position, as frames left in the store are: fitted
     attention's segment means where the frames they average stay in the store, and one layer of an entry that
@@ -283,11 +288,17 @@ class ScratchFrames:
         self.shape, self.folder = shape, folder
 
     @classmethod
-    def layer_of(cls, frames: MappedFrames, block_values: int = 2**24) -> ScratchFrames:
+    def layer_of(cls, frames: MappedFrames, block_values: int = 2**24) -> ScratchFrames | MappedFrames:
         """The one layer ``frames`` reads of an entry that stores every hidden state of a frame side by side, copied
         once, in the store's precision and the feature set's order: a step or a prediction then reads that layer's
-        bytes alone, where the stored rows would bring every layer's pages around them from the disk."""
+        bytes alone, where the stored rows would bring every layer's pages around them from the disk.  ``frames``
+        themselves where the disk the copy would go to lacks room for it and :data:`SCRATCH_MARGIN` beside it (a
+        memory map written past a full disk ends the process)."""
         out = cls((len(frames), int(np.prod(frames.shape[1:]))), frames.folder, frames.dtype)
+        disk = os.fstatvfs(out._file.fileno())
+        if disk.f_bavail * disk.f_frsize < out.values.nbytes + SCRATCH_MARGIN:
+            out._file.close()
+            return frames
         rows = max(1, block_values // max(out.shape[1], 1))
         for start in range(0, len(frames), rows):
             out.values[start : start + rows] = frames[start : start + rows]
