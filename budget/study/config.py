@@ -79,9 +79,9 @@ class StudyConfig:
     extract_batch: int | None = field(default=None, metadata=option(
         "--extract-batch", "Utterances per extraction batch (default 16 on CUDA, 8 on a CPU)."))
     max_memory: float | None = field(default=None, metadata=option(
-        "--max-memory", "GB the features a study trains on may take (default: what the machine has available); "
-        "beyond it, frames stay in the store and are read as training asks; a study that needs more even so stops "
-        "before loading them, saying why."))
+        "--max-memory", "GB a study's features and training may take (default: what the machine has available); "
+        "beyond it, frames stay in the store and are read as training asks, fewer workers start and evaluation "
+        "batches shrink (the same results); a study that needs more even so stops before loading, saying why."))
     shared_store: bool = field(default=False, metadata=option(
         "--shared-store", "With --executor ray: every worker sees the feature store's files, so a task reads the "
         "frames its runs need from them rather than receiving every frame."))
