@@ -117,7 +117,7 @@ def test_text_alone_stays_near_chance_on_emodb(minilm, shared_emodb, tmp_path):
 def test_end_to_end_on_emodb_with_its_transcripts(minilm, shared_emodb, emodb_lld_store, tmp_path):
     config = StudyConfig(
         corpus="emodb", root=str(shared_emodb), classes="basic4", features=("lld", minilm), heads=("align_lstm",),
-        per_class=(2,), seeds=1, store=str(emodb_lld_store), train=TrainConfig(steps=10, batch_size=8),
+        per_class=(2,), seeds=1, store=str(emodb_lld_store), train=TrainConfig(steps=4, batch_size=8),
     )  # fmt: skip
     results = Study(config, tmp_path / "run").run(log=lambda _: None)
     assert len(results) == 10 and set(results["features"]) == {f"lld+{minilm}"}  # one run per speaker
